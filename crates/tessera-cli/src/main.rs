@@ -1,0 +1,242 @@
+//! `tessera`: the Tessera identity service and its admin commands.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tessera::accounts::{self, KNOWN_ROLES, UserView};
+use tessera::clock::{Clock, rfc3339};
+use tessera::keys::{Alg, Keys};
+use tessera::{App, Config};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Tessera: identity and access management in one binary")]
+struct Cli {
+    /// TOML configuration file (environment variables TESSERA_* override it).
+    #[arg(long, global = true, env = "TESSERA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (applies pending migrations, generates a signing key on first start).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (for example the first administrator). Reads the password from stdin.
+    Create {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (first line).
+        #[arg(long, conflicts_with = "password_hash")]
+        password_stdin: bool,
+        /// Import an existing hash (Argon2 PHC string or bcrypt $2b$); upgraded to Argon2id at
+        /// the first successful login.
+        #[arg(long)]
+        password_hash: Option<String>,
+        /// Mark the email as verified.
+        #[arg(long)]
+        verified: bool,
+        /// Grant a role (repeatable). Known roles: admin.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Print the user as JSON (stable output for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// At most this many users.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Start after this user id (pagination).
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List signing keys and their state.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new signing key and make it current. The previous key stays published until
+    /// every token it signed has expired. Running servers pick the new key up within a minute.
+    Rotate {
+        /// Algorithm of the new key (default: the configured TESSERA_SIGNING_ALG).
+        #[arg(long)]
+        alg: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tessera: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tessera::telemetry::init(&config.log_format);
+    match run(cli.command, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let clock = Clock::System;
+    match command {
+        Command::Serve => {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            for key in Config::unknown_env_keys(&env) {
+                tracing::warn!(%key, "unknown TESSERA_* environment variable ignored");
+            }
+            let app = App::build(config, clock).await?;
+            tracing::info!(addr = %app.local_addr(), issuer = %app.state().config.issuer, "tessera is listening");
+            app.run().await
+        }
+        Command::Migrate => {
+            tessera::app::open_store(&config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::CheckConfig => {
+            println!("{}", serde_json::to_string_pretty(&config.redacted())?);
+            Ok(())
+        }
+        Command::User(cmd) => user(cmd, config, clock).await,
+        Command::Keys(cmd) => keys(cmd, config, clock).await,
+    }
+}
+
+async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Create { email, password_stdin, password_hash, verified, roles, json } => {
+            for role in &roles {
+                if !KNOWN_ROLES.contains(&role.as_str()) {
+                    bail!("unknown role {role:?}; known roles: {KNOWN_ROLES:?}");
+                }
+            }
+            let email = accounts::validate_email("email", &email).map_err(|e| anyhow::anyhow!("--email: {}", describe(&e)))?;
+            let hash = match (password_stdin, password_hash) {
+                (true, _) => {
+                    let mut input = String::new();
+                    std::io::stdin().read_to_string(&mut input).context("reading the password from stdin")?;
+                    let password = input.lines().next().unwrap_or_default().to_string();
+                    let passwords = tessera::passwords::Passwords::new(&config.password)?;
+                    passwords.check_policy("password", &password).map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+                    Some(passwords.hash(&password).await.map_err(|e| anyhow::anyhow!("{e}"))?)
+                }
+                (false, Some(h)) => {
+                    if !tessera::passwords::is_supported_hash(&h) {
+                        bail!("--password-hash must be an Argon2 PHC string or a bcrypt hash");
+                    }
+                    Some(h)
+                }
+                (false, None) => None,
+            };
+            let store = tessera::app::open_store(&config).await?;
+            let now = clock.now();
+            let user = accounts::create(&store, &email, hash.as_deref(), verified.then_some(now), &roles.join(" "), None, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            let view = UserView::from(&user);
+            if json {
+                println!("{}", serde_json::to_string(&view)?);
+            } else {
+                println!("created user {} <{}> roles={:?}", view.id, view.email, view.roles);
+            }
+            Ok(())
+        }
+        UserCommand::List { json, limit, after } => {
+            let store = tessera::app::open_store(&config).await?;
+            let users = tessera::store::users::list(store.pool(), after.as_deref(), limit.clamp(1, 10_000)).await?;
+            for u in &users {
+                let view = UserView::from(u);
+                if json {
+                    println!("{}", serde_json::to_string(&view)?);
+                } else {
+                    println!("{}  {:<40} {:<12} verified={} roles={}", view.id, view.email, view.status, view.email_verified, u.roles);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn keys(cmd: KeysCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
+    let store = tessera::app::open_store(&config).await?;
+    let now = clock.now();
+    let retention = tessera::keys::KeyConfig::from_config(&config).retention;
+    match cmd {
+        KeysCommand::List { json } => {
+            for k in tessera::store::keys::list_all_keys(store.pool()).await? {
+                let state = match (k.state.as_str(), k.retired_at) {
+                    ("active", _) => "current".to_string(),
+                    (_, Some(at)) if at + retention > now => format!("retired, published until {}", rfc3339(at + retention)),
+                    _ => "expired".to_string(),
+                };
+                if json {
+                    println!("{}", json!({"kid": k.kid, "alg": k.alg, "state": state, "created_at": rfc3339(k.created_at)}));
+                } else {
+                    println!("{}  {:<6} {:<20} created {}", k.kid, k.alg, state, rfc3339(k.created_at));
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate { alg, json } => {
+            let alg_name = alg.unwrap_or_else(|| config.signing_alg.clone());
+            let Some(alg) = Alg::parse(&alg_name).filter(|a| *a != Alg::Hs256) else {
+                bail!("--alg must be RS256, ES256 or EdDSA");
+            };
+            let master = tessera::app::load_master_key(&config)?;
+            let kid = Keys::rotate(&store, &master, alg, now).await?;
+            if json {
+                println!("{}", json!({"kid": kid, "alg": alg.as_str()}));
+            } else {
+                println!("new current key {kid} ({})", alg.as_str());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn describe(e: &tessera::Error) -> String {
+    match e {
+        tessera::Error::Validation(fields) => fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "),
+        other => other.to_string(),
+    }
+}

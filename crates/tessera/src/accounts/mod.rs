@@ -1,0 +1,231 @@
+//! Accounts: registration, login, the user's own view of themselves, their profile and password,
+//! and operator-side creation for bootstrapping (`tessera user create`).
+
+pub mod profile;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::clock::rfc3339;
+use crate::error::{Error, FieldError, Result};
+use crate::passwords::Verification;
+use crate::sessions::{self, Device, Subject, TokenPair};
+use crate::store::users::{self, NewUser, User};
+use crate::store::{Store, is_unique_violation};
+
+/// Roles an operator may grant at creation.
+pub const KNOWN_ROLES: &[&str] = &["admin"];
+
+/// A user as the API shows it (never the hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub roles: Vec<String>,
+    pub status: String,
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            email_verified: u.email_verified_at.is_some(),
+            roles: u.roles(),
+            status: u.status.clone(),
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+/// Checks the shape of an email address: one `@`, a non-empty local part of at most 64
+/// characters, a domain without spaces, 254 characters at most overall. Deliverability is
+/// proven by verification, not by syntax.
+pub fn validate_email(field: &str, email: &str) -> Result<String> {
+    let email = email.trim();
+    let bad = |m: &str| Err(Error::Validation(vec![FieldError::new(field, m)]));
+    if email.is_empty() {
+        return bad("is required");
+    }
+    if email.chars().count() > 254 {
+        return bad("must be at most 254 characters long");
+    }
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return bad("must be an email address");
+    };
+    if local.is_empty() || local.chars().count() > 64 || local.contains('@') {
+        return bad("must be an email address");
+    }
+    if domain.is_empty() || domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+        return bad("must be an email address with a valid domain");
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must not contain spaces or control characters");
+    }
+    Ok(email.to_string())
+}
+
+/// Checks an optional short text field: at most `max` characters, no control characters.
+pub fn validate_text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.chars().count() > max {
+        return Err(Error::invalid(field, format!("must be at most {max} characters long")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+pub struct Registration {
+    pub email: String,
+    pub password: String,
+    pub display_name: Option<String>,
+}
+
+/// Registers a user. A taken email is a 409 `email_taken`.
+#[tracing::instrument(skip_all)]
+pub async fn register(state: &AppState, input: Registration, now: i64) -> Result<User> {
+    let mut errors = Vec::new();
+    let email = validate_email("email", &input.email).map_err(|e| collect(&mut errors, e)).ok();
+    let _ = state.passwords.check_policy("password", &input.password).map_err(|e| collect(&mut errors, e));
+    if let Some(name) = &input.display_name {
+        let _ = validate_text("display_name", name, 100).map_err(|e| collect(&mut errors, e));
+    }
+    let Some(email) = email.filter(|_| errors.is_empty()) else {
+        return Err(Error::Validation(errors));
+    };
+    let hash = state.passwords.hash(&input.password).await?;
+    create(&state.store, &email, Some(&hash), None, "", input.display_name.as_deref(), now).await
+}
+
+fn collect(errors: &mut Vec<FieldError>, e: Error) {
+    if let Error::Validation(mut v) = e {
+        errors.append(&mut v);
+    }
+}
+
+/// Inserts a user with its profile; `email_taken` on a duplicate (case-insensitive).
+pub async fn create(
+    store: &Store,
+    email: &str,
+    password_hash: Option<&str>,
+    email_verified_at: Option<i64>,
+    roles: &str,
+    display_name: Option<&str>,
+    now: i64,
+) -> Result<User> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut tx = store.begin().await?;
+    let new = NewUser { id: &id, email, email_verified_at, password_hash, roles, display_name, now };
+    match users::insert(&mut tx, &new).await {
+        Ok(()) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::Conflict { code: "email_taken", message: "an account with this email already exists" });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tx.commit().await?;
+    Ok(User {
+        id,
+        email: email.to_string(),
+        email_verified_at,
+        password_hash: None,
+        roles: roles.to_string(),
+        status: "active".into(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// Logs in with email and password. Wrong password, unknown email and deactivated account give
+/// the same `invalid_credentials`, and each costs one password verification.
+#[tracing::instrument(skip_all)]
+pub async fn login(state: &AppState, email: &str, password: &str, device: &Device, now: i64) -> Result<TokenPair> {
+    if email.len() > 1024 {
+        return Err(Error::invalid("email", "must be at most 254 characters long"));
+    }
+    if password.chars().count() > crate::passwords::MAX_LENGTH {
+        return Err(Error::invalid("password", format!("must be at most {} characters long", crate::passwords::MAX_LENGTH)));
+    }
+    let user = users::find_by_email(state.store.pool(), email).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
+    let verification = state.passwords.verify(password, stored).await?;
+    let (Some(user), Verification::Valid { rehash }) = (user, verification) else {
+        return Err(Error::invalid_credentials());
+    };
+    if !user.is_active() {
+        return Err(Error::invalid_credentials());
+    }
+    if rehash {
+        let hash = state.passwords.hash(password).await?;
+        users::set_password_hash(state.store.pool(), &user.id, &hash, now).await?;
+        tracing::info!(user_id = %user.id, "password hash upgraded to the configured Argon2id parameters");
+    }
+    let subject = Subject {
+        user_id: &user.id,
+        roles: user.roles(),
+        email_verified: user.email_verified_at.is_some(),
+        tenant_id: None,
+    };
+    sessions::start(&state.store, &state.keys, &state.settings, subject, device, now).await
+}
+
+/// Reads a user through the short-lived in-process cache (see [`UserCache`]).
+pub async fn find_user(state: &AppState, id: &str) -> Result<Option<User>> {
+    if let Some(u) = state.users.get(id) {
+        return Ok(Some(u));
+    }
+    let user = users::find_by_id(state.store.pool(), id).await?;
+    if let Some(u) = &user {
+        state.users.insert(id.to_string(), u.clone());
+    }
+    Ok(user)
+}
+
+/// Changes the password after checking the current one, and ends the user's other sessions.
+#[tracing::instrument(skip_all)]
+pub async fn change_password(state: &AppState, user_id: &str, session_id: &str, current: &str, new: &str, now: i64) -> Result<()> {
+    state.passwords.check_policy("new_password", new)?;
+    let user = users::find_by_id(state.store.pool(), user_id).await?.ok_or_else(Error::invalid_token)?;
+    match state.passwords.verify(current, user.password_hash.as_deref()).await? {
+        Verification::Valid { .. } => {}
+        Verification::Invalid => {
+            return Err(Error::Forbidden { code: "invalid_current_password", message: "the current password is wrong" });
+        }
+    }
+    let hash = state.passwords.hash(new).await?;
+    let mut tx = state.store.begin().await?;
+    users::set_password_hash(&mut *tx, user_id, &hash, now).await?;
+    let revoked = sessions::revoke_all_in(&mut tx, user_id, Some(session_id), "password_changed", now).await?;
+    tx.commit().await?;
+    state.sessions.mark_all_revoked(&revoked);
+    state.users.invalidate(user_id);
+    Ok(())
+}
+
+/// Users read by id, remembered for a few seconds: `GET /identity/me` needs no database read
+/// per request. Writes in this process invalidate the entry.
+pub type UserCache = moka::sync::Cache<String, User>;
+
+pub fn user_cache() -> UserCache {
+    moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(5)).build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_shapes() {
+        for ok in ["a@b.c", "Alice.Smith+tag@Example.COM", "x@localhost"] {
+            assert!(validate_email("email", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "plain", "@b.c", "a@", "a@.b", "a@b..c", "a b@c.d", "a@b.c\n", &format!("{}@b.c", "x".repeat(65))] {
+            assert!(validate_email("email", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The composition root: [`App::build`] turns a [`Config`] into a bound listener and a router
+//! over one [`AppState`]. `tessera serve`, the API tests and the benchmark all start Tessera
+//! through it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::accounts::{self, UserCache};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::keys::{KeyConfig, Keys, RELOAD_INTERVAL};
+use crate::passwords::Passwords;
+use crate::sessions::{SessionCache, Settings};
+use crate::store::Store;
+
+/// Everything a request handler or a job needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub keys: Keys,
+    pub passwords: Passwords,
+    pub sessions: SessionCache,
+    pub users: UserCache,
+    pub settings: Arc<Settings>,
+    pub clock: Clock,
+}
+
+impl AppState {
+    /// Connects, migrates and loads keys: everything but the listener.
+    pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let master = Arc::new(load_master_key(&config)?);
+        let store = open_store(&config).await?;
+        let keys = Keys::load(store.clone(), master, KeyConfig::from_config(&config), clock.now()).await?;
+        let passwords = Passwords::new(&config.password)?;
+        Ok(Self {
+            sessions: SessionCache::new(config.access_token_ttl as i64),
+            users: accounts::user_cache(),
+            settings: Arc::new(Settings::from_config(&config)),
+            config: Arc::new(config),
+            store,
+            keys,
+            passwords,
+            clock,
+        })
+    }
+}
+
+/// A built, bound, not yet running service.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Builds the state and binds `config.listen` (port 0 picks a free port).
+    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let addr = config.listen_addr()?;
+        let state = AppState::new(config, clock).await?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let reload = tokio::spawn(reload_keys(self.state.clone()));
+        let router = crate::http::router(self.state.clone());
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        reload.abort();
+        self.state.store.close().await;
+        result.context("serving HTTP")
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+async fn reload_keys(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(RELOAD_INTERVAL as u64));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.keys.reload(state.clock.now()).await {
+            tracing::warn!(error = ?e, "reloading signing keys failed; keeping the current set");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Connects to the configured database and applies pending migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.database_url(), config.database_max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// The master key: `TESSERA_MASTER_KEY`, or else `<data_dir>/master.key`, generated with mode
+/// 0600 on first start (development only; a loud warning says so).
+pub fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    if let Some(key) = &config.master_key {
+        return MasterKey::from_base64(key.expose_secret()).context("TESSERA_MASTER_KEY");
+    }
+    let path = config.data_dir.join("master.key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let key = MasterKey::from_base64(&text).with_context(|| format!("{} is not a valid master key", path.display()))?;
+        warn_dev_key(&path);
+        return Ok(key);
+    }
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let key = MasterKey::generate();
+    write_private(&path, key.to_base64().as_bytes())?;
+    warn_dev_key(&path);
+    Ok(key)
+}
+
+fn warn_dev_key(path: &Path) {
+    tracing::warn!(
+        path = %path.display(),
+        "USING A MASTER KEY FROM A FILE NEXT TO THE DATA. Fine for development; in production set \
+         TESSERA_MASTER_KEY (base64 of 32 random bytes) from a secret store."
+    );
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! `/auth/*`: register, login, refresh, logout.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Router, body::Bytes};
+use serde::Deserialize;
+
+use super::extract::{ClientDevice, Json, authenticate, bearer_token};
+use super::{no_content, no_store};
+use crate::accounts::{self, Registration, UserView};
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::sessions;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    email: String,
+    password: String,
+    display_name: Option<String>,
+}
+
+async fn register(State(state): State<AppState>, Json(body): Json<RegisterBody>) -> Result<Response> {
+    let input = Registration { email: body.email, password: body.password, display_name: body.display_name };
+    let user = accounts::register(&state, input, state.clock.now()).await?;
+    Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response())
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+async fn login(State(state): State<AppState>, ClientDevice(device): ClientDevice, Json(body): Json<LoginBody>) -> Result<Response> {
+    let pair = accounts::login(&state, &body.email, &body.password, &device, state.clock.now()).await?;
+    Ok(no_store(axum::Json(pair).into_response()))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> Result<Response> {
+    let now = state.clock.now();
+    let pair = sessions::refresh(&state.store, &state.keys, &state.sessions, &state.settings, &body.refresh_token, now).await?;
+    Ok(no_store(axum::Json(pair).into_response()))
+}
+
+#[derive(Deserialize)]
+struct LogoutQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize)]
+struct LogoutBody {
+    refresh_token: Option<String>,
+}
+
+/// Ends the caller's session (bearer token, or `{refresh_token}` in the body); `?all=true` ends
+/// every session of the user. An unknown refresh token is answered like a known one (204).
+async fn logout(
+    State(state): State<AppState>,
+    Query(query): Query<LogoutQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let (user_id, session_id) = if let Some(token) = bearer_token(&headers)? {
+        let claims = authenticate(&state, token).await?;
+        (Some(claims.sub), Some(claims.sid))
+    } else if !body.is_empty() {
+        let body: LogoutBody = serde_json::from_slice(&body).map_err(|e| Error::bad_request("malformed_json", e.to_string()))?;
+        let Some(token) = body.refresh_token else {
+            return Err(Error::invalid("refresh_token", "is required without a bearer token"));
+        };
+        let user_id = sessions::logout_with_refresh_token(&state.store, &state.sessions, &token, now).await?;
+        (user_id, None)
+    } else {
+        return Err(Error::Unauthenticated {
+            code: "unauthenticated",
+            message: "send a bearer access token or a refresh_token",
+            bearer: true,
+        });
+    };
+    if let Some(sid) = &session_id {
+        sessions::revoke(&state.store, &state.sessions, sid, "logout", now).await?;
+    }
+    if let (true, Some(user_id)) = (query.all, user_id) {
+        sessions::revoke_all(&state.store, &state.sessions, &user_id, None, "logout_all", now).await?;
+    }
+    Ok(no_content())
+}

@@ -1,0 +1,92 @@
+//! The one place where errors become HTTP responses.
+//!
+//! A handler's [`Error`] becomes a status and an [`ErrorBody`]; the correlation middleware
+//! (`super::correlation`) adds the request's `correlation_id` to the body. Responses that did not
+//! come from our error type (unknown route, wrong method, a panic) are given the same JSON shape
+//! there too.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::{Error, FieldError};
+
+/// `{"error", "message", "fields"?}`; `correlation_id` is added by the middleware.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}
+
+impl ErrorBody {
+    pub fn new(error: &'static str, message: impl Into<String>) -> Self {
+        Self { error, message: message.into(), fields: Vec::new() }
+    }
+
+    /// Renders the body with the correlation id.
+    pub fn render(&self, correlation_id: &str) -> Vec<u8> {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        value["correlation_id"] = correlation_id.into();
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    /// The generic body for a status produced outside our error type.
+    pub fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::new("not_found", "no such resource"),
+            StatusCode::METHOD_NOT_ALLOWED => Self::new("method_not_allowed", "this method is not allowed on this resource"),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new("payload_too_large", "the request body is too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new("unsupported_media_type", "the request body must be application/json"),
+            s if s.is_client_error() => Self::new("bad_request", s.canonical_reason().unwrap_or("bad request")),
+            _ => Self::new("internal_error", "an internal error occurred"),
+        }
+    }
+}
+
+/// Builds an error response carrying `body` (rendered by the correlation middleware).
+pub fn error_response(status: StatusCode, body: ErrorBody) -> Response {
+    let bytes = body.render("");
+    let mut res = (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response();
+    res.extensions_mut().insert(body);
+    res
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            Error::Validation(fields) => {
+                let message = fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorBody { error: "validation_failed", message, fields: fields.clone() })
+            }
+            Error::BadRequest { code, message } => (StatusCode::BAD_REQUEST, ErrorBody::new(code, message.clone())),
+            Error::Unauthenticated { code, message, .. } => (StatusCode::UNAUTHORIZED, ErrorBody::new(code, *message)),
+            Error::Forbidden { code, message } => (StatusCode::FORBIDDEN, ErrorBody::new(code, *message)),
+            Error::NotFound => (StatusCode::NOT_FOUND, ErrorBody::new("not_found", "no such resource")),
+            Error::Conflict { code, message } => (StatusCode::CONFLICT, ErrorBody::new(code, *message)),
+            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::for_status(StatusCode::PAYLOAD_TOO_LARGE)),
+            Error::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorBody::new("unsupported_media_type", m.clone())),
+            Error::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new("unavailable", *m)),
+            Error::Database(_) | Error::Internal(_) => {
+                tracing::error!(error = ?self, "request failed with an internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::for_status(StatusCode::INTERNAL_SERVER_ERROR))
+            }
+        };
+        let mut res = error_response(status, body);
+        // RFC 6750 §3: a bearer-protected resource says how to authenticate.
+        if let Error::Unauthenticated { code, bearer: true, .. } = &self {
+            let value = if *code == "invalid_token" {
+                r#"Bearer realm="tessera", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
+            } else {
+                r#"Bearer realm="tessera""#
+            };
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        res
+    }
+}

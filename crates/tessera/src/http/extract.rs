@@ -1,0 +1,116 @@
+//! Extractors: JSON bodies rejected through our error type, the authenticated caller, and the
+//! caller's device.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::error::Error;
+use crate::keys::jwt::AccessClaims;
+use crate::sessions::Device;
+
+/// `axum::Json` whose rejections are our 4xx errors (400 syntax, 413 size, 415 content type,
+/// 422 missing or mistyped fields).
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> Error {
+    match rejection {
+        JsonRejection::JsonDataError(e) => Error::BadRequest { code: "invalid_body", message: e.body_text() }.into_validation(),
+        JsonRejection::JsonSyntaxError(e) => Error::bad_request("malformed_json", e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => {
+            Error::UnsupportedMediaType("the request body must be JSON with Content-Type: application/json".into())
+        }
+        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
+        other => Error::bad_request("invalid_body", other.body_text()),
+    }
+}
+
+impl Error {
+    /// A JSON body of the wrong shape is a 422 naming the field (serde's path is in the message).
+    fn into_validation(self) -> Self {
+        match self {
+            Error::BadRequest { message, .. } => {
+                let detail = message.split_once("target type: ").map_or(message.as_str(), |(_, d)| d).to_string();
+                let field = detail.split(": ").next().filter(|f| !f.contains(' ')).unwrap_or("body").to_string();
+                Error::Validation(vec![crate::error::FieldError::new(field, detail)])
+            }
+            other => other,
+        }
+    }
+}
+
+/// The caller of a bearer-protected endpoint: a valid access token of a live session.
+pub struct Authenticated(pub AccessClaims);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Some(token) = bearer_token(&parts.headers)? else {
+            return Err(Error::Unauthenticated {
+                code: "unauthenticated",
+                message: "a bearer access token is required",
+                bearer: true,
+            });
+        };
+        authenticate(state, token).await.map(Authenticated)
+    }
+}
+
+/// Validates an access token and checks that its session is still live.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims, Error> {
+    let now = state.clock.now();
+    let claims = state.keys.verify_access_token(token, now).await.map_err(|e| {
+        tracing::debug!(reason = %e, "access token refused");
+        Error::invalid_token()
+    })?;
+    if !state.sessions.is_live(&state.store, &claims.sid, now).await? {
+        return Err(Error::invalid_token());
+    }
+    Ok(claims)
+}
+
+/// The token of an `Authorization: Bearer …` header (RFC 6750 §2.1); `None` when absent.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, Error> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| Error::invalid_token())?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(Some(token.trim())),
+        _ => Err(Error::invalid_token()),
+    }
+}
+
+/// The device a request comes from: user agent (truncated) and socket address.
+pub struct ClientDevice(pub Device);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientDevice {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect());
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        Ok(Self(Device { user_agent, ip }))
+    }
+}

@@ -1,0 +1,110 @@
+//! HTTP: the only module that knows axum. One router per area; handlers extract, call one domain
+//! function and shape the response.
+
+mod auth;
+pub mod errors;
+pub mod extract;
+mod identity;
+mod ops;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+use crate::app::AppState;
+use errors::{ErrorBody, error_response};
+
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    Router::new()
+        .merge(auth::router())
+        .merge(identity::router())
+        .merge(ops::router())
+        .fallback(|| async { crate::Error::NotFound })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::for_status(StatusCode::INTERNAL_SERVER_ERROR))
+        }))
+        .layer(middleware::from_fn(correlation))
+        .with_state(state)
+}
+
+/// The request's correlation id (from `X-Correlation-ID` or generated).
+#[derive(Clone, Debug)]
+pub struct CorrelationId(pub String);
+
+/// Accepts or generates the correlation id, runs the request in a span carrying it, echoes it,
+/// renders every error body as JSON with it, and logs one line per request (path only: query
+/// strings can carry secrets).
+async fn correlation(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(CorrelationId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", correlation_id = %id, %method, %path);
+    let started = Instant::now();
+    let mut res = next.run(req).instrument(span.clone()).await;
+    let status = res.status();
+    if status.is_client_error() || status.is_server_error() {
+        let body = res.extensions_mut().remove::<ErrorBody>().or_else(|| {
+            let is_json = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+            (!is_json).then(|| ErrorBody::for_status(status))
+        });
+        if let Some(body) = body {
+            let headers = std::mem::take(res.headers_mut());
+            res = (status, body.render(&id)).into_response();
+            for (name, value) in headers.iter() {
+                if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                    res.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(HeaderName::from_static(CORRELATION_HEADER), v);
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let _enter = span.enter();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), elapsed_ms, "request");
+    } else {
+        tracing::debug!(status = status.as_u16(), elapsed_ms, "request");
+    }
+    res
+}
+
+/// Token responses must not be cached (RFC 6749 §5.1).
+pub fn no_store(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// An empty 204.
+pub fn no_content() -> Response {
+    Response::builder().status(StatusCode::NO_CONTENT).body(Body::empty()).unwrap_or_default()
+}

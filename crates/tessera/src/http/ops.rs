@@ -1,0 +1,47 @@
+//! Operations and discovery: health, readiness, the JWKS.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::keys::JWKS_MAX_AGE;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+/// The process is up.
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// The database answers within two seconds; 503 otherwise.
+async fn readyz(State(state): State<AppState>) -> Result<Response> {
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = ?e, "readiness: database error");
+            Err(Error::Unavailable("the database is unreachable"))
+        }
+        Err(_) => Err(Error::Unavailable("the database did not answer in time")),
+    }
+}
+
+/// The public signing keys (RFC 7517), serialised once per key-set load.
+async fn jwks(State(state): State<AppState>) -> Response {
+    let body = state.keys.current().jwks.clone();
+    let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={JWKS_MAX_AGE}")) {
+        res.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    res
+}

@@ -1,0 +1,116 @@
+//! JWT access tokens (RFC 9068 profile: `typ: at+jwt`) and their validation.
+//!
+//! Validation rejects: `alg: none` and unknown algorithms, a header `alg` that differs from the
+//! algorithm of the key named by `kid` (algorithm confusion, e.g. HS256 signed with a public
+//! key), unknown `kid`, a wrong `typ`, wrong `iss` or `aud`, tampered payloads or signatures, and
+//! tokens that are expired (`exp <= now`) or not yet valid (`nbf > now`).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use super::{Keys, SigningKey};
+
+/// `typ` header of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Longest token accepted for validation, bytes.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The claims of a first-party access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    /// The session this token belongs to; revoking the session revokes the token.
+    pub sid: String,
+    /// RFC 9068 §2.2: the client the token was issued to (`tessera` for first-party logins).
+    pub client_id: String,
+    pub roles: Vec<String>,
+    pub email_verified: bool,
+    /// The active tenant, once tenants exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
+}
+
+/// Why a token was refused. Never shown to the client beyond `invalid_token`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported or wrong token type")]
+    WrongType,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("algorithm does not match the key")]
+    AlgorithmMismatch,
+    #[error("invalid signature or claims: {0}")]
+    Invalid(String),
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid")]
+    NotYetValid,
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    typ: &'a str,
+    kid: &'a str,
+}
+
+/// Signs `claims` as a compact JWS with `key`.
+pub fn sign<T: Serialize>(key: &SigningKey, typ: &str, claims: &T) -> anyhow::Result<String> {
+    let header = serde_json::to_vec(&Header { alg: key.alg.as_str(), typ, kid: &key.kid })?;
+    let payload = serde_json::to_vec(claims)?;
+    let mut out = String::with_capacity(64 + payload.len() * 4 / 3 + 350);
+    URL_SAFE_NO_PAD.encode_string(&header, &mut out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+    let sig = key.sign(out.as_bytes())?;
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(&sig, &mut out);
+    Ok(out)
+}
+
+impl Keys {
+    /// Signs an access token with the current key.
+    pub fn sign_access_token(&self, claims: &AccessClaims) -> anyhow::Result<String> {
+        sign(&self.current().current, ACCESS_TOKEN_TYP, claims)
+    }
+
+    /// Validates an access token's header, signature, `iss`, `aud`, `exp` and `nbf` at `now`.
+    pub async fn verify_access_token(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
+            return Err(TokenError::Malformed);
+        }
+        // Unknown algorithms, including "none", fail to parse here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+            return Err(TokenError::WrongType);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let mut set = self.current();
+        if !set.verify.contains_key(&kid) && self.reload_for_unknown_kid(now).await {
+            set = self.current();
+        }
+        let key = set.verify.get(&kid).ok_or(TokenError::UnknownKey)?;
+        if header.alg != key.alg.jwt() {
+            return Err(TokenError::AlgorithmMismatch);
+        }
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &key.validation)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let claims = data.claims;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}

@@ -1,0 +1,22 @@
+//! Tessera: an identity and access management service.
+//!
+//! The library holds everything the `tessera` binary runs: configuration, the store on SQLite or
+//! PostgreSQL, accounts, sessions, signing keys and the HTTP API. [`app::App::build`] is the one
+//! entry point shared by `tessera serve`, the API tests and the benchmark.
+
+pub mod accounts;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod passwords;
+pub mod sessions;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{App, AppState};
+pub use config::Config;
+pub use error::Error;

@@ -1,0 +1,319 @@
+//! Sessions and tokens: a login starts a session (one device) with a refresh-token family;
+//! refreshing rotates the token; presenting a rotated token again after the grace window is
+//! reuse and ends the whole session. Access tokens carry the session id (`sid`), and
+//! [`SessionCache`] lets a revocation take effect on them at once.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::crypto::{REFRESH_TOKEN_PREFIX, new_token, token_hash};
+use crate::error::{Error, Result};
+use crate::keys::Keys;
+use crate::keys::jwt::AccessClaims;
+use crate::store::sessions::{self as store_sessions, NewSession, Session};
+use crate::store::Store;
+
+/// The pseudo-client of first-party logins (`client_id` claim, RFC 9068 §2.2).
+pub const FIRST_PARTY_CLIENT: &str = "tessera";
+
+/// Token lifetimes and names, from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: i64,
+    pub refresh_ttl: i64,
+    pub max_age: i64,
+    pub reuse_grace: i64,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &crate::Config) -> Self {
+        Self {
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience().to_string(),
+            access_ttl: cfg.access_token_ttl as i64,
+            refresh_ttl: cfg.refresh_token_ttl as i64,
+            max_age: cfg.session_max_age as i64,
+            reuse_grace: cfg.refresh_reuse_grace as i64,
+        }
+    }
+}
+
+/// The token response of login and refresh.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub refresh_expires_in: i64,
+}
+
+/// Who the user is, for signing.
+pub struct Subject<'a> {
+    pub user_id: &'a str,
+    pub roles: Vec<String>,
+    pub email_verified: bool,
+    pub tenant_id: Option<String>,
+}
+
+/// The device a session was started from.
+#[derive(Debug, Clone, Default)]
+pub struct Device {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Starts a session for an authenticated user and issues its first token pair.
+pub async fn start(store: &Store, keys: &Keys, settings: &Settings, subject: Subject<'_>, device: &Device, now: i64) -> Result<TokenPair> {
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let expires_at = now + settings.max_age;
+    let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
+    let refresh_expires_at = (now + settings.refresh_ttl).min(expires_at);
+    let mut tx = store.begin().await?;
+    store_sessions::insert_session(
+        &mut tx,
+        &NewSession {
+            id: &session_id,
+            user_id: subject.user_id,
+            now,
+            expires_at,
+            user_agent: device.user_agent.as_deref(),
+            ip: device.ip.as_deref(),
+        },
+    )
+    .await?;
+    store_sessions::insert_refresh_token(&mut tx, &token_hash(&refresh_token), &session_id, now, refresh_expires_at).await?;
+    tx.commit().await?;
+    issue(keys, settings, &subject, &session_id, refresh_token, refresh_expires_at, now)
+}
+
+fn issue(
+    keys: &Keys,
+    settings: &Settings,
+    subject: &Subject<'_>,
+    session_id: &str,
+    refresh_token: String,
+    refresh_expires_at: i64,
+    now: i64,
+) -> Result<TokenPair> {
+    let claims = AccessClaims {
+        iss: settings.issuer.clone(),
+        sub: subject.user_id.to_string(),
+        aud: settings.audience.clone(),
+        exp: now + settings.access_ttl,
+        iat: now,
+        nbf: now,
+        jti: uuid::Uuid::now_v7().to_string(),
+        sid: session_id.to_string(),
+        client_id: FIRST_PARTY_CLIENT.into(),
+        roles: subject.roles.clone(),
+        email_verified: subject.email_verified,
+        tid: subject.tenant_id.clone(),
+    };
+    let access_token = keys.sign_access_token(&claims).map_err(Error::Internal)?;
+    Ok(TokenPair {
+        access_token,
+        token_type: "Bearer",
+        expires_in: settings.access_ttl,
+        refresh_token,
+        refresh_expires_in: refresh_expires_at - now,
+    })
+}
+
+/// A refresh token in the shape Tessera issues: prefix plus 43 base64url characters.
+fn well_formed(token: &str) -> bool {
+    token.len() == REFRESH_TOKEN_PREFIX.len() + 43
+        && token.starts_with(REFRESH_TOKEN_PREFIX)
+        && token[REFRESH_TOKEN_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+enum Rotation {
+    Rotated(TokenPair),
+    Reused { session_id: String },
+}
+
+/// Rotates a refresh token: the presented one stops working and a new pair is issued.
+///
+/// A token already rotated less than `reuse_grace` seconds ago still rotates (two concurrent
+/// refreshes from one client), issuing a sibling token. Later, it is reuse: the whole session
+/// (the token family) is revoked and the call fails with `invalid_grant`.
+pub async fn refresh(store: &Store, keys: &Keys, cache: &SessionCache, settings: &Settings, refresh_token: &str, now: i64) -> Result<TokenPair> {
+    if !well_formed(refresh_token) {
+        return Err(Error::invalid_grant());
+    }
+    let hash = token_hash(refresh_token);
+    let mut tx = store.begin().await?;
+    let outcome = rotate_in(&mut tx, keys, settings, &hash, now).await;
+    match outcome {
+        Ok(Rotation::Rotated(pair)) => {
+            tx.commit().await?;
+            Ok(pair)
+        }
+        Ok(Rotation::Reused { session_id }) => {
+            store_sessions::revoke_session(&mut *tx, &session_id, "refresh_token_reuse", now).await?;
+            tx.commit().await?;
+            cache.mark_revoked(&session_id);
+            tracing::warn!(session_id, "refresh token reuse detected: session revoked");
+            Err(Error::invalid_grant())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn rotate_in(tx: &mut crate::store::Tx, keys: &Keys, settings: &Settings, hash: &str, now: i64) -> Result<Rotation> {
+    let Some(t) = store_sessions::find_refresh_token(&mut **tx, hash).await? else {
+        return Err(Error::invalid_grant());
+    };
+    if t.session_revoked_at.is_some() || t.token_expires_at <= now || t.session_expires_at <= now || t.user_status != "active" {
+        return Err(Error::invalid_grant());
+    }
+    let fresh = match t.used_at {
+        None => store_sessions::mark_refresh_token_used(tx, hash, now).await?,
+        Some(_) => false,
+    };
+    if !fresh {
+        // Rotated before, by this request's twin or long ago. On PostgreSQL a concurrent
+        // rotation that committed meanwhile shows up as `fresh == false` with `used_at` unset.
+        let used_at = t.used_at.unwrap_or(now);
+        if now - used_at > settings.reuse_grace {
+            return Ok(Rotation::Reused { session_id: t.session_id });
+        }
+    }
+    let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
+    let refresh_expires_at = (now + settings.refresh_ttl).min(t.session_expires_at);
+    store_sessions::insert_refresh_token(tx, &token_hash(&refresh_token), &t.session_id, now, refresh_expires_at).await?;
+    store_sessions::touch_session(tx, &t.session_id, now).await?;
+    let subject = Subject {
+        user_id: &t.user_id,
+        roles: t.roles.split_whitespace().map(str::to_string).collect(),
+        email_verified: t.email_verified_at.is_some(),
+        tenant_id: t.tenant_id.clone(),
+    };
+    issue(keys, settings, &subject, &t.session_id, refresh_token, refresh_expires_at, now).map(Rotation::Rotated)
+}
+
+/// Ends the session a refresh token belongs to. Unknown tokens are ignored (the caller answers
+/// the same either way).
+pub async fn logout_with_refresh_token(store: &Store, cache: &SessionCache, refresh_token: &str, now: i64) -> Result<Option<String>> {
+    if !well_formed(refresh_token) {
+        return Ok(None);
+    }
+    let Some(t) = store_sessions::find_refresh_token(store.pool(), &token_hash(refresh_token)).await? else {
+        return Ok(None);
+    };
+    revoke(store, cache, &t.session_id, "logout", now).await?;
+    Ok(Some(t.user_id))
+}
+
+/// Revokes one session (idempotent).
+pub async fn revoke(store: &Store, cache: &SessionCache, session_id: &str, reason: &str, now: i64) -> Result<()> {
+    store_sessions::revoke_session(store.pool(), session_id, reason, now).await?;
+    cache.mark_revoked(session_id);
+    Ok(())
+}
+
+/// Revokes every session of `user_id` except `keep`, in `tx`; returns the revoked ids so the
+/// caller can mark them in the cache after commit.
+pub async fn revoke_all_in(tx: &mut crate::store::Tx, user_id: &str, keep: Option<&str>, reason: &str, now: i64) -> Result<Vec<String>> {
+    Ok(store_sessions::revoke_user_sessions(tx, user_id, keep, reason, now).await?)
+}
+
+/// Revokes every session of a user except `keep`.
+pub async fn revoke_all(store: &Store, cache: &SessionCache, user_id: &str, keep: Option<&str>, reason: &str, now: i64) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let ids = revoke_all_in(&mut tx, user_id, keep, reason, now).await?;
+    tx.commit().await?;
+    cache.mark_all_revoked(&ids);
+    Ok(())
+}
+
+/// A user's live sessions.
+pub async fn list(store: &Store, user_id: &str, now: i64) -> Result<Vec<Session>> {
+    Ok(store_sessions::list_active_sessions(store.pool(), user_id, now).await?)
+}
+
+/// Revokes one of the user's own sessions; another user's session is "not found".
+pub async fn revoke_own(store: &Store, cache: &SessionCache, user_id: &str, session_id: &str, now: i64) -> Result<()> {
+    if session_id.len() > 64 {
+        return Err(Error::NotFound);
+    }
+    match store_sessions::find_session(store.pool(), session_id).await? {
+        Some(s) if s.user_id == user_id && s.revoked_at.is_none() => revoke(store, cache, session_id, "revoked_by_user", now).await,
+        _ => Err(Error::NotFound),
+    }
+}
+
+/// Which sessions are live, without a database read per request.
+///
+/// A revocation made in this process takes effect at once (`mark_revoked`). A session seen live
+/// is remembered for a few seconds, which bounds how long a revocation made by another process
+/// (another replica, the CLI) takes to reach this one.
+#[derive(Clone)]
+pub struct SessionCache {
+    live: moka::sync::Cache<String, i64>,
+    revoked: moka::sync::Cache<String, ()>,
+}
+
+impl SessionCache {
+    pub fn new(access_ttl: i64) -> Self {
+        Self {
+            live: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(access_ttl.max(1) as u64 + 60))
+                .build(),
+        }
+    }
+
+    /// Whether session `sid` is live at `now`.
+    pub async fn is_live(&self, store: &Store, sid: &str, now: i64) -> Result<bool> {
+        if self.revoked.contains_key(sid) {
+            return Ok(false);
+        }
+        if let Some(expires_at) = self.live.get(sid) {
+            return Ok(expires_at > now);
+        }
+        let Some(s) = store_sessions::find_session(store.pool(), sid).await? else {
+            return Ok(false);
+        };
+        if s.revoked_at.is_some() {
+            self.revoked.insert(sid.to_string(), ());
+            return Ok(false);
+        }
+        self.live.insert(sid.to_string(), s.expires_at);
+        Ok(s.expires_at > now)
+    }
+
+    pub fn mark_revoked(&self, sid: &str) {
+        self.revoked.insert(sid.to_string(), ());
+        self.live.invalidate(sid);
+    }
+
+    pub fn mark_all_revoked(&self, sids: &[String]) {
+        for sid in sids {
+            self.mark_revoked(sid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_token_shape_is_checked_before_any_lookup() {
+        let good = new_token(REFRESH_TOKEN_PREFIX);
+        assert!(well_formed(&good));
+        assert!(!well_formed(&good[..good.len() - 1]));
+        assert!(!well_formed(&format!("{good}x")));
+        assert!(!well_formed(&good.replace("tsr_", "xyz_")));
+        assert!(!well_formed(&format!("tsr_{}", "é".repeat(21))));
+        assert!(!well_formed(""));
+    }
+}

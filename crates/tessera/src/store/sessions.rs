@@ -1,0 +1,162 @@
+//! Sessions and their refresh-token families.
+
+use sqlx::{Any, Executor};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub tenant_id: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub now: i64,
+    pub expires_at: i64,
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<&'a str>,
+}
+
+pub async fn insert_session(tx: &mut super::Tx, s: &NewSession<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6)",
+    )
+    .bind(s.id)
+    .bind(s.user_id)
+    .bind(s.now)
+    .bind(s.expires_at)
+    .bind(s.user_agent)
+    .bind(s.ip)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}
+
+pub async fn insert_refresh_token(
+    tx: &mut super::Tx,
+    token_hash: &str,
+    session_id: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(token_hash)
+        .bind(session_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
+/// A refresh token with what is needed to decide on a rotation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshLookup {
+    pub session_id: String,
+    pub token_expires_at: i64,
+    pub used_at: Option<i64>,
+    pub session_expires_at: i64,
+    pub session_revoked_at: Option<i64>,
+    pub tenant_id: Option<String>,
+    pub user_id: String,
+    pub user_status: String,
+    pub roles: String,
+    pub email_verified_at: Option<i64>,
+}
+
+pub async fn find_refresh_token<'e>(db: impl Executor<'e, Database = Any>, token_hash: &str) -> Result<Option<RefreshLookup>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.session_id, r.expires_at AS token_expires_at, r.used_at, \
+                s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
+                u.id AS user_id, u.status AS user_status, u.roles, u.email_verified_at \
+         FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
+         WHERE r.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks a refresh token rotated. False when another request rotated it first.
+pub async fn mark_refresh_token_used(tx: &mut super::Tx, token_hash: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(token_hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn touch_session(tx: &mut super::Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
+/// Revokes one session. False when it was already revoked or does not exist.
+pub async fn revoke_session<'e>(db: impl Executor<'e, Database = Any>, id: &str, reason: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Revokes every live session of a user except `keep`; returns the ids revoked.
+pub async fn revoke_user_sessions(
+    tx: &mut super::Tx,
+    user_id: &str,
+    keep: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id <> $2")
+        .bind(user_id)
+        .bind(keep.unwrap_or(""))
+        .fetch_all(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4")
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .bind(keep.unwrap_or(""))
+        .execute(&mut **tx)
+        .await?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+pub async fn find_session<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<Session>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip \
+         FROM sessions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A user's sessions that are neither revoked nor past their absolute end, newest first.
+pub async fn list_active_sessions<'e>(db: impl Executor<'e, Database = Any>, user_id: &str, now: i64) -> Result<Vec<Session>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip \
+         FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+         ORDER BY created_at DESC, id DESC LIMIT 500",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
