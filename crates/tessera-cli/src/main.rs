@@ -13,7 +13,11 @@ use tessera::keys::{Alg, Keys};
 use tessera::{App, Config};
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Tessera: identity and access management in one binary")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera: identity and access management in one binary"
+)]
 struct Cli {
     /// TOML configuration file (environment variables TESSERA_* override it).
     #[arg(long, global = true, env = "TESSERA_CONFIG", value_name = "FILE")]
@@ -144,21 +148,38 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 
 async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
     match cmd {
-        UserCommand::Create { email, password_stdin, password_hash, verified, roles, json } => {
+        UserCommand::Create {
+            email,
+            password_stdin,
+            password_hash,
+            verified,
+            roles,
+            json,
+        } => {
             for role in &roles {
                 if !KNOWN_ROLES.contains(&role.as_str()) {
                     bail!("unknown role {role:?}; known roles: {KNOWN_ROLES:?}");
                 }
             }
-            let email = accounts::validate_email("email", &email).map_err(|e| anyhow::anyhow!("--email: {}", describe(&e)))?;
+            let email = accounts::validate_email("email", &email)
+                .map_err(|e| anyhow::anyhow!("--email: {}", describe(&e)))?;
             let hash = match (password_stdin, password_hash) {
                 (true, _) => {
                     let mut input = String::new();
-                    std::io::stdin().read_to_string(&mut input).context("reading the password from stdin")?;
+                    std::io::stdin()
+                        .read_to_string(&mut input)
+                        .context("reading the password from stdin")?;
                     let password = input.lines().next().unwrap_or_default().to_string();
                     let passwords = tessera::passwords::Passwords::new(&config.password)?;
-                    passwords.check_policy("password", &password).map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
-                    Some(passwords.hash(&password).await.map_err(|e| anyhow::anyhow!("{e}"))?)
+                    passwords
+                        .check_policy("password", &password)
+                        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+                    Some(
+                        passwords
+                            .hash(&password)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    )
                 }
                 (false, Some(h)) => {
                     if !tessera::passwords::is_supported_hash(&h) {
@@ -170,26 +191,42 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
             };
             let store = tessera::app::open_store(&config).await?;
             let now = clock.now();
-            let user = accounts::create(&store, &email, hash.as_deref(), verified.then_some(now), &roles.join(" "), None, now)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            let user = accounts::create(
+                &store,
+                &email,
+                hash.as_deref(),
+                verified.then_some(now),
+                &roles.join(" "),
+                None,
+                now,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
             let view = UserView::from(&user);
             if json {
                 println!("{}", serde_json::to_string(&view)?);
             } else {
-                println!("created user {} <{}> roles={:?}", view.id, view.email, view.roles);
+                println!(
+                    "created user {} <{}> roles={:?}",
+                    view.id, view.email, view.roles
+                );
             }
             Ok(())
         }
         UserCommand::List { json, limit, after } => {
             let store = tessera::app::open_store(&config).await?;
-            let users = tessera::store::users::list(store.pool(), after.as_deref(), limit.clamp(1, 10_000)).await?;
+            let users =
+                tessera::store::users::list(store.pool(), after.as_deref(), limit.clamp(1, 10_000))
+                    .await?;
             for u in &users {
                 let view = UserView::from(u);
                 if json {
                     println!("{}", serde_json::to_string(&view)?);
                 } else {
-                    println!("{}  {:<40} {:<12} verified={} roles={}", view.id, view.email, view.status, view.email_verified, u.roles);
+                    println!(
+                        "{}  {:<40} {:<12} verified={} roles={}",
+                        view.id, view.email, view.status, view.email_verified, u.roles
+                    );
                 }
             }
             Ok(())
@@ -206,13 +243,24 @@ async fn keys(cmd: KeysCommand, config: Config, clock: Clock) -> anyhow::Result<
             for k in tessera::store::keys::list_all_keys(store.pool()).await? {
                 let state = match (k.state.as_str(), k.retired_at) {
                     ("active", _) => "current".to_string(),
-                    (_, Some(at)) if at + retention > now => format!("retired, published until {}", rfc3339(at + retention)),
+                    (_, Some(at)) if at + retention > now => {
+                        format!("retired, published until {}", rfc3339(at + retention))
+                    }
                     _ => "expired".to_string(),
                 };
                 if json {
-                    println!("{}", json!({"kid": k.kid, "alg": k.alg, "state": state, "created_at": rfc3339(k.created_at)}));
+                    println!(
+                        "{}",
+                        json!({"kid": k.kid, "alg": k.alg, "state": state, "created_at": rfc3339(k.created_at)})
+                    );
                 } else {
-                    println!("{}  {:<6} {:<20} created {}", k.kid, k.alg, state, rfc3339(k.created_at));
+                    println!(
+                        "{}  {:<6} {:<20} created {}",
+                        k.kid,
+                        k.alg,
+                        state,
+                        rfc3339(k.created_at)
+                    );
                 }
             }
             Ok(())
@@ -236,7 +284,11 @@ async fn keys(cmd: KeysCommand, config: Config, clock: Clock) -> anyhow::Result<
 
 fn describe(e: &tessera::Error) -> String {
     match e {
-        tessera::Error::Validation(fields) => fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "),
+        tessera::Error::Validation(fields) => fields
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join("; "),
         other => other.to_string(),
     }
 }

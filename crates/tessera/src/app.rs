@@ -37,7 +37,13 @@ impl AppState {
     pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let master = Arc::new(load_master_key(&config)?);
         let store = open_store(&config).await?;
-        let keys = Keys::load(store.clone(), master, KeyConfig::from_config(&config), clock.now()).await?;
+        let keys = Keys::load(
+            store.clone(),
+            master,
+            KeyConfig::from_config(&config),
+            clock.now(),
+        )
+        .await?;
         let passwords = Passwords::new(&config.password)?;
         Ok(Self {
             sessions: SessionCache::new(config.access_token_ttl as i64),
@@ -63,12 +69,16 @@ impl App {
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let addr = config.listen_addr()?;
         let state = AppState::new(config, clock).await?;
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         Ok(Self { listener, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub fn state(&self) -> &AppState {
@@ -76,11 +86,16 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let reload = tokio::spawn(reload_keys(self.state.clone()));
         let router = crate::http::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        let result = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
         reload.abort();
         self.state.store.close().await;
         result.context("serving HTTP")
@@ -137,12 +152,15 @@ pub fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
     }
     let path = config.data_dir.join("master.key");
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let key = MasterKey::from_base64(&text).with_context(|| format!("{} is not a valid master key", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let key = MasterKey::from_base64(&text)
+            .with_context(|| format!("{} is not a valid master key", path.display()))?;
         warn_dev_key(&path);
         return Ok(key);
     }
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let key = MasterKey::generate();
     write_private(&path, key.to_base64().as_bytes())?;
     warn_dev_key(&path);
@@ -163,7 +181,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())

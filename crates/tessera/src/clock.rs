@@ -21,7 +21,10 @@ impl Clock {
 
     pub fn now(&self) -> UnixTime {
         match self {
-            #[expect(clippy::disallowed_methods, reason = "the one place that reads the system clock")]
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the one place that reads the system clock"
+            )]
             Self::System => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
@@ -42,6 +45,9 @@ impl Clock {
 pub fn rfc3339(t: UnixTime) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }

@@ -107,7 +107,10 @@ pub struct ConfigError {
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), problem: problem.into() }
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
 }
 
 pub const SIGNING_ALGS: &[&str] = &["RS256", "ES256", "EdDSA", "HS256"];
@@ -124,7 +127,10 @@ impl Config {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             if !path.exists() {
-                return Err(invalid("config file", format!("{} does not exist", path.display())));
+                return Err(invalid(
+                    "config file",
+                    format!("{} does not exist", path.display()),
+                ));
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
@@ -139,7 +145,9 @@ impl Config {
                 .separator("__")
                 .source(Some(vars)),
         );
-        let raw = builder.build().map_err(|e| invalid("config", e.to_string()))?;
+        let raw = builder
+            .build()
+            .map_err(|e| invalid("config", e.to_string()))?;
         let cfg: Config = raw.try_deserialize().map_err(|e| {
             let text = e.to_string();
             let key = text
@@ -157,11 +165,25 @@ impl Config {
     /// `TESSERA_*` variables that name no configuration key (typos), for a start-up warning.
     pub fn unknown_env_keys(env: &[(String, String)]) -> Vec<String> {
         const KNOWN: &[&str] = &[
-            "LISTEN", "ISSUER", "AUDIENCE", "DATA_DIR", "DATABASE_URL", "DATABASE_MAX_CONNECTIONS",
-            "MASTER_KEY", "ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SESSION_MAX_AGE",
-            "REFRESH_REUSE_GRACE", "SIGNING_ALG", "HS256_SECRET", "BODY_LIMIT", "LOG_FORMAT",
-            "PASSWORD__ARGON2_MEMORY_KIB", "PASSWORD__ARGON2_ITERATIONS",
-            "PASSWORD__ARGON2_PARALLELISM", "PASSWORD__MIN_LENGTH",
+            "LISTEN",
+            "ISSUER",
+            "AUDIENCE",
+            "DATA_DIR",
+            "DATABASE_URL",
+            "DATABASE_MAX_CONNECTIONS",
+            "MASTER_KEY",
+            "ACCESS_TOKEN_TTL",
+            "REFRESH_TOKEN_TTL",
+            "SESSION_MAX_AGE",
+            "REFRESH_REUSE_GRACE",
+            "SIGNING_ALG",
+            "HS256_SECRET",
+            "BODY_LIMIT",
+            "LOG_FORMAT",
+            "PASSWORD__ARGON2_MEMORY_KIB",
+            "PASSWORD__ARGON2_ITERATIONS",
+            "PASSWORD__ARGON2_PARALLELISM",
+            "PASSWORD__MIN_LENGTH",
             "PASSWORD__MAX_CONCURRENT_HASHES",
         ];
         env.iter()
@@ -174,21 +196,39 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        for (key, url) in [("TESSERA_ISSUER", Some(&self.issuer)), ("TESSERA_AUDIENCE", self.audience.as_ref())] {
+        for (key, url) in [
+            ("TESSERA_ISSUER", Some(&self.issuer)),
+            ("TESSERA_AUDIENCE", self.audience.as_ref()),
+        ] {
             let Some(url) = url else { continue };
             if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
-                return Err(invalid(key, format!("must be an absolute http(s) URL, got {url:?}")));
+                return Err(invalid(
+                    key,
+                    format!("must be an absolute http(s) URL, got {url:?}"),
+                ));
             }
             if url.ends_with('/') || url.contains(['?', '#']) {
-                return Err(invalid(key, "must have no trailing slash, query or fragment"));
+                return Err(invalid(
+                    key,
+                    "must have no trailing slash, query or fragment",
+                ));
             }
         }
         let url = self.database_url();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(invalid("TESSERA_DATABASE_URL", "must start with sqlite: or postgres://"));
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "TESSERA_DATABASE_URL",
+                "must start with sqlite: or postgres://",
+            ));
         }
         if self.database_max_connections == 0 {
-            return Err(invalid("TESSERA_DATABASE_MAX_CONNECTIONS", "must be at least 1"));
+            return Err(invalid(
+                "TESSERA_DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
         }
         if let Some(key) = &self.master_key {
             crate::crypto::MasterKey::from_base64(key.expose_secret())
@@ -204,10 +244,16 @@ impl Config {
             }
         }
         if self.refresh_reuse_grace > 300 {
-            return Err(invalid("TESSERA_REFRESH_REUSE_GRACE", "must be at most 300 seconds"));
+            return Err(invalid(
+                "TESSERA_REFRESH_REUSE_GRACE",
+                "must be at most 300 seconds",
+            ));
         }
         if !SIGNING_ALGS.contains(&self.signing_alg.as_str()) {
-            return Err(invalid("TESSERA_SIGNING_ALG", format!("must be one of {SIGNING_ALGS:?}")));
+            return Err(invalid(
+                "TESSERA_SIGNING_ALG",
+                format!("must be one of {SIGNING_ALGS:?}"),
+            ));
         }
         if self.signing_alg == "HS256" {
             match &self.hs256_secret {
@@ -221,39 +267,65 @@ impl Config {
             }
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.body_limit) {
-            return Err(invalid("TESSERA_BODY_LIMIT", "must be between 1024 and 16777216 bytes"));
+            return Err(invalid(
+                "TESSERA_BODY_LIMIT",
+                "must be between 1024 and 16777216 bytes",
+            ));
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             return Err(invalid("TESSERA_LOG_FORMAT", "must be text or json"));
         }
         let p = &self.password;
-        if p.argon2_memory_kib < 8 * p.argon2_parallelism.max(1) || p.argon2_memory_kib > 4 * 1024 * 1024 {
-            return Err(invalid("TESSERA_PASSWORD__ARGON2_MEMORY_KIB", "must be between 8×parallelism and 4194304"));
+        if p.argon2_memory_kib < 8 * p.argon2_parallelism.max(1)
+            || p.argon2_memory_kib > 4 * 1024 * 1024
+        {
+            return Err(invalid(
+                "TESSERA_PASSWORD__ARGON2_MEMORY_KIB",
+                "must be between 8×parallelism and 4194304",
+            ));
         }
         if !(1..=64).contains(&p.argon2_iterations) {
-            return Err(invalid("TESSERA_PASSWORD__ARGON2_ITERATIONS", "must be between 1 and 64"));
+            return Err(invalid(
+                "TESSERA_PASSWORD__ARGON2_ITERATIONS",
+                "must be between 1 and 64",
+            ));
         }
         if !(1..=16).contains(&p.argon2_parallelism) {
-            return Err(invalid("TESSERA_PASSWORD__ARGON2_PARALLELISM", "must be between 1 and 16"));
+            return Err(invalid(
+                "TESSERA_PASSWORD__ARGON2_PARALLELISM",
+                "must be between 1 and 16",
+            ));
         }
         if !(8..=256).contains(&p.min_length) {
-            return Err(invalid("TESSERA_PASSWORD__MIN_LENGTH", "must be between 8 and 256"));
+            return Err(invalid(
+                "TESSERA_PASSWORD__MIN_LENGTH",
+                "must be between 8 and 256",
+            ));
         }
         if p.max_concurrent_hashes == Some(0) {
-            return Err(invalid("TESSERA_PASSWORD__MAX_CONCURRENT_HASHES", "must be at least 1"));
+            return Err(invalid(
+                "TESSERA_PASSWORD__MAX_CONCURRENT_HASHES",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|_| invalid("TESSERA_LISTEN", format!("must be address:port, got {:?}", self.listen)))
+        self.listen.parse().map_err(|_| {
+            invalid(
+                "TESSERA_LISTEN",
+                format!("must be address:port, got {:?}", self.listen),
+            )
+        })
     }
 
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("tessera.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("tessera.db").display()
+            )
         })
     }
 
@@ -310,7 +382,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -319,15 +394,23 @@ mod tests {
         assert_eq!(cfg.listen, "0.0.0.0:7005");
         assert_eq!(cfg.issuer, "http://localhost:7005");
         assert_eq!(cfg.access_token_ttl, 900);
-        assert!(cfg.database_url().starts_with("sqlite://tessera-data/tessera.db"));
+        assert!(
+            cfg.database_url()
+                .starts_with("sqlite://tessera-data/tessera.db")
+        );
     }
 
     #[test]
     fn environment_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
-        std::fs::write(&file, "access_token_ttl = 60\nsigning_alg = \"ES256\"\n[password]\nmin_length = 12\n").unwrap();
-        let cfg = Config::load_from(Some(&file), &env(&[("TESSERA_ACCESS_TOKEN_TTL", "120")])).unwrap();
+        std::fs::write(
+            &file,
+            "access_token_ttl = 60\nsigning_alg = \"ES256\"\n[password]\nmin_length = 12\n",
+        )
+        .unwrap();
+        let cfg =
+            Config::load_from(Some(&file), &env(&[("TESSERA_ACCESS_TOKEN_TTL", "120")])).unwrap();
         assert_eq!(cfg.access_token_ttl, 120);
         assert_eq!(cfg.signing_alg, "ES256");
         assert_eq!(cfg.password.min_length, 12);
@@ -338,7 +421,11 @@ mod tests {
     #[test]
     fn invalid_values_name_the_key() {
         for (k, v, key) in [
-            ("TESSERA_ACCESS_TOKEN_TTL", "abc", "TESSERA_ACCESS_TOKEN_TTL"),
+            (
+                "TESSERA_ACCESS_TOKEN_TTL",
+                "abc",
+                "TESSERA_ACCESS_TOKEN_TTL",
+            ),
             ("TESSERA_ACCESS_TOKEN_TTL", "0", "TESSERA_ACCESS_TOKEN_TTL"),
             ("TESSERA_SIGNING_ALG", "none", "TESSERA_SIGNING_ALG"),
             ("TESSERA_SIGNING_ALG", "HS256", "TESSERA_HS256_SECRET"),
@@ -354,7 +441,11 @@ mod tests {
 
     #[test]
     fn unknown_env_keys_are_reported() {
-        let unknown = Config::unknown_env_keys(&env(&[("TESSERA_ISSUR", "x"), ("TESSERA_ISSUER", "x"), ("TESSERA_LOG", "debug")]));
+        let unknown = Config::unknown_env_keys(&env(&[
+            ("TESSERA_ISSUR", "x"),
+            ("TESSERA_ISSUER", "x"),
+            ("TESSERA_LOG", "debug"),
+        ]));
         assert_eq!(unknown, vec!["TESSERA_ISSUR".to_string()]);
     }
 
@@ -364,7 +455,10 @@ mod tests {
             None,
             &env(&[
                 ("TESSERA_DATABASE_URL", "postgres://u:hunter2@db/x"),
-                ("TESSERA_MASTER_KEY", &crate::crypto::MasterKey::generate().to_base64()),
+                (
+                    "TESSERA_MASTER_KEY",
+                    &crate::crypto::MasterKey::generate().to_base64(),
+                ),
             ]),
         )
         .unwrap();

@@ -13,7 +13,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -27,16 +30,26 @@ pub enum Error {
     BadRequest { code: &'static str, message: String },
     /// 401: credentials or token missing or wrong. `bearer` adds RFC 6750 `WWW-Authenticate`.
     #[error("{message}")]
-    Unauthenticated { code: &'static str, message: &'static str, bearer: bool },
+    Unauthenticated {
+        code: &'static str,
+        message: &'static str,
+        bearer: bool,
+    },
     /// 403: authenticated but not allowed.
     #[error("{message}")]
-    Forbidden { code: &'static str, message: &'static str },
+    Forbidden {
+        code: &'static str,
+        message: &'static str,
+    },
     /// 404.
     #[error("not found")]
     NotFound,
     /// 409: conflicts with existing state (`email_taken`).
     #[error("{message}")]
-    Conflict { code: &'static str, message: &'static str },
+    Conflict {
+        code: &'static str,
+        message: &'static str,
+    },
     /// 413.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -58,22 +71,37 @@ impl Error {
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { code, message: message.into() }
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The one answer for every failed login: wrong password, unknown email, deactivated account.
     pub fn invalid_credentials() -> Self {
-        Self::Unauthenticated { code: "invalid_credentials", message: "invalid email or password", bearer: false }
+        Self::Unauthenticated {
+            code: "invalid_credentials",
+            message: "invalid email or password",
+            bearer: false,
+        }
     }
 
     /// A refresh token that is unknown, expired, revoked or reused.
     pub fn invalid_grant() -> Self {
-        Self::Unauthenticated { code: "invalid_grant", message: "the refresh token is invalid, expired or revoked", bearer: false }
+        Self::Unauthenticated {
+            code: "invalid_grant",
+            message: "the refresh token is invalid, expired or revoked",
+            bearer: false,
+        }
     }
 
     /// RFC 6750 §3.1 `invalid_token`.
     pub fn invalid_token() -> Self {
-        Self::Unauthenticated { code: "invalid_token", message: "the access token is invalid, expired or revoked", bearer: true }
+        Self::Unauthenticated {
+            code: "invalid_token",
+            message: "the access token is invalid, expired or revoked",
+            bearer: true,
+        }
     }
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {

@@ -36,17 +36,26 @@ struct Inner {
 pub enum Verification {
     Invalid,
     /// Valid; `rehash` when the stored hash is bcrypt or weaker than the configured parameters.
-    Valid { rehash: bool },
+    Valid {
+        rehash: bool,
+    },
 }
 
 impl Passwords {
     /// Builds the hasher and computes the dummy hash once (one Argon2id run).
     pub fn new(cfg: &PasswordConfig) -> anyhow::Result<Self> {
-        let params = Params::new(cfg.argon2_memory_kib, cfg.argon2_iterations, cfg.argon2_parallelism, None)
-            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-        let workers = cfg
-            .max_concurrent_hashes
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let params = Params::new(
+            cfg.argon2_memory_kib,
+            cfg.argon2_iterations,
+            cfg.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+        let workers = cfg.max_concurrent_hashes.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
         let dummy_hash = hash_blocking(&params, b"tessera-dummy-password")?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -85,7 +94,11 @@ impl Passwords {
 
     /// Verifies `password` against `stored`; with `None` (unknown account) it verifies against
     /// the dummy hash and always answers [`Verification::Invalid`], at the same cost.
-    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<Verification, Error> {
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<Verification, Error> {
         if password.chars().count() > MAX_LENGTH {
             return Ok(Verification::Invalid);
         }
@@ -93,8 +106,14 @@ impl Passwords {
         let known = stored.is_some();
         let stored = stored.unwrap_or(&self.inner.dummy_hash).to_string();
         let params = self.inner.params.clone();
-        let outcome = self.run(move || Ok(verify_blocking(&params, &password, &stored))).await?;
-        Ok(if known { outcome } else { Verification::Invalid })
+        let outcome = self
+            .run(move || Ok(verify_blocking(&params, &password, &stored)))
+            .await?;
+        Ok(if known {
+            outcome
+        } else {
+            Verification::Invalid
+        })
     }
 
     async fn run<T: Send + 'static>(
@@ -168,7 +187,11 @@ mod tests {
     use super::*;
 
     fn cheap() -> PasswordConfig {
-        PasswordConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..PasswordConfig::default() }
+        PasswordConfig {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            ..PasswordConfig::default()
+        }
     }
 
     #[tokio::test]
@@ -176,17 +199,33 @@ mod tests {
         let p = Passwords::new(&cheap()).unwrap();
         let h = p.hash("correct horse").await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
-        assert_eq!(p.verify("correct horse", Some(&h)).await.unwrap(), Verification::Valid { rehash: false });
-        assert_eq!(p.verify("wrong horse", Some(&h)).await.unwrap(), Verification::Invalid);
-        assert_eq!(p.verify("correct horse", None).await.unwrap(), Verification::Invalid);
+        assert_eq!(
+            p.verify("correct horse", Some(&h)).await.unwrap(),
+            Verification::Valid { rehash: false }
+        );
+        assert_eq!(
+            p.verify("wrong horse", Some(&h)).await.unwrap(),
+            Verification::Invalid
+        );
+        assert_eq!(
+            p.verify("correct horse", None).await.unwrap(),
+            Verification::Invalid
+        );
     }
 
     #[tokio::test]
     async fn weaker_parameters_ask_for_rehash() {
         let weak = Passwords::new(&cheap()).unwrap();
         let h = weak.hash("correct horse").await.unwrap();
-        let strong = Passwords::new(&PasswordConfig { argon2_memory_kib: 128, ..cheap() }).unwrap();
-        assert_eq!(strong.verify("correct horse", Some(&h)).await.unwrap(), Verification::Valid { rehash: true });
+        let strong = Passwords::new(&PasswordConfig {
+            argon2_memory_kib: 128,
+            ..cheap()
+        })
+        .unwrap();
+        assert_eq!(
+            strong.verify("correct horse", Some(&h)).await.unwrap(),
+            Verification::Valid { rehash: true }
+        );
     }
 
     #[tokio::test]
@@ -194,8 +233,14 @@ mod tests {
         let p = Passwords::new(&cheap()).unwrap();
         let h = bcrypt::hash("imported pw", 4).unwrap();
         assert!(is_supported_hash(&h));
-        assert_eq!(p.verify("imported pw", Some(&h)).await.unwrap(), Verification::Valid { rehash: true });
-        assert_eq!(p.verify("imported px", Some(&h)).await.unwrap(), Verification::Invalid);
+        assert_eq!(
+            p.verify("imported pw", Some(&h)).await.unwrap(),
+            Verification::Valid { rehash: true }
+        );
+        assert_eq!(
+            p.verify("imported px", Some(&h)).await.unwrap(),
+            Verification::Invalid
+        );
     }
 
     #[test]

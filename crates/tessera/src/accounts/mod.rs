@@ -60,7 +60,11 @@ pub fn validate_email(field: &str, email: &str) -> Result<String> {
     if local.is_empty() || local.chars().count() > 64 || local.contains('@') {
         return bad("must be an email address");
     }
-    if domain.is_empty() || domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+    if domain.is_empty()
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+    {
         return bad("must be an email address with a valid domain");
     }
     if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -72,7 +76,10 @@ pub fn validate_email(field: &str, email: &str) -> Result<String> {
 /// Checks an optional short text field: at most `max` characters, no control characters.
 pub fn validate_text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.chars().count() > max {
-        return Err(Error::invalid(field, format!("must be at most {max} characters long")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters long"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
@@ -90,8 +97,13 @@ pub struct Registration {
 #[tracing::instrument(skip_all)]
 pub async fn register(state: &AppState, input: Registration, now: i64) -> Result<User> {
     let mut errors = Vec::new();
-    let email = validate_email("email", &input.email).map_err(|e| collect(&mut errors, e)).ok();
-    let _ = state.passwords.check_policy("password", &input.password).map_err(|e| collect(&mut errors, e));
+    let email = validate_email("email", &input.email)
+        .map_err(|e| collect(&mut errors, e))
+        .ok();
+    let _ = state
+        .passwords
+        .check_policy("password", &input.password)
+        .map_err(|e| collect(&mut errors, e));
     if let Some(name) = &input.display_name {
         let _ = validate_text("display_name", name, 100).map_err(|e| collect(&mut errors, e));
     }
@@ -99,7 +111,16 @@ pub async fn register(state: &AppState, input: Registration, now: i64) -> Result
         return Err(Error::Validation(errors));
     };
     let hash = state.passwords.hash(&input.password).await?;
-    create(&state.store, &email, Some(&hash), None, "", input.display_name.as_deref(), now).await
+    create(
+        &state.store,
+        &email,
+        Some(&hash),
+        None,
+        "",
+        input.display_name.as_deref(),
+        now,
+    )
+    .await
 }
 
 fn collect(errors: &mut Vec<FieldError>, e: Error) {
@@ -120,11 +141,22 @@ pub async fn create(
 ) -> Result<User> {
     let id = uuid::Uuid::now_v7().to_string();
     let mut tx = store.begin().await?;
-    let new = NewUser { id: &id, email, email_verified_at, password_hash, roles, display_name, now };
+    let new = NewUser {
+        id: &id,
+        email,
+        email_verified_at,
+        password_hash,
+        roles,
+        display_name,
+        now,
+    };
     match users::insert(&mut tx, &new).await {
         Ok(()) => {}
         Err(e) if is_unique_violation(&e) => {
-            return Err(Error::Conflict { code: "email_taken", message: "an account with this email already exists" });
+            return Err(Error::Conflict {
+                code: "email_taken",
+                message: "an account with this email already exists",
+            });
         }
         Err(e) => return Err(e.into()),
     }
@@ -144,12 +176,27 @@ pub async fn create(
 /// Logs in with email and password. Wrong password, unknown email and deactivated account give
 /// the same `invalid_credentials`, and each costs one password verification.
 #[tracing::instrument(skip_all)]
-pub async fn login(state: &AppState, email: &str, password: &str, device: &Device, now: i64) -> Result<TokenPair> {
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    device: &Device,
+    now: i64,
+) -> Result<TokenPair> {
     if email.len() > 1024 {
-        return Err(Error::invalid("email", "must be at most 254 characters long"));
+        return Err(Error::invalid(
+            "email",
+            "must be at most 254 characters long",
+        ));
     }
     if password.chars().count() > crate::passwords::MAX_LENGTH {
-        return Err(Error::invalid("password", format!("must be at most {} characters long", crate::passwords::MAX_LENGTH)));
+        return Err(Error::invalid(
+            "password",
+            format!(
+                "must be at most {} characters long",
+                crate::passwords::MAX_LENGTH
+            ),
+        ));
     }
     let user = users::find_by_email(state.store.pool(), email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
@@ -171,7 +218,15 @@ pub async fn login(state: &AppState, email: &str, password: &str, device: &Devic
         email_verified: user.email_verified_at.is_some(),
         tenant_id: None,
     };
-    sessions::start(&state.store, &state.keys, &state.settings, subject, device, now).await
+    sessions::start(
+        &state.store,
+        &state.keys,
+        &state.settings,
+        subject,
+        device,
+        now,
+    )
+    .await
 }
 
 /// Reads a user through the short-lived in-process cache (see [`UserCache`]).
@@ -188,19 +243,37 @@ pub async fn find_user(state: &AppState, id: &str) -> Result<Option<User>> {
 
 /// Changes the password after checking the current one, and ends the user's other sessions.
 #[tracing::instrument(skip_all)]
-pub async fn change_password(state: &AppState, user_id: &str, session_id: &str, current: &str, new: &str, now: i64) -> Result<()> {
+pub async fn change_password(
+    state: &AppState,
+    user_id: &str,
+    session_id: &str,
+    current: &str,
+    new: &str,
+    now: i64,
+) -> Result<()> {
     state.passwords.check_policy("new_password", new)?;
-    let user = users::find_by_id(state.store.pool(), user_id).await?.ok_or_else(Error::invalid_token)?;
-    match state.passwords.verify(current, user.password_hash.as_deref()).await? {
+    let user = users::find_by_id(state.store.pool(), user_id)
+        .await?
+        .ok_or_else(Error::invalid_token)?;
+    match state
+        .passwords
+        .verify(current, user.password_hash.as_deref())
+        .await?
+    {
         Verification::Valid { .. } => {}
         Verification::Invalid => {
-            return Err(Error::Forbidden { code: "invalid_current_password", message: "the current password is wrong" });
+            return Err(Error::Forbidden {
+                code: "invalid_current_password",
+                message: "the current password is wrong",
+            });
         }
     }
     let hash = state.passwords.hash(new).await?;
     let mut tx = state.store.begin().await?;
     users::set_password_hash(&mut *tx, user_id, &hash, now).await?;
-    let revoked = sessions::revoke_all_in(&mut tx, user_id, Some(session_id), "password_changed", now).await?;
+    let revoked =
+        sessions::revoke_all_in(&mut tx, user_id, Some(session_id), "password_changed", now)
+            .await?;
     tx.commit().await?;
     state.sessions.mark_all_revoked(&revoked);
     state.users.invalidate(user_id);
@@ -212,7 +285,10 @@ pub async fn change_password(state: &AppState, user_id: &str, session_id: &str, 
 pub type UserCache = moka::sync::Cache<String, User>;
 
 pub fn user_cache() -> UserCache {
-    moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(5)).build()
+    moka::sync::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(Duration::from_secs(5))
+        .build()
 }
 
 #[cfg(test)]
@@ -224,7 +300,17 @@ mod tests {
         for ok in ["a@b.c", "Alice.Smith+tag@Example.COM", "x@localhost"] {
             assert!(validate_email("email", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "plain", "@b.c", "a@", "a@.b", "a@b..c", "a b@c.d", "a@b.c\n", &format!("{}@b.c", "x".repeat(65))] {
+        for bad in [
+            "",
+            "plain",
+            "@b.c",
+            "a@",
+            "a@.b",
+            "a@b..c",
+            "a b@c.d",
+            "a@b\n.c",
+            &format!("{}@b.c", "x".repeat(65)),
+        ] {
             assert!(validate_email("email", bad).is_err(), "{bad:?}");
         }
     }

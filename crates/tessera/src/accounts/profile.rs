@@ -30,7 +30,8 @@ impl From<Profile> for ProfileView {
             family_name: p.family_name,
             locale: p.locale,
             timezone: p.timezone,
-            preferences: serde_json::from_str(&p.preferences).unwrap_or_else(|_| serde_json::json!({})),
+            preferences: serde_json::from_str(&p.preferences)
+                .unwrap_or_else(|_| serde_json::json!({})),
             updated_at: crate::clock::rfc3339(p.updated_at),
         }
     }
@@ -56,16 +57,28 @@ pub struct ProfilePatch {
 }
 
 /// Tells a field that is present (even as `null`) from one that is absent.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
 pub async fn get(store: &Store, user_id: &str) -> Result<ProfileView> {
-    users::find_profile(store.pool(), user_id).await?.map(Into::into).ok_or(Error::NotFound)
+    users::find_profile(store.pool(), user_id)
+        .await?
+        .map(Into::into)
+        .ok_or(Error::NotFound)
 }
 
-pub async fn update(store: &Store, user_id: &str, patch: ProfilePatch, now: i64) -> Result<ProfileView> {
-    let mut p = users::find_profile(store.pool(), user_id).await?.ok_or(Error::NotFound)?;
+pub async fn update(
+    store: &Store,
+    user_id: &str,
+    patch: ProfilePatch,
+    now: i64,
+) -> Result<ProfileView> {
+    let mut p = users::find_profile(store.pool(), user_id)
+        .await?
+        .ok_or(Error::NotFound)?;
     for (field, value, max, target) in [
         ("display_name", patch.display_name, 100, &mut p.display_name),
         ("given_name", patch.given_name, 100, &mut p.given_name),
@@ -80,10 +93,15 @@ pub async fn update(store: &Store, user_id: &str, patch: ProfilePatch, now: i64)
             *target = value.filter(|v| !v.trim().is_empty());
         }
     }
-    if let Some(locale) = &p.locale {
-        if !locale.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(Error::invalid("locale", "must be a BCP 47 language tag such as en-GB"));
-        }
+    if let Some(locale) = &p.locale
+        && !locale
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::invalid(
+            "locale",
+            "must be a BCP 47 language tag such as en-GB",
+        ));
     }
     if let Some(prefs) = patch.preferences {
         if !prefs.is_object() {
@@ -91,7 +109,10 @@ pub async fn update(store: &Store, user_id: &str, patch: ProfilePatch, now: i64)
         }
         let text = prefs.to_string();
         if text.len() > MAX_PREFERENCES_BYTES {
-            return Err(Error::invalid("preferences", format!("must be at most {MAX_PREFERENCES_BYTES} bytes")));
+            return Err(Error::invalid(
+                "preferences",
+                format!("must be at most {MAX_PREFERENCES_BYTES} bytes"),
+            ));
         }
         p.preferences = text;
     }

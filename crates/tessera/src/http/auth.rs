@@ -29,8 +29,15 @@ struct RegisterBody {
     display_name: Option<String>,
 }
 
-async fn register(State(state): State<AppState>, Json(body): Json<RegisterBody>) -> Result<Response> {
-    let input = Registration { email: body.email, password: body.password, display_name: body.display_name };
+async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<RegisterBody>,
+) -> Result<Response> {
+    let input = Registration {
+        email: body.email,
+        password: body.password,
+        display_name: body.display_name,
+    };
     let user = accounts::register(&state, input, state.clock.now()).await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response())
 }
@@ -41,8 +48,19 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(state): State<AppState>, ClientDevice(device): ClientDevice, Json(body): Json<LoginBody>) -> Result<Response> {
-    let pair = accounts::login(&state, &body.email, &body.password, &device, state.clock.now()).await?;
+async fn login(
+    State(state): State<AppState>,
+    ClientDevice(device): ClientDevice,
+    Json(body): Json<LoginBody>,
+) -> Result<Response> {
+    let pair = accounts::login(
+        &state,
+        &body.email,
+        &body.password,
+        &device,
+        state.clock.now(),
+    )
+    .await?;
     Ok(no_store(axum::Json(pair).into_response()))
 }
 
@@ -53,7 +71,15 @@ struct RefreshBody {
 
 async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> Result<Response> {
     let now = state.clock.now();
-    let pair = sessions::refresh(&state.store, &state.keys, &state.sessions, &state.settings, &body.refresh_token, now).await?;
+    let pair = sessions::refresh(
+        &state.store,
+        &state.keys,
+        &state.sessions,
+        &state.settings,
+        &body.refresh_token,
+        now,
+    )
+    .await?;
     Ok(no_store(axum::Json(pair).into_response()))
 }
 
@@ -81,11 +107,16 @@ async fn logout(
         let claims = authenticate(&state, token).await?;
         (Some(claims.sub), Some(claims.sid))
     } else if !body.is_empty() {
-        let body: LogoutBody = serde_json::from_slice(&body).map_err(|e| Error::bad_request("malformed_json", e.to_string()))?;
+        let body: LogoutBody = serde_json::from_slice(&body)
+            .map_err(|e| Error::bad_request("malformed_json", e.to_string()))?;
         let Some(token) = body.refresh_token else {
-            return Err(Error::invalid("refresh_token", "is required without a bearer token"));
+            return Err(Error::invalid(
+                "refresh_token",
+                "is required without a bearer token",
+            ));
         };
-        let user_id = sessions::logout_with_refresh_token(&state.store, &state.sessions, &token, now).await?;
+        let user_id =
+            sessions::logout_with_refresh_token(&state.store, &state.sessions, &token, now).await?;
         (user_id, None)
     } else {
         return Err(Error::Unauthenticated {
@@ -98,7 +129,15 @@ async fn logout(
         sessions::revoke(&state.store, &state.sessions, sid, "logout", now).await?;
     }
     if let (true, Some(user_id)) = (query.all, user_id) {
-        sessions::revoke_all(&state.store, &state.sessions, &user_id, None, "logout_all", now).await?;
+        sessions::revoke_all(
+            &state.store,
+            &state.sessions,
+            &user_id,
+            None,
+            "logout_all",
+            now,
+        )
+        .await?;
     }
     Ok(no_content())
 }

@@ -22,7 +22,11 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(error: &'static str, message: impl Into<String>) -> Self {
-        Self { error, message: message.into(), fields: Vec::new() }
+        Self {
+            error,
+            message: message.into(),
+            fields: Vec::new(),
+        }
     }
 
     /// Renders the body with the correlation id.
@@ -36,10 +40,20 @@ impl ErrorBody {
     pub fn for_status(status: StatusCode) -> Self {
         match status {
             StatusCode::NOT_FOUND => Self::new("not_found", "no such resource"),
-            StatusCode::METHOD_NOT_ALLOWED => Self::new("method_not_allowed", "this method is not allowed on this resource"),
-            StatusCode::PAYLOAD_TOO_LARGE => Self::new("payload_too_large", "the request body is too large"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new("unsupported_media_type", "the request body must be application/json"),
-            s if s.is_client_error() => Self::new("bad_request", s.canonical_reason().unwrap_or("bad request")),
+            StatusCode::METHOD_NOT_ALLOWED => Self::new(
+                "method_not_allowed",
+                "this method is not allowed on this resource",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new("payload_too_large", "the request body is too large")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                "unsupported_media_type",
+                "the request body must be application/json",
+            ),
+            s if s.is_client_error() => {
+                Self::new("bad_request", s.canonical_reason().unwrap_or("bad request"))
+            }
             _ => Self::new("internal_error", "an internal error occurred"),
         }
     }
@@ -48,7 +62,15 @@ impl ErrorBody {
 /// Builds an error response carrying `body` (rendered by the correlation middleware).
 pub fn error_response(status: StatusCode, body: ErrorBody) -> Response {
     let bytes = body.render("");
-    let mut res = (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response();
+    let mut res = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response();
     res.extensions_mut().insert(body);
     res
 }
@@ -62,30 +84,65 @@ impl IntoResponse for Error {
                     .map(|f| format!("{}: {}", f.field, f.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                (StatusCode::UNPROCESSABLE_ENTITY, ErrorBody { error: "validation_failed", message, fields: fields.clone() })
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorBody {
+                        error: "validation_failed",
+                        message,
+                        fields: fields.clone(),
+                    },
+                )
             }
-            Error::BadRequest { code, message } => (StatusCode::BAD_REQUEST, ErrorBody::new(code, message.clone())),
-            Error::Unauthenticated { code, message, .. } => (StatusCode::UNAUTHORIZED, ErrorBody::new(code, *message)),
-            Error::Forbidden { code, message } => (StatusCode::FORBIDDEN, ErrorBody::new(code, *message)),
-            Error::NotFound => (StatusCode::NOT_FOUND, ErrorBody::new("not_found", "no such resource")),
-            Error::Conflict { code, message } => (StatusCode::CONFLICT, ErrorBody::new(code, *message)),
-            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::for_status(StatusCode::PAYLOAD_TOO_LARGE)),
-            Error::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorBody::new("unsupported_media_type", m.clone())),
-            Error::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new("unavailable", *m)),
+            Error::BadRequest { code, message } => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody::new(code, message.clone()),
+            ),
+            Error::Unauthenticated { code, message, .. } => {
+                (StatusCode::UNAUTHORIZED, ErrorBody::new(code, *message))
+            }
+            Error::Forbidden { code, message } => {
+                (StatusCode::FORBIDDEN, ErrorBody::new(code, *message))
+            }
+            Error::NotFound => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new("not_found", "no such resource"),
+            ),
+            Error::Conflict { code, message } => {
+                (StatusCode::CONFLICT, ErrorBody::new(code, *message))
+            }
+            Error::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ),
+            Error::UnsupportedMediaType(m) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorBody::new("unsupported_media_type", m.clone()),
+            ),
+            Error::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::new("unavailable", *m),
+            ),
             Error::Database(_) | Error::Internal(_) => {
                 tracing::error!(error = ?self, "request failed with an internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::for_status(StatusCode::INTERNAL_SERVER_ERROR))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorBody::for_status(StatusCode::INTERNAL_SERVER_ERROR),
+                )
             }
         };
         let mut res = error_response(status, body);
         // RFC 6750 §3: a bearer-protected resource says how to authenticate.
-        if let Error::Unauthenticated { code, bearer: true, .. } = &self {
+        if let Error::Unauthenticated {
+            code, bearer: true, ..
+        } = &self
+        {
             let value = if *code == "invalid_token" {
                 r#"Bearer realm="tessera", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
             } else {
                 r#"Bearer realm="tessera""#
             };
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
         }
         res
     }

@@ -31,12 +31,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 
 fn json_rejection(rejection: &JsonRejection) -> Error {
     match rejection {
-        JsonRejection::JsonDataError(e) => Error::BadRequest { code: "invalid_body", message: e.body_text() }.into_validation(),
-        JsonRejection::JsonSyntaxError(e) => Error::bad_request("malformed_json", e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => {
-            Error::UnsupportedMediaType("the request body must be JSON with Content-Type: application/json".into())
+        JsonRejection::JsonDataError(e) => Error::BadRequest {
+            code: "invalid_body",
+            message: e.body_text(),
         }
-        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
+        .into_validation(),
+        JsonRejection::JsonSyntaxError(e) => Error::bad_request("malformed_json", e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType(
+            "the request body must be JSON with Content-Type: application/json".into(),
+        ),
+        JsonRejection::BytesRejection(e)
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            Error::PayloadTooLarge
+        }
         other => Error::bad_request("invalid_body", other.body_text()),
     }
 }
@@ -46,8 +54,16 @@ impl Error {
     fn into_validation(self) -> Self {
         match self {
             Error::BadRequest { message, .. } => {
-                let detail = message.split_once("target type: ").map_or(message.as_str(), |(_, d)| d).to_string();
-                let field = detail.split(": ").next().filter(|f| !f.contains(' ')).unwrap_or("body").to_string();
+                let detail = message
+                    .split_once("target type: ")
+                    .map_or(message.as_str(), |(_, d)| d)
+                    .to_string();
+                let field = detail
+                    .split(": ")
+                    .next()
+                    .filter(|f| !f.contains(' '))
+                    .unwrap_or("body")
+                    .to_string();
                 Error::Validation(vec![crate::error::FieldError::new(field, detail)])
             }
             other => other,
@@ -76,11 +92,19 @@ impl FromRequestParts<AppState> for Authenticated {
 /// Validates an access token and checks that its session is still live.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims, Error> {
     let now = state.clock.now();
-    let claims = state.keys.verify_access_token(token, now).await.map_err(|e| {
-        tracing::debug!(reason = %e, "access token refused");
-        Error::invalid_token()
-    })?;
-    if !state.sessions.is_live(&state.store, &claims.sid, now).await? {
+    let claims = state
+        .keys
+        .verify_access_token(token, now)
+        .await
+        .map_err(|e| {
+            tracing::debug!(reason = %e, "access token refused");
+            Error::invalid_token()
+        })?;
+    if !state
+        .sessions
+        .is_live(&state.store, &claims.sid, now)
+        .await?
+    {
         return Err(Error::invalid_token());
     }
     Ok(claims)
@@ -93,7 +117,11 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, Err
     };
     let value = value.to_str().map_err(|_| Error::invalid_token())?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(Some(token.trim())),
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim()))
+        }
         _ => Err(Error::invalid_token()),
     }
 }
@@ -110,7 +138,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientDevice {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect());
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
         Ok(Self(Device { user_agent, ip }))
     }
 }

@@ -1,9 +1,9 @@
 //! `/identity/*`: the signed-in user's own account, profile, password and sessions.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{Authenticated, Json};
@@ -24,12 +24,20 @@ pub fn router() -> Router<AppState> {
         .route("/identity/sessions/{id}", delete(revoke_session))
 }
 
-async fn me(State(state): State<AppState>, Authenticated(claims): Authenticated) -> Result<Response> {
-    let user = accounts::find_user(&state, &claims.sub).await?.ok_or_else(Error::invalid_token)?;
+async fn me(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<Response> {
+    let user = accounts::find_user(&state, &claims.sub)
+        .await?
+        .ok_or_else(Error::invalid_token)?;
     Ok(axum::Json(UserView::from(&user)).into_response())
 }
 
-async fn get_profile(State(state): State<AppState>, Authenticated(claims): Authenticated) -> Result<Response> {
+async fn get_profile(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<Response> {
     Ok(axum::Json(profile::get(&state.store, &claims.sub).await?).into_response())
 }
 
@@ -54,7 +62,15 @@ async fn change_password(
     Json(body): Json<PasswordBody>,
 ) -> Result<Response> {
     let now = state.clock.now();
-    accounts::change_password(&state, &claims.sub, &claims.sid, &body.current_password, &body.new_password, now).await?;
+    accounts::change_password(
+        &state,
+        &claims.sub,
+        &claims.sid,
+        &body.current_password,
+        &body.new_password,
+        now,
+    )
+    .await?;
     Ok(no_content())
 }
 
@@ -69,7 +85,10 @@ struct SessionView {
     current: bool,
 }
 
-async fn list_sessions(State(state): State<AppState>, Authenticated(claims): Authenticated) -> Result<Response> {
+async fn list_sessions(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<Response> {
     let list = sessions::list(&state.store, &claims.sub, state.clock.now()).await?;
     let views: Vec<SessionView> = list
         .into_iter()
@@ -86,7 +105,18 @@ async fn list_sessions(State(state): State<AppState>, Authenticated(claims): Aut
     Ok(axum::Json(serde_json::json!({ "sessions": views })).into_response())
 }
 
-async fn revoke_session(State(state): State<AppState>, Authenticated(claims): Authenticated, Path(id): Path<String>) -> Result<Response> {
-    sessions::revoke_own(&state.store, &state.sessions, &claims.sub, &id, state.clock.now()).await?;
+async fn revoke_session(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    sessions::revoke_own(
+        &state.store,
+        &state.sessions,
+        &claims.sub,
+        &id,
+        state.clock.now(),
+    )
+    .await?;
     Ok(no_content())
 }

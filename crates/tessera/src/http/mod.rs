@@ -34,7 +34,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::for_status(StatusCode::INTERNAL_SERVER_ERROR))
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorBody::for_status(StatusCode::INTERNAL_SERVER_ERROR),
+            )
         }))
         .layer(middleware::from_fn(correlation))
         .with_state(state)
@@ -78,14 +81,20 @@ async fn correlation(mut req: Request, next: Next) -> Response {
                     res.headers_mut().append(name.clone(), value.clone());
                 }
             }
-            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
     }
     let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(HeaderName::from_static(CORRELATION_HEADER), v);
     }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     let _enter = span.enter();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     if status.is_server_error() {
@@ -106,5 +115,8 @@ pub fn no_store(mut res: Response) -> Response {
 
 /// An empty 204.
 pub fn no_content() -> Response {
-    Response::builder().status(StatusCode::NO_CONTENT).body(Body::empty()).unwrap_or_default()
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .unwrap_or_default()
 }

@@ -39,7 +39,14 @@ async fn readyz(State(state): State<AppState>) -> Result<Response> {
 /// The public signing keys (RFC 7517), serialised once per key-set load.
 async fn jwks(State(state): State<AppState>) -> Response {
     let body = state.keys.current().jwks.clone();
-    let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    let mut res = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={JWKS_MAX_AGE}")) {
         res.headers_mut().insert(header::CACHE_CONTROL, v);
     }

@@ -65,7 +65,11 @@ struct Header<'a> {
 
 /// Signs `claims` as a compact JWS with `key`.
 pub fn sign<T: Serialize>(key: &SigningKey, typ: &str, claims: &T) -> anyhow::Result<String> {
-    let header = serde_json::to_vec(&Header { alg: key.alg.as_str(), typ, kid: &key.kid })?;
+    let header = serde_json::to_vec(&Header {
+        alg: key.alg.as_str(),
+        typ,
+        kid: &key.kid,
+    })?;
     let payload = serde_json::to_vec(claims)?;
     let mut out = String::with_capacity(64 + payload.len() * 4 / 3 + 350);
     URL_SAFE_NO_PAD.encode_string(&header, &mut out);
@@ -84,7 +88,11 @@ impl Keys {
     }
 
     /// Validates an access token's header, signature, `iss`, `aud`, `exp` and `nbf` at `now`.
-    pub async fn verify_access_token(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(TokenError::Malformed);
         }

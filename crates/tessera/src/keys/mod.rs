@@ -21,8 +21,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::crypto::{MasterKey, b64url};
-use crate::store::keys::{self as key_store, SigningKeyRow};
 use crate::store::Store;
+use crate::store::keys::{self as key_store, SigningKeyRow};
 
 /// Seconds between background reloads of the key set.
 pub const RELOAD_INTERVAL: i64 = 60;
@@ -72,7 +72,7 @@ enum Signer {
     Rs256(rsa::KeyPair),
     Es256(EcdsaKeyPair),
     EdDsa(Ed25519KeyPair),
-    Hs256(hmac::Key),
+    Hs256(Box<hmac::Key>),
 }
 
 /// The current signing key, parsed once.
@@ -87,8 +87,13 @@ impl SigningKey {
         Ok(match &self.signer {
             Signer::Rs256(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), msg, &mut sig)
-                    .map_err(|_| anyhow::anyhow!("RSA signing failed"))?;
+                k.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    msg,
+                    &mut sig,
+                )
+                .map_err(|_| anyhow::anyhow!("RSA signing failed"))?;
                 sig
             }
             Signer::Es256(k) => k
@@ -115,6 +120,13 @@ pub struct KeySet {
     pub(crate) verify: HashMap<String, VerifyKey>,
     /// `{"keys": [...]}`, serialised once.
     pub jwks: Bytes,
+}
+
+impl KeySet {
+    /// The key new tokens are signed with.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.current
+    }
 }
 
 /// Settings the key set needs from the configuration.
@@ -157,7 +169,12 @@ struct Inner {
 
 impl Keys {
     /// Loads the keys, generating (or switching to) a key for the configured algorithm first.
-    pub async fn load(store: Store, master: Arc<MasterKey>, config: KeyConfig, now: i64) -> anyhow::Result<Self> {
+    pub async fn load(
+        store: Store,
+        master: Arc<MasterKey>,
+        config: KeyConfig,
+        now: i64,
+    ) -> anyhow::Result<Self> {
         if config.alg != Alg::Hs256 {
             ensure_active_key(&store, &master, config.alg, now).await?;
         }
@@ -181,7 +198,13 @@ impl Keys {
     /// Re-reads the keys from the store.
     pub async fn reload(&self, now: i64) -> anyhow::Result<()> {
         self.inner.last_reload.store(now, Ordering::Relaxed);
-        let set = build_set(&self.inner.store, &self.inner.master, &self.inner.config, now).await?;
+        let set = build_set(
+            &self.inner.store,
+            &self.inner.master,
+            &self.inner.config,
+            now,
+        )
+        .await?;
         *self.inner.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
     }
@@ -192,7 +215,10 @@ impl Keys {
         if now - last < 10 {
             return false;
         }
-        self.reload(now).await.map_err(|e| tracing::warn!(error = ?e, "reloading signing keys")).is_ok()
+        self.reload(now)
+            .await
+            .map_err(|e| tracing::warn!(error = ?e, "reloading signing keys"))
+            .is_ok()
     }
 
     pub fn config(&self) -> &KeyConfig {
@@ -201,16 +227,28 @@ impl Keys {
 
     /// Generates a new key for `alg`, makes it current and retires the previous one. The
     /// previous key stays in the JWKS until every token it signed has expired.
-    pub async fn rotate(store: &Store, master: &MasterKey, alg: Alg, now: i64) -> anyhow::Result<String> {
+    pub async fn rotate(
+        store: &Store,
+        master: &MasterKey,
+        alg: Alg,
+        now: i64,
+    ) -> anyhow::Result<String> {
         let row = generate(master, alg, now)?;
         let mut tx = store.begin().await?;
-        key_store::rotate(&mut tx, &row, now).await.context("storing the new signing key")?;
+        key_store::rotate(&mut tx, &row, now)
+            .await
+            .context("storing the new signing key")?;
         tx.commit().await?;
         Ok(row.kid)
     }
 }
 
-async fn ensure_active_key(store: &Store, master: &MasterKey, alg: Alg, now: i64) -> anyhow::Result<()> {
+async fn ensure_active_key(
+    store: &Store,
+    master: &MasterKey,
+    alg: Alg,
+    now: i64,
+) -> anyhow::Result<()> {
     let rows = key_store::list_keys(store.pool(), now).await?;
     let active = rows.iter().find(|r| r.state == "active");
     if active.is_some_and(|r| r.alg == alg.as_str()) {
@@ -218,24 +256,39 @@ async fn ensure_active_key(store: &Store, master: &MasterKey, alg: Alg, now: i64
     }
     match active {
         None => tracing::info!(alg = alg.as_str(), "generating the first signing key"),
-        Some(r) => tracing::info!(from = %r.alg, to = alg.as_str(), "signing algorithm changed: rotating to a new key"),
+        Some(r) => {
+            tracing::info!(from = %r.alg, to = alg.as_str(), "signing algorithm changed: rotating to a new key")
+        }
     }
     match Keys::rotate(store, master, alg, now).await {
         Ok(_) => Ok(()),
         // Another replica created the key at the same moment: use theirs.
-        Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(crate::store::is_unique_violation) => Ok(()),
+        Err(e)
+            if e.downcast_ref::<sqlx::Error>()
+                .is_some_and(crate::store::is_unique_violation) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
 
-async fn build_set(store: &Store, master: &MasterKey, config: &KeyConfig, now: i64) -> anyhow::Result<KeySet> {
+async fn build_set(
+    store: &Store,
+    master: &MasterKey,
+    config: &KeyConfig,
+    now: i64,
+) -> anyhow::Result<KeySet> {
     let rows = key_store::list_keys(store.pool(), now - config.retention).await?;
     let mut verify = HashMap::new();
     let mut jwks = Vec::new();
     let mut current = None;
     for row in &rows {
-        let Some(alg) = Alg::parse(&row.alg) else { continue };
-        let jwk: serde_json::Value = serde_json::from_str(&row.public_jwk).context("parsing a stored JWK")?;
+        let Some(alg) = Alg::parse(&row.alg) else {
+            continue;
+        };
+        let jwk: serde_json::Value =
+            serde_json::from_str(&row.public_jwk).context("parsing a stored JWK")?;
         verify.insert(row.kid.clone(), verify_key(alg, &jwk, config)?);
         jwks.push(jwk);
         if row.state == "active" {
@@ -244,15 +297,35 @@ async fn build_set(store: &Store, master: &MasterKey, config: &KeyConfig, now: i
     }
     if let (Alg::Hs256, Some(secret)) = (config.alg, &config.hs256_secret) {
         let secret = secret.expose_secret().as_bytes();
-        let kid = format!("hs256-{}", &crate::crypto::token_hash(&String::from_utf8_lossy(secret))[..12]);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        // A stable id that reveals nothing about the secret: HMAC(secret, label), truncated.
+        let kid = format!(
+            "hs256-{}",
+            &b64url(hmac::sign(&key, b"tessera key id").as_ref())[..12]
+        );
         let mut validation = Validation::new(Algorithm::HS256);
         configure(&mut validation, config);
-        verify.insert(kid.clone(), VerifyKey { alg: Alg::Hs256, key: DecodingKey::from_secret(secret), validation });
-        current = Some(SigningKey { kid, alg: Alg::Hs256, signer: Signer::Hs256(hmac::Key::new(hmac::HMAC_SHA256, secret)) });
+        verify.insert(
+            kid.clone(),
+            VerifyKey {
+                alg: Alg::Hs256,
+                key: DecodingKey::from_secret(secret),
+                validation,
+            },
+        );
+        current = Some(SigningKey {
+            kid,
+            alg: Alg::Hs256,
+            signer: Signer::Hs256(Box::new(key)),
+        });
     }
     let current = current.context("no active signing key in the store")?;
     let jwks = Bytes::from(serde_json::to_vec(&json!({ "keys": jwks }))?);
-    Ok(KeySet { current, verify, jwks })
+    Ok(KeySet {
+        current,
+        verify,
+        jwks,
+    })
 }
 
 fn configure(v: &mut Validation, config: &KeyConfig) {
@@ -266,7 +339,11 @@ fn configure(v: &mut Validation, config: &KeyConfig) {
 }
 
 fn verify_key(alg: Alg, jwk: &serde_json::Value, config: &KeyConfig) -> anyhow::Result<VerifyKey> {
-    let s = |name: &str| jwk[name].as_str().with_context(|| format!("JWK member {name} missing"));
+    let s = |name: &str| {
+        jwk[name]
+            .as_str()
+            .with_context(|| format!("JWK member {name} missing"))
+    };
     let key = match alg {
         Alg::Rs256 => DecodingKey::from_rsa_components(s("n")?, s("e")?)?,
         Alg::Es256 => DecodingKey::from_ec_components(s("x")?, s("y")?)?,
@@ -275,23 +352,39 @@ fn verify_key(alg: Alg, jwk: &serde_json::Value, config: &KeyConfig) -> anyhow::
     };
     let mut validation = Validation::new(alg.jwt());
     configure(&mut validation, config);
-    Ok(VerifyKey { alg, key, validation })
+    Ok(VerifyKey {
+        alg,
+        key,
+        validation,
+    })
 }
 
-fn open_signing_key(master: &MasterKey, row: &SigningKeyRow, alg: Alg) -> anyhow::Result<SigningKey> {
-    let der = master
-        .open(&row.kid, &row.private_key)
-        .with_context(|| format!("decrypting signing key {}: is TESSERA_MASTER_KEY the key it was created with?", row.kid))?;
+fn open_signing_key(
+    master: &MasterKey,
+    row: &SigningKeyRow,
+    alg: Alg,
+) -> anyhow::Result<SigningKey> {
+    let der = master.open(&row.kid, &row.private_key).with_context(|| {
+        format!(
+            "decrypting signing key {}: is TESSERA_MASTER_KEY the key it was created with?",
+            row.kid
+        )
+    })?;
     let bad = |_| anyhow::anyhow!("signing key {} is corrupt", row.kid);
     let signer = match alg {
         Alg::Rs256 => Signer::Rs256(rsa::KeyPair::from_pkcs8(&der).map_err(bad)?),
         Alg::Es256 => Signer::Es256(
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der).map_err(bad)?,
+            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                .map_err(bad)?,
         ),
         Alg::EdDsa => Signer::EdDsa(Ed25519KeyPair::from_pkcs8(&der).map_err(bad)?),
         Alg::Hs256 => anyhow::bail!("HS256 keys are never stored"),
     };
-    Ok(SigningKey { kid: row.kid.clone(), alg, signer })
+    Ok(SigningKey {
+        kid: row.kid.clone(),
+        alg,
+        signer,
+    })
 }
 
 /// Generates a key pair; returns the row to store (private key sealed, kid = RFC 7638 thumbprint).
@@ -300,31 +393,52 @@ pub fn generate(master: &MasterKey, alg: Alg, now: i64) -> anyhow::Result<Signin
     let (pkcs8, mut jwk, thumb_input) = match alg {
         Alg::Rs256 => {
             let k = rsa::KeyPair::generate(rsa::KeySize::Rsa2048).map_err(unspecified)?;
-            let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&k).map_err(unspecified)?;
+            let der =
+                AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&k).map_err(unspecified)?;
             let n = b64url(k.public_key().modulus().big_endian_without_leading_zero());
             let e = b64url(k.public_key().exponent().big_endian_without_leading_zero());
             let thumb = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
-            (der.as_ref().to_vec(), json!({"kty": "RSA", "n": n, "e": e}), thumb)
+            (
+                der.as_ref().to_vec(),
+                json!({"kty": "RSA", "n": n, "e": e}),
+                thumb,
+            )
         }
         Alg::Es256 => {
-            let k = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(unspecified)?;
+            let k = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                .map_err(unspecified)?;
             let der = k.to_pkcs8v1().map_err(unspecified)?;
             let point = k.public_key().as_ref();
-            anyhow::ensure!(point.len() == 65 && point[0] == 4, "unexpected P-256 public key encoding");
+            anyhow::ensure!(
+                point.len() == 65 && point[0] == 4,
+                "unexpected P-256 public key encoding"
+            );
             let (x, y) = (b64url(&point[1..33]), b64url(&point[33..]));
             let thumb = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-            (der.as_ref().to_vec(), json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}), thumb)
+            (
+                der.as_ref().to_vec(),
+                json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
+                thumb,
+            )
         }
         Alg::EdDsa => {
             let k = Ed25519KeyPair::generate().map_err(unspecified)?;
             let der = k.to_pkcs8().map_err(unspecified)?;
             let x = b64url(k.public_key().as_ref());
             let thumb = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-            (der.as_ref().to_vec(), json!({"kty": "OKP", "crv": "Ed25519", "x": x}), thumb)
+            (
+                der.as_ref().to_vec(),
+                json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+                thumb,
+            )
         }
-        Alg::Hs256 => anyhow::bail!("HS256 uses the configured shared secret; there is no key to generate"),
+        Alg::Hs256 => {
+            anyhow::bail!("HS256 uses the configured shared secret; there is no key to generate")
+        }
     };
-    let kid = b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thumb_input.as_bytes()).as_ref());
+    let kid = b64url(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thumb_input.as_bytes()).as_ref(),
+    );
     jwk["kid"] = json!(kid);
     jwk["alg"] = json!(alg.as_str());
     jwk["use"] = json!("sig");

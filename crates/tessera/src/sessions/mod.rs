@@ -11,8 +11,8 @@ use crate::crypto::{REFRESH_TOKEN_PREFIX, new_token, token_hash};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::keys::jwt::AccessClaims;
-use crate::store::sessions::{self as store_sessions, NewSession, Session};
 use crate::store::Store;
+use crate::store::sessions::{self as store_sessions, NewSession, Session};
 
 /// The pseudo-client of first-party logins (`client_id` claim, RFC 9068 §2.2).
 pub const FIRST_PARTY_CLIENT: &str = "tessera";
@@ -67,7 +67,14 @@ pub struct Device {
 }
 
 /// Starts a session for an authenticated user and issues its first token pair.
-pub async fn start(store: &Store, keys: &Keys, settings: &Settings, subject: Subject<'_>, device: &Device, now: i64) -> Result<TokenPair> {
+pub async fn start(
+    store: &Store,
+    keys: &Keys,
+    settings: &Settings,
+    subject: Subject<'_>,
+    device: &Device,
+    now: i64,
+) -> Result<TokenPair> {
     let session_id = uuid::Uuid::now_v7().to_string();
     let expires_at = now + settings.max_age;
     let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
@@ -85,9 +92,24 @@ pub async fn start(store: &Store, keys: &Keys, settings: &Settings, subject: Sub
         },
     )
     .await?;
-    store_sessions::insert_refresh_token(&mut tx, &token_hash(&refresh_token), &session_id, now, refresh_expires_at).await?;
+    store_sessions::insert_refresh_token(
+        &mut tx,
+        &token_hash(&refresh_token),
+        &session_id,
+        now,
+        refresh_expires_at,
+    )
+    .await?;
     tx.commit().await?;
-    issue(keys, settings, &subject, &session_id, refresh_token, refresh_expires_at, now)
+    issue(
+        keys,
+        settings,
+        &subject,
+        &session_id,
+        refresh_token,
+        refresh_expires_at,
+        now,
+    )
 }
 
 fn issue(
@@ -127,7 +149,9 @@ fn issue(
 fn well_formed(token: &str) -> bool {
     token.len() == REFRESH_TOKEN_PREFIX.len() + 43
         && token.starts_with(REFRESH_TOKEN_PREFIX)
-        && token[REFRESH_TOKEN_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && token[REFRESH_TOKEN_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 enum Rotation {
@@ -140,7 +164,14 @@ enum Rotation {
 /// A token already rotated less than `reuse_grace` seconds ago still rotates (two concurrent
 /// refreshes from one client), issuing a sibling token. Later, it is reuse: the whole session
 /// (the token family) is revoked and the call fails with `invalid_grant`.
-pub async fn refresh(store: &Store, keys: &Keys, cache: &SessionCache, settings: &Settings, refresh_token: &str, now: i64) -> Result<TokenPair> {
+pub async fn refresh(
+    store: &Store,
+    keys: &Keys,
+    cache: &SessionCache,
+    settings: &Settings,
+    refresh_token: &str,
+    now: i64,
+) -> Result<TokenPair> {
     if !well_formed(refresh_token) {
         return Err(Error::invalid_grant());
     }
@@ -153,7 +184,8 @@ pub async fn refresh(store: &Store, keys: &Keys, cache: &SessionCache, settings:
             Ok(pair)
         }
         Ok(Rotation::Reused { session_id }) => {
-            store_sessions::revoke_session(&mut *tx, &session_id, "refresh_token_reuse", now).await?;
+            store_sessions::revoke_session(&mut *tx, &session_id, "refresh_token_reuse", now)
+                .await?;
             tx.commit().await?;
             cache.mark_revoked(&session_id);
             tracing::warn!(session_id, "refresh token reuse detected: session revoked");
@@ -163,11 +195,21 @@ pub async fn refresh(store: &Store, keys: &Keys, cache: &SessionCache, settings:
     }
 }
 
-async fn rotate_in(tx: &mut crate::store::Tx, keys: &Keys, settings: &Settings, hash: &str, now: i64) -> Result<Rotation> {
+async fn rotate_in(
+    tx: &mut crate::store::Tx,
+    keys: &Keys,
+    settings: &Settings,
+    hash: &str,
+    now: i64,
+) -> Result<Rotation> {
     let Some(t) = store_sessions::find_refresh_token(&mut **tx, hash).await? else {
         return Err(Error::invalid_grant());
     };
-    if t.session_revoked_at.is_some() || t.token_expires_at <= now || t.session_expires_at <= now || t.user_status != "active" {
+    if t.session_revoked_at.is_some()
+        || t.token_expires_at <= now
+        || t.session_expires_at <= now
+        || t.user_status != "active"
+    {
         return Err(Error::invalid_grant());
     }
     let fresh = match t.used_at {
@@ -179,12 +221,21 @@ async fn rotate_in(tx: &mut crate::store::Tx, keys: &Keys, settings: &Settings, 
         // rotation that committed meanwhile shows up as `fresh == false` with `used_at` unset.
         let used_at = t.used_at.unwrap_or(now);
         if now - used_at > settings.reuse_grace {
-            return Ok(Rotation::Reused { session_id: t.session_id });
+            return Ok(Rotation::Reused {
+                session_id: t.session_id,
+            });
         }
     }
     let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
     let refresh_expires_at = (now + settings.refresh_ttl).min(t.session_expires_at);
-    store_sessions::insert_refresh_token(tx, &token_hash(&refresh_token), &t.session_id, now, refresh_expires_at).await?;
+    store_sessions::insert_refresh_token(
+        tx,
+        &token_hash(&refresh_token),
+        &t.session_id,
+        now,
+        refresh_expires_at,
+    )
+    .await?;
     store_sessions::touch_session(tx, &t.session_id, now).await?;
     let subject = Subject {
         user_id: &t.user_id,
@@ -192,16 +243,32 @@ async fn rotate_in(tx: &mut crate::store::Tx, keys: &Keys, settings: &Settings, 
         email_verified: t.email_verified_at.is_some(),
         tenant_id: t.tenant_id.clone(),
     };
-    issue(keys, settings, &subject, &t.session_id, refresh_token, refresh_expires_at, now).map(Rotation::Rotated)
+    issue(
+        keys,
+        settings,
+        &subject,
+        &t.session_id,
+        refresh_token,
+        refresh_expires_at,
+        now,
+    )
+    .map(Rotation::Rotated)
 }
 
 /// Ends the session a refresh token belongs to. Unknown tokens are ignored (the caller answers
 /// the same either way).
-pub async fn logout_with_refresh_token(store: &Store, cache: &SessionCache, refresh_token: &str, now: i64) -> Result<Option<String>> {
+pub async fn logout_with_refresh_token(
+    store: &Store,
+    cache: &SessionCache,
+    refresh_token: &str,
+    now: i64,
+) -> Result<Option<String>> {
     if !well_formed(refresh_token) {
         return Ok(None);
     }
-    let Some(t) = store_sessions::find_refresh_token(store.pool(), &token_hash(refresh_token)).await? else {
+    let Some(t) =
+        store_sessions::find_refresh_token(store.pool(), &token_hash(refresh_token)).await?
+    else {
         return Ok(None);
     };
     revoke(store, cache, &t.session_id, "logout", now).await?;
@@ -209,7 +276,13 @@ pub async fn logout_with_refresh_token(store: &Store, cache: &SessionCache, refr
 }
 
 /// Revokes one session (idempotent).
-pub async fn revoke(store: &Store, cache: &SessionCache, session_id: &str, reason: &str, now: i64) -> Result<()> {
+pub async fn revoke(
+    store: &Store,
+    cache: &SessionCache,
+    session_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
     store_sessions::revoke_session(store.pool(), session_id, reason, now).await?;
     cache.mark_revoked(session_id);
     Ok(())
@@ -217,12 +290,25 @@ pub async fn revoke(store: &Store, cache: &SessionCache, session_id: &str, reaso
 
 /// Revokes every session of `user_id` except `keep`, in `tx`; returns the revoked ids so the
 /// caller can mark them in the cache after commit.
-pub async fn revoke_all_in(tx: &mut crate::store::Tx, user_id: &str, keep: Option<&str>, reason: &str, now: i64) -> Result<Vec<String>> {
+pub async fn revoke_all_in(
+    tx: &mut crate::store::Tx,
+    user_id: &str,
+    keep: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Result<Vec<String>> {
     Ok(store_sessions::revoke_user_sessions(tx, user_id, keep, reason, now).await?)
 }
 
 /// Revokes every session of a user except `keep`.
-pub async fn revoke_all(store: &Store, cache: &SessionCache, user_id: &str, keep: Option<&str>, reason: &str, now: i64) -> Result<()> {
+pub async fn revoke_all(
+    store: &Store,
+    cache: &SessionCache,
+    user_id: &str,
+    keep: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
     let mut tx = store.begin().await?;
     let ids = revoke_all_in(&mut tx, user_id, keep, reason, now).await?;
     tx.commit().await?;
@@ -236,12 +322,20 @@ pub async fn list(store: &Store, user_id: &str, now: i64) -> Result<Vec<Session>
 }
 
 /// Revokes one of the user's own sessions; another user's session is "not found".
-pub async fn revoke_own(store: &Store, cache: &SessionCache, user_id: &str, session_id: &str, now: i64) -> Result<()> {
+pub async fn revoke_own(
+    store: &Store,
+    cache: &SessionCache,
+    user_id: &str,
+    session_id: &str,
+    now: i64,
+) -> Result<()> {
     if session_id.len() > 64 {
         return Err(Error::NotFound);
     }
     match store_sessions::find_session(store.pool(), session_id).await? {
-        Some(s) if s.user_id == user_id && s.revoked_at.is_none() => revoke(store, cache, session_id, "revoked_by_user", now).await,
+        Some(s) if s.user_id == user_id && s.revoked_at.is_none() => {
+            revoke(store, cache, session_id, "revoked_by_user", now).await
+        }
         _ => Err(Error::NotFound),
     }
 }

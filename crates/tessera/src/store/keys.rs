@@ -15,7 +15,10 @@ pub struct SigningKeyRow {
 }
 
 /// Keys that may still verify tokens: the active one and those retired after `retired_since`.
-pub async fn list_keys<'e>(db: impl Executor<'e, Database = Any>, retired_since: i64) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
+pub async fn list_keys<'e>(
+    db: impl Executor<'e, Database = Any>,
+    retired_since: i64,
+) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT kid, alg, state, private_key, public_jwk, created_at, activated_at, retired_at \
          FROM signing_keys WHERE state = 'active' OR retired_at >= $1 ORDER BY created_at DESC, kid",
@@ -26,7 +29,9 @@ pub async fn list_keys<'e>(db: impl Executor<'e, Database = Any>, retired_since:
 }
 
 /// Every key, for `tessera keys list`.
-pub async fn list_all_keys<'e>(db: impl Executor<'e, Database = Any>) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
+pub async fn list_all_keys<'e>(
+    db: impl Executor<'e, Database = Any>,
+) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
     list_keys(db, i64::MIN).await.map(|mut v| {
         v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.kid.cmp(&b.kid)));
         v
@@ -35,10 +40,12 @@ pub async fn list_all_keys<'e>(db: impl Executor<'e, Database = Any>) -> Result<
 
 /// Retires the current key and inserts `new` as the active one, in one transaction.
 pub async fn rotate(tx: &mut super::Tx, new: &SigningKeyRow, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'active'")
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'active'",
+    )
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query(
         "INSERT INTO signing_keys (kid, alg, state, private_key, public_jwk, created_at, activated_at) \
          VALUES ($1, $2, 'active', $3, $4, $5, $5)",

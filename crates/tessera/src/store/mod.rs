@@ -36,13 +36,14 @@ impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). Does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
-        if backend == Backend::Sqlite {
-            if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_path_buf())) {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                }
-            }
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let sqlite_dir = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_path_buf()));
+        if let Some(dir) = sqlite_dir.filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let options = AnyConnectOptions::from_str(url).context("parsing the database URL")?;
         let mut pool = AnyPoolOptions::new()
@@ -62,7 +63,10 @@ impl Store {
             });
         }
         let pool = pool.connect_with(options).await.with_context(|| {
-            format!("connecting to the database at {}", crate::config::redact_url(url))
+            format!(
+                "connecting to the database at {}",
+                crate::config::redact_url(url)
+            )
         })?;
         Ok(Self { pool, backend })
     }
@@ -73,7 +77,10 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&self.pool).await.context("applying database migrations")?;
+        migrator
+            .run(&self.pool)
+            .await
+            .context("applying database migrations")?;
         Ok(())
     }
 
@@ -97,7 +104,10 @@ impl Store {
 
     /// Readiness: can the database answer a query?
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {
@@ -106,9 +116,15 @@ impl Store {
 }
 
 fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
-    if path.is_empty() || path == ":memory:" { None } else { Some(path.into()) }
+    if path.is_empty() || path == ":memory:" {
+        None
+    } else {
+        Some(path.into())
+    }
 }
 
 /// True when `err` is a unique-constraint violation (on either backend).

@@ -72,7 +72,10 @@ pub struct RefreshLookup {
     pub email_verified_at: Option<i64>,
 }
 
-pub async fn find_refresh_token<'e>(db: impl Executor<'e, Database = Any>, token_hash: &str) -> Result<Option<RefreshLookup>, sqlx::Error> {
+pub async fn find_refresh_token<'e>(
+    db: impl Executor<'e, Database = Any>,
+    token_hash: &str,
+) -> Result<Option<RefreshLookup>, sqlx::Error> {
     sqlx::query_as(
         "SELECT r.session_id, r.expires_at AS token_expires_at, r.used_at, \
                 s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
@@ -86,12 +89,18 @@ pub async fn find_refresh_token<'e>(db: impl Executor<'e, Database = Any>, token
 }
 
 /// Marks a refresh token rotated. False when another request rotated it first.
-pub async fn mark_refresh_token_used(tx: &mut super::Tx, token_hash: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
-        .bind(now)
-        .bind(token_hash)
-        .execute(&mut **tx)
-        .await?;
+pub async fn mark_refresh_token_used(
+    tx: &mut super::Tx,
+    token_hash: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .execute(&mut **tx)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -105,7 +114,12 @@ pub async fn touch_session(tx: &mut super::Tx, id: &str, now: i64) -> Result<(),
 }
 
 /// Revokes one session. False when it was already revoked or does not exist.
-pub async fn revoke_session<'e>(db: impl Executor<'e, Database = Any>, id: &str, reason: &str, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn revoke_session<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
         .bind(now)
         .bind(reason)
@@ -123,11 +137,13 @@ pub async fn revoke_user_sessions(
     reason: &str,
     now: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id <> $2")
-        .bind(user_id)
-        .bind(keep.unwrap_or(""))
-        .fetch_all(&mut **tx)
-        .await?;
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id <> $2",
+    )
+    .bind(user_id)
+    .bind(keep.unwrap_or(""))
+    .fetch_all(&mut **tx)
+    .await?;
     sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4")
         .bind(now)
         .bind(reason)
@@ -138,7 +154,10 @@ pub async fn revoke_user_sessions(
     Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
-pub async fn find_session<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<Session>, sqlx::Error> {
+pub async fn find_session<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<Option<Session>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip \
          FROM sessions WHERE id = $1",
@@ -149,7 +168,11 @@ pub async fn find_session<'e>(db: impl Executor<'e, Database = Any>, id: &str) -
 }
 
 /// A user's sessions that are neither revoked nor past their absolute end, newest first.
-pub async fn list_active_sessions<'e>(db: impl Executor<'e, Database = Any>, user_id: &str, now: i64) -> Result<Vec<Session>, sqlx::Error> {
+pub async fn list_active_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: &str,
+    now: i64,
+) -> Result<Vec<Session>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip \
          FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \

@@ -86,14 +86,20 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-pub async fn find_by_email<'e>(db: impl Executor<'e, Database = Any>, email: &str) -> Result<Option<User>, sqlx::Error> {
+pub async fn find_by_email<'e>(
+    db: impl Executor<'e, Database = Any>,
+    email: &str,
+) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(select_users!("WHERE email_normalized = $1"))
         .bind(normalize_email(email))
         .fetch_optional(db)
         .await
 }
 
-pub async fn find_by_id<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<User>, sqlx::Error> {
+pub async fn find_by_id<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(select_users!("WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
@@ -101,15 +107,24 @@ pub async fn find_by_id<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> 
 }
 
 /// Users ordered by creation, after the `after` id (keyset pagination).
-pub async fn list<'e>(db: impl Executor<'e, Database = Any>, after: Option<&str>, limit: i64) -> Result<Vec<User>, sqlx::Error> {
+pub async fn list<'e>(
+    db: impl Executor<'e, Database = Any>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<User>, sqlx::Error> {
     sqlx::query_as(select_users!("WHERE id > $1 ORDER BY id LIMIT $2"))
-    .bind(after.unwrap_or(""))
-    .bind(limit)
-    .fetch_all(db)
-    .await
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
-pub async fn set_password_hash<'e>(db: impl Executor<'e, Database = Any>, id: &str, hash: &str, now: i64) -> Result<(), sqlx::Error> {
+pub async fn set_password_hash<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    hash: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
         .bind(hash)
         .bind(now)
@@ -130,7 +145,10 @@ pub struct Profile {
     pub updated_at: i64,
 }
 
-pub async fn find_profile<'e>(db: impl Executor<'e, Database = Any>, user_id: &str) -> Result<Option<Profile>, sqlx::Error> {
+pub async fn find_profile<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: &str,
+) -> Result<Option<Profile>, sqlx::Error> {
     sqlx::query_as(
         "SELECT display_name, given_name, family_name, locale, timezone, preferences, updated_at \
          FROM profiles WHERE user_id = $1",
@@ -140,7 +158,11 @@ pub async fn find_profile<'e>(db: impl Executor<'e, Database = Any>, user_id: &s
     .await
 }
 
-pub async fn update_profile<'e>(db: impl Executor<'e, Database = Any>, user_id: &str, p: &Profile) -> Result<(), sqlx::Error> {
+pub async fn update_profile<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: &str,
+    p: &Profile,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE profiles SET display_name = $1, given_name = $2, family_name = $3, locale = $4, \
          timezone = $5, preferences = $6, updated_at = $7 WHERE user_id = $8",

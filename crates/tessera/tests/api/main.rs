@@ -1,1 +1,13 @@
+//! The API suite: the real service over HTTP, every scenario on SQLite and on PostgreSQL.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on an unexpected result"
+)]
 
+mod helpers;
+
+mod accounts;
+mod bad_input;
+mod ops;
+mod sessions;
+mod tokens;

@@ -1,0 +1,309 @@
+//! `TestApp`: the real service, in-process on 127.0.0.1:0, over a fresh database (a SQLite file
+//! in a temp dir, or a fresh schema on the PostgreSQL server at `TESSERA_TEST_DATABASE_URL`),
+//! with a fixed clock and cheap Argon2 parameters. Driven over HTTP with reqwest.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tessera::clock::Clock;
+use tessera::config::PasswordConfig;
+use tessera::{App, AppState, Config};
+
+pub const START: i64 = 1_800_000_000;
+pub const ISSUER: &str = "http://tessera.test";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for each listed scenario `async fn name(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
+        }
+    };
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub clock: Clock,
+    pub config: Config,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+/// The test configuration: cheap hashing, fixed issuer, a fresh data dir.
+pub fn test_config(dir: &std::path::Path, database_url: String) -> Config {
+    let mut config = Config::load_from(None, &[]).expect("default config");
+    config.listen = "127.0.0.1:0".into();
+    config.issuer = ISSUER.into();
+    config.data_dir = dir.to_path_buf();
+    config.database_url = Some(database_url);
+    config.database_max_connections = 4;
+    config.password = PasswordConfig {
+        argon2_memory_kib: 64,
+        argon2_iterations: 1,
+        ..PasswordConfig::default()
+    };
+    config
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawns with the configuration adjusted by `tweak`.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = database_url(backend, dir.path()).await;
+        let mut config = test_config(dir.path(), url);
+        tweak(&mut config);
+        Self::start(config, dir).await
+    }
+
+    async fn start(config: Config, dir: tempfile::TempDir) -> Self {
+        let clock = Clock::fixed(START);
+        let app = App::build(config.clone(), clock.clone())
+            .await
+            .expect("building the app");
+        let base = format!("http://{}", app.local_addr());
+        let state = app.state().clone();
+        tokio::spawn(app.run_until(std::future::pending()));
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        Self {
+            base,
+            client,
+            state,
+            clock,
+            config,
+            _dir: dir,
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        into_response(req.send().await.expect("request sent")).await
+    }
+
+    /// Sends raw bytes with the given content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        into_response(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path, None, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn register(&self, email: &str) -> Response {
+        self.post(
+            "/auth/register",
+            json!({ "email": email, "password": PASSWORD }),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/auth/login",
+            json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// Registers `email` and logs in; returns the token response.
+    pub async fn signed_in(&self, email: &str) -> Tokens {
+        assert_eq!(self.register(email).await.status, StatusCode::CREATED);
+        let res = self.login(email, PASSWORD).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        Tokens::from(&res.body)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post("/auth/refresh", json!({ "refresh_token": refresh_token }))
+            .await
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl From<&Value> for Tokens {
+    fn from(v: &Value) -> Self {
+        Self {
+            access: v["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_string(),
+            refresh: v["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_string(),
+        }
+    }
+}
+
+async fn into_response(res: reqwest::Response) -> Response {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Response {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+static SCHEMA_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh database for one test.
+pub async fn database_url(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("tessera.db").display()),
+        Backend::Postgres => fresh_postgres_schema().await,
+    }
+}
+
+/// Creates a new schema on the test PostgreSQL server and returns a URL whose `search_path`
+/// points at it. An unreachable server fails the test with instructions, never a skip.
+pub async fn fresh_postgres_schema() -> String {
+    sqlx::any::install_default_drivers();
+    let base = std::env::var("TESSERA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = match sqlx::AnyConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "PostgreSQL is unreachable at {base} ({e}).\nThe API suite runs on PostgreSQL as well as SQLite. Start it with \
+             `pg_ctlcluster <version> main start` (the version is the folder under /etc/postgresql), or point \
+             TESSERA_TEST_DATABASE_URL at a server you can use."
+        ),
+    };
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "schema names carry the real time so stale ones can be dropped"
+    )]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let schema = format!(
+        "tessera_t_{now}_{}_{}",
+        std::process::id(),
+        SCHEMA_SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test schema");
+    drop_stale_schemas(&mut conn, now).await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options[search_path]={schema}")
+}
+
+/// Drops test schemas left by runs that ended more than two hours ago.
+async fn drop_stale_schemas(conn: &mut sqlx::AnyConnection, now: u64) {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tessera_t_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for (name,) in rows {
+        let started: u64 = name
+            .split('_')
+            .nth(2)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(u64::MAX);
+        if started + 7200 < now {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE"
+            )))
+            .execute(&mut *conn)
+            .await;
+        }
+    }
+}
+
+/// Asserts an error response: status, `error` code, JSON body with a correlation id.
+#[track_caller]
+pub fn assert_error(res: &Response, status: StatusCode, code: &str) {
+    assert_eq!(res.status, status, "body: {}", res.text);
+    assert_eq!(res.body["error"], code, "body: {}", res.text);
+    assert!(
+        res.body["message"].is_string(),
+        "message missing: {}",
+        res.text
+    );
+    assert!(
+        res.body["correlation_id"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "correlation_id missing: {}",
+        res.text
+    );
+    assert_eq!(
+        res.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "content type of {}",
+        res.text
+    );
+}

@@ -1,0 +1,317 @@
+//! Sessions: refresh rotation, reuse detection, grace window, logout, listing and revocation.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, assert_error};
+use crate::on_both_backends;
+
+on_both_backends!(
+    refresh_rotates_the_token,
+    reused_refresh_token_revokes_the_whole_session,
+    concurrent_refreshes_within_the_grace_window_both_succeed,
+    refresh_tokens_expire,
+    sessions_end_at_their_absolute_lifetime,
+    logout_with_bearer_revokes_access_tokens_at_once,
+    logout_with_refresh_token_ends_that_session,
+    logout_all_ends_every_session,
+    sessions_are_listed_and_revocable_by_their_owner_only,
+    access_tokens_expire,
+    refresh_tokens_are_stored_only_as_hashes,
+);
+
+async fn refresh_rotates_the_token(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t0 = app.signed_in("a@example.com").await;
+    app.clock.advance(60);
+    let res = app.refresh(&t0.refresh).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.headers["cache-control"], "no-store");
+    let t1 = Tokens::from(&res.body);
+    assert_ne!(t1.refresh, t0.refresh);
+    assert_ne!(t1.access, t0.access);
+    assert_eq!(
+        app.get("/identity/me", &t1.access).await.status,
+        StatusCode::OK
+    );
+    let t2 = Tokens::from(&app.refresh(&t1.refresh).await.body);
+    assert_eq!(
+        app.get("/identity/me", &t2.access).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn reused_refresh_token_revokes_the_whole_session(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t0 = app.signed_in("b@example.com").await;
+    let t1 = Tokens::from(&app.refresh(&t0.refresh).await.body);
+    app.clock.advance(app.config.refresh_reuse_grace as i64 + 1);
+    // An attacker replays the stolen, already rotated token.
+    assert_error(
+        &app.refresh(&t0.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    );
+    // The whole family is gone: the legitimate client's newer tokens stop working at once.
+    assert_error(
+        &app.refresh(&t1.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    );
+    assert_error(
+        &app.get("/identity/me", &t1.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    assert_error(
+        &app.get("/identity/me", &t0.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    // Other sessions of the user are unaffected.
+    let other = Tokens::from(&app.login("b@example.com", PASSWORD).await.body);
+    assert_eq!(
+        app.get("/identity/me", &other.access).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn concurrent_refreshes_within_the_grace_window_both_succeed(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t0 = app.signed_in("c@example.com").await;
+    let (r1, r2) = tokio::join!(app.refresh(&t0.refresh), app.refresh(&t0.refresh));
+    assert_eq!(r1.status, StatusCode::OK, "{}", r1.text);
+    assert_eq!(r2.status, StatusCode::OK, "{}", r2.text);
+    let (a, b2) = (Tokens::from(&r1.body), Tokens::from(&r2.body));
+    assert_ne!(a.refresh, b2.refresh);
+    // Both clients carry on with their own new token.
+    assert_eq!(app.refresh(&a.refresh).await.status, StatusCode::OK);
+    assert_eq!(app.refresh(&b2.refresh).await.status, StatusCode::OK);
+    // Within the grace window a third try also works; after it, it is reuse.
+    app.clock.advance(app.config.refresh_reuse_grace as i64 + 1);
+    assert_error(
+        &app.refresh(&t0.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    );
+}
+
+async fn refresh_tokens_expire(b: Backend) {
+    let app = TestApp::spawn_with(b, |c| c.refresh_token_ttl = 3600).await;
+    let t0 = app.signed_in("d@example.com").await;
+    app.clock.advance(3599);
+    let t1 = Tokens::from(&app.refresh(&t0.refresh).await.body);
+    app.clock.advance(3600);
+    assert_error(
+        &app.refresh(&t1.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    );
+}
+
+async fn sessions_end_at_their_absolute_lifetime(b: Backend) {
+    let app = TestApp::spawn_with(b, |c| {
+        c.refresh_token_ttl = 3600;
+        c.session_max_age = 5000;
+    })
+    .await;
+    let mut t = app.signed_in("e@example.com").await;
+    for _ in 0..4 {
+        app.clock.advance(1200);
+        let res = app.refresh(&t.refresh).await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert!(res.body["refresh_expires_in"].as_i64().unwrap() <= 3600);
+        t = Tokens::from(&res.body);
+    }
+    app.clock.advance(201);
+    assert_error(
+        &app.refresh(&t.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    );
+}
+
+async fn logout_with_bearer_revokes_access_tokens_at_once(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t = app.signed_in("f@example.com").await;
+    assert_eq!(
+        app.get("/identity/me", &t.access).await.status,
+        StatusCode::OK
+    );
+    let res = app
+        .request(Method::POST, "/auth/logout", Some(&t.access), None)
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+    assert_error(
+        &app.get("/identity/me", &t.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    assert_error(
+        &app.refresh(&t.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    );
+    // Logging out again with the dead token is refused.
+    assert_error(
+        &app.request(Method::POST, "/auth/logout", Some(&t.access), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+}
+
+async fn logout_with_refresh_token_ends_that_session(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t = app.signed_in("g@example.com").await;
+    let other = Tokens::from(&app.login("g@example.com", PASSWORD).await.body);
+    let res = app
+        .post("/auth/logout", json!({"refresh_token": t.refresh}))
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    assert_error(
+        &app.get("/identity/me", &t.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    assert_eq!(
+        app.get("/identity/me", &other.access).await.status,
+        StatusCode::OK
+    );
+    // Unknown or malformed refresh tokens are answered the same way.
+    assert_eq!(
+        app.post("/auth/logout", json!({"refresh_token": "tsr_unknown"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let res = app.request(Method::POST, "/auth/logout", None, None).await;
+    assert_error(&res, StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+async fn logout_all_ends_every_session(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let a = app.signed_in("h@example.com").await;
+    let b2 = Tokens::from(&app.login("h@example.com", PASSWORD).await.body);
+    let stranger = app.signed_in("stranger@example.com").await;
+    let res = app
+        .request(Method::POST, "/auth/logout?all=true", Some(&a.access), None)
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    for t in [&a, &b2] {
+        assert_error(
+            &app.get("/identity/me", &t.access).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        );
+        assert_error(
+            &app.refresh(&t.refresh).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+        );
+    }
+    assert_eq!(
+        app.get("/identity/me", &stranger.access).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn sessions_are_listed_and_revocable_by_their_owner_only(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let a = app.signed_in("i@example.com").await;
+    app.clock.advance(10);
+    let a2 = Tokens::from(&app.login("i@example.com", PASSWORD).await.body);
+    let mallory = app.signed_in("mallory@example.com").await;
+    let res = app.get("/identity/sessions", &a.access).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let list = res.body["sessions"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|s| s["created_at"].is_string()
+        && s["last_used_at"].is_string()
+        && s["ip"] == "127.0.0.1"));
+    let current: Vec<_> = list.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    let other_id = list.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Another user cannot revoke it (and cannot learn it exists).
+    let res = app
+        .request(
+            Method::DELETE,
+            &format!("/identity/sessions/{other_id}"),
+            Some(&mallory.access),
+            None,
+        )
+        .await;
+    assert_error(&res, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        app.get("/identity/me", &a2.access).await.status,
+        StatusCode::OK
+    );
+    let res = app
+        .request(
+            Method::DELETE,
+            &format!("/identity/sessions/{other_id}"),
+            Some(&a.access),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    assert_error(
+        &app.get("/identity/me", &a2.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    assert_eq!(
+        app.get("/identity/sessions", &a.access).await.body["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let res = app
+        .request(
+            Method::DELETE,
+            &format!("/identity/sessions/{}", "x".repeat(5000)),
+            Some(&a.access),
+            None,
+        )
+        .await;
+    assert_error(&res, StatusCode::NOT_FOUND, "not_found");
+}
+
+async fn access_tokens_expire(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t = app.signed_in("j@example.com").await;
+    app.clock.advance(899);
+    assert_eq!(
+        app.get("/identity/me", &t.access).await.status,
+        StatusCode::OK
+    );
+    app.clock.advance(1);
+    assert_error(
+        &app.get("/identity/me", &t.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    // The refresh token still gets a fresh one.
+    let t2 = Tokens::from(&app.refresh(&t.refresh).await.body);
+    assert_eq!(
+        app.get("/identity/me", &t2.access).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn refresh_tokens_are_stored_only_as_hashes(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t = app.signed_in("k@example.com").await;
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT token_hash FROM refresh_tokens")
+        .fetch_all(app.state.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_ne!(rows[0].0, t.refresh);
+    assert!(!rows[0].0.contains(&t.refresh[4..]));
+    assert_eq!(rows[0].0, tessera::crypto::token_hash(&t.refresh));
+}
