@@ -1,0 +1,302 @@
+//! The `tessera` binary, run as a user would: zero-config serve, user and key commands,
+//! configuration errors.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on an unexpected result"
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn tessera(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TESSERA_LOG", "warn")
+        .env("TESSERA_PASSWORD__ARGON2_MEMORY_KIB", "64")
+        .env("TESSERA_PASSWORD__ARGON2_ITERATIONS", "1");
+    cmd
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn user_create_prints_stable_json_and_user_list_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        tessera(dir.path()).args([
+            "user",
+            "create",
+            "--email",
+            "Admin@Example.com",
+            "--password-stdin",
+            "--verified",
+            "--role",
+            "admin",
+            "--json",
+        ]),
+        Some("a long admin passphrase\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let user: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut keys: Vec<&str> = user
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "email",
+            "email_verified",
+            "id",
+            "roles",
+            "status"
+        ]
+    );
+    assert_eq!(user["email"], "Admin@Example.com");
+    assert_eq!(user["email_verified"], true);
+    assert_eq!(user["roles"], serde_json::json!(["admin"]));
+    assert!(!text(&out.stdout).contains("passphrase"));
+
+    let out = run(tessera(dir.path()).args(["user", "list", "--json"]), None);
+    assert!(out.status.success());
+    let listed: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(listed, user);
+
+    let out = run(
+        tessera(dir.path()).args([
+            "user",
+            "create",
+            "--email",
+            "admin@example.com",
+            "--password-stdin",
+        ]),
+        Some("another passphrase\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(
+        tessera(dir.path()).args([
+            "user",
+            "create",
+            "--email",
+            "b@example.com",
+            "--password-stdin",
+        ]),
+        Some("short\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("at least 8 characters"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(
+        tessera(dir.path()).args([
+            "user",
+            "create",
+            "--email",
+            "c@example.com",
+            "--password-hash",
+            "plaintext",
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(
+        tessera(dir.path()).args([
+            "user",
+            "create",
+            "--email",
+            "c@example.com",
+            "--role",
+            "god",
+        ]),
+        None,
+    );
+    assert!(
+        text(&out.stderr).contains("unknown role"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn keys_rotate_makes_a_new_current_key_and_keeps_the_old_one_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let first: Value = serde_json::from_slice(
+        &run(tessera(dir.path()).args(["keys", "rotate", "--json"]), None).stdout,
+    )
+    .unwrap();
+    let second: Value = serde_json::from_slice(
+        &run(
+            tessera(dir.path()).args(["keys", "rotate", "--alg", "ES256", "--json"]),
+            None,
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(second["alg"], "ES256");
+    let out = run(tessera(dir.path()).args(["keys", "list", "--json"]), None);
+    let keys: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    let state_of = |kid: &Value| {
+        keys.iter().find(|k| &k["kid"] == kid).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state_of(&second["kid"]), "current");
+    assert!(state_of(&first["kid"]).starts_with("retired, published until"));
+    let out = run(
+        tessera(dir.path()).args(["keys", "rotate", "--alg", "HS256"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn invalid_configuration_names_the_key_and_check_config_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        tessera(dir.path())
+            .env("TESSERA_ACCESS_TOKEN_TTL", "soon")
+            .arg("check-config"),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("TESSERA_ACCESS_TOKEN_TTL"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        tessera(dir.path())
+            .env("TESSERA_SIGNING_ALG", "none")
+            .arg("serve"),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("TESSERA_SIGNING_ALG"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(
+        tessera(dir.path())
+            .env(
+                "TESSERA_DATABASE_URL",
+                "postgres://tessera:hunter2@db.internal/tessera",
+            )
+            .env(
+                "TESSERA_MASTER_KEY",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            )
+            .arg("check-config"),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let cfg: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        cfg["database_url"],
+        "postgres://tessera:<redacted>@db.internal/tessera"
+    );
+    assert_eq!(cfg["master_key"], "<redacted>");
+    assert!(!stdout.contains("hunter2") && !stdout.contains("MDEyMzQ1"));
+}
+
+#[test]
+fn serve_starts_with_zero_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tessera(dir.path())
+        .env("TESSERA_LISTEN", "127.0.0.1:0")
+        .env("TESSERA_LOG", "info")
+        .env("TESSERA_LOG_FORMAT", "json")
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut warned = false;
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        warned |= line.contains("TESSERA_MASTER_KEY");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if let Some(addr) = v["addr"].as_str() {
+            break addr.to_string();
+        }
+    };
+    assert!(warned, "no warning about the development master key");
+    let data = dir.path().join("tessera-data");
+    assert!(data.join("tessera.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let body = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .write_all(
+                b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .join()
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains(r#""alg":"RS256""#), "{body}");
+}
