@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod crypto;
 pub mod error;
 pub mod http;

@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use crate::app::AppState;
 use crate::clock::rfc3339;
+use crate::context::RequestContext;
 use crate::error::{Error, FieldError, Result};
 use crate::passwords::Verification;
-use crate::sessions::{self, Device, Subject, TokenPair};
+use crate::sessions::{self, Subject, TokenPair};
 use crate::store::users::{self, NewUser, User};
 use crate::store::{Store, is_unique_violation};
 
@@ -173,16 +174,11 @@ pub async fn create(
     })
 }
 
-/// Logs in with email and password. Wrong password, unknown email and deactivated account give
-/// the same `invalid_credentials`, and each costs one password verification.
+/// Checks email and password. Wrong password, unknown email and deactivated account give the
+/// same `invalid_credentials`, and each costs one password verification. A stored hash that is
+/// bcrypt or weaker than the configured parameters is replaced on success.
 #[tracing::instrument(skip_all)]
-pub async fn login(
-    state: &AppState,
-    email: &str,
-    password: &str,
-    device: &Device,
-    now: i64,
-) -> Result<TokenPair> {
+pub async fn authenticate(state: &AppState, email: &str, password: &str, now: i64) -> Result<User> {
     if email.len() > 1024 {
         return Err(Error::invalid(
             "email",
@@ -212,6 +208,19 @@ pub async fn login(
         users::set_password_hash(state.store.pool(), &user.id, &hash, now).await?;
         tracing::info!(user_id = %user.id, "password hash upgraded to the configured Argon2id parameters");
     }
+    Ok(user)
+}
+
+/// Logs in with email and password: [`authenticate`], then a new session and its first tokens.
+#[tracing::instrument(skip_all)]
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<TokenPair> {
+    let user = authenticate(state, email, password, now).await?;
     let subject = Subject {
         user_id: &user.id,
         roles: user.roles(),
@@ -223,7 +232,7 @@ pub async fn login(
         &state.keys,
         &state.settings,
         subject,
-        device,
+        ctx,
         now,
     )
     .await

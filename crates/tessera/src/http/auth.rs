@@ -7,7 +7,7 @@ use axum::routing::post;
 use axum::{Router, body::Bytes};
 use serde::Deserialize;
 
-use super::extract::{ClientDevice, Json, authenticate, bearer_token};
+use super::extract::{Context, Json, authenticate, bearer_token};
 use super::{no_content, no_store};
 use crate::accounts::{self, Registration, UserView};
 use crate::app::AppState;
@@ -50,17 +50,11 @@ struct LoginBody {
 
 async fn login(
     State(state): State<AppState>,
-    ClientDevice(device): ClientDevice,
+    Context(ctx): Context,
     Json(body): Json<LoginBody>,
 ) -> Result<Response> {
-    let pair = accounts::login(
-        &state,
-        &body.email,
-        &body.password,
-        &device,
-        state.clock.now(),
-    )
-    .await?;
+    let pair =
+        accounts::login(&state, &body.email, &body.password, &ctx, state.clock.now()).await?;
     Ok(no_store(axum::Json(pair).into_response()))
 }
 

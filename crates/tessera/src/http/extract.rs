@@ -10,9 +10,9 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
+use crate::context::RequestContext;
 use crate::error::Error;
 use crate::keys::jwt::AccessClaims;
-use crate::sessions::Device;
 
 /// `axum::Json` whose rejections are our 4xx errors (400 syntax, 413 size, 415 content type,
 /// 422 missing or mistyped fields).
@@ -126,10 +126,10 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, Err
     }
 }
 
-/// The device a request comes from: user agent (truncated) and socket address.
-pub struct ClientDevice(pub Device);
+/// The request's context: correlation id, user agent (truncated) and socket address.
+pub struct Context(pub RequestContext);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientDevice {
+impl<S: Send + Sync> FromRequestParts<S> for Context {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
@@ -142,6 +142,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientDevice {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
-        Ok(Self(Device { user_agent, ip }))
+        let correlation_id = parts
+            .extensions
+            .get::<super::CorrelationId>()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
+        Ok(Self(RequestContext {
+            correlation_id,
+            user_agent,
+            ip,
+        }))
     }
 }

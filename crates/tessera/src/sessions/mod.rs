@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::context::RequestContext;
 use crate::crypto::{REFRESH_TOKEN_PREFIX, new_token, token_hash};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
@@ -59,20 +60,13 @@ pub struct Subject<'a> {
     pub tenant_id: Option<String>,
 }
 
-/// The device a session was started from.
-#[derive(Debug, Clone, Default)]
-pub struct Device {
-    pub user_agent: Option<String>,
-    pub ip: Option<String>,
-}
-
 /// Starts a session for an authenticated user and issues its first token pair.
 pub async fn start(
     store: &Store,
     keys: &Keys,
     settings: &Settings,
     subject: Subject<'_>,
-    device: &Device,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
     let session_id = uuid::Uuid::now_v7().to_string();
@@ -87,8 +81,8 @@ pub async fn start(
             user_id: subject.user_id,
             now,
             expires_at,
-            user_agent: device.user_agent.as_deref(),
-            ip: device.ip.as_deref(),
+            user_agent: ctx.user_agent.as_deref(),
+            ip: ctx.ip.as_deref(),
         },
     )
     .await?;
