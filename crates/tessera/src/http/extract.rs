@@ -89,6 +89,21 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
+/// The caller of an operator endpoint: authenticated, with the `admin` role (403 otherwise).
+pub struct Admin(pub AccessClaims);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
+        if !claims.roles.iter().any(|r| r == "admin") {
+            return Err(Error::Forbidden { code: "forbidden", message: "this endpoint requires the admin role" });
+        }
+        Ok(Admin(claims))
+    }
+}
+
 /// Validates an access token and checks that its session is still live.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims, Error> {
     let now = state.clock.now();
