@@ -14,10 +14,14 @@ use crate::accounts::{self, UserCache};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::MasterKey;
+use crate::http::pages::Pages;
 use crate::keys::{KeyConfig, Keys, RELOAD_INTERVAL};
+use crate::oauth::clients::{self, ClientCache};
+use crate::oauth::revocation::RevokedTokens;
 use crate::passwords::Passwords;
 use crate::sessions::{SessionCache, Settings};
 use crate::store::Store;
+use bytes::Bytes;
 
 /// Everything a request handler or a job needs. Cheap to clone.
 #[derive(Clone)]
@@ -30,6 +34,11 @@ pub struct AppState {
     pub users: UserCache,
     pub settings: Arc<Settings>,
     pub clock: Clock,
+    pub clients: ClientCache,
+    pub revoked: RevokedTokens,
+    /// The OpenID Provider metadata, serialised once.
+    pub discovery: Bytes,
+    pub pages: Arc<Pages>,
 }
 
 impl AppState {
@@ -45,7 +54,13 @@ impl AppState {
         )
         .await?;
         let passwords = Passwords::new(&config.password)?;
+        let revoked = RevokedTokens::default();
+        revoked.reload(&store, clock.now()).await?;
         Ok(Self {
+            clients: clients::client_cache(),
+            revoked,
+            discovery: crate::oidc::discovery(&config),
+            pages: Arc::new(Pages::new(config.templates_dir.as_deref())?),
             sessions: SessionCache::new(config.access_token_ttl as i64),
             users: accounts::user_cache(),
             settings: Arc::new(Settings::from_config(&config)),
@@ -75,6 +90,17 @@ impl App {
         Ok(Self { listener, state })
     }
 
+    /// Builds the state around a listener bound beforehand (tests that need the issuer to be
+    /// the listener's own address).
+    pub async fn with_listener(
+        config: Config,
+        clock: Clock,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let state = AppState::new(config, clock).await?;
+        Ok(Self { listener, state })
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
@@ -91,12 +117,14 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let reload = tokio::spawn(reload_keys(self.state.clone()));
+        let revocations = tokio::spawn(reload_revocations(self.state.clone()));
         let router = crate::http::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
         reload.abort();
+        revocations.abort();
         self.state.store.close().await;
         result.context("serving HTTP")
     }
@@ -104,6 +132,17 @@ impl App {
     /// Serves until SIGINT or SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
+    }
+}
+
+async fn reload_revocations(state: AppState) {
+    let period = std::time::Duration::from_secs(crate::oauth::revocation::RELOAD_INTERVAL);
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.revoked.reload(&state.store, state.clock.now()).await {
+            tracing::warn!(error = ?e, "reloading revoked tokens failed");
+        }
     }
 }
 

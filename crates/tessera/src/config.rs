@@ -43,6 +43,12 @@ pub struct Config {
     pub hs256_secret: Option<SecretString>,
     /// Largest accepted request body, bytes.
     pub body_limit: usize,
+    /// Lifetime of OAuth authorization codes, seconds.
+    pub authorization_code_ttl: u64,
+    /// Lifetime of the hosted pages' login (SSO) session, seconds.
+    pub browser_session_ttl: u64,
+    /// A directory whose files override the built-in page templates, stylesheet and logo.
+    pub templates_dir: Option<PathBuf>,
     /// Log format: `text` or `json`.
     pub log_format: String,
     pub password: PasswordConfig,
@@ -92,6 +98,9 @@ impl Default for Config {
             signing_alg: "RS256".into(),
             hs256_secret: None,
             body_limit: 64 * 1024,
+            authorization_code_ttl: 60,
+            browser_session_ttl: 12 * 3600,
+            templates_dir: None,
             log_format: "text".into(),
             password: PasswordConfig::default(),
         }
@@ -180,6 +189,9 @@ impl Config {
             "HS256_SECRET",
             "BODY_LIMIT",
             "LOG_FORMAT",
+            "AUTHORIZATION_CODE_TTL",
+            "BROWSER_SESSION_TTL",
+            "TEMPLATES_DIR",
             "PASSWORD__ARGON2_MEMORY_KIB",
             "PASSWORD__ARGON2_ITERATIONS",
             "PASSWORD__ARGON2_PARALLELISM",
@@ -242,6 +254,26 @@ impl Config {
             if v == 0 || v > 10 * 365 * 24 * 3600 {
                 return Err(invalid(key, "must be between 1 second and 10 years"));
             }
+        }
+        if !(1..=600).contains(&self.authorization_code_ttl) {
+            return Err(invalid(
+                "TESSERA_AUTHORIZATION_CODE_TTL",
+                "must be between 1 and 600 seconds",
+            ));
+        }
+        if !(60..=30 * 24 * 3600).contains(&self.browser_session_ttl) {
+            return Err(invalid(
+                "TESSERA_BROWSER_SESSION_TTL",
+                "must be between 60 seconds and 30 days",
+            ));
+        }
+        if let Some(dir) = &self.templates_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "TESSERA_TEMPLATES_DIR",
+                format!("{} is not a directory", dir.display()),
+            ));
         }
         if self.refresh_reuse_grace > 300 {
             return Err(invalid(
@@ -357,6 +389,9 @@ impl Config {
             "signing_alg": self.signing_alg,
             "hs256_secret": secret(&self.hs256_secret),
             "body_limit": self.body_limit,
+            "authorization_code_ttl": self.authorization_code_ttl,
+            "browser_session_ttl": self.browser_session_ttl,
+            "templates_dir": self.templates_dir,
             "log_format": self.log_format,
             "password": self.password,
         })

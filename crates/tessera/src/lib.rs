@@ -13,6 +13,8 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod oauth;
+pub mod oidc;
 pub mod passwords;
 pub mod sessions;
 pub mod store;

@@ -71,6 +71,7 @@ async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -
         &state.sessions,
         &state.settings,
         &body.refresh_token,
+        sessions::RefreshRequest::default(),
         now,
     )
     .await?;
@@ -99,7 +100,7 @@ async fn logout(
     let now = state.clock.now();
     let (user_id, session_id) = if let Some(token) = bearer_token(&headers)? {
         let claims = authenticate(&state, token).await?;
-        (Some(claims.sub), Some(claims.sid))
+        (Some(claims.sub), claims.sid)
     } else if !body.is_empty() {
         let body: LogoutBody = serde_json::from_slice(&body)
             .map_err(|e| Error::bad_request("malformed_json", e.to_string()))?;

@@ -98,7 +98,10 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
         if !claims.roles.iter().any(|r| r == "admin") {
-            return Err(Error::Forbidden { code: "forbidden", message: "this endpoint requires the admin role" });
+            return Err(Error::Forbidden {
+                code: "forbidden",
+                message: "this endpoint requires the admin role",
+            });
         }
         Ok(Admin(claims))
     }
@@ -115,11 +118,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims,
             tracing::debug!(reason = %e, "access token refused");
             Error::invalid_token()
         })?;
-    if !state
-        .sessions
-        .is_live(&state.store, &claims.sid, now)
-        .await?
-    {
+    if !crate::oauth::revocation::is_live(state, &claims, now).await? {
         return Err(Error::invalid_token());
     }
     Ok(claims)

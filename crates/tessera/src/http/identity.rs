@@ -65,7 +65,7 @@ async fn change_password(
     accounts::change_password(
         &state,
         &claims.sub,
-        &claims.sid,
+        claims.sid.as_deref().unwrap_or_default(),
         &body.current_password,
         &body.new_password,
         now,
@@ -93,7 +93,7 @@ async fn list_sessions(
     let views: Vec<SessionView> = list
         .into_iter()
         .map(|s| SessionView {
-            current: s.id == claims.sid,
+            current: claims.sid.as_deref() == Some(s.id.as_str()),
             id: s.id,
             created_at: rfc3339(s.created_at),
             last_used_at: rfc3339(s.last_used_at),

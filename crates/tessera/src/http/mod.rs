@@ -1,11 +1,14 @@
 //! HTTP: the only module that knows axum. One router per area; handlers extract, call one domain
 //! function and shape the response.
 
+mod admin;
 mod auth;
 pub mod errors;
 pub mod extract;
 mod identity;
+mod oauth;
 mod ops;
+pub mod pages;
 
 use std::time::Instant;
 
@@ -30,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(identity::router())
         .merge(ops::router())
+        .merge(oauth::router())
+        .merge(admin::router())
         .fallback(|| async { crate::Error::NotFound })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
@@ -67,11 +72,12 @@ async fn correlation(mut req: Request, next: Next) -> Response {
     let status = res.status();
     if status.is_client_error() || status.is_server_error() {
         let body = res.extensions_mut().remove::<ErrorBody>().or_else(|| {
-            let is_json = res
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-            (!is_json).then(|| ErrorBody::for_status(status))
+            // JSON bodies (ours, or RFC 6749 ones) and HTML pages are kept as they are.
+            let keep = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+                v.as_bytes().starts_with(b"application/json")
+                    || v.as_bytes().starts_with(b"text/html")
+            });
+            (!keep).then(|| ErrorBody::for_status(status))
         });
         if let Some(body) = body {
             let headers = std::mem::take(res.headers_mut());

@@ -26,12 +26,19 @@ pub struct AccessClaims {
     pub iat: i64,
     pub nbf: i64,
     pub jti: String,
-    /// The session this token belongs to; revoking the session revokes the token.
-    pub sid: String,
+    /// The session (token family) this token belongs to; revoking it revokes the token.
+    /// Absent for client-credentials tokens, which act for no user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// RFC 9068 §2.2: the client the token was issued to (`tessera` for first-party logins).
     pub client_id: String,
+    /// RFC 9068 §2.2.3: granted scopes, space-separated (OAuth clients only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default)]
     pub roles: Vec<String>,
-    pub email_verified: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
     /// The active tenant, once tenants exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<String>,
@@ -87,18 +94,76 @@ impl Keys {
         sign(&self.current().current, ACCESS_TOKEN_TYP, claims)
     }
 
-    /// Validates an access token's header, signature, `iss`, `aud`, `exp` and `nbf` at `now`.
+    /// Signs any JWT (an ID token: `typ` `JWT`) with the current key; returns the token and the
+    /// signing algorithm.
+    pub fn sign_jwt<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> anyhow::Result<(String, super::Alg)> {
+        let set = self.current();
+        Ok((sign(&set.current, typ, claims)?, set.current.alg))
+    }
+
+    /// Validates a first-party access token: header, signature, `iss`, `aud` (the configured
+    /// audience), `exp` and `nbf` at `now`.
     pub async fn verify_access_token(
         &self,
         token: &str,
         now: i64,
     ) -> Result<AccessClaims, TokenError> {
+        let audience = self.config().audience.clone();
+        self.verify_access_token_for(token, now, Some(&audience))
+            .await
+    }
+
+    /// Validates an access token for `audience`, or for any audience with `None`.
+    pub async fn verify_access_token_for(
+        &self,
+        token: &str,
+        now: i64,
+        audience: Option<&str>,
+    ) -> Result<AccessClaims, TokenError> {
+        let claims: AccessClaims = self
+            .verify_signed(token, Some(ACCESS_TOKEN_TYP), now)
+            .await?;
+        if audience.is_some_and(|a| a != claims.aud) {
+            return Err(TokenError::Invalid("wrong audience".into()));
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// Validates an ID token Tessera issued, ignoring its expiry (OIDC RP-Initiated Logout
+    /// §2: an expired `id_token_hint` is still a hint).
+    pub async fn verify_id_token_hint(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<serde_json::Value, TokenError> {
+        self.verify_signed(token, None, now).await
+    }
+
+    /// Header, `kid`, algorithm pinned to the key, signature and `iss`.
+    async fn verify_signed<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: Option<&str>,
+        now: i64,
+    ) -> Result<T, TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(TokenError::Malformed);
         }
         // Unknown algorithms, including "none", fail to parse here.
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+        if let Some(typ) = typ
+            && header.typ.as_deref() != Some(typ)
+        {
             return Err(TokenError::WrongType);
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
@@ -110,15 +175,8 @@ impl Keys {
         if header.alg != key.alg.jwt() {
             return Err(TokenError::AlgorithmMismatch);
         }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &key.validation)
+        let data = jsonwebtoken::decode::<T>(token, &key.key, &key.validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let claims = data.claims;
-        if claims.exp <= now {
-            return Err(TokenError::Expired);
-        }
-        if claims.nbf > now {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+        Ok(data.claims)
     }
 }

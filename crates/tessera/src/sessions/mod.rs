@@ -60,7 +60,18 @@ pub struct Subject<'a> {
     pub tenant_id: Option<String>,
 }
 
-/// Starts a session for an authenticated user and issues its first token pair.
+/// What a token family was granted: to which client, which scopes, for which audience.
+/// `Grant::default()` is a first-party login.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grant<'a> {
+    /// The OAuth client; `None` for first-party logins (`client_id` claim `tessera`).
+    pub client_id: Option<&'a str>,
+    pub scope: Option<&'a str>,
+    /// `aud` of the access tokens; `None` for the configured audience.
+    pub audience: Option<&'a str>,
+}
+
+/// Starts a first-party session for an authenticated user and issues its first token pair.
 pub async fn start(
     store: &Store,
     keys: &Keys,
@@ -83,6 +94,12 @@ pub async fn start(
             expires_at,
             user_agent: ctx.user_agent.as_deref(),
             ip: ctx.ip.as_deref(),
+            client_id: None,
+            scope: None,
+            audience: None,
+            parent_id: None,
+            auth_time: Some(now),
+            browser_token_hash: None,
         },
     )
     .await?;
@@ -95,41 +112,51 @@ pub async fn start(
     )
     .await?;
     tx.commit().await?;
-    issue(
+    let claims = access_claims(settings, &subject, Some(&session_id), Grant::default(), now);
+    pair(
         keys,
         settings,
-        &subject,
-        &session_id,
+        &claims,
         refresh_token,
         refresh_expires_at,
         now,
     )
 }
 
-fn issue(
-    keys: &Keys,
+/// The claims of an access token for `subject` in session `sid` under `grant`.
+pub fn access_claims(
     settings: &Settings,
     subject: &Subject<'_>,
-    session_id: &str,
-    refresh_token: String,
-    refresh_expires_at: i64,
+    sid: Option<&str>,
+    grant: Grant<'_>,
     now: i64,
-) -> Result<TokenPair> {
-    let claims = AccessClaims {
+) -> AccessClaims {
+    AccessClaims {
         iss: settings.issuer.clone(),
         sub: subject.user_id.to_string(),
-        aud: settings.audience.clone(),
+        aud: grant.audience.unwrap_or(&settings.audience).to_string(),
         exp: now + settings.access_ttl,
         iat: now,
         nbf: now,
         jti: uuid::Uuid::now_v7().to_string(),
-        sid: session_id.to_string(),
-        client_id: FIRST_PARTY_CLIENT.into(),
+        sid: sid.map(str::to_string),
+        client_id: grant.client_id.unwrap_or(FIRST_PARTY_CLIENT).to_string(),
+        scope: grant.scope.map(str::to_string),
         roles: subject.roles.clone(),
-        email_verified: subject.email_verified,
+        email_verified: Some(subject.email_verified),
         tid: subject.tenant_id.clone(),
-    };
-    let access_token = keys.sign_access_token(&claims).map_err(Error::Internal)?;
+    }
+}
+
+fn pair(
+    keys: &Keys,
+    settings: &Settings,
+    claims: &AccessClaims,
+    refresh_token: String,
+    refresh_expires_at: i64,
+    now: i64,
+) -> Result<TokenPair> {
+    let access_token = keys.sign_access_token(claims).map_err(Error::Internal)?;
     Ok(TokenPair {
         access_token,
         token_type: "Bearer",
@@ -140,7 +167,7 @@ fn issue(
 }
 
 /// A refresh token in the shape Tessera issues: prefix plus 43 base64url characters.
-fn well_formed(token: &str) -> bool {
+pub fn well_formed(token: &str) -> bool {
     token.len() == REFRESH_TOKEN_PREFIX.len() + 43
         && token.starts_with(REFRESH_TOKEN_PREFIX)
         && token[REFRESH_TOKEN_PREFIX.len()..]
@@ -151,6 +178,16 @@ fn well_formed(token: &str) -> bool {
 enum Rotation {
     Rotated(TokenPair),
     Reused { session_id: String },
+}
+
+/// Who presents a refresh token, and for what.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RefreshRequest<'a> {
+    /// The authenticated OAuth client; `None` at the first-party `/auth/refresh`. A token of
+    /// another client (or of a first-party session at the OAuth endpoint) is `invalid_grant`.
+    pub client_id: Option<&'a str>,
+    /// A narrower scope for this access token (RFC 6749 §6); must be within the granted scope.
+    pub scope: Option<&'a str>,
 }
 
 /// Rotates a refresh token: the presented one stops working and a new pair is issued.
@@ -164,6 +201,7 @@ pub async fn refresh(
     cache: &SessionCache,
     settings: &Settings,
     refresh_token: &str,
+    request: RefreshRequest<'_>,
     now: i64,
 ) -> Result<TokenPair> {
     if !well_formed(refresh_token) {
@@ -171,7 +209,7 @@ pub async fn refresh(
     }
     let hash = token_hash(refresh_token);
     let mut tx = store.begin().await?;
-    let outcome = rotate_in(&mut tx, keys, settings, &hash, now).await;
+    let outcome = rotate_in(&mut tx, keys, settings, &hash, request, now).await;
     match outcome {
         Ok(Rotation::Rotated(pair)) => {
             tx.commit().await?;
@@ -194,11 +232,15 @@ async fn rotate_in(
     keys: &Keys,
     settings: &Settings,
     hash: &str,
+    request: RefreshRequest<'_>,
     now: i64,
 ) -> Result<Rotation> {
     let Some(t) = store_sessions::find_refresh_token(&mut **tx, hash).await? else {
         return Err(Error::invalid_grant());
     };
+    if t.client_id.as_deref() != request.client_id {
+        return Err(Error::invalid_grant());
+    }
     if t.session_revoked_at.is_some()
         || t.token_expires_at <= now
         || t.session_expires_at <= now
@@ -206,6 +248,18 @@ async fn rotate_in(
     {
         return Err(Error::invalid_grant());
     }
+    let scope = match (request.scope, t.scope.as_deref()) {
+        (Some(asked), Some(granted)) if crate::oauth::scope::is_subset(asked, granted) => {
+            Some(asked)
+        }
+        (Some(_), _) => {
+            return Err(Error::bad_request(
+                "invalid_scope",
+                "the scope exceeds what was granted",
+            ));
+        }
+        (None, granted) => granted,
+    };
     let fresh = match t.used_at {
         None => store_sessions::mark_refresh_token_used(tx, hash, now).await?,
         Some(_) => false,
@@ -237,11 +291,16 @@ async fn rotate_in(
         email_verified: t.email_verified_at.is_some(),
         tenant_id: t.tenant_id.clone(),
     };
-    issue(
+    let grant = Grant {
+        client_id: t.client_id.as_deref(),
+        scope,
+        audience: t.audience.as_deref(),
+    };
+    let claims = access_claims(settings, &subject, Some(&t.session_id), grant, now);
+    pair(
         keys,
         settings,
-        &subject,
-        &t.session_id,
+        &claims,
         refresh_token,
         refresh_expires_at,
         now,

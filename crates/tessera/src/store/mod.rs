@@ -4,6 +4,7 @@
 //! Functions take any executor, so the same one runs on the pool or inside a transaction.
 
 pub mod keys;
+pub mod oauth;
 pub mod sessions;
 pub mod users;
 

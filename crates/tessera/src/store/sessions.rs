@@ -13,6 +13,8 @@ pub struct Session {
     pub revoked_at: Option<i64>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
 }
 
 pub struct NewSession<'a> {
@@ -22,12 +24,23 @@ pub struct NewSession<'a> {
     pub expires_at: i64,
     pub user_agent: Option<&'a str>,
     pub ip: Option<&'a str>,
+    /// The OAuth client of a token family; `None` for first-party logins.
+    pub client_id: Option<&'a str>,
+    pub scope: Option<&'a str>,
+    /// The `aud` of its access tokens when not the default (RFC 8707 resource).
+    pub audience: Option<&'a str>,
+    /// The browser session a token family was granted from.
+    pub parent_id: Option<&'a str>,
+    pub auth_time: Option<i64>,
+    /// Set for browser (SSO) sessions of the hosted pages: digest of the cookie token.
+    pub browser_token_hash: Option<&'a str>,
 }
 
 pub async fn insert_session(tx: &mut super::Tx, s: &NewSession<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6)",
+        "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip, \
+         client_id, scope, audience, parent_id, auth_time, browser_token_hash) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(s.id)
     .bind(s.user_id)
@@ -35,6 +48,12 @@ pub async fn insert_session(tx: &mut super::Tx, s: &NewSession<'_>) -> Result<()
     .bind(s.expires_at)
     .bind(s.user_agent)
     .bind(s.ip)
+    .bind(s.client_id)
+    .bind(s.scope)
+    .bind(s.audience)
+    .bind(s.parent_id)
+    .bind(s.auth_time)
+    .bind(s.browser_token_hash)
     .execute(&mut **tx)
     .await
     .map(|_| ())
@@ -66,6 +85,9 @@ pub struct RefreshLookup {
     pub session_expires_at: i64,
     pub session_revoked_at: Option<i64>,
     pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
     pub user_id: String,
     pub user_status: String,
     pub roles: String,
@@ -79,6 +101,7 @@ pub async fn find_refresh_token<'e>(
     sqlx::query_as(
         "SELECT r.session_id, r.expires_at AS token_expires_at, r.used_at, \
                 s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
+                s.client_id, s.scope, s.audience, \
                 u.id AS user_id, u.status AS user_status, u.roles, u.email_verified_at \
          FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
          WHERE r.token_hash = $1",
@@ -159,7 +182,7 @@ pub async fn find_session<'e>(
     id: &str,
 ) -> Result<Option<Session>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip \
+        "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, client_id, scope \
          FROM sessions WHERE id = $1",
     )
     .bind(id)
@@ -174,7 +197,7 @@ pub async fn list_active_sessions<'e>(
     now: i64,
 ) -> Result<Vec<Session>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip \
+        "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, client_id, scope \
          FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
          ORDER BY created_at DESC, id DESC LIMIT 500",
     )

@@ -84,10 +84,18 @@ impl TestApp {
 
     async fn start(config: Config, dir: tempfile::TempDir) -> Self {
         let clock = Clock::fixed(START);
-        let app = App::build(config.clone(), clock.clone())
+        // The issuer is the listener's own address, so OIDC discovery validates.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a port");
+        let base = format!("http://{}", listener.local_addr().expect("local address"));
+        let mut config = config;
+        if config.issuer == ISSUER {
+            config.issuer = base.clone();
+        }
+        let app = App::with_listener(config.clone(), clock.clone(), listener)
             .await
             .expect("building the app");
-        let base = format!("http://{}", app.local_addr());
         let state = app.state().clone();
         tokio::spawn(app.run_until(std::future::pending()));
         let client = reqwest::Client::builder()

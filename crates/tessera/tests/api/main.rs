@@ -8,6 +8,7 @@ mod helpers;
 
 mod accounts;
 mod bad_input;
+mod oauth;
 mod ops;
 mod sessions;
 mod tokens;

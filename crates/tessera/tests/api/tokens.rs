@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tessera::keys::jwt::{AccessClaims, sign};
 use tessera::keys::{Alg, Keys};
 
-use crate::helpers::{Backend, ISSUER, PASSWORD, TestApp, assert_error};
+use crate::helpers::{Backend, PASSWORD, TestApp, assert_error};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -46,8 +46,8 @@ async fn access_token_has_the_documented_claims_and_verifies_with_the_jwks(b: Ba
     ] {
         assert!(claims.get(key).is_some(), "{key} missing from {claims}");
     }
-    assert_eq!(claims["iss"], ISSUER);
-    assert_eq!(claims["aud"], ISSUER);
+    assert_eq!(claims["iss"], app.config.issuer.as_str());
+    assert_eq!(claims["aud"], app.config.issuer.as_str());
     assert_eq!(
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         900
@@ -64,8 +64,8 @@ async fn access_token_has_the_documented_claims_and_verifies_with_the_jwks(b: Ba
         .expect("kid in JWKS");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    v.set_issuer(&[ISSUER]);
-    v.set_audience(&[ISSUER]);
+    v.set_issuer(&[&app.config.issuer]);
+    v.set_audience(&[&app.config.issuer]);
     v.validate_exp = false; // the service runs on a fixed clock in the future
     let data = jsonwebtoken::decode::<Value>(&t.access, &key, &v).unwrap();
     assert_eq!(data.claims["sid"], claims["sid"]);

@@ -1,0 +1,692 @@
+//! OAuth 2.0 / OpenID Connect endpoints: authorization (with the hosted login and consent
+//! pages), token, UserInfo, introspection, revocation, RP-initiated logout and discovery.
+//! Protocol errors are RFC 6749 §5.2 bodies; bearer errors follow RFC 6750 §3.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::json;
+
+use super::extract::Context;
+use super::pages::with_page_headers;
+use crate::app::AppState;
+use crate::oauth::authorize::{self, BrowserSession, Interaction, Next, Refusal};
+use crate::oauth::clients::{self, Credentials};
+use crate::oauth::{OAuthError, Params, introspect, parse_params, token};
+use crate::oidc::{self, SESSION_COOKIE};
+
+const CSRF_COOKIE: &str = "tessera_csrf";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/oauth2/authorize", get(authorize_get).post(authorize_post))
+        .route("/oauth2/login", post(login))
+        .route("/oauth2/consent", post(consent))
+        .route("/oauth2/token", post(token_endpoint))
+        .route("/oauth2/userinfo", get(userinfo).post(userinfo))
+        .route("/oauth2/introspect", post(introspect_endpoint))
+        .route("/oauth2/revoke", post(revoke_endpoint))
+        .route("/oauth2/logout", get(logout_get).post(logout_post))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/oauth-authorization-server", get(discovery))
+        .route(
+            "/assets/tessera.css",
+            get(|State(s): State<AppState>| async move { s.pages.css() }),
+        )
+        .route(
+            "/assets/logo.svg",
+            get(|State(s): State<AppState>| async move { s.pages.logo() }),
+        )
+}
+
+// ---------------------------------------------------------------- errors and small helpers
+
+/// An RFC 6749 §5.2 error response (no-store; `invalid_client` with `WWW-Authenticate`).
+fn oauth_error(e: &OAuthError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut res = (
+        status,
+        axum::Json(json!({ "error": e.code, "error_description": e.description })),
+    )
+        .into_response();
+    if e.code == "invalid_client" {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="tessera""#),
+        );
+    }
+    super::no_store(res)
+}
+
+/// RFC 6750 §3 error for the UserInfo endpoint.
+fn bearer_error(status: StatusCode, code: &str, description: &str) -> Response {
+    let mut res = (
+        status,
+        axum::Json(json!({ "error": code, "error_description": description })),
+    )
+        .into_response();
+    let value =
+        format!(r#"Bearer realm="tessera", error="{code}", error_description="{description}""#);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+fn see_other(location: &str) -> Response {
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    with_page_headers(res)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        })
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.to_string())
+        })
+}
+
+fn set_cookie(res: &mut Response, state: &AppState, name: &str, value: &str, max_age: i64) {
+    let secure = if state.config.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let line = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    if let Ok(v) = HeaderValue::from_str(&line) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The double-submit CSRF token of the hosted forms: the cookie's, or a new one.
+fn csrf(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
+        Some(c) => (c, false),
+        None => (
+            crate::crypto::b64url(&crate::crypto::random_bytes::<32>()),
+            true,
+        ),
+    }
+}
+
+fn csrf_ok(headers: &HeaderMap, params: &Params) -> bool {
+    match (cookie(headers, CSRF_COOKIE), params.get("csrf_token")) {
+        (Some(c), Some(f)) => c.len() == 43 && crate::crypto::ct_eq(c.as_bytes(), f.as_bytes()),
+        _ => false,
+    }
+}
+
+async fn browser_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    now: i64,
+) -> Option<BrowserSession> {
+    let token = cookie(headers, SESSION_COOKIE)?;
+    oidc::find_browser_session(state, &token, now)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn bad_page(state: &AppState, message: &str) -> Response {
+    state.pages.message(
+        StatusCode::BAD_REQUEST,
+        "This request cannot continue",
+        message,
+    )
+}
+
+// ---------------------------------------------------------------- authorization and pages
+
+async fn authorize_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    authorize(state, headers, query.unwrap_or_default().as_bytes()).await
+}
+
+/// OIDC Core §3.1.2.1: the authorization endpoint accepts POST too.
+async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !is_form(&headers) {
+        return bad_page(&state, "The request must be form-encoded.");
+    }
+    authorize(state, headers, &body).await
+}
+
+async fn authorize(state: AppState, headers: HeaderMap, raw: &[u8]) -> Response {
+    let params = match parse_params(raw) {
+        Ok(p) => p,
+        Err(e) => return bad_page(&state, &e.description),
+    };
+    let now = state.clock.now();
+    let browser = browser_session(&state, &headers, now).await;
+    proceed(
+        &state,
+        &headers,
+        params,
+        browser,
+        Interaction::default(),
+        None,
+    )
+    .await
+}
+
+/// Validates the request, decides, and renders the result. `new_session` is a cookie token to
+/// set (after a login).
+async fn proceed(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Params,
+    browser: Option<BrowserSession>,
+    interaction: Interaction,
+    new_session: Option<&str>,
+) -> Response {
+    let request = match authorize::validate(state, params).await {
+        Ok(r) => r,
+        Err(Refusal::Page(m)) => return bad_page(state, &m),
+        Err(Refusal::Redirect(url)) => return see_other(&url),
+    };
+    let now = state.clock.now();
+    let mut res = match authorize::decide(state, request, browser.as_ref(), interaction, now).await
+    {
+        Ok(Next::Redirect(url)) => see_other(&url),
+        Ok(Next::Login(req)) => login_page(state, headers, &req, None),
+        Ok(Next::Consent(req, user)) => {
+            let (token, fresh) = csrf(headers);
+            let scopes: Vec<&str> = req.scope.split(' ').map(describe_scope).collect();
+            let ctx = json!({ "client_name": req.client.name, "email": user.email, "scopes": scopes, "csrf_token": token, "request": req.params.encode() });
+            let mut res = state.pages.render(StatusCode::OK, "consent.html", ctx);
+            if fresh {
+                set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
+            }
+            res
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "authorization failed");
+            state.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            )
+        }
+    };
+    if let Some(token) = new_session {
+        set_cookie(
+            &mut res,
+            state,
+            SESSION_COOKIE,
+            token,
+            state.config.browser_session_ttl as i64,
+        );
+    }
+    res
+}
+
+fn describe_scope(scope: &str) -> &str {
+    match scope {
+        "openid" => "Know who you are",
+        "profile" => "See your name, locale and time zone",
+        "email" => "See your email address",
+        "offline_access" => "Stay connected when you are not using it",
+        other => other,
+    }
+}
+
+fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: &authorize::AuthorizationRequest,
+    error: Option<&str>,
+) -> Response {
+    let (token, fresh) = csrf(headers);
+    let ctx = json!({
+        "client_name": req.client.name,
+        "csrf_token": token,
+        "request": req.params.encode(),
+        "email": req.login_hint.as_deref().unwrap_or(""),
+        "error": error,
+    });
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    let mut res = state.pages.render(status, "login.html", ctx);
+    if fresh {
+        set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
+    }
+    res
+}
+
+/// The login form: checks CSRF and the password, starts the browser session, and continues the
+/// authorization request it carries.
+async fn login(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_params(&body) {
+        Ok(f) if is_form(&headers) => f,
+        _ => return bad_page(&state, "The sign-in form was malformed."),
+    };
+    if !csrf_ok(&headers, &form) {
+        return state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            "The sign-in form expired. Go back to the application and start again.",
+        );
+    }
+    let params = match parse_params(form.get("request").unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return bad_page(&state, &e.description),
+    };
+    let request = match authorize::validate(&state, params.clone()).await {
+        Ok(r) => r,
+        Err(Refusal::Page(m)) => return bad_page(&state, &m),
+        Err(Refusal::Redirect(url)) => return see_other(&url),
+    };
+    let now = state.clock.now();
+    let email = form.get("email").unwrap_or_default();
+    let user = match crate::accounts::authenticate(
+        &state,
+        email,
+        form.get("password").unwrap_or_default(),
+        now,
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(crate::Error::Unauthenticated { .. } | crate::Error::Validation(_)) => {
+            let mut req = request;
+            req.login_hint = Some(email.chars().take(254).collect());
+            return login_page(&state, &headers, &req, Some("Invalid email or password."));
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "hosted login failed");
+            return state.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            );
+        }
+    };
+    let (session, token) = match oidc::start_browser_session(&state, &user.id, &ctx, now).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = ?e, "starting a browser session failed");
+            return state.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            );
+        }
+    };
+    let interaction = Interaction {
+        fresh_login: true,
+        consent: None,
+    };
+    proceed(
+        &state,
+        &headers,
+        params,
+        Some(session),
+        interaction,
+        Some(&token),
+    )
+    .await
+}
+
+/// The consent form: Allow or Deny, remembered per user, client and scope set.
+async fn consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match parse_params(&body) {
+        Ok(f) if is_form(&headers) => f,
+        _ => return bad_page(&state, "The consent form was malformed."),
+    };
+    if !csrf_ok(&headers, &form) {
+        return state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            "The consent form expired. Go back to the application and start again.",
+        );
+    }
+    let params = match parse_params(form.get("request").unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return bad_page(&state, &e.description),
+    };
+    let allow = match form.get("decision") {
+        Some("allow") => true,
+        Some("deny") => false,
+        _ => return bad_page(&state, "Choose Allow or Deny."),
+    };
+    let browser = browser_session(&state, &headers, state.clock.now()).await;
+    let interaction = Interaction {
+        fresh_login: false,
+        consent: browser.as_ref().map(|_| allow),
+    };
+    proceed(&state, &headers, params, browser, interaction, None).await
+}
+
+// ---------------------------------------------------------------- token-style endpoints
+
+/// RFC 6749 §2.3.1: HTTP Basic (form-urlencoded id and secret) or body parameters, not both.
+fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, OAuthError> {
+    let basic = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case("basic ") => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(v[6..].trim())
+                .map_err(|_| OAuthError::invalid_client())?;
+            let text = String::from_utf8(decoded).map_err(|_| OAuthError::invalid_client())?;
+            let (id, secret) = text
+                .split_once(':')
+                .ok_or_else(OAuthError::invalid_client)?;
+            let decode = |s: &str| {
+                form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            Some((decode(id), decode(secret)))
+        }
+        Some(_) => return Err(OAuthError::invalid_client()),
+        None => None,
+    };
+    match (basic, params.get("client_id"), params.get("client_secret")) {
+        (Some(_), _, Some(_)) => Err(OAuthError::invalid_request(
+            "use one client authentication method, not two",
+        )),
+        (Some((id, _)), Some(body_id), None) if id != body_id => Err(OAuthError::invalid_request(
+            "client_id differs from the Authorization header",
+        )),
+        (Some((client_id, secret)), _, None) => Ok(Credentials::Basic { client_id, secret }),
+        (None, Some(id), Some(secret)) => Ok(Credentials::Post {
+            client_id: id.into(),
+            secret: secret.into(),
+        }),
+        (None, Some(id), None) => Ok(Credentials::None {
+            client_id: id.into(),
+        }),
+        (None, None, _) => Ok(Credentials::Missing),
+    }
+}
+
+/// Parses a form body and authenticates the client.
+async fn authenticated_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(std::sync::Arc<clients::Client>, Params), OAuthError> {
+    if !is_form(headers) {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let params = parse_params(body)?;
+    let credentials = client_credentials(headers, &params)?;
+    let client = clients::authenticate(&state.store, &state.clients, &credentials).await?;
+    Ok((client, params))
+}
+
+async fn token_endpoint(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (client, params) = authenticated_request(&state, &headers, &body).await?;
+        token::exchange(&state, &client, &params, &ctx, state.clock.now()).await
+    }
+    .await;
+    match result {
+        Ok(t) => super::no_store(axum::Json(t).into_response()),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+async fn introspect_endpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (client, params) = authenticated_request(&state, &headers, &body).await?;
+        if client.public {
+            return Err(OAuthError::invalid_client());
+        }
+        let token = params.require("token")?;
+        Ok(introspect::introspect(&state, &client, token, state.clock.now()).await?)
+    }
+    .await;
+    match result {
+        Ok(i) => super::no_store(axum::Json(i).into_response()),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+async fn revoke_endpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (client, params) = authenticated_request(&state, &headers, &body).await?;
+        let token = params.require("token")?;
+        Ok::<_, OAuthError>(introspect::revoke(&state, &client, token, state.clock.now()).await?)
+    }
+    .await;
+    match result {
+        Ok(()) => super::no_store(StatusCode::OK.into_response()),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+/// OIDC Core §5.3: bearer token in the header, or (POST) in the form body (RFC 6750 §2.2).
+async fn userinfo(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let from_header = match super::extract::bearer_token(&headers) {
+        Ok(t) => t.map(str::to_string),
+        Err(_) => {
+            return bearer_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "malformed Authorization header",
+            );
+        }
+    };
+    let from_body = if method == Method::POST && is_form(&headers) {
+        match parse_params(&body) {
+            Ok(p) => p.get("access_token").map(str::to_string),
+            Err(e) => {
+                return bearer_error(StatusCode::BAD_REQUEST, "invalid_request", &e.description);
+            }
+        }
+    } else {
+        None
+    };
+    let token = match (from_header, from_body) {
+        (Some(_), Some(_)) => {
+            return bearer_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "send the token once",
+            );
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => {
+            let mut res = (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_request", "error_description": "a bearer token is required"}))).into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="tessera""#),
+            );
+            return res;
+        }
+    };
+    let claims = match super::extract::authenticate(&state, &token).await {
+        Ok(c) => c,
+        Err(_) => {
+            return bearer_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is invalid, expired or revoked",
+            );
+        }
+    };
+    match oidc::userinfo(&state, &claims).await {
+        Ok(Some(info)) => super::no_store(axum::Json(info).into_response()),
+        Ok(None) => bearer_error(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "the token was not issued for openid",
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---------------------------------------------------------------- logout and discovery
+
+async fn logout_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    logout_request(&state, &headers, query.unwrap_or_default().as_bytes()).await
+}
+
+/// A POST is either the RP's logout request (form-encoded parameters) or the user's answer on
+/// the confirmation page (it carries `decision`).
+async fn logout_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !is_form(&headers) {
+        return bad_page(&state, "The request must be form-encoded.");
+    }
+    let form = match parse_params(&body) {
+        Ok(f) => f,
+        Err(e) => return bad_page(&state, &e.description),
+    };
+    let Some(decision) = form.get("decision") else {
+        return logout_request(&state, &headers, &body).await;
+    };
+    if !csrf_ok(&headers, &form) {
+        return state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            "The sign-out form expired.",
+        );
+    }
+    let now = state.clock.now();
+    let request = match parse_params(form.get("request").unwrap_or_default().as_bytes()) {
+        Ok(p) => match oidc::validate_logout(&state, &p, now).await {
+            Ok(r) => r,
+            Err(m) => return bad_page(&state, &m),
+        },
+        Err(e) => return bad_page(&state, &e.description),
+    };
+    if decision != "logout" {
+        return state.pages.message(
+            StatusCode::OK,
+            "You are still signed in",
+            "You can close this window.",
+        );
+    }
+    if let Some(session) = browser_session(&state, &headers, now).await
+        && let Err(e) = oidc::end_browser_session(&state, &session, now).await
+    {
+        tracing::error!(error = ?e, "ending a browser session failed");
+        return state.pages.message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "Please try again later.",
+        );
+    }
+    let mut res = match &request.post_logout_redirect_uri {
+        Some(uri) => {
+            let params: Vec<(&str, &str)> = request
+                .state
+                .as_deref()
+                .map(|s| vec![("state", s)])
+                .unwrap_or_default();
+            see_other(&if params.is_empty() {
+                uri.clone()
+            } else {
+                authorize::redirect_to(uri, &params)
+            })
+        }
+        None => state.pages.message(
+            StatusCode::OK,
+            "You are signed out",
+            "You can close this window.",
+        ),
+    };
+    set_cookie(&mut res, &state, SESSION_COOKIE, "", 0);
+    res
+}
+
+async fn logout_request(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Response {
+    let params = match parse_params(raw) {
+        Ok(p) => p,
+        Err(e) => return bad_page(state, &e.description),
+    };
+    let request = match oidc::validate_logout(state, &params, state.clock.now()).await {
+        Ok(r) => r,
+        Err(m) => return bad_page(state, &m),
+    };
+    let (token, fresh) = csrf(headers);
+    let ctx = json!({
+        "client_name": request.client.as_ref().map(|c| c.name.clone()),
+        "csrf_token": token,
+        "request": params.encode(),
+    });
+    let mut res = state.pages.render(StatusCode::OK, "logout.html", ctx);
+    if fresh {
+        set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
+    }
+    res
+}
+
+async fn discovery(State(state): State<AppState>) -> Response {
+    let mut res = (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.discovery.clone(),
+    )
+        .into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    res
+}

@@ -1,0 +1,464 @@
+//! OAuth clients: registration and management, and client authentication at the token,
+//! introspection and revocation endpoints (RFC 6749 §2.3: `client_secret_basic`,
+//! `client_secret_post`, and `none` for public clients).
+//!
+//! Secrets are 256-bit random strings shown once; only their SHA-256 is stored and compared in
+//! constant time, so authenticating a client costs microseconds, not a password hash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::OAuthError;
+use crate::crypto::{ct_eq, new_token, token_hash};
+use crate::error::{Error, FieldError, Result};
+use crate::store::Store;
+use crate::store::oauth::{self as store, ClientRow};
+
+pub const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "password",
+];
+const SECRET_PREFIX: &str = "tcs_";
+
+/// A registered client.
+#[derive(Debug, Clone, Serialize)]
+pub struct Client {
+    pub client_id: String,
+    pub name: String,
+    #[serde(skip)]
+    secret_hash: Option<String>,
+    /// `true` for public clients (no secret: browser and native apps, PKCE required).
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+impl From<ClientRow> for Client {
+    fn from(r: ClientRow) -> Self {
+        Self {
+            public: r.secret_hash.is_none(),
+            client_id: r.id,
+            name: r.name,
+            secret_hash: r.secret_hash,
+            redirect_uris: words(&r.redirect_uris),
+            post_logout_redirect_uris: words(&r.post_logout_redirect_uris),
+            grant_types: words(&r.grant_types),
+            scopes: words(&r.scopes),
+            resources: words(&r.resources),
+            status: r.status,
+            created_at: crate::clock::rfc3339(r.created_at),
+            updated_at: crate::clock::rfc3339(r.updated_at),
+        }
+    }
+}
+
+impl Client {
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// Whether every scope of `scope` is registered for this client.
+    pub fn allows_scope(&self, scope: &str) -> bool {
+        super::scope::parse(scope)
+            .is_some_and(|tokens| tokens.iter().all(|t| self.scopes.iter().any(|s| s == t)))
+    }
+
+    /// RFC 8707: a requested resource must be registered for the client.
+    pub fn allows_resource(&self, resource: &str) -> bool {
+        self.resources.iter().any(|r| r == resource)
+    }
+
+    /// Exact, character-for-character match (RFC 9700 §2.1; no wildcards, no prefixes).
+    pub fn has_redirect_uri(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == uri)
+    }
+}
+
+/// Input for registration and the fields an update may change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    pub redirect_uris: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub resources: Option<Vec<String>>,
+}
+
+/// A newly registered client with its secret, shown this once.
+#[derive(Debug, Serialize)]
+pub struct Registered {
+    #[serde(flatten)]
+    pub client: Client,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+/// Registers a client. Confidential clients get a secret.
+pub async fn create(store: &Store, spec: ClientSpec, now: i64) -> Result<Registered> {
+    let secret = (!spec.public).then(|| new_token(SECRET_PREFIX));
+    let mut row = ClientRow {
+        id: format!(
+            "tc_{}",
+            crate::crypto::b64url(&crate::crypto::random_bytes::<12>())
+        ),
+        name: String::new(),
+        secret_hash: secret.as_deref().map(token_hash),
+        redirect_uris: String::new(),
+        post_logout_redirect_uris: String::new(),
+        grant_types: "authorization_code".into(),
+        scopes: "openid profile email".into(),
+        resources: String::new(),
+        status: "active".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    if spec.name.is_none() {
+        return Err(Error::invalid("name", "is required"));
+    }
+    apply(&mut row, spec)?;
+    store::insert_client(store.pool(), &row).await?;
+    Ok(Registered {
+        client: row.into(),
+        client_secret: secret,
+    })
+}
+
+/// Applies a spec to a row and validates the result as a whole.
+fn apply(row: &mut ClientRow, spec: ClientSpec) -> Result<()> {
+    let mut errors = Vec::new();
+    if let Some(name) = spec.name {
+        if name.trim().is_empty()
+            || name.chars().count() > 100
+            || name.chars().any(char::is_control)
+        {
+            errors.push(FieldError::new(
+                "name",
+                "must be 1 to 100 characters without control characters",
+            ));
+        }
+        row.name = name.trim().to_string();
+    }
+    let mut list = |field: &str,
+                    values: Option<Vec<String>>,
+                    check: &dyn Fn(&str) -> Option<String>,
+                    target: &mut String| {
+        let Some(values) = values else { return };
+        if values.len() > 32 {
+            errors.push(FieldError::new(field, "at most 32 entries"));
+            return;
+        }
+        for v in &values {
+            if let Some(problem) = check(v) {
+                errors.push(FieldError::new(field, format!("{v:?}: {problem}")));
+            }
+        }
+        let mut v = values;
+        v.sort();
+        v.dedup();
+        *target = v.join(" ");
+    };
+    list(
+        "redirect_uris",
+        spec.redirect_uris,
+        &validate_redirect_uri,
+        &mut row.redirect_uris,
+    );
+    list(
+        "post_logout_redirect_uris",
+        spec.post_logout_redirect_uris,
+        &validate_redirect_uri,
+        &mut row.post_logout_redirect_uris,
+    );
+    list(
+        "grant_types",
+        spec.grant_types,
+        &|g| (!GRANT_TYPES.contains(&g)).then(|| format!("must be one of {GRANT_TYPES:?}")),
+        &mut row.grant_types,
+    );
+    list(
+        "scopes",
+        spec.scopes,
+        &|s| {
+            super::scope::parse(s)
+                .filter(|t| t.len() == 1)
+                .is_none()
+                .then(|| "is not a valid scope token".into())
+        },
+        &mut row.scopes,
+    );
+    list(
+        "resources",
+        spec.resources,
+        &validate_resource,
+        &mut row.resources,
+    );
+    let public = row.secret_hash.is_none();
+    let grants = words(&row.grant_types);
+    if grants.is_empty() {
+        errors.push(FieldError::new(
+            "grant_types",
+            "at least one grant type is required",
+        ));
+    }
+    if public
+        && grants
+            .iter()
+            .any(|g| g == "client_credentials" || g == "password")
+    {
+        errors.push(FieldError::new(
+            "grant_types",
+            "a public client cannot use client_credentials or password",
+        ));
+    }
+    if grants.iter().any(|g| g == "authorization_code") && row.redirect_uris.is_empty() {
+        errors.push(FieldError::new(
+            "redirect_uris",
+            "authorization_code needs at least one redirect URI",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Validation(errors))
+    }
+}
+
+/// Redirect URIs: absolute, no fragment (RFC 6749 §3.1.2); `https`, or `http` only on a loopback
+/// host (RFC 8252 §7.3); or a private-use scheme with a dot for native apps (RFC 8252 §7.1).
+pub fn validate_redirect_uri(uri: &str) -> Option<String> {
+    if uri.len() > 2000
+        || uri.contains('#')
+        || uri.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Some("must be at most 2000 characters, without fragment or spaces".into());
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Some("must be an absolute URI".into());
+    };
+    match scheme {
+        "https" => (!rest.starts_with("//") || rest.len() <= 2).then(|| "must be an absolute URI with a host".into()),
+        "http" => {
+            let host = rest.strip_prefix("//").unwrap_or("").split(['/', '?']).next().unwrap_or("");
+            let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+            (!matches!(host, "127.0.0.1" | "[::1]" | "localhost")).then(|| "http is allowed only for loopback hosts; use https".into())
+        }
+        s if s.contains('.') && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+')) => None,
+        _ => Some("must use https (http only for loopback, or a private-use scheme such as com.example.app)".into()),
+    }
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment.
+fn validate_resource(uri: &str) -> Option<String> {
+    let ok = uri.len() <= 2000
+        && !uri.contains('#')
+        && (uri.starts_with("https://") || uri.starts_with("http://"))
+        && !uri.contains(char::is_whitespace);
+    (!ok).then(|| "must be an absolute http(s) URI without a fragment".into())
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<Client> {
+    find_row(store, id).await.map(Into::into)
+}
+
+async fn find_row(store: &Store, id: &str) -> Result<ClientRow> {
+    if id.len() > 64 {
+        return Err(Error::NotFound);
+    }
+    store::find_client(store.pool(), id)
+        .await?
+        .ok_or(Error::NotFound)
+}
+
+pub async fn list(store: &Store, after: Option<&str>, limit: i64) -> Result<Vec<Client>> {
+    Ok(
+        store::list_clients(store.pool(), after, limit.clamp(1, 500))
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    )
+}
+
+/// Changes redirect URIs, grants, scopes, resources or the name.
+pub async fn update(
+    store: &Store,
+    cache: &ClientCache,
+    id: &str,
+    spec: ClientSpec,
+    now: i64,
+) -> Result<Client> {
+    let mut row = find_row(store, id).await?;
+    if spec.public {
+        return Err(Error::invalid(
+            "public",
+            "a client cannot change between public and confidential",
+        ));
+    }
+    apply(&mut row, spec)?;
+    row.updated_at = now;
+    store::update_client(store.pool(), &row).await?;
+    cache.invalidate(id);
+    Ok(row.into())
+}
+
+/// Issues a new secret; the old one stops working at once.
+pub async fn rotate_secret(
+    store: &Store,
+    cache: &ClientCache,
+    id: &str,
+    now: i64,
+) -> Result<Registered> {
+    let mut row = find_row(store, id).await?;
+    if row.secret_hash.is_none() {
+        return Err(Error::invalid("client_id", "a public client has no secret"));
+    }
+    let secret = new_token(SECRET_PREFIX);
+    row.secret_hash = Some(token_hash(&secret));
+    row.updated_at = now;
+    store::update_client(store.pool(), &row).await?;
+    cache.invalidate(id);
+    Ok(Registered {
+        client: row.into(),
+        client_secret: Some(secret),
+    })
+}
+
+/// Deactivates a client: it can no longer authenticate or start authorizations.
+pub async fn deactivate(store: &Store, cache: &ClientCache, id: &str, now: i64) -> Result<Client> {
+    let mut row = find_row(store, id).await?;
+    row.status = "deactivated".into();
+    row.updated_at = now;
+    store::update_client(store.pool(), &row).await?;
+    cache.invalidate(id);
+    Ok(row.into())
+}
+
+/// Clients by id, remembered for a few seconds (a change made here invalidates at once; other
+/// replicas see it within the TTL).
+pub type ClientCache = moka::sync::Cache<String, Arc<Client>>;
+
+pub fn client_cache() -> ClientCache {
+    moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(10))
+        .build()
+}
+
+/// An active client by id, through the cache.
+pub async fn find_active(
+    store: &Store,
+    cache: &ClientCache,
+    id: &str,
+) -> Result<Option<Arc<Client>>> {
+    if id.is_empty() || id.len() > 64 {
+        return Ok(None);
+    }
+    if let Some(c) = cache.get(id) {
+        return Ok(c.is_active().then_some(c));
+    }
+    let Some(row) = store::find_client(store.pool(), id).await? else {
+        return Ok(None);
+    };
+    let client = Arc::new(Client::from(row));
+    cache.insert(id.to_string(), Arc::clone(&client));
+    Ok(client.is_active().then_some(client))
+}
+
+/// How a client presented itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// RFC 6749 §2.3.1 HTTP Basic (`client_secret_basic`).
+    Basic {
+        client_id: String,
+        secret: String,
+    },
+    /// Body parameters (`client_secret_post`).
+    Post {
+        client_id: String,
+        secret: String,
+    },
+    /// A public client naming itself (`none`).
+    None {
+        client_id: String,
+    },
+    Missing,
+}
+
+/// Authenticates a client. Any failure is `invalid_client` (401 with `WWW-Authenticate`).
+pub async fn authenticate(
+    store: &Store,
+    cache: &ClientCache,
+    credentials: &Credentials,
+) -> Result<Arc<Client>, OAuthError> {
+    let (client_id, secret) = match credentials {
+        Credentials::Basic { client_id, secret } | Credentials::Post { client_id, secret } => {
+            (client_id, Some(secret))
+        }
+        Credentials::None { client_id } => (client_id, None),
+        Credentials::Missing => return Err(OAuthError::invalid_client()),
+    };
+    let client = find_active(store, cache, client_id)
+        .await?
+        .ok_or_else(OAuthError::invalid_client)?;
+    let ok = match (&client.secret_hash, secret) {
+        (Some(expected), Some(given)) => ct_eq(expected.as_bytes(), token_hash(given).as_bytes()),
+        (None, None) => true,
+        _ => false,
+    };
+    if ok {
+        Ok(client)
+    } else {
+        Err(OAuthError::invalid_client())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uri_rules() {
+        for ok in [
+            "https://app.example.com/cb",
+            "http://127.0.0.1:8080/cb",
+            "http://localhost/cb",
+            "http://[::1]:9/x",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert_eq!(validate_redirect_uri(ok), None, "{ok}");
+        }
+        for bad in [
+            "http://app.example.com/cb",
+            "https://app.example.com/cb#frag",
+            "/relative",
+            "javascript:alert(1)",
+            "https:",
+            "http://localhost.evil.com/cb",
+            "data:text/html,x",
+        ] {
+            assert!(validate_redirect_uri(bad).is_some(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Token introspection (RFC 7662) and revocation (RFC 7009).
+
+use serde::Serialize;
+
+use super::clients::Client;
+use crate::app::AppState;
+use crate::crypto::token_hash;
+use crate::error::Result;
+use crate::sessions;
+use crate::store::sessions as store_sessions;
+
+/// RFC 7662 §2.2. Inactive tokens answer `{"active": false}` and nothing else.
+#[derive(Debug, Default, Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+/// Introspects an access token (any audience) or a refresh token (only the owning client's).
+/// Expired, revoked, malformed and foreign tokens are inactive.
+pub async fn introspect(
+    state: &AppState,
+    client: &Client,
+    token: &str,
+    now: i64,
+) -> Result<Introspection> {
+    if sessions::well_formed(token) {
+        let Some(t) =
+            store_sessions::find_refresh_token(state.store.pool(), &token_hash(token)).await?
+        else {
+            return Ok(Introspection::default());
+        };
+        let live = t.used_at.is_none()
+            && t.token_expires_at > now
+            && t.session_expires_at > now
+            && t.user_status == "active"
+            && t.client_id.as_deref() == Some(client.client_id.as_str())
+            && state
+                .sessions
+                .is_live(&state.store, &t.session_id, now)
+                .await?;
+        if !live {
+            return Ok(Introspection::default());
+        }
+        return Ok(Introspection {
+            active: true,
+            scope: t.scope,
+            client_id: t.client_id,
+            token_type: Some("refresh_token"),
+            exp: Some(t.token_expires_at),
+            sub: Some(t.user_id),
+            iss: Some(state.settings.issuer.clone()),
+            sid: Some(t.session_id),
+            ..Default::default()
+        });
+    }
+    let Ok(claims) = state.keys.verify_access_token_for(token, now, None).await else {
+        return Ok(Introspection::default());
+    };
+    if !super::revocation::is_live(state, &claims, now).await? {
+        return Ok(Introspection::default());
+    }
+    Ok(Introspection {
+        active: true,
+        scope: claims.scope,
+        client_id: Some(claims.client_id),
+        token_type: Some("Bearer"),
+        exp: Some(claims.exp),
+        iat: Some(claims.iat),
+        nbf: Some(claims.nbf),
+        sub: Some(claims.sub),
+        aud: Some(claims.aud),
+        iss: Some(claims.iss),
+        jti: Some(claims.jti),
+        sid: claims.sid,
+    })
+}
+
+/// RFC 7009: revokes a refresh token (ending its whole family) or an access token (by `jti`)
+/// that belongs to `client`. Unknown, invalid or other clients' tokens are ignored: the answer
+/// is the same 200 either way.
+pub async fn revoke(state: &AppState, client: &Client, token: &str, now: i64) -> Result<()> {
+    if sessions::well_formed(token) {
+        if let Some(t) =
+            store_sessions::find_refresh_token(state.store.pool(), &token_hash(token)).await?
+            && t.client_id.as_deref() == Some(client.client_id.as_str())
+        {
+            sessions::revoke(
+                &state.store,
+                &state.sessions,
+                &t.session_id,
+                "revoked_by_client",
+                now,
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+    if let Ok(claims) = state.keys.verify_access_token_for(token, now, None).await
+        && claims.client_id == client.client_id
+    {
+        state
+            .revoked
+            .revoke(&state.store, &claims.jti, claims.exp)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The OAuth 2.0 authorization server: clients and their authentication, the authorization
+//! endpoint's decisions, the token endpoint's grants, introspection and revocation.
+//!
+//! Protocol errors are [`OAuthError`]s, rendered by the HTTP layer as RFC 6749 §5.2 bodies
+//! (`{"error", "error_description"}`).
+
+pub mod authorize;
+pub mod clients;
+pub mod introspect;
+pub mod pkce;
+pub mod revocation;
+pub mod scope;
+pub mod token;
+
+use std::borrow::Cow;
+
+/// An RFC 6749 §5.2 error (plus RFC 8707 `invalid_target`, RFC 6750 bearer errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub code: &'static str,
+    pub description: Cow<'static, str>,
+}
+
+impl OAuthError {
+    pub fn new(code: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_request(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new("invalid_request", d)
+    }
+
+    /// Client authentication failed (RFC 6749 §5.2): answered with 401.
+    pub fn invalid_client() -> Self {
+        Self::new("invalid_client", "client authentication failed")
+    }
+
+    pub fn invalid_grant(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new("invalid_grant", d)
+    }
+
+    pub fn invalid_scope(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new("invalid_scope", d)
+    }
+
+    pub fn unauthorized_client(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new("unauthorized_client", d)
+    }
+
+    pub fn server_error() -> Self {
+        Self::new(
+            "server_error",
+            "the authorization server encountered an error",
+        )
+    }
+
+    /// The HTTP status for this error at the token-style endpoints.
+    pub fn status(&self) -> u16 {
+        match self.code {
+            "invalid_client" | "invalid_token" => 401,
+            "insufficient_scope" => 403,
+            "server_error" => 500,
+            "temporarily_unavailable" => 503,
+            _ => 400,
+        }
+    }
+}
+
+impl std::fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.description)
+    }
+}
+
+impl From<crate::Error> for OAuthError {
+    fn from(e: crate::Error) -> Self {
+        use crate::Error as E;
+        match e {
+            E::Unauthenticated {
+                code: "invalid_grant" | "invalid_credentials",
+                ..
+            } => Self::invalid_grant("the grant is invalid, expired or revoked"),
+            E::Unauthenticated { .. } => Self::new("invalid_token", "the token is invalid"),
+            E::BadRequest {
+                code: "invalid_scope",
+                message,
+            } => Self::invalid_scope(message),
+            E::BadRequest { message, .. } => Self::invalid_request(message),
+            E::Validation(fields) => Self::invalid_request(
+                fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            E::Forbidden { message, .. } => Self::new("access_denied", message),
+            E::NotFound | E::Conflict { .. } => Self::invalid_request("invalid request"),
+            E::PayloadTooLarge => Self::invalid_request("the request is too large"),
+            E::UnsupportedMediaType(m) => Self::invalid_request(m),
+            E::Unavailable(m) => Self::new("temporarily_unavailable", m),
+            e @ (E::Database(_) | E::Internal(_)) => {
+                tracing::error!(error = ?e, "OAuth request failed with an internal error");
+                Self::server_error()
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for OAuthError {
+    fn from(e: sqlx::Error) -> Self {
+        crate::Error::from(e).into()
+    }
+}
+
+/// Parses `application/x-www-form-urlencoded` parameters, refusing repeated ones
+/// (RFC 6749 §3.1 and §3.2: "Request and response parameters MUST NOT be included more than
+/// once") and empty values, which count as omitted.
+pub fn parse_params(input: &[u8]) -> Result<Params, OAuthError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(input) {
+        if k.len() > 64 || v.len() > 4096 {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {} is too long",
+                truncate(&k, 64)
+            )));
+        }
+        if out.iter().any(|(name, _)| *name == k) {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {k} is repeated"
+            )));
+        }
+        if !v.is_empty() {
+            out.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    Ok(Params(out))
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// Request parameters, each at most once.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A required parameter, or `invalid_request` naming it.
+    pub fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {name}")))
+    }
+
+    /// Re-encodes the parameters (for carrying an authorization request through the login page).
+    pub fn encode(&self) -> String {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.0 {
+            s.append_pair(k, v);
+        }
+        s.finish()
+    }
+
+    pub fn without(&self, name: &str) -> Self {
+        Self(self.0.iter().filter(|(k, _)| k != name).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_refused_and_empty_ones_ignored() {
+        assert!(parse_params(b"a=1&a=2").is_err());
+        let p = parse_params(b"a=1&b=&c=x%20y").unwrap();
+        assert_eq!(p.get("a"), Some("1"));
+        assert_eq!(p.get("b"), None);
+        assert_eq!(p.get("c"), Some("x y"));
+        assert!(parse_params(format!("a={}", "x".repeat(5000)).as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! Whether an access token is still live beyond its signature and expiry: its session (token
+//! family) must be live, and its `jti` must not have been revoked (RFC 7009).
+//!
+//! Revoked ids are kept in memory (loaded at start, refreshed every few seconds from the store
+//! so other replicas' revocations arrive) and persisted until the token would have expired.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::error::Result;
+use crate::keys::jwt::AccessClaims;
+use crate::store::Store;
+use crate::store::oauth as store;
+
+/// Seconds between reloads of revoked token ids from the store.
+pub const RELOAD_INTERVAL: u64 = 5;
+
+#[derive(Clone)]
+pub struct RevokedTokens {
+    ids: moka::sync::Cache<String, ()>,
+    loaded_at: Arc<AtomicI64>,
+}
+
+impl Default for RevokedTokens {
+    fn default() -> Self {
+        Self {
+            ids: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(24 * 3600))
+                .build(),
+            loaded_at: Arc::new(AtomicI64::new(i64::MIN)),
+        }
+    }
+}
+
+impl RevokedTokens {
+    pub fn contains(&self, jti: &str) -> bool {
+        self.ids.contains_key(jti)
+    }
+
+    /// Revokes one access token until `expires_at`.
+    pub async fn revoke(&self, store: &Store, jti: &str, expires_at: i64) -> Result<()> {
+        store::revoke_jti(store.pool(), jti, expires_at).await?;
+        self.ids.insert(jti.to_string(), ());
+        Ok(())
+    }
+
+    /// Loads the revoked ids of other processes.
+    pub async fn reload(&self, store: &Store, now: i64) -> Result<()> {
+        for (jti, _) in store::live_revoked_jtis(store.pool(), now).await? {
+            self.ids.insert(jti, ());
+        }
+        self.loaded_at.store(now, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Whether a validly signed, unexpired access token has been revoked in any way.
+pub async fn is_live(state: &AppState, claims: &AccessClaims, now: i64) -> Result<bool> {
+    if state.revoked.contains(&claims.jti) {
+        return Ok(false);
+    }
+    match &claims.sid {
+        Some(sid) => state.sessions.is_live(&state.store, sid, now).await,
+        None => Ok(true),
+    }
+}

@@ -1,0 +1,471 @@
+//! The token endpoint's grants (RFC 6749 §4.1.3, §4.3, §4.4, §6) and the ID token
+//! (OIDC Core §2, §3.1.3.6).
+
+use aws_lc_rs::digest;
+use serde::Serialize;
+
+use super::clients::Client;
+use super::{OAuthError, Params, scope};
+use crate::app::AppState;
+use crate::context::RequestContext;
+use crate::crypto::{REFRESH_TOKEN_PREFIX, b64url, new_token, token_hash};
+use crate::keys::Alg;
+use crate::sessions::{self, Grant, RefreshRequest, Subject};
+use crate::store::oauth as store;
+use crate::store::sessions::{self as store_sessions, NewSession};
+use crate::store::users::{self, User};
+
+/// RFC 6749 §5.1.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// Runs the grant named by `grant_type` for an authenticated client.
+pub async fn exchange(
+    state: &AppState,
+    client: &Client,
+    params: &Params,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    let grant_type = params.require("grant_type")?;
+    if !super::clients::GRANT_TYPES.contains(&grant_type) {
+        return Err(OAuthError::new(
+            "unsupported_grant_type",
+            "the grant type is not supported",
+        ));
+    }
+    if !client.allows_grant(grant_type) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "the client may not use the {grant_type} grant"
+        )));
+    }
+    match grant_type {
+        "authorization_code" => authorization_code(state, client, params, ctx, now).await,
+        "refresh_token" => refresh(state, client, params, now).await,
+        "client_credentials" => client_credentials(state, client, params, now),
+        _ => password(state, client, params, ctx, now).await,
+    }
+}
+
+/// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6). A code is single-use; presenting it again revokes
+/// the tokens issued from it (RFC 6749 §4.1.2).
+async fn authorization_code(
+    state: &AppState,
+    client: &Client,
+    params: &Params,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    let code = params.require("code")?;
+    let bad = || OAuthError::invalid_grant("the authorization code is invalid, expired or used");
+    if !(code.len() == super::authorize::CODE_PREFIX.len() + 43
+        && code.starts_with(super::authorize::CODE_PREFIX))
+    {
+        return Err(bad());
+    }
+    let hash = token_hash(code);
+    let row = store::find_code(state.store.pool(), &hash)
+        .await?
+        .ok_or_else(bad)?;
+    if row.client_id != client.client_id {
+        return Err(bad());
+    }
+    let mut tx = state.store.begin().await?;
+    if !store::use_code(&mut tx, &hash, now).await? {
+        if let Some(sid) = &row.token_session_id {
+            store_sessions::revoke_session(&mut *tx, sid, "authorization_code_reuse", now).await?;
+            tx.commit().await?;
+            state.sessions.mark_revoked(sid);
+            tracing::warn!(client_id = %client.client_id, "authorization code reuse: its tokens were revoked");
+        }
+        return Err(bad());
+    }
+    if row.expires_at <= now {
+        tx.commit().await?;
+        return Err(bad());
+    }
+    match params.get("redirect_uri") {
+        Some(uri) if uri == row.redirect_uri => {}
+        None if client.redirect_uris.len() == 1 && client.redirect_uris[0] == row.redirect_uri => {}
+        _ => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+    }
+    match (&row.code_challenge, params.get("code_verifier")) {
+        (Some(challenge), Some(verifier)) if super::pkce::verify_s256(verifier, challenge) => {}
+        (None, None) => {}
+        _ => return Err(OAuthError::invalid_grant("PKCE verification failed")),
+    }
+    if let Some(r) = params.get("resource")
+        && row.resource.as_deref() != Some(r)
+    {
+        return Err(OAuthError::new(
+            "invalid_target",
+            "the resource differs from the authorized one",
+        ));
+    }
+    let user = users::find_by_id(&mut *tx, &row.user_id)
+        .await?
+        .filter(User::is_active)
+        .ok_or_else(bad)?;
+    let offline =
+        scope::contains(&row.scope, "offline_access") && client.allows_grant("refresh_token");
+    let family = Family {
+        parent_id: Some(&row.browser_session_id),
+        auth_time: row.auth_time,
+        refresh: offline,
+    };
+    let grant = Grant {
+        client_id: Some(&client.client_id),
+        scope: Some(&row.scope),
+        audience: row.resource.as_deref(),
+    };
+    let issued = start_family(state, &mut tx, &user, grant, family, ctx, now).await?;
+    store::set_code_session(&mut tx, &hash, &issued.session_id).await?;
+    tx.commit().await?;
+    let id_token = scope::contains(&row.scope, "openid").then(|| IdTokenInput {
+        user: &user,
+        client_id: &client.client_id,
+        nonce: row.nonce.as_deref(),
+        auth_time: row.auth_time,
+        sid: &row.browser_session_id,
+    });
+    respond(state, issued, &row.scope, id_token, now)
+}
+
+/// RFC 6749 §6: rotation, reuse detection and family revocation as for first-party sessions.
+async fn refresh(
+    state: &AppState,
+    client: &Client,
+    params: &Params,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    let token = params.require("refresh_token")?;
+    let request = RefreshRequest {
+        client_id: Some(&client.client_id),
+        scope: params.get("scope"),
+    };
+    let pair = sessions::refresh(
+        &state.store,
+        &state.keys,
+        &state.sessions,
+        &state.settings,
+        token,
+        request,
+        now,
+    )
+    .await?;
+    Ok(TokenResponse {
+        access_token: pair.access_token,
+        token_type: "Bearer",
+        expires_in: pair.expires_in,
+        refresh_token: Some(pair.refresh_token),
+        scope: params.get("scope").map(str::to_string),
+        id_token: None,
+    })
+}
+
+/// RFC 6749 §4.4: a token for the client itself, within its registered scopes.
+fn client_credentials(
+    state: &AppState,
+    client: &Client,
+    params: &Params,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    if client.public {
+        return Err(OAuthError::unauthorized_client(
+            "a public client cannot use client_credentials",
+        ));
+    }
+    let scope = match params.get("scope") {
+        Some(s) => {
+            let tokens =
+                scope::parse(s).ok_or_else(|| OAuthError::invalid_scope("malformed scope"))?;
+            if tokens.iter().any(|t| scope::OIDC_SCOPES.contains(t)) || !client.allows_scope(s) {
+                return Err(OAuthError::invalid_scope(
+                    "the scope is not registered for this client or needs a user",
+                ));
+            }
+            Some(scope::normalize(&tokens))
+        }
+        None => {
+            let own: Vec<&str> = client
+                .scopes
+                .iter()
+                .map(String::as_str)
+                .filter(|s| !scope::OIDC_SCOPES.contains(s))
+                .collect();
+            (!own.is_empty()).then(|| scope::normalize(&own))
+        }
+    };
+    let audience = resource(client, params)?;
+    let subject = Subject {
+        user_id: &client.client_id,
+        roles: Vec::new(),
+        email_verified: false,
+        tenant_id: None,
+    };
+    let grant = Grant {
+        client_id: Some(&client.client_id),
+        scope: scope.as_deref(),
+        audience: audience.as_deref(),
+    };
+    let mut claims = sessions::access_claims(&state.settings, &subject, None, grant, now);
+    claims.email_verified = None;
+    let access_token = state
+        .keys
+        .sign_access_token(&claims)
+        .map_err(|e| crate::Error::Internal(e).into_oauth())?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: state.settings.access_ttl,
+        refresh_token: None,
+        scope,
+        id_token: None,
+    })
+}
+
+/// RFC 6749 §4.3, only for clients explicitly registered for it.
+async fn password(
+    state: &AppState,
+    client: &Client,
+    params: &Params,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    let username = params.require("username")?;
+    let password = params.require("password")?;
+    let scope = match params.get("scope") {
+        Some(s) => {
+            let tokens =
+                scope::parse(s).ok_or_else(|| OAuthError::invalid_scope("malformed scope"))?;
+            if !client.allows_scope(s) {
+                return Err(OAuthError::invalid_scope(
+                    "the client may not request these scopes",
+                ));
+            }
+            scope::normalize(&tokens)
+        }
+        None => "openid".to_string(),
+    };
+    let audience = resource(client, params)?;
+    let user = match crate::accounts::authenticate(state, username, password, now).await {
+        Ok(u) => u,
+        Err(crate::Error::Unauthenticated { .. } | crate::Error::Validation(_)) => {
+            return Err(OAuthError::invalid_grant("invalid username or password"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut tx = state.store.begin().await?;
+    let family = Family {
+        parent_id: None,
+        auth_time: now,
+        refresh: client.allows_grant("refresh_token"),
+    };
+    let grant = Grant {
+        client_id: Some(&client.client_id),
+        scope: Some(&scope),
+        audience: audience.as_deref(),
+    };
+    let issued = start_family(state, &mut tx, &user, grant, family, ctx, now).await?;
+    tx.commit().await?;
+    let sid = issued.session_id.clone();
+    let id_token = scope::contains(&scope, "openid").then(|| IdTokenInput {
+        user: &user,
+        client_id: &client.client_id,
+        nonce: None,
+        auth_time: now,
+        sid: &sid,
+    });
+    respond(state, issued, &scope, id_token, now)
+}
+
+/// RFC 8707 at the token endpoint: the resource must be registered for the client.
+fn resource(client: &Client, params: &Params) -> Result<Option<String>, OAuthError> {
+    match params.get("resource") {
+        Some(r) if client.allows_resource(r) => Ok(Some(r.to_string())),
+        Some(_) => Err(OAuthError::new(
+            "invalid_target",
+            "the resource is not registered for this client",
+        )),
+        None => Ok(None),
+    }
+}
+
+struct Family<'a> {
+    parent_id: Option<&'a str>,
+    auth_time: i64,
+    refresh: bool,
+}
+
+struct Issued {
+    session_id: String,
+    access_token: String,
+    refresh_token: Option<String>,
+}
+
+/// Creates a token family (a session row) for a user and client, with its first tokens.
+async fn start_family(
+    state: &AppState,
+    tx: &mut crate::store::Tx,
+    user: &User,
+    grant: Grant<'_>,
+    family: Family<'_>,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<Issued, OAuthError> {
+    let settings = &state.settings;
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let expires_at = if family.refresh {
+        now + settings.max_age
+    } else {
+        now + settings.access_ttl
+    };
+    store_sessions::insert_session(
+        tx,
+        &NewSession {
+            id: &session_id,
+            user_id: &user.id,
+            now,
+            expires_at,
+            user_agent: ctx.user_agent.as_deref(),
+            ip: ctx.ip.as_deref(),
+            client_id: grant.client_id,
+            scope: grant.scope,
+            audience: grant.audience,
+            parent_id: family.parent_id,
+            auth_time: Some(family.auth_time),
+            browser_token_hash: None,
+        },
+    )
+    .await?;
+    let refresh_token = if family.refresh {
+        let token = new_token(REFRESH_TOKEN_PREFIX);
+        let token_expires = (now + settings.refresh_ttl).min(expires_at);
+        store_sessions::insert_refresh_token(
+            tx,
+            &token_hash(&token),
+            &session_id,
+            now,
+            token_expires,
+        )
+        .await?;
+        Some(token)
+    } else {
+        None
+    };
+    let subject = Subject {
+        user_id: &user.id,
+        roles: user.roles(),
+        email_verified: user.email_verified_at.is_some(),
+        tenant_id: None,
+    };
+    let claims = sessions::access_claims(settings, &subject, Some(&session_id), grant, now);
+    let access_token = state
+        .keys
+        .sign_access_token(&claims)
+        .map_err(|e| crate::Error::Internal(e).into_oauth())?;
+    Ok(Issued {
+        session_id,
+        access_token,
+        refresh_token,
+    })
+}
+
+struct IdTokenInput<'a> {
+    user: &'a User,
+    client_id: &'a str,
+    nonce: Option<&'a str>,
+    auth_time: i64,
+    sid: &'a str,
+}
+
+/// OIDC Core §2 ID token claims.
+#[derive(Serialize)]
+struct IdTokenClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    azp: &'a str,
+    exp: i64,
+    iat: i64,
+    auth_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    at_hash: String,
+    sid: &'a str,
+}
+
+fn respond(
+    state: &AppState,
+    issued: Issued,
+    scope: &str,
+    id_token: Option<IdTokenInput<'_>>,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    let id_token = match id_token {
+        Some(input) => {
+            let alg = state.keys.current().signing_key().alg;
+            let claims = IdTokenClaims {
+                iss: &state.settings.issuer,
+                sub: &input.user.id,
+                aud: input.client_id,
+                azp: input.client_id,
+                exp: now + state.settings.access_ttl,
+                iat: now,
+                auth_time: input.auth_time,
+                nonce: input.nonce,
+                at_hash: at_hash(alg, &issued.access_token),
+                sid: input.sid,
+            };
+            Some(
+                state
+                    .keys
+                    .sign_jwt("JWT", &claims)
+                    .map_err(|e| crate::Error::Internal(e).into_oauth())?
+                    .0,
+            )
+        }
+        None => None,
+    };
+    Ok(TokenResponse {
+        access_token: issued.access_token,
+        token_type: "Bearer",
+        expires_in: state.settings.access_ttl,
+        refresh_token: issued.refresh_token,
+        scope: Some(scope.to_string()),
+        id_token,
+    })
+}
+
+/// OIDC Core §3.1.3.6: base64url of the left half of the hash of the access token, with the
+/// hash of the signing algorithm (SHA-256; SHA-512 for Ed25519).
+pub fn at_hash(alg: Alg, access_token: &str) -> String {
+    let algorithm = if alg == Alg::EdDsa {
+        &digest::SHA512
+    } else {
+        &digest::SHA256
+    };
+    let d = digest::digest(algorithm, access_token.as_bytes());
+    let bytes = d.as_ref();
+    b64url(&bytes[..bytes.len() / 2])
+}
+
+impl crate::Error {
+    fn into_oauth(self) -> OAuthError {
+        self.into()
+    }
+}
