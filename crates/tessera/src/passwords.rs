@@ -1,15 +1,16 @@
-//! Password hashing: Argon2id (OWASP parameters by default) on a bounded pool of blocking
-//! threads, so a storm of logins never occupies the async workers that validate tokens, and
-//! memory stays at most `max_concurrent_hashes × m_cost`.
+//! Password hashing: Argon2id (OWASP parameters by default) on a fixed pool of hashing threads,
+//! one per core by default, so a storm of logins never occupies the async workers that validate
+//! tokens. Each thread keeps one Argon2 memory buffer and reuses it, so memory stays at
+//! `threads × m_cost` instead of growing with every allocation the C allocator keeps.
 //!
 //! Unknown accounts are verified against a dummy hash so timing does not reveal which emails exist.
 //! Hashes weaker than the configured parameters, and imported bcrypt hashes, are flagged for a
 //! transparent rehash on the next successful login.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -28,7 +29,36 @@ struct Inner {
     params: Params,
     min_length: usize,
     permits: Arc<Semaphore>,
+    jobs: Mutex<mpsc::Sender<Job>>,
     dummy_hash: String,
+}
+
+/// Work for a hashing thread, given that thread's reusable Argon2 memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Starts `n` hashing threads sharing one job queue.
+fn start_workers(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = Arc::clone(&rx);
+        std::thread::Builder::new()
+            .name(format!("tessera-argon2-{i}"))
+            .spawn(move || {
+                let mut memory: Vec<Block> = Vec::new();
+                loop {
+                    let job = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(&mut memory),
+                        Err(_) => return, // every sender dropped: the service is shutting down
+                    }
+                }
+            })?;
+    }
+    Ok(tx)
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -56,12 +86,14 @@ impl Passwords {
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
-        let dummy_hash = hash_blocking(&params, b"tessera-dummy-password")?;
+        let dummy_hash = hash_blocking(&params, b"tessera-dummy-password", &mut Vec::new())?;
+        let jobs = start_workers(workers)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
                 min_length: cfg.min_length,
                 permits: Arc::new(Semaphore::new(workers)),
+                jobs: Mutex::new(jobs),
                 dummy_hash,
             }),
         })
@@ -89,7 +121,8 @@ impl Passwords {
     pub async fn hash(&self, password: &str) -> Result<String, Error> {
         let password = Zeroizing::new(password.as_bytes().to_vec());
         let params = self.inner.params.clone();
-        self.run(move || hash_blocking(&params, &password)).await
+        self.run(move |memory| hash_blocking(&params, &password, memory))
+            .await
     }
 
     /// Verifies `password` against `stored`; with `None` (unknown account) it verifies against
@@ -107,7 +140,7 @@ impl Passwords {
         let stored = stored.unwrap_or(&self.inner.dummy_hash).to_string();
         let params = self.inner.params.clone();
         let outcome = self
-            .run(move || Ok(verify_blocking(&params, &password, &stored)))
+            .run(move |memory| Ok(verify_blocking(&params, &password, &stored, memory)))
             .await?;
         Ok(if known {
             outcome
@@ -118,19 +151,24 @@ impl Passwords {
 
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+        job: impl FnOnce(&mut Vec<Block>) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
         let permit = Arc::clone(&self.inner.permits)
             .acquire_owned()
             .await
             .map_err(Error::internal)?;
-        tokio::task::spawn_blocking(move || {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
             let _permit = permit;
-            job()
-        })
-        .await
-        .map_err(Error::internal)?
-        .map_err(Error::Internal)
+            let _ = tx.send(job(memory));
+        });
+        self.inner
+            .jobs
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("hashing pool poisoned")))?
+            .send(job)
+            .map_err(|_| Error::internal(anyhow::anyhow!("hashing pool stopped")))?;
+        rx.await.map_err(Error::internal)?.map_err(Error::Internal)
     }
 }
 
@@ -138,16 +176,46 @@ fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
-fn hash_blocking(params: &Params, password: &[u8]) -> anyhow::Result<String> {
-    let salt = SaltString::encode_b64(&crate::crypto::random_bytes::<16>())
-        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-    let hash = argon2(params)
-        .hash_password(password, &salt)
-        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
-    Ok(hash.to_string())
+/// Grows the thread's buffer to `blocks` if needed and returns that much of it.
+fn memory_for(memory: &mut Vec<Block>, blocks: usize) -> &mut [Block] {
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    &mut memory[..blocks]
 }
 
-fn verify_blocking(params: &Params, password: &[u8], stored: &str) -> Verification {
+fn hash_blocking(
+    params: &Params,
+    password: &[u8],
+    memory: &mut Vec<Block>,
+) -> anyhow::Result<String> {
+    let salt = crate::crypto::random_bytes::<16>();
+    let mut out = [0u8; 32];
+    argon2(params)
+        .hash_password_into_with_memory(
+            password,
+            &salt,
+            &mut out,
+            memory_for(memory, params.block_count()),
+        )
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| anyhow::anyhow!("params: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("output: {e}"))?),
+    };
+    Ok(phc.to_string())
+}
+
+fn verify_blocking(
+    params: &Params,
+    password: &[u8],
+    stored: &str,
+    memory: &mut Vec<Block>,
+) -> Verification {
     if stored.starts_with("$2a$") || stored.starts_with("$2b$") || stored.starts_with("$2y$") {
         return match bcrypt::verify(password, stored) {
             Ok(true) => Verification::Valid { rehash: true },
@@ -158,19 +226,34 @@ fn verify_blocking(params: &Params, password: &[u8], stored: &str) -> Verificati
         tracing::warn!("stored password hash is in an unknown format");
         return Verification::Invalid;
     };
-    // The verifier uses the algorithm and parameters recorded in the hash itself.
-    if argon2(params).verify_password(password, &parsed).is_err() {
+    // The algorithm, version and parameters recorded in the hash itself.
+    let (Ok(algorithm), Ok(stored_params), Some(expected), Some(salt)) = (
+        Algorithm::try_from(parsed.algorithm),
+        Params::try_from(&parsed),
+        parsed.hash,
+        parsed.salt,
+    ) else {
+        return Verification::Invalid;
+    };
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .unwrap_or(Ok(Version::V0x13));
+    let mut salt_buf = [0u8; 64];
+    let (Ok(version), Ok(salt)) = (version, salt.decode_b64(&mut salt_buf)) else {
+        return Verification::Invalid;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let blocks = memory_for(memory, stored_params.block_count());
+    let computed = Argon2::new(algorithm, version, stored_params.clone())
+        .hash_password_into_with_memory(password, salt, &mut out, blocks);
+    if computed.is_err() || !crate::crypto::ct_eq(&out, expected.as_bytes()) {
         return Verification::Invalid;
     }
-    let weaker = match Params::try_from(&parsed) {
-        Ok(p) => {
-            parsed.algorithm.as_str() != "argon2id"
-                || p.m_cost() < params.m_cost()
-                || p.t_cost() < params.t_cost()
-                || p.p_cost() != params.p_cost()
-        }
-        Err(_) => true,
-    };
+    let weaker = algorithm != Algorithm::Argon2id
+        || stored_params.m_cost() < params.m_cost()
+        || stored_params.t_cost() < params.t_cost()
+        || stored_params.p_cost() != params.p_cost();
     Verification::Valid { rehash: weaker }
 }
 
@@ -224,6 +307,35 @@ mod tests {
         .unwrap();
         assert_eq!(
             strong.verify("correct horse", Some(&h)).await.unwrap(),
+            Verification::Valid { rehash: true }
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_from_the_standard_argon2_hasher_verify() {
+        use argon2::password_hash::PasswordHasher;
+        let p = Passwords::new(&cheap()).unwrap();
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let params = Params::new(64, 1, 1, None).unwrap();
+        let h = argon2(&params)
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            p.verify("correct horse", Some(&h)).await.unwrap(),
+            Verification::Valid { rehash: false }
+        );
+        assert_eq!(
+            p.verify("correct horsf", Some(&h)).await.unwrap(),
+            Verification::Invalid
+        );
+        // Argon2i from another system verifies and is upgraded.
+        let h = Argon2::new(Algorithm::Argon2i, Version::V0x13, params)
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            p.verify("pw", Some(&h)).await.unwrap(),
             Verification::Valid { rehash: true }
         );
     }

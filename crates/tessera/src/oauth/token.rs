@@ -311,9 +311,10 @@ struct Family<'a> {
     refresh: bool,
 }
 
+/// A token family just created; its access token is signed after the commit.
 struct Issued {
     session_id: String,
-    access_token: String,
+    claims: crate::keys::jwt::AccessClaims,
     refresh_token: Option<String>,
 }
 
@@ -374,13 +375,9 @@ async fn start_family(
         tenant_id: None,
     };
     let claims = sessions::access_claims(settings, &subject, Some(&session_id), grant, now);
-    let access_token = state
-        .keys
-        .sign_access_token(&claims)
-        .map_err(|e| crate::Error::Internal(e).into_oauth())?;
     Ok(Issued {
         session_id,
-        access_token,
+        claims,
         refresh_token,
     })
 }
@@ -416,6 +413,10 @@ fn respond(
     id_token: Option<IdTokenInput<'_>>,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
+    let access_token = state
+        .keys
+        .sign_access_token(&issued.claims)
+        .map_err(|e| crate::Error::Internal(e).into_oauth())?;
     let id_token = match id_token {
         Some(input) => {
             let alg = state.keys.current().signing_key().alg;
@@ -428,7 +429,7 @@ fn respond(
                 iat: now,
                 auth_time: input.auth_time,
                 nonce: input.nonce,
-                at_hash: at_hash(alg, &issued.access_token),
+                at_hash: at_hash(alg, &access_token),
                 sid: input.sid,
             };
             Some(
@@ -442,7 +443,7 @@ fn respond(
         None => None,
     };
     Ok(TokenResponse {
-        access_token: issued.access_token,
+        access_token,
         token_type: "Bearer",
         expires_in: state.settings.access_ttl,
         refresh_token: issued.refresh_token,

@@ -176,8 +176,15 @@ pub fn well_formed(token: &str) -> bool {
 }
 
 enum Rotation {
-    Rotated(TokenPair),
-    Reused { session_id: String },
+    /// Rotated; the access token is signed after the commit, outside the write lock.
+    Rotated {
+        claims: Box<AccessClaims>,
+        refresh_token: String,
+        refresh_expires_at: i64,
+    },
+    Reused {
+        session_id: String,
+    },
 }
 
 /// Who presents a refresh token, and for what.
@@ -209,11 +216,22 @@ pub async fn refresh(
     }
     let hash = token_hash(refresh_token);
     let mut tx = store.begin().await?;
-    let outcome = rotate_in(&mut tx, keys, settings, &hash, request, now).await;
+    let outcome = rotate_in(&mut tx, settings, &hash, request, now).await;
     match outcome {
-        Ok(Rotation::Rotated(pair)) => {
+        Ok(Rotation::Rotated {
+            claims,
+            refresh_token,
+            refresh_expires_at,
+        }) => {
             tx.commit().await?;
-            Ok(pair)
+            pair(
+                keys,
+                settings,
+                &claims,
+                refresh_token,
+                refresh_expires_at,
+                now,
+            )
         }
         Ok(Rotation::Reused { session_id }) => {
             store_sessions::revoke_session(&mut *tx, &session_id, "refresh_token_reuse", now)
@@ -229,7 +247,6 @@ pub async fn refresh(
 
 async fn rotate_in(
     tx: &mut crate::store::Tx,
-    keys: &Keys,
     settings: &Settings,
     hash: &str,
     request: RefreshRequest<'_>,
@@ -297,15 +314,11 @@ async fn rotate_in(
         audience: t.audience.as_deref(),
     };
     let claims = access_claims(settings, &subject, Some(&t.session_id), grant, now);
-    pair(
-        keys,
-        settings,
-        &claims,
+    Ok(Rotation::Rotated {
+        claims: Box::new(claims),
         refresh_token,
         refresh_expires_at,
-        now,
-    )
-    .map(Rotation::Rotated)
+    })
 }
 
 /// Ends the session a refresh token belongs to. Unknown tokens are ignored (the caller answers
