@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::keys::{KeyConfig, Keys, RELOAD_INTERVAL};
+use crate::mail::Mailer;
 use crate::passwords::Passwords;
 use crate::sessions::{SessionCache, Settings};
 use crate::store::Store;
@@ -30,6 +31,10 @@ pub struct AppState {
     pub users: UserCache,
     pub settings: Arc<Settings>,
     pub clock: Clock,
+    /// Links, templates and sealing for outgoing mail.
+    pub mail: Arc<Mailer>,
+    /// The master key (sealed mail jobs, webhook secrets).
+    pub master: Arc<MasterKey>,
 }
 
 impl AppState {
@@ -37,9 +42,10 @@ impl AppState {
     pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let master = Arc::new(load_master_key(&config)?);
         let store = open_store(&config).await?;
+        let mail = Arc::new(Mailer::new(&config, Arc::clone(&master))?);
         let keys = Keys::load(
             store.clone(),
-            master,
+            Arc::clone(&master),
             KeyConfig::from_config(&config),
             clock.now(),
         )
@@ -54,6 +60,8 @@ impl AppState {
             keys,
             passwords,
             clock,
+            mail,
+            master,
         })
     }
 }
@@ -90,13 +98,35 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let reload = tokio::spawn(reload_keys(self.state.clone()));
+        let state = &self.state;
+        let mut tasks = vec![tokio::spawn(reload_keys(state.clone()))];
+        if let Some(transport) =
+            crate::mail::worker::Transport::from_config(&state.config.mail, &state.config.data_dir)?
+        {
+            tasks.push(tokio::spawn(crate::mail::worker::run(
+                state.clone(),
+                transport,
+            )));
+        }
+        if let Some(relay) = crate::events::relay::RelayConfig::from_config(&state.config) {
+            tasks.push(tokio::spawn(crate::events::relay::run(
+                state.store.clone(),
+                state.clock.clone(),
+                relay,
+            )));
+        }
+        tasks.push(tokio::spawn(crate::events::webhooks::run(
+            state.clone(),
+            Arc::clone(&state.master),
+        )));
         let router = crate::http::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
-        reload.abort();
+        for task in &tasks {
+            task.abort();
+        }
         self.state.store.close().await;
         result.context("serving HTTP")
     }

@@ -98,7 +98,10 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
         if !claims.roles.iter().any(|r| r == "admin") {
-            return Err(Error::Forbidden { code: "forbidden", message: "this endpoint requires the admin role" });
+            return Err(Error::Forbidden {
+                code: "forbidden",
+                message: "this endpoint requires the admin role",
+            });
         }
         Ok(Admin(claims))
     }

@@ -1,11 +1,13 @@
 //! HTTP: the only module that knows axum. One router per area; handlers extract, call one domain
 //! function and shape the response.
 
+mod admin;
 mod auth;
 pub mod errors;
 pub mod extract;
 mod identity;
 mod ops;
+mod pages;
 
 use std::time::Instant;
 
@@ -30,6 +32,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(identity::router())
         .merge(ops::router())
+        .merge(pages::router())
+        .merge(admin::router())
         .fallback(|| async { crate::Error::NotFound })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
@@ -71,7 +75,12 @@ async fn correlation(mut req: Request, next: Next) -> Response {
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-            (!is_json).then(|| ErrorBody::for_status(status))
+            // Tessera's own HTML pages (email links) explain their errors in HTML.
+            let is_html = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+            (!is_json && !is_html).then(|| ErrorBody::for_status(status))
         });
         if let Some(body) = body {
             let headers = std::mem::take(res.headers_mut());
