@@ -129,6 +129,9 @@ pub async fn round(
 ) -> anyhow::Result<Round> {
     let now = clock.now();
     let pool = store.pool();
+    if !store_outbox::any_due(pool, now).await? {
+        return Ok(Round::default());
+    }
     let rows = store_outbox::claim(pool, owner, now, now + cfg.lease_secs, cfg.batch_size).await?;
     if rows.is_empty() {
         return Ok(Round::default());

@@ -178,9 +178,10 @@ pub async fn round(
 ) -> anyhow::Result<usize> {
     let now = state.clock.now();
     let lease = state.config.events.lease_secs as i64;
-    let mut tx = state.store.begin().await?;
-    let deliveries = store_webhooks::claim(&mut tx, owner, now, now + lease, 20).await?;
-    tx.commit().await?;
+    if !store_webhooks::any_due(state.store.pool(), now).await? {
+        return Ok(0);
+    }
+    let deliveries = store_webhooks::claim(state.store.pool(), owner, now, now + lease, 20).await?;
     let max_attempts = i64::from(state.config.events.webhook_max_attempts);
     for d in &deliveries {
         let outcome = deliver(client, master, d, state.clock.now()).await;

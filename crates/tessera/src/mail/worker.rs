@@ -108,6 +108,9 @@ pub async fn round(
     cfg: &MailConfig,
 ) -> anyhow::Result<usize> {
     let now = state.clock.now();
+    if !store_mail::any_due(state.store.pool(), now).await? {
+        return Ok(0);
+    }
     let jobs = store_mail::claim(state.store.pool(), owner, now, now + 120, 20).await?;
     for job in &jobs {
         let outcome = send_job(state, transport, job).await;

@@ -113,3 +113,17 @@ pub async fn count_by_status<'e>(
         .fetch_all(db)
         .await
 }
+
+/// Whether any row is due (a read, so idle workers never take SQLite's write lock).
+pub async fn any_due<'e>(
+    db: impl Executor<'e, Database = Any>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM mail_jobs WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1",
+    )
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
+}

@@ -61,7 +61,7 @@ pub struct Delivery {
 
 /// Claims up to `limit` due deliveries for `owner`, oldest event first.
 pub async fn claim(
-    tx: &mut super::Tx,
+    pool: &sqlx::AnyPool,
     owner: &str,
     now: i64,
     lease_until: i64,
@@ -80,7 +80,7 @@ pub async fn claim(
     .bind(lease_until)
     .bind(now)
     .bind(limit)
-    .fetch_all(&mut **tx)
+    .fetch_all(pool)
     .await?;
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -92,7 +92,7 @@ pub async fn claim(
          WHERE d.lease_owner = $1 AND d.status = 'pending' ORDER BY d.event_seq",
     )
     .bind(owner)
-    .fetch_all(&mut **tx)
+    .fetch_all(pool)
     .await
 }
 
@@ -151,4 +151,18 @@ pub async fn delivery_counts<'e>(
     .bind(webhook_id)
     .fetch_all(db)
     .await
+}
+
+/// Whether any row is due (a read, so idle workers never take SQLite's write lock).
+pub async fn any_due<'e>(
+    db: impl Executor<'e, Database = Any>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1",
+    )
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
 }
