@@ -38,6 +38,12 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect the domain-event outbox.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Manage webhooks (signed HTTP POSTs of events).
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
 }
@@ -77,6 +83,65 @@ enum UserCommand {
         /// Start after this user id (pagination).
         #[arg(long)]
         after: Option<String>,
+    },
+    /// Deactivate a user: refuses their logins, ends every session, emits UserDeactivatedV1.
+    Deactivate {
+        /// The user's id.
+        #[arg(long, required_unless_present = "email", conflicts_with = "email")]
+        id: Option<String>,
+        /// The user's email address.
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List events in outbox order (JSON lines with --json).
+    List {
+        /// Only events parked after too many failed publish attempts.
+        #[arg(long, conflicts_with = "pending")]
+        failed: bool,
+        /// Only events not yet published.
+        #[arg(long)]
+        pending: bool,
+        /// Print JSON lines (one event per line, with status and envelope).
+        #[arg(long)]
+        json: bool,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Start after this sequence number (pagination).
+        #[arg(long)]
+        after: Option<i64>,
+    },
+    /// Put every parked event back in the queue.
+    RetryFailed,
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Register a URL; prints its signing secret once.
+    Add {
+        /// The http(s) URL that receives POSTs.
+        url: String,
+        /// Event types (comma-separated or repeated), or * for all.
+        #[arg(long = "events", required = true, num_args = 1..)]
+        events: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List webhooks.
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a webhook and its pending deliveries.
+    Remove {
+        /// The webhook id.
+        id: String,
     },
 }
 
@@ -143,6 +208,104 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::User(cmd) => user(cmd, config, clock).await,
         Command::Keys(cmd) => keys(cmd, config, clock).await,
+        Command::Events(cmd) => events(cmd, config, clock).await,
+        Command::Webhooks(cmd) => webhooks(cmd, config, clock).await,
+    }
+}
+
+async fn events(cmd: EventsCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
+    use tessera::events::Filter;
+    let store = tessera::app::open_store(&config).await?;
+    match cmd {
+        EventsCommand::List {
+            failed,
+            pending,
+            json,
+            limit,
+            after,
+        } => {
+            let filter = match (failed, pending) {
+                (true, _) => Filter::Failed,
+                (_, true) => Filter::Pending,
+                _ => Filter::All,
+            };
+            let (events, next) = tessera::events::list(&store, filter, after, limit)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            for e in &events {
+                if json {
+                    println!("{}", serde_json::to_string(e)?);
+                } else {
+                    println!(
+                        "{:>8}  {:<10} {:<45} {} {} attempts={}{}",
+                        e.seq,
+                        e.status,
+                        e.envelope["event_type"].as_str().unwrap_or_default(),
+                        e.envelope["occurred_at"].as_str().unwrap_or_default(),
+                        e.envelope["subject"].as_str().unwrap_or_default(),
+                        e.attempts,
+                        e.last_error
+                            .as_deref()
+                            .map(|m| format!(" error={m:?}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            if let (Some(next), false) = (next, json) {
+                eprintln!("more: --after {next}");
+            }
+            Ok(())
+        }
+        EventsCommand::RetryFailed => {
+            let n = tessera::store::outbox::unpark(store.pool(), clock.now()).await?;
+            println!("{n} parked events queued again");
+            Ok(())
+        }
+    }
+}
+
+async fn webhooks(cmd: WebhooksCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
+    let store = tessera::app::open_store(&config).await?;
+    match cmd {
+        WebhooksCommand::Add { url, events, json } => {
+            let master = tessera::app::load_master_key(&config)?;
+            let (hook, secret) =
+                tessera::events::webhooks::add(&store, &master, &url, &events, clock.now())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            if json {
+                let mut v = serde_json::to_value(&hook)?;
+                v["secret"] = secret.into();
+                println!("{v}");
+            } else {
+                println!(
+                    "webhook {} -> {} events={:?}",
+                    hook.id, hook.url, hook.events
+                );
+                println!("signing secret (shown only now): {secret}");
+            }
+            Ok(())
+        }
+        WebhooksCommand::List { json } => {
+            for hook in tessera::events::webhooks::list(&store)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
+            {
+                if json {
+                    println!("{}", serde_json::to_string(&hook)?);
+                } else {
+                    println!("{}  {}  events={:?}", hook.id, hook.url, hook.events);
+                }
+            }
+            Ok(())
+        }
+        WebhooksCommand::Remove { id } => {
+            tessera::events::webhooks::remove(&store, &id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            println!("webhook {id} removed");
+            Ok(())
+        }
     }
 }
 
@@ -211,6 +374,34 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                     view.id, view.email, view.roles
                 );
             }
+            Ok(())
+        }
+        UserCommand::Deactivate { id, email } => {
+            let store = tessera::app::open_store(&config).await?;
+            let id = match (id, email) {
+                (Some(id), _) => id,
+                (None, Some(email)) => {
+                    tessera::store::users::find_by_email(store.pool(), &email)
+                        .await?
+                        .with_context(|| format!("no user with email {email}"))?
+                        .id
+                }
+                (None, None) => bail!("--id or --email is required"),
+            };
+            let cache = tessera::sessions::SessionCache::new(60);
+            accounts::deactivate(
+                &store,
+                &cache,
+                &id,
+                &tessera::context::RequestContext::system(),
+                clock.now(),
+            )
+            .await
+            .map_err(|e| match e {
+                tessera::Error::NotFound => anyhow::anyhow!("no active user {id}"),
+                other => anyhow::anyhow!("{}", describe(&other)),
+            })?;
+            println!("user {id} deactivated; their sessions are revoked");
             Ok(())
         }
         UserCommand::List { json, limit, after } => {

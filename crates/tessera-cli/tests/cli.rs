@@ -300,3 +300,111 @@ fn serve_starts_with_zero_configuration() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains(r#""alg":"RS256""#), "{body}");
 }
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn events_webhooks_and_deactivation_commands_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        tessera(dir.path()).args([
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password-stdin",
+            "--json",
+        ]),
+        Some("a long user passphrase\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let user: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let out = run(tessera(dir.path()).args(["events", "list", "--json"]), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events = json_lines(&out);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["status"], "pending");
+    assert_eq!(
+        events[0]["envelope"]["event_type"],
+        "identity.user.registered.v1"
+    );
+    assert_eq!(events[0]["envelope"]["subject"], user["id"]);
+    assert_eq!(events[0]["envelope"]["data"]["source"], "operator");
+    let out = run(
+        tessera(dir.path()).args(["events", "list", "--failed", "--json"]),
+        None,
+    );
+    assert!(out.status.success());
+    assert!(json_lines(&out).is_empty());
+
+    let out = run(
+        tessera(dir.path()).args([
+            "webhooks",
+            "add",
+            "https://hooks.example.com/tessera",
+            "--events",
+            "identity.user.registered.v1,identity.user.deactivated.v1",
+            "--json",
+        ]),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let hook: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = hook["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_"));
+    let out = run(
+        tessera(dir.path()).args(["webhooks", "list", "--json"]),
+        None,
+    );
+    let listed = json_lines(&out);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], hook["id"]);
+    assert!(
+        !text(&out.stdout).contains(secret),
+        "the secret is shown once"
+    );
+    let out = run(
+        tessera(dir.path()).args(["webhooks", "add", "https://x.test", "--events", "nope"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown event type"));
+
+    let out = run(
+        tessera(dir.path()).args(["user", "deactivate", "--email", "ops@example.com"]),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        tessera(dir.path()).args(["user", "deactivate", "--email", "ops@example.com"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(tessera(dir.path()).args(["events", "list", "--json"]), None);
+    let types: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|e| e["envelope"]["event_type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "identity.user.registered.v1",
+            "identity.user.deactivated.v1"
+        ]
+    );
+
+    let id = hook["id"].as_str().unwrap();
+    let out = run(tessera(dir.path()).args(["webhooks", "remove", id]), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        tessera(dir.path()).args(["webhooks", "list", "--json"]),
+        None,
+    );
+    assert!(json_lines(&out).is_empty());
+}

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::http::pages::Pages;
 use crate::keys::{KeyConfig, Keys, RELOAD_INTERVAL};
+use crate::mail::Mailer;
 use crate::oauth::clients::{self, ClientCache};
 use crate::oauth::revocation::RevokedTokens;
 use crate::passwords::Passwords;
@@ -39,6 +40,10 @@ pub struct AppState {
     /// The OpenID Provider metadata, serialised once.
     pub discovery: Bytes,
     pub pages: Arc<Pages>,
+    /// Links, templates and sealing for outgoing mail.
+    pub mail: Arc<Mailer>,
+    /// The master key (sealed mail jobs, webhook secrets).
+    pub master: Arc<MasterKey>,
 }
 
 impl AppState {
@@ -46,9 +51,10 @@ impl AppState {
     pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let master = Arc::new(load_master_key(&config)?);
         let store = open_store(&config).await?;
+        let mail = Arc::new(Mailer::new(&config, Arc::clone(&master))?);
         let keys = Keys::load(
             store.clone(),
-            master,
+            Arc::clone(&master),
             KeyConfig::from_config(&config),
             clock.now(),
         )
@@ -69,6 +75,8 @@ impl AppState {
             keys,
             passwords,
             clock,
+            mail,
+            master,
         })
     }
 }
@@ -116,15 +124,36 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let reload = tokio::spawn(reload_keys(self.state.clone()));
-        let revocations = tokio::spawn(reload_revocations(self.state.clone()));
+        let state = &self.state;
+        let mut tasks = vec![tokio::spawn(reload_keys(state.clone()))];
+        if let Some(transport) =
+            crate::mail::worker::Transport::from_config(&state.config.mail, &state.config.data_dir)?
+        {
+            tasks.push(tokio::spawn(crate::mail::worker::run(
+                state.clone(),
+                transport,
+            )));
+        }
+        if let Some(relay) = crate::events::relay::RelayConfig::from_config(&state.config) {
+            tasks.push(tokio::spawn(crate::events::relay::run(
+                state.store.clone(),
+                state.clock.clone(),
+                relay,
+            )));
+        }
+        tasks.push(tokio::spawn(crate::events::webhooks::run(
+            state.clone(),
+            Arc::clone(&state.master),
+        )));
+        tasks.push(tokio::spawn(reload_revocations(state.clone())));
         let router = crate::http::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
-        reload.abort();
-        revocations.abort();
+        for task in &tasks {
+            task.abort();
+        }
         self.state.store.close().await;
         result.context("serving HTTP")
     }

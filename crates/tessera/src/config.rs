@@ -52,6 +52,104 @@ pub struct Config {
     /// Log format: `text` or `json`.
     pub log_format: String,
     pub password: PasswordConfig,
+    /// Public base URL of the pages in emails (`<public_url>/verify-email?token=…`); defaults to
+    /// the issuer.
+    pub public_url: Option<String>,
+    /// Link template of verification emails, with `{token}` (a front end's page); overrides
+    /// `public_url` for that flow.
+    pub verify_email_url: Option<String>,
+    /// Link template of password-reset emails, with `{token}`.
+    pub reset_password_url: Option<String>,
+    /// Refuse login (403 `email_not_verified`) until the email is verified.
+    pub require_verified_email: bool,
+    /// Lifetime of email-verification tokens, seconds.
+    pub verification_token_ttl: u64,
+    /// Lifetime of password-reset tokens, seconds.
+    pub reset_token_ttl: u64,
+    pub mail: MailConfig,
+    pub events: EventsConfig,
+}
+
+/// Outgoing mail.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct MailConfig {
+    /// `file` (writes .eml files to `<data_dir>/mail/`), `smtp`, or `events` (no mail: the link
+    /// travels in the `…requested` events for an event-driven mailer).
+    pub transport: String,
+    /// The `From:` address.
+    pub from: String,
+    pub smtp_host: Option<String>,
+    /// Defaults to 587 (starttls), 465 (tls) or 25 (none).
+    pub smtp_port: Option<u16>,
+    /// `starttls` (default), `tls` (implicit TLS) or `none` (plain text; local relays only).
+    pub smtp_tls: String,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<SecretString>,
+    /// Directory of templates overriding the built-in ones (`verify_email.subject`,
+    /// `verify_email.txt`, `verify_email.html`, same for `reset_password`).
+    pub templates_dir: Option<PathBuf>,
+    /// Delivery attempts before a mail job is given up.
+    pub max_attempts: u32,
+    /// How often the mail worker looks for work, milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            transport: "file".into(),
+            from: "Tessera <no-reply@localhost>".into(),
+            smtp_host: None,
+            smtp_port: None,
+            smtp_tls: "starttls".into(),
+            smtp_username: None,
+            smtp_password: None,
+            templates_dir: None,
+            max_attempts: 10,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// Domain events: the outbox relay to NATS JetStream and webhooks.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// `nats://host:4222`; without it no relay runs and events stay queryable in the outbox.
+    pub nats_url: Option<String>,
+    /// Subjects are `<subject_prefix>.<event_type>`.
+    pub subject_prefix: String,
+    /// The JetStream stream (created if missing) covering `<subject_prefix>.>`.
+    pub stream: String,
+    /// Failed publish attempts before an event is parked.
+    pub max_attempts: u32,
+    /// Seconds a relay owns the rows it claimed.
+    pub lease_secs: u64,
+    /// Events claimed per round.
+    pub batch_size: u32,
+    /// How often the relay and the webhook dispatcher look for work, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Failed attempts before a webhook delivery is parked.
+    pub webhook_max_attempts: u32,
+    /// Timeout of one webhook request, seconds.
+    pub webhook_timeout_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            subject_prefix: "tessera".into(),
+            stream: "TESSERA".into(),
+            max_attempts: 10,
+            lease_secs: 30,
+            batch_size: 100,
+            poll_interval_ms: 200,
+            webhook_max_attempts: 12,
+            webhook_timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -103,6 +201,14 @@ impl Default for Config {
             templates_dir: None,
             log_format: "text".into(),
             password: PasswordConfig::default(),
+            public_url: None,
+            verify_email_url: None,
+            reset_password_url: None,
+            require_verified_email: false,
+            verification_token_ttl: 24 * 3600,
+            reset_token_ttl: 3600,
+            mail: MailConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -197,6 +303,31 @@ impl Config {
             "PASSWORD__ARGON2_PARALLELISM",
             "PASSWORD__MIN_LENGTH",
             "PASSWORD__MAX_CONCURRENT_HASHES",
+            "PUBLIC_URL",
+            "VERIFY_EMAIL_URL",
+            "RESET_PASSWORD_URL",
+            "REQUIRE_VERIFIED_EMAIL",
+            "VERIFICATION_TOKEN_TTL",
+            "RESET_TOKEN_TTL",
+            "MAIL__TRANSPORT",
+            "MAIL__FROM",
+            "MAIL__SMTP_HOST",
+            "MAIL__SMTP_PORT",
+            "MAIL__SMTP_TLS",
+            "MAIL__SMTP_USERNAME",
+            "MAIL__SMTP_PASSWORD",
+            "MAIL__TEMPLATES_DIR",
+            "MAIL__MAX_ATTEMPTS",
+            "MAIL__POLL_INTERVAL_MS",
+            "EVENTS__NATS_URL",
+            "EVENTS__SUBJECT_PREFIX",
+            "EVENTS__STREAM",
+            "EVENTS__MAX_ATTEMPTS",
+            "EVENTS__LEASE_SECS",
+            "EVENTS__BATCH_SIZE",
+            "EVENTS__POLL_INTERVAL_MS",
+            "EVENTS__WEBHOOK_MAX_ATTEMPTS",
+            "EVENTS__WEBHOOK_TIMEOUT_SECS",
         ];
         env.iter()
             .map(|(k, _)| k)
@@ -211,6 +342,7 @@ impl Config {
         for (key, url) in [
             ("TESSERA_ISSUER", Some(&self.issuer)),
             ("TESSERA_AUDIENCE", self.audience.as_ref()),
+            ("TESSERA_PUBLIC_URL", self.public_url.as_ref()),
         ] {
             let Some(url) = url else { continue };
             if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
@@ -340,7 +472,151 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.validate_mail_and_events()
+    }
+
+    fn validate_mail_and_events(&self) -> Result<(), ConfigError> {
+        for (key, url) in [
+            ("TESSERA_VERIFY_EMAIL_URL", &self.verify_email_url),
+            ("TESSERA_RESET_PASSWORD_URL", &self.reset_password_url),
+        ] {
+            let Some(url) = url else { continue };
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || url.matches("{token}").count() != 1
+            {
+                return Err(invalid(
+                    key,
+                    "must be an absolute http(s) URL containing {token} once",
+                ));
+            }
+        }
+        for (key, v) in [
+            (
+                "TESSERA_VERIFICATION_TOKEN_TTL",
+                self.verification_token_ttl,
+            ),
+            ("TESSERA_RESET_TOKEN_TTL", self.reset_token_ttl),
+        ] {
+            if !(60..=30 * 24 * 3600).contains(&v) {
+                return Err(invalid(key, "must be between 60 seconds and 30 days"));
+            }
+        }
+        let m = &self.mail;
+        if !["file", "smtp", "events"].contains(&m.transport.as_str()) {
+            return Err(invalid(
+                "TESSERA_MAIL__TRANSPORT",
+                "must be file, smtp or events",
+            ));
+        }
+        if m.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "TESSERA_MAIL__FROM",
+                format!(
+                    "must be an address like `Name <user@host>`, got {:?}",
+                    m.from
+                ),
+            ));
+        }
+        if !["starttls", "tls", "none"].contains(&m.smtp_tls.as_str()) {
+            return Err(invalid(
+                "TESSERA_MAIL__SMTP_TLS",
+                "must be starttls, tls or none",
+            ));
+        }
+        if m.transport == "smtp" && m.smtp_host.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "TESSERA_MAIL__SMTP_HOST",
+                "is required with TESSERA_MAIL__TRANSPORT=smtp",
+            ));
+        }
+        if m.smtp_password.is_some() && m.smtp_username.is_none() {
+            return Err(invalid(
+                "TESSERA_MAIL__SMTP_USERNAME",
+                "is required with TESSERA_MAIL__SMTP_PASSWORD",
+            ));
+        }
+        if let Some(dir) = &m.templates_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "TESSERA_MAIL__TEMPLATES_DIR",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        for (key, v) in [
+            ("TESSERA_MAIL__MAX_ATTEMPTS", m.max_attempts),
+            ("TESSERA_EVENTS__MAX_ATTEMPTS", self.events.max_attempts),
+            (
+                "TESSERA_EVENTS__WEBHOOK_MAX_ATTEMPTS",
+                self.events.webhook_max_attempts,
+            ),
+        ] {
+            if !(1..=100).contains(&v) {
+                return Err(invalid(key, "must be between 1 and 100"));
+            }
+        }
+        let e = &self.events;
+        if let Some(url) = &e.nats_url
+            && !(url.starts_with("nats://") || url.starts_with("tls://"))
+        {
+            return Err(invalid(
+                "TESSERA_EVENTS__NATS_URL",
+                "must start with nats:// or tls://",
+            ));
+        }
+        let token_ok = |s: &str, dots: bool| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (dots && b == b'.')
+                })
+                && !s.starts_with('.')
+                && !s.ends_with('.')
+        };
+        if !token_ok(&e.subject_prefix, true) {
+            return Err(invalid(
+                "TESSERA_EVENTS__SUBJECT_PREFIX",
+                "must be 1-64 characters of letters, digits, _ - and inner dots",
+            ));
+        }
+        if !token_ok(&e.stream, false) {
+            return Err(invalid(
+                "TESSERA_EVENTS__STREAM",
+                "must be 1-64 characters of letters, digits, _ and -",
+            ));
+        }
+        if !(5..=3600).contains(&e.lease_secs) {
+            return Err(invalid(
+                "TESSERA_EVENTS__LEASE_SECS",
+                "must be between 5 and 3600",
+            ));
+        }
+        if !(1..=1000).contains(&e.batch_size) {
+            return Err(invalid(
+                "TESSERA_EVENTS__BATCH_SIZE",
+                "must be between 1 and 1000",
+            ));
+        }
+        for (key, v) in [
+            ("TESSERA_EVENTS__POLL_INTERVAL_MS", e.poll_interval_ms),
+            ("TESSERA_MAIL__POLL_INTERVAL_MS", m.poll_interval_ms),
+        ] {
+            if !(10..=60_000).contains(&v) {
+                return Err(invalid(key, "must be between 10 and 60000"));
+            }
+        }
+        if !(1..=120).contains(&e.webhook_timeout_secs) {
+            return Err(invalid(
+                "TESSERA_EVENTS__WEBHOOK_TIMEOUT_SECS",
+                "must be between 1 and 120",
+            ));
+        }
         Ok(())
+    }
+
+    /// The base URL of the pages linked from emails.
+    pub fn public_url(&self) -> &str {
+        self.public_url.as_deref().unwrap_or(&self.issuer)
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -394,6 +670,35 @@ impl Config {
             "templates_dir": self.templates_dir,
             "log_format": self.log_format,
             "password": self.password,
+            "public_url": self.public_url(),
+            "verify_email_url": self.verify_email_url,
+            "reset_password_url": self.reset_password_url,
+            "require_verified_email": self.require_verified_email,
+            "verification_token_ttl": self.verification_token_ttl,
+            "reset_token_ttl": self.reset_token_ttl,
+            "mail": {
+                "transport": self.mail.transport,
+                "from": self.mail.from,
+                "smtp_host": self.mail.smtp_host,
+                "smtp_port": self.mail.smtp_port,
+                "smtp_tls": self.mail.smtp_tls,
+                "smtp_username": self.mail.smtp_username,
+                "smtp_password": secret(&self.mail.smtp_password),
+                "templates_dir": self.mail.templates_dir,
+                "max_attempts": self.mail.max_attempts,
+                "poll_interval_ms": self.mail.poll_interval_ms,
+            },
+            "events": {
+                "nats_url": self.events.nats_url.as_deref().map(redact_url),
+                "subject_prefix": self.events.subject_prefix,
+                "stream": self.events.stream,
+                "max_attempts": self.events.max_attempts,
+                "lease_secs": self.events.lease_secs,
+                "batch_size": self.events.batch_size,
+                "poll_interval_ms": self.events.poll_interval_ms,
+                "webhook_max_attempts": self.events.webhook_max_attempts,
+                "webhook_timeout_secs": self.events.webhook_timeout_secs,
+            },
         })
     }
 }
@@ -468,6 +773,30 @@ mod tests {
             ("TESSERA_LISTEN", "nowhere", "TESSERA_LISTEN"),
             ("TESSERA_ISSUER", "localhost", "TESSERA_ISSUER"),
             ("TESSERA_DATABASE_URL", "mysql://x", "TESSERA_DATABASE_URL"),
+            (
+                "TESSERA_MAIL__TRANSPORT",
+                "pigeon",
+                "TESSERA_MAIL__TRANSPORT",
+            ),
+            ("TESSERA_MAIL__TRANSPORT", "smtp", "TESSERA_MAIL__SMTP_HOST"),
+            ("TESSERA_MAIL__FROM", "nobody", "TESSERA_MAIL__FROM"),
+            (
+                "TESSERA_VERIFY_EMAIL_URL",
+                "https://x.test/v",
+                "TESSERA_VERIFY_EMAIL_URL",
+            ),
+            ("TESSERA_RESET_TOKEN_TTL", "5", "TESSERA_RESET_TOKEN_TTL"),
+            (
+                "TESSERA_EVENTS__NATS_URL",
+                "http://x",
+                "TESSERA_EVENTS__NATS_URL",
+            ),
+            (
+                "TESSERA_EVENTS__SUBJECT_PREFIX",
+                "a b",
+                "TESSERA_EVENTS__SUBJECT_PREFIX",
+            ),
+            ("TESSERA_EVENTS__STREAM", "a.b", "TESSERA_EVENTS__STREAM"),
         ] {
             let err = Config::load_from(None, &env(&[(k, v)])).unwrap_err();
             assert_eq!(err.key, key, "{k}={v}: {err}");
@@ -490,6 +819,9 @@ mod tests {
             None,
             &env(&[
                 ("TESSERA_DATABASE_URL", "postgres://u:hunter2@db/x"),
+                ("TESSERA_MAIL__SMTP_USERNAME", "mailer"),
+                ("TESSERA_MAIL__SMTP_PASSWORD", "smtp-s3cret"),
+                ("TESSERA_EVENTS__NATS_URL", "nats://n:natspw@nats:4222"),
                 (
                     "TESSERA_MASTER_KEY",
                     &crate::crypto::MasterKey::generate().to_base64(),
@@ -499,6 +831,8 @@ mod tests {
         .unwrap();
         let text = cfg.redacted().to_string();
         assert!(!text.contains("hunter2"));
+        assert!(!text.contains("smtp-s3cret"));
+        assert!(!text.contains("natspw"));
         assert!(text.contains("u:<redacted>@db/x"));
         assert!(!text.contains(cfg.master_key.as_ref().unwrap().expose_secret()));
     }

@@ -1,7 +1,7 @@
 //! Tessera: an identity and access management service.
 //!
 //! The library holds everything the `tessera` binary runs: configuration, the store on SQLite or
-//! PostgreSQL, accounts, sessions, signing keys and the HTTP API. [`app::App::build`] is the one
+//! PostgreSQL, accounts, sessions, signing keys, email flows, domain events and the HTTP API. [`app::App::build`] is the one
 //! entry point shared by `tessera serve`, the API tests and the benchmark.
 
 pub mod accounts;
@@ -11,8 +11,10 @@ pub mod config;
 pub mod context;
 pub mod crypto;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod keys;
+pub mod mail;
 pub mod oauth;
 pub mod oidc;
 pub mod passwords;

@@ -2,6 +2,7 @@
 //! and operator-side creation for bootstrapping (`tessera user create`).
 
 pub mod profile;
+pub mod recovery;
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{Error, FieldError, Result};
+use crate::events::{self, LoginFailedV1, PasswordChangedV1, UserDeactivatedV1, UserRegisteredV1};
 use crate::passwords::Verification;
 use crate::sessions::{self, Subject, TokenPair};
 use crate::store::users::{self, NewUser, User};
@@ -94,9 +96,16 @@ pub struct Registration {
     pub display_name: Option<String>,
 }
 
-/// Registers a user. A taken email is a 409 `email_taken`.
+/// Registers a user and asks for a verification email, in one transaction with the
+/// `UserRegisteredV1` and `EmailVerificationRequestedV1` events. A taken email is a 409
+/// `email_taken`.
 #[tracing::instrument(skip_all)]
-pub async fn register(state: &AppState, input: Registration, now: i64) -> Result<User> {
+pub async fn register(
+    state: &AppState,
+    input: Registration,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<User> {
     let mut errors = Vec::new();
     let email = validate_email("email", &input.email)
         .map_err(|e| collect(&mut errors, e))
@@ -112,16 +121,56 @@ pub async fn register(state: &AppState, input: Registration, now: i64) -> Result
         return Err(Error::Validation(errors));
     };
     let hash = state.passwords.hash(&input.password).await?;
-    create(
-        &state.store,
-        &email,
-        Some(&hash),
-        None,
-        "",
-        input.display_name.as_deref(),
+    let new = NewUser {
+        id: &uuid::Uuid::now_v7().to_string(),
+        email: &email,
+        email_verified_at: None,
+        password_hash: Some(&hash),
+        roles: "",
+        display_name: input.display_name.as_deref(),
         now,
-    )
-    .await
+    };
+    let mut tx = state.store.begin().await?;
+    let user = insert_in(&mut tx, &new, "self", ctx).await?;
+    recovery::request_verification_in(&mut tx, state, &user, ctx, now).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Inserts the user and its `UserRegisteredV1` event in `tx`.
+async fn insert_in(
+    tx: &mut crate::store::Tx,
+    new: &NewUser<'_>,
+    source: &str,
+    ctx: &RequestContext,
+) -> Result<User> {
+    match users::insert(tx, new).await {
+        Ok(()) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::Conflict {
+                code: "email_taken",
+                message: "an account with this email already exists",
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let event = UserRegisteredV1 {
+        user_id: new.id.to_string(),
+        email: new.email.to_string(),
+        email_verified: new.email_verified_at.is_some(),
+        source: source.to_string(),
+    };
+    events::append(tx, ctx, &event, new.now).await?;
+    Ok(User {
+        id: new.id.to_string(),
+        email: new.email.to_string(),
+        email_verified_at: new.email_verified_at,
+        password_hash: None,
+        roles: new.roles.to_string(),
+        status: "active".into(),
+        created_at: new.now,
+        updated_at: new.now,
+    })
 }
 
 fn collect(errors: &mut Vec<FieldError>, e: Error) {
@@ -130,7 +179,8 @@ fn collect(errors: &mut Vec<FieldError>, e: Error) {
     }
 }
 
-/// Inserts a user with its profile; `email_taken` on a duplicate (case-insensitive).
+/// Inserts a user with its profile (operator-side: no verification email);
+/// `email_taken` on a duplicate (case-insensitive).
 pub async fn create(
     store: &Store,
     email: &str,
@@ -151,34 +201,24 @@ pub async fn create(
         display_name,
         now,
     };
-    match users::insert(&mut tx, &new).await {
-        Ok(()) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(Error::Conflict {
-                code: "email_taken",
-                message: "an account with this email already exists",
-            });
-        }
-        Err(e) => return Err(e.into()),
-    }
+    let user = insert_in(&mut tx, &new, "operator", &RequestContext::system()).await?;
     tx.commit().await?;
-    Ok(User {
-        id,
-        email: email.to_string(),
-        email_verified_at,
-        password_hash: None,
-        roles: roles.to_string(),
-        status: "active".into(),
-        created_at: now,
-        updated_at: now,
-    })
+    Ok(user)
 }
 
 /// Checks email and password. Wrong password, unknown email and deactivated account give the
-/// same `invalid_credentials`, and each costs one password verification. A stored hash that is
-/// bcrypt or weaker than the configured parameters is replaced on success.
+/// same `invalid_credentials`, and each costs one password verification and one small write
+/// (the `LoginFailedV1` event). A stored hash that is bcrypt or weaker than the configured
+/// parameters is replaced on success. With `require_verified_email`, an unverified account is
+/// refused with 403 `email_not_verified`, and only once its password was proven.
 #[tracing::instrument(skip_all)]
-pub async fn authenticate(state: &AppState, email: &str, password: &str, now: i64) -> Result<User> {
+pub async fn authenticate(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<User> {
     if email.len() > 1024 {
         return Err(Error::invalid(
             "email",
@@ -197,11 +237,27 @@ pub async fn authenticate(state: &AppState, email: &str, password: &str, now: i6
     let user = users::find_by_email(state.store.pool(), email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let verification = state.passwords.verify(password, stored).await?;
-    let (Some(user), Verification::Valid { rehash }) = (user, verification) else {
-        return Err(Error::invalid_credentials());
+    let (user, rehash) = match (user, verification) {
+        (Some(user), Verification::Valid { rehash }) if user.is_active() => (user, rehash),
+        (Some(user), Verification::Valid { .. }) => {
+            login_failed(state, &user.id, "account_deactivated", ctx, now).await?;
+            return Err(Error::invalid_credentials());
+        }
+        (Some(user), Verification::Invalid) => {
+            login_failed(state, &user.id, "invalid_password", ctx, now).await?;
+            return Err(Error::invalid_credentials());
+        }
+        (None, _) => {
+            login_failed(state, "", "unknown_account", ctx, now).await?;
+            return Err(Error::invalid_credentials());
+        }
     };
-    if !user.is_active() {
-        return Err(Error::invalid_credentials());
+    if state.config.require_verified_email && user.email_verified_at.is_none() {
+        login_failed(state, &user.id, "email_not_verified", ctx, now).await?;
+        return Err(Error::Forbidden {
+            code: "email_not_verified",
+            message: "verify your email address before logging in",
+        });
     }
     if rehash {
         let hash = state.passwords.hash(password).await?;
@@ -220,7 +276,7 @@ pub async fn login(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
-    let user = authenticate(state, email, password, now).await?;
+    let user = authenticate(state, email, password, ctx, now).await?;
     let subject = Subject {
         user_id: &user.id,
         roles: user.roles(),
@@ -236,6 +292,26 @@ pub async fn login(
         now,
     )
     .await
+}
+
+/// Records a failed login in its own small transaction.
+async fn login_failed(
+    state: &AppState,
+    user_id: &str,
+    reason: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<()> {
+    let event = LoginFailedV1 {
+        user_id: user_id.to_string(),
+        reason: reason.to_string(),
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+    };
+    let mut tx = state.store.begin().await?;
+    events::append(&mut tx, ctx, &event, now).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Reads a user through the short-lived in-process cache (see [`UserCache`]).
@@ -258,6 +334,7 @@ pub async fn change_password(
     session_id: &str,
     current: &str,
     new: &str,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
     state.passwords.check_policy("new_password", new)?;
@@ -280,12 +357,51 @@ pub async fn change_password(
     let hash = state.passwords.hash(new).await?;
     let mut tx = state.store.begin().await?;
     users::set_password_hash(&mut *tx, user_id, &hash, now).await?;
-    let revoked =
-        sessions::revoke_all_in(&mut tx, user_id, Some(session_id), "password_changed", now)
-            .await?;
+    let revoked = sessions::revoke_all_in(
+        &mut tx,
+        user_id,
+        Some(session_id),
+        "password_changed",
+        ctx,
+        now,
+    )
+    .await?;
+    let event = PasswordChangedV1 {
+        user_id: user_id.to_string(),
+        method: "change".into(),
+    };
+    events::append(&mut tx, ctx, &event, now).await?;
     tx.commit().await?;
     state.sessions.mark_all_revoked(&revoked);
     state.users.invalidate(user_id);
+    Ok(())
+}
+
+/// Deactivates a user (operator action): status `deactivated`, every session revoked, and
+/// `UserDeactivatedV1`, in one transaction. 404 for an unknown or already deactivated user.
+#[tracing::instrument(skip_all, fields(user_id))]
+pub async fn deactivate(
+    store: &Store,
+    cache: &crate::sessions::SessionCache,
+    user_id: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<()> {
+    if user_id.len() > 64 {
+        return Err(Error::NotFound);
+    }
+    let mut tx = store.begin().await?;
+    if !users::deactivate(&mut tx, user_id, now).await? {
+        return Err(Error::NotFound);
+    }
+    let revoked =
+        sessions::revoke_all_in(&mut tx, user_id, None, "user_deactivated", ctx, now).await?;
+    let event = UserDeactivatedV1 {
+        user_id: user_id.to_string(),
+    };
+    events::append(&mut tx, ctx, &event, now).await?;
+    tx.commit().await?;
+    cache.mark_all_revoked(&revoked);
     Ok(())
 }
 

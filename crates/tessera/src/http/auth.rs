@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::extract::{Context, Json, authenticate, bearer_token};
 use super::{no_content, no_store};
+use crate::accounts::recovery;
 use crate::accounts::{self, Registration, UserView};
 use crate::app::AppState;
 use crate::error::{Error, Result};
@@ -20,6 +21,10 @@ pub fn router() -> Router<AppState> {
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
+        .route("/auth/verify-email", post(verify_email))
+        .route("/auth/resend-verification", post(resend_verification))
+        .route("/auth/request-password-reset", post(request_password_reset))
+        .route("/auth/reset-password", post(reset_password))
 }
 
 #[derive(Deserialize)]
@@ -31,6 +36,7 @@ struct RegisterBody {
 
 async fn register(
     State(state): State<AppState>,
+    Context(ctx): Context,
     Json(body): Json<RegisterBody>,
 ) -> Result<Response> {
     let input = Registration {
@@ -38,7 +44,7 @@ async fn register(
         password: body.password,
         display_name: body.display_name,
     };
-    let user = accounts::register(&state, input, state.clock.now()).await?;
+    let user = accounts::register(&state, input, &ctx, state.clock.now()).await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response())
 }
 
@@ -63,7 +69,11 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> Result<Response> {
+async fn refresh(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Json(body): Json<RefreshBody>,
+) -> Result<Response> {
     let now = state.clock.now();
     let pair = sessions::refresh(
         &state.store,
@@ -72,6 +82,7 @@ async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -
         &state.settings,
         &body.refresh_token,
         sessions::RefreshRequest::default(),
+        &ctx,
         now,
     )
     .await?;
@@ -94,6 +105,7 @@ struct LogoutBody {
 async fn logout(
     State(state): State<AppState>,
     Query(query): Query<LogoutQuery>,
+    Context(ctx): Context,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
@@ -111,7 +123,8 @@ async fn logout(
             ));
         };
         let user_id =
-            sessions::logout_with_refresh_token(&state.store, &state.sessions, &token, now).await?;
+            sessions::logout_with_refresh_token(&state.store, &state.sessions, &token, &ctx, now)
+                .await?;
         (user_id, None)
     } else {
         return Err(Error::Unauthenticated {
@@ -121,7 +134,7 @@ async fn logout(
         });
     };
     if let Some(sid) = &session_id {
-        sessions::revoke(&state.store, &state.sessions, sid, "logout", now).await?;
+        sessions::revoke(&state.store, &state.sessions, sid, "logout", &ctx, now).await?;
     }
     if let (true, Some(user_id)) = (query.all, user_id) {
         sessions::revoke_all(
@@ -130,9 +143,83 @@ async fn logout(
             &user_id,
             None,
             "logout_all",
+            &ctx,
             now,
         )
         .await?;
     }
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: String,
+}
+
+/// Marks the email verified; 400 `invalid_token` for an unknown, used or expired token.
+async fn verify_email(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Json(body): Json<TokenBody>,
+) -> Result<Response> {
+    recovery::verify_email(&state, &body.token, &ctx, state.clock.now()).await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct EmailBody {
+    email: String,
+}
+
+/// The one answer of the endpoints that take an address: whether or not an account exists.
+fn accepted() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({
+            "status": "accepted",
+            "message": "if an account with this address exists, an email is on its way"
+        })),
+    )
+        .into_response()
+}
+
+async fn resend_verification(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Json(body): Json<EmailBody>,
+) -> Result<Response> {
+    recovery::resend_verification(&state, &body.email, &ctx, state.clock.now()).await?;
+    Ok(accepted())
+}
+
+async fn request_password_reset(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Json(body): Json<EmailBody>,
+) -> Result<Response> {
+    recovery::request_password_reset(&state, &body.email, &ctx, state.clock.now()).await?;
+    Ok(accepted())
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    token: String,
+    new_password: String,
+}
+
+/// Sets a new password with a reset token and ends every session of the user.
+async fn reset_password(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Json(body): Json<ResetBody>,
+) -> Result<Response> {
+    recovery::reset_password(
+        &state,
+        &body.token,
+        &body.new_password,
+        &ctx,
+        state.clock.now(),
+    )
+    .await?;
     Ok(no_content())
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{Authenticated, Json};
+use super::extract::{Authenticated, Context, Json};
 use super::no_content;
 use crate::accounts::profile::{self, ProfilePatch};
 use crate::accounts::{self, UserView};
@@ -59,6 +59,7 @@ struct PasswordBody {
 async fn change_password(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
+    Context(ctx): Context,
     Json(body): Json<PasswordBody>,
 ) -> Result<Response> {
     let now = state.clock.now();
@@ -68,6 +69,7 @@ async fn change_password(
         claims.sid.as_deref().unwrap_or_default(),
         &body.current_password,
         &body.new_password,
+        &ctx,
         now,
     )
     .await?;
@@ -108,6 +110,7 @@ async fn list_sessions(
 async fn revoke_session(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
+    Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
     sessions::revoke_own(
@@ -115,6 +118,7 @@ async fn revoke_session(
         &state.sessions,
         &claims.sub,
         &id,
+        &ctx,
         state.clock.now(),
     )
     .await?;

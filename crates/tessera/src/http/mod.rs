@@ -2,6 +2,7 @@
 //! function and shape the response.
 
 mod admin;
+mod admin_events;
 mod auth;
 pub mod errors;
 pub mod extract;
@@ -9,6 +10,7 @@ mod identity;
 mod oauth;
 mod ops;
 pub mod pages;
+mod recovery_pages;
 
 use std::time::Instant;
 
@@ -34,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::router())
         .merge(ops::router())
         .merge(oauth::router())
+        .merge(recovery_pages::router())
+        .merge(admin_events::router())
         .merge(admin::router())
         .fallback(|| async { crate::Error::NotFound })
         .layer(DefaultBodyLimit::max(body_limit))

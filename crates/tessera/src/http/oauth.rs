@@ -320,6 +320,7 @@ async fn login(
         &state,
         email,
         form.get("password").unwrap_or_default(),
+        &ctx,
         now,
     )
     .await
@@ -497,13 +498,16 @@ async fn introspect_endpoint(
 
 async fn revoke_endpoint(
     State(state): State<AppState>,
+    Context(ctx): Context,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
         let (client, params) = authenticated_request(&state, &headers, &body).await?;
         let token = params.require("token")?;
-        Ok::<_, OAuthError>(introspect::revoke(&state, &client, token, state.clock.now()).await?)
+        Ok::<_, OAuthError>(
+            introspect::revoke(&state, &client, token, &ctx, state.clock.now()).await?,
+        )
     }
     .await;
     match result {
@@ -590,7 +594,12 @@ async fn logout_get(
 
 /// A POST is either the RP's logout request (form-encoded parameters) or the user's answer on
 /// the confirmation page (it carries `decision`).
-async fn logout_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn logout_post(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !is_form(&headers) {
         return bad_page(&state, "The request must be form-encoded.");
     }
@@ -624,7 +633,7 @@ async fn logout_post(State(state): State<AppState>, headers: HeaderMap, body: By
         );
     }
     if let Some(session) = browser_session(&state, &headers, now).await
-        && let Err(e) = oidc::end_browser_session(&state, &session, now).await
+        && let Err(e) = oidc::end_browser_session(&state, &session, &ctx, now).await
     {
         tracing::error!(error = ?e, "ending a browser session failed");
         return state.pages.message(

@@ -100,7 +100,13 @@ pub async fn introspect(
 /// RFC 7009: revokes a refresh token (ending its whole family) or an access token (by `jti`)
 /// that belongs to `client`. Unknown, invalid or other clients' tokens are ignored: the answer
 /// is the same 200 either way.
-pub async fn revoke(state: &AppState, client: &Client, token: &str, now: i64) -> Result<()> {
+pub async fn revoke(
+    state: &AppState,
+    client: &Client,
+    token: &str,
+    ctx: &crate::context::RequestContext,
+    now: i64,
+) -> Result<()> {
     if sessions::well_formed(token) {
         if let Some(t) =
             store_sessions::find_refresh_token(state.store.pool(), &token_hash(token)).await?
@@ -111,6 +117,7 @@ pub async fn revoke(state: &AppState, client: &Client, token: &str, now: i64) ->
                 &state.sessions,
                 &t.session_id,
                 "revoked_by_client",
+                ctx,
                 now,
             )
             .await?;

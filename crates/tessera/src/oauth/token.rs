@@ -51,7 +51,7 @@ pub async fn exchange(
     }
     match grant_type {
         "authorization_code" => authorization_code(state, client, params, ctx, now).await,
-        "refresh_token" => refresh(state, client, params, now).await,
+        "refresh_token" => refresh(state, client, params, ctx, now).await,
         "client_credentials" => client_credentials(state, client, params, now),
         _ => password(state, client, params, ctx, now).await,
     }
@@ -150,6 +150,7 @@ async fn refresh(
     state: &AppState,
     client: &Client,
     params: &Params,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
     let token = params.require("refresh_token")?;
@@ -164,6 +165,7 @@ async fn refresh(
         &state.settings,
         token,
         request,
+        ctx,
         now,
     )
     .await?;
@@ -262,7 +264,7 @@ async fn password(
         None => "openid".to_string(),
     };
     let audience = resource(client, params)?;
-    let user = match crate::accounts::authenticate(state, username, password, now).await {
+    let user = match crate::accounts::authenticate(state, username, password, ctx, now).await {
         Ok(u) => u,
         Err(crate::Error::Unauthenticated { .. } | crate::Error::Validation(_)) => {
             return Err(OAuthError::invalid_grant("invalid username or password"));

@@ -145,12 +145,21 @@ pub async fn find_browser_session(
 pub async fn end_browser_session(
     state: &AppState,
     session: &BrowserSession,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
     let children = store::online_children(state.store.pool(), &session.id).await?;
-    crate::sessions::revoke(&state.store, &state.sessions, &session.id, "logout", now).await?;
+    crate::sessions::revoke(
+        &state.store,
+        &state.sessions,
+        &session.id,
+        "logout",
+        ctx,
+        now,
+    )
+    .await?;
     for id in children {
-        crate::sessions::revoke(&state.store, &state.sessions, &id, "logout", now).await?;
+        crate::sessions::revoke(&state.store, &state.sessions, &id, "logout", ctx, now).await?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::context::RequestContext;
 use crate::crypto::{REFRESH_TOKEN_PREFIX, new_token, token_hash};
 use crate::error::{Error, Result};
+use crate::events::{self, LoginSucceededV1, SessionRevokedV1};
 use crate::keys::Keys;
 use crate::keys::jwt::AccessClaims;
 use crate::store::Store;
@@ -111,6 +112,18 @@ pub async fn start(
         refresh_expires_at,
     )
     .await?;
+    events::append(
+        &mut tx,
+        ctx,
+        &LoginSucceededV1 {
+            user_id: subject.user_id.to_string(),
+            session_id: session_id.clone(),
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+        },
+        now,
+    )
+    .await?;
     tx.commit().await?;
     let claims = access_claims(settings, &subject, Some(&session_id), Grant::default(), now);
     pair(
@@ -202,6 +215,7 @@ pub struct RefreshRequest<'a> {
 /// A token already rotated less than `reuse_grace` seconds ago still rotates (two concurrent
 /// refreshes from one client), issuing a sibling token. Later, it is reuse: the whole session
 /// (the token family) is revoked and the call fails with `invalid_grant`.
+#[expect(clippy::too_many_arguments, reason = "the services it touches, the token, who asks, and when")]
 pub async fn refresh(
     store: &Store,
     keys: &Keys,
@@ -209,6 +223,7 @@ pub async fn refresh(
     settings: &Settings,
     refresh_token: &str,
     request: RefreshRequest<'_>,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
     if !well_formed(refresh_token) {
@@ -234,8 +249,7 @@ pub async fn refresh(
             )
         }
         Ok(Rotation::Reused { session_id }) => {
-            store_sessions::revoke_session(&mut *tx, &session_id, "refresh_token_reuse", now)
-                .await?;
+            revoke_in(&mut tx, &session_id, "refresh_token_reuse", ctx, now).await?;
             tx.commit().await?;
             cache.mark_revoked(&session_id);
             tracing::warn!(session_id, "refresh token reuse detected: session revoked");
@@ -327,6 +341,7 @@ pub async fn logout_with_refresh_token(
     store: &Store,
     cache: &SessionCache,
     refresh_token: &str,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<Option<String>> {
     if !well_formed(refresh_token) {
@@ -337,33 +352,67 @@ pub async fn logout_with_refresh_token(
     else {
         return Ok(None);
     };
-    revoke(store, cache, &t.session_id, "logout", now).await?;
+    revoke(store, cache, &t.session_id, "logout", ctx, now).await?;
     Ok(Some(t.user_id))
 }
 
-/// Revokes one session (idempotent).
+/// Revokes one session (idempotent), with its `SessionRevokedV1` event.
 pub async fn revoke(
     store: &Store,
     cache: &SessionCache,
     session_id: &str,
     reason: &str,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
-    store_sessions::revoke_session(store.pool(), session_id, reason, now).await?;
+    let mut tx = store.begin().await?;
+    revoke_in(&mut tx, session_id, reason, ctx, now).await?;
+    tx.commit().await?;
     cache.mark_revoked(session_id);
     Ok(())
 }
 
-/// Revokes every session of `user_id` except `keep`, in `tx`; returns the revoked ids so the
-/// caller can mark them in the cache after commit.
+/// Revokes one session in `tx` and records the event when it was live.
+async fn revoke_in(
+    tx: &mut crate::store::Tx,
+    session_id: &str,
+    reason: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<()> {
+    if let Some(user_id) =
+        store_sessions::revoke_session(&mut **tx, session_id, reason, now).await?
+    {
+        let event = SessionRevokedV1 {
+            user_id,
+            session_id: session_id.to_string(),
+            reason: reason.to_string(),
+        };
+        events::append(tx, ctx, &event, now).await?;
+    }
+    Ok(())
+}
+
+/// Revokes every session of `user_id` except `keep`, in `tx`, with one `SessionRevokedV1` each;
+/// returns the revoked ids so the caller can mark them in the cache after commit.
 pub async fn revoke_all_in(
     tx: &mut crate::store::Tx,
     user_id: &str,
     keep: Option<&str>,
     reason: &str,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<Vec<String>> {
-    Ok(store_sessions::revoke_user_sessions(tx, user_id, keep, reason, now).await?)
+    let ids = store_sessions::revoke_user_sessions(tx, user_id, keep, reason, now).await?;
+    for id in &ids {
+        let event = SessionRevokedV1 {
+            user_id: user_id.to_string(),
+            session_id: id.clone(),
+            reason: reason.to_string(),
+        };
+        events::append(tx, ctx, &event, now).await?;
+    }
+    Ok(ids)
 }
 
 /// Revokes every session of a user except `keep`.
@@ -373,10 +422,11 @@ pub async fn revoke_all(
     user_id: &str,
     keep: Option<&str>,
     reason: &str,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
     let mut tx = store.begin().await?;
-    let ids = revoke_all_in(&mut tx, user_id, keep, reason, now).await?;
+    let ids = revoke_all_in(&mut tx, user_id, keep, reason, ctx, now).await?;
     tx.commit().await?;
     cache.mark_all_revoked(&ids);
     Ok(())
@@ -393,6 +443,7 @@ pub async fn revoke_own(
     cache: &SessionCache,
     user_id: &str,
     session_id: &str,
+    ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
     if session_id.len() > 64 {
@@ -400,7 +451,7 @@ pub async fn revoke_own(
     }
     match store_sessions::find_session(store.pool(), session_id).await? {
         Some(s) if s.user_id == user_id && s.revoked_at.is_none() => {
-            revoke(store, cache, session_id, "revoked_by_user", now).await
+            revoke(store, cache, session_id, "revoked_by_user", ctx, now).await
         }
         _ => Err(Error::NotFound),
     }

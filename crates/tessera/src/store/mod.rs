@@ -4,9 +4,13 @@
 //! Functions take any executor, so the same one runs on the pool or inside a transaction.
 
 pub mod keys;
+pub mod mail;
 pub mod oauth;
+pub mod outbox;
 pub mod sessions;
+pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -136,20 +136,23 @@ pub async fn touch_session(tx: &mut super::Tx, id: &str, now: i64) -> Result<(),
         .map(|_| ())
 }
 
-/// Revokes one session. False when it was already revoked or does not exist.
+/// Revokes one session; returns its user when it was live (`None`: already revoked or unknown).
 pub async fn revoke_session<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
     reason: &str,
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(reason)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE id = $3 AND revoked_at IS NULL RETURNING user_id",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(u,)| u))
 }
 
 /// Revokes every live session of a user except `keep`; returns the ids revoked.

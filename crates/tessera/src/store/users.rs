@@ -134,6 +134,38 @@ pub async fn set_password_hash<'e>(
         .map(|_| ())
 }
 
+/// Marks the email verified (keeps an earlier verification time). False when the user's
+/// normalized email is no longer `email`.
+pub async fn set_email_verified(
+    tx: &mut super::Tx,
+    id: &str,
+    email: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1), updated_at = $1 \
+         WHERE id = $2 AND email_normalized = $3",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(email)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deactivates a user. False when there is no such active user.
+pub async fn deactivate(tx: &mut super::Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET status = 'deactivated', updated_at = $1 WHERE id = $2 AND status = 'active'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Profile {
     pub display_name: Option<String>,

@@ -65,6 +65,8 @@ pub fn test_config(dir: &std::path::Path, database_url: String) -> Config {
         argon2_iterations: 1,
         ..PasswordConfig::default()
     };
+    config.mail.poll_interval_ms = 20;
+    config.events.poll_interval_ms = 20;
     config
 }
 
@@ -162,6 +164,11 @@ impl TestApp {
             json!({ "email": email, "password": PASSWORD }),
         )
         .await
+    }
+
+    /// Registers `email` (owned, for concurrent use).
+    pub async fn register_as(&self, email: String) -> Response {
+        self.register(&email).await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Response {
@@ -314,4 +321,192 @@ pub fn assert_error(res: &Response, status: StatusCode, code: &str) {
         "content type of {}",
         res.text
     );
+}
+
+/// A minimal SMTP server on 127.0.0.1:0 that accepts every message (no TLS, no auth) and hands
+/// the raw DATA of each to the test.
+pub struct SmtpSink {
+    pub port: u16,
+    messages: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read);
+                    let _ = write.write_all(b"220 sink.test ESMTP\r\n").await;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" => b"250-sink.test\r\n250 8BITMIME\r\n",
+                            "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
+                            "QUIT" => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            "DATA" => {
+                                let _ = write.write_all(b"354 go ahead\r\n").await;
+                                let mut data = String::new();
+                                loop {
+                                    line.clear();
+                                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                        return;
+                                    }
+                                    if line == ".\r\n" {
+                                        break;
+                                    }
+                                    data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                                }
+                                let _ = tx.send(data);
+                                b"250 queued\r\n"
+                            }
+                            _ => b"502 not implemented\r\n",
+                        };
+                        if write.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            messages: tokio::sync::Mutex::new(rx),
+        }
+    }
+
+    /// The next message, or a failure after 15 seconds.
+    pub async fn next_message(&self) -> String {
+        let mut rx = self.messages.lock().await;
+        tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv())
+            .await
+            .expect("no email arrived at the SMTP sink within 15 s")
+            .expect("SMTP sink closed")
+    }
+
+    /// Points Tessera's mail at this sink.
+    pub fn configure(&self, config: &mut Config) {
+        config.mail.transport = "smtp".into();
+        config.mail.smtp_host = Some("127.0.0.1".into());
+        config.mail.smtp_port = Some(self.port);
+        config.mail.smtp_tls = "none".into();
+    }
+}
+
+/// Undoes quoted-printable soft line breaks and `=XX` escapes (enough for our ASCII mails).
+pub fn decode_qp(raw: &str) -> String {
+    let joined = raw.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The first link in a message to `page` (`verify-email` or `reset-password`) and its token.
+pub fn find_link(message: &str, page: &str) -> (String, String) {
+    let text = decode_qp(message);
+    let path = text
+        .find(&format!("/{page}?token="))
+        .unwrap_or_else(|| panic!("no {page} link in the message:\n{text}"));
+    let start = text[..path].rfind("http").unwrap_or_else(|| panic!("the {page} link is not absolute:\n{text}"));
+    let link: String = text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<')
+        .collect();
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    (link, token)
+}
+
+/// Every event of a subject, in outbox order.
+pub async fn events_of(app: &TestApp, subject: &str) -> Vec<Value> {
+    tessera::store::outbox::list_for_subject(app.state.store.pool(), subject)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| serde_json::from_str(&r.envelope).unwrap())
+        .collect()
+}
+
+/// Event types of a subject, in order.
+pub async fn event_types_of(app: &TestApp, subject: &str) -> Vec<String> {
+    events_of(app, subject)
+        .await
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Number of rows in the outbox.
+pub async fn outbox_len(app: &TestApp) -> i64 {
+    let c = tessera::events::counts(&app.state.store).await.unwrap();
+    c.pending + c.published + c.parked
+}
+
+/// The local NATS server; an unreachable one fails the test with how to start it.
+pub async fn nats_url() -> String {
+    let url =
+        std::env::var("TESSERA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let addr = url.trim_start_matches("nats://").to_string();
+    if let Err(e) = tokio::net::TcpStream::connect(&addr).await {
+        panic!(
+            "NATS (JetStream) is unreachable at {addr} ({e}). The event tests publish to a real \
+             NATS JetStream server. Start it with:\n  start-stop-daemon --start --oknodo --background \
+             --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l \
+             /var/log/nats-server.log\nor point TESSERA_TEST_NATS_URL at one."
+        );
+    }
+    url
+}
+
+/// A stream name and subject prefix no other test uses.
+pub fn unique_stream() -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    (format!("T_{id}"), format!("t{id}"))
+}
+
+/// Polls `check` every 20 ms until it returns true; fails after `secs` seconds with `what`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

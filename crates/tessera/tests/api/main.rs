@@ -8,6 +8,8 @@ mod helpers;
 
 mod accounts;
 mod bad_input;
+mod email;
+mod events;
 mod oauth;
 mod ops;
 mod sessions;

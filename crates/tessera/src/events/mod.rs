@@ -1,0 +1,178 @@
+//! Domain events through a transactional outbox.
+//!
+//! Every state change that other services care about appends one event to the `outbox` table in
+//! the same database transaction as the change ([`append`]), so an event exists if and only if its
+//! change committed. The [`relay`] publishes pending events to NATS JetStream in order per subject
+//! (the user id), [`webhooks`] delivers them to operator-registered URLs, and both retry with
+//! backoff. Nothing here carries a password, a hash or a raw token, except the `link` of the
+//! `…requested` events when the operator chose event-driven mail (`TESSERA_MAIL__TRANSPORT=events`).
+
+pub mod relay;
+pub mod types;
+pub mod webhooks;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::rfc3339;
+use crate::context::RequestContext;
+use crate::error::Result;
+use crate::store::Tx;
+use crate::store::outbox::{self as store_outbox, EventRow, NewEvent};
+
+pub use types::*;
+
+/// The wire shape of every event: on NATS, in webhooks, in `GET /admin/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Envelope<T> {
+    /// UUIDv7, unique per event: the JetStream `Nats-Msg-Id`, for de-duplication.
+    pub event_id: String,
+    /// `identity.<aggregate>.<what happened>.v<version>`.
+    pub event_type: String,
+    /// When the change committed (RFC 3339, UTC, seconds).
+    pub occurred_at: String,
+    /// The `X-Correlation-ID` of the request that caused the change.
+    pub correlation_id: String,
+    /// The aggregate: the user id (empty for a failed login naming no known account).
+    pub subject: String,
+    /// The event's own fields.
+    pub data: T,
+}
+
+/// An event type: its name and the aggregate it belongs to.
+pub trait DomainEvent: Serialize + JsonSchema {
+    /// The `event_type`, such as `identity.user.registered.v1`.
+    const TYPE: &'static str;
+    /// The aggregate id (the user id).
+    fn subject(&self) -> &str;
+}
+
+/// Appends `event` to the outbox inside `tx`, and a delivery row for every webhook that
+/// subscribed to its type. Commit `tx` to publish it; roll back and it never existed.
+pub async fn append<E: DomainEvent>(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    event: &E,
+    now: i64,
+) -> Result<()> {
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let envelope = Envelope {
+        event_id: event_id.clone(),
+        event_type: E::TYPE.to_string(),
+        occurred_at: rfc3339(now),
+        correlation_id: ctx.correlation_id.clone(),
+        subject: event.subject().to_string(),
+        data: event,
+    };
+    let json = serde_json::to_string(&envelope).map_err(crate::Error::internal)?;
+    store_outbox::insert(
+        tx,
+        &NewEvent {
+            event_id: &event_id,
+            event_type: E::TYPE,
+            subject: event.subject(),
+            correlation_id: &ctx.correlation_id,
+            occurred_at: now,
+            envelope: &json,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    All,
+    Pending,
+    Published,
+    /// Parked after too many failed publish attempts.
+    Failed,
+}
+
+impl Filter {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "all" => Self::All,
+            "pending" => Self::Pending,
+            "published" => Self::Published,
+            "failed" | "parked" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    fn status(self) -> Option<&'static str> {
+        match self {
+            Self::All => None,
+            Self::Pending => Some("pending"),
+            Self::Published => Some("published"),
+            Self::Failed => Some("parked"),
+        }
+    }
+}
+
+/// An outbox row as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub seq: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub published_at: Option<String>,
+    pub envelope: serde_json::Value,
+}
+
+impl From<EventRow> for EventView {
+    fn from(r: EventRow) -> Self {
+        Self {
+            seq: r.seq,
+            status: r.status,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            published_at: r.published_at.map(rfc3339),
+            envelope: serde_json::from_str(&r.envelope).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A page of events in outbox order, after the cursor `after` (a `seq`).
+pub async fn list(
+    store: &crate::store::Store,
+    filter: Filter,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<EventView>, Option<i64>)> {
+    let limit = limit.clamp(1, 1000);
+    let rows = store_outbox::list(store.pool(), filter.status(), after.unwrap_or(0), limit).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    Ok((rows.into_iter().map(Into::into).collect(), next))
+}
+
+/// Outbox rows per status, for operators and logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub pending: i64,
+    pub published: i64,
+    pub parked: i64,
+}
+
+pub async fn counts(store: &crate::store::Store) -> Result<Counts> {
+    let mut c = Counts::default();
+    for (status, n) in store_outbox::count_by_status(store.pool()).await? {
+        match status.as_str() {
+            "pending" => c.pending = n,
+            "published" => c.published = n,
+            "parked" => c.parked = n,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Backoff after `attempts` failures: 2, 4, 8 … seconds, at most an hour.
+pub fn backoff(attempts: i64) -> i64 {
+    let exp = attempts.clamp(1, 12) as u32;
+    (1_i64 << exp).min(3600)
+}

@@ -1,0 +1,171 @@
+//! The event types (version 1). Their JSON Schemas live in `docs/events/` and a test fails when a
+//! type changes without its schema being regenerated (`TESSERA_BLESS=1 cargo test -p tessera
+//! --lib events::types`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::DomainEvent;
+
+macro_rules! event {
+    ($ty:ident, $name:literal) => {
+        impl DomainEvent for $ty {
+            const TYPE: &'static str = $name;
+            fn subject(&self) -> &str {
+                &self.user_id
+            }
+        }
+    };
+}
+
+/// A user account was created (self-registration or by an operator).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UserRegisteredV1 {
+    pub user_id: String,
+    pub email: String,
+    pub email_verified: bool,
+    /// `self` (POST /auth/register) or `operator` (CLI).
+    pub source: String,
+}
+event!(UserRegisteredV1, "identity.user.registered.v1");
+
+/// A verification email was requested; any earlier verification token stopped working.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EmailVerificationRequestedV1 {
+    pub user_id: String,
+    pub email: String,
+    /// When the token expires (RFC 3339).
+    pub expires_at: String,
+    /// The verification link with its raw token: present only with event-driven mail
+    /// (`TESSERA_MAIL__TRANSPORT=events`). Treat it as a secret.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<String>,
+}
+event!(
+    EmailVerificationRequestedV1,
+    "identity.email.verification_requested.v1"
+);
+
+/// The user proved they own the address.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EmailVerifiedV1 {
+    pub user_id: String,
+    pub email: String,
+}
+event!(EmailVerifiedV1, "identity.email.verified.v1");
+
+/// A password reset was requested for an existing account (unknown addresses emit nothing).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PasswordResetRequestedV1 {
+    pub user_id: String,
+    pub email: String,
+    pub expires_at: String,
+    /// The reset link with its raw token: present only with event-driven mail. A secret.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<String>,
+}
+event!(
+    PasswordResetRequestedV1,
+    "identity.password.reset_requested.v1"
+);
+
+/// The password changed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PasswordChangedV1 {
+    pub user_id: String,
+    /// `change` (knowing the current one) or `reset` (through an emailed token).
+    pub method: String,
+}
+event!(PasswordChangedV1, "identity.password.changed.v1");
+
+/// A login succeeded and started a session.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LoginSucceededV1 {
+    pub user_id: String,
+    pub session_id: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+event!(LoginSucceededV1, "identity.login.succeeded.v1");
+
+/// A login failed. `user_id` is empty when the email names no account (the address itself is
+/// not recorded: people type passwords into the email field).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LoginFailedV1 {
+    pub user_id: String,
+    /// `invalid_password`, `unknown_account`, `account_deactivated` or `email_not_verified`.
+    pub reason: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+event!(LoginFailedV1, "identity.login.failed.v1");
+
+/// A session ended before its time.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SessionRevokedV1 {
+    pub user_id: String,
+    pub session_id: String,
+    /// `logout`, `logout_all`, `revoked_by_user`, `refresh_token_reuse`, `password_changed`,
+    /// `password_reset` or `user_deactivated`.
+    pub reason: String,
+}
+event!(SessionRevokedV1, "identity.session.revoked.v1");
+
+/// An operator deactivated the account; its sessions were revoked.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UserDeactivatedV1 {
+    pub user_id: String,
+}
+event!(UserDeactivatedV1, "identity.user.deactivated.v1");
+
+/// Every event type with the JSON Schema of its envelope, for `docs/events/`.
+pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+    fn one<E: DomainEvent>() -> (&'static str, serde_json::Value) {
+        let schema = schemars::schema_for!(super::Envelope<E>);
+        (E::TYPE, serde_json::to_value(schema).unwrap_or_default())
+    }
+    vec![
+        one::<UserRegisteredV1>(),
+        one::<EmailVerificationRequestedV1>(),
+        one::<EmailVerifiedV1>(),
+        one::<PasswordResetRequestedV1>(),
+        one::<PasswordChangedV1>(),
+        one::<LoginSucceededV1>(),
+        one::<LoginFailedV1>(),
+        one::<SessionRevokedV1>(),
+        one::<UserDeactivatedV1>(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    fn docs_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/events")
+    }
+
+    /// Fails when an event type changed without its committed schema; `TESSERA_BLESS=1`
+    /// rewrites them.
+    #[test]
+    fn committed_schemas_match_the_event_types() {
+        let dir = docs_dir();
+        let bless = std::env::var("TESSERA_BLESS").is_ok_and(|v| v == "1");
+        let mut stale = Vec::new();
+        for (name, schema) in super::schemas() {
+            let path = dir.join(format!("{name}.json"));
+            let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "event schemas out of date: {stale:?}\nregenerate them with \
+             `TESSERA_BLESS=1 cargo test -p tessera --lib events::types` and commit docs/events/"
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! `/admin/*`: operator endpoints (bearer token with the `admin` role).
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::extract::{Admin, Context};
+use super::no_content;
+use crate::accounts;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::events::{self, Filter};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/events", get(list_events))
+        .route("/admin/events/stats", get(event_stats))
+        .route("/admin/users/{id}/deactivate", post(deactivate_user))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    status: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Outbox events in order, `?status=pending|published|failed`, `?after=<next_cursor>`.
+async fn list_events(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response> {
+    let filter = match q.status.as_deref() {
+        None => Filter::All,
+        Some(s) => Filter::parse(s)
+            .ok_or_else(|| Error::invalid("status", "must be all, pending, published or failed"))?,
+    };
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| Error::invalid("after", "must be a cursor from next_cursor"))?,
+        ),
+    };
+    let (events, next) = events::list(&state.store, filter, after, q.limit.unwrap_or(100)).await?;
+    Ok(axum::Json(serde_json::json!({
+        "events": events,
+        "next_cursor": next.map(|n| n.to_string()),
+    }))
+    .into_response())
+}
+
+/// Outbox and mail queue counts per status (`parked` events need an operator).
+async fn event_stats(State(state): State<AppState>, Admin(_): Admin) -> Result<Response> {
+    let outbox = events::counts(&state.store).await?;
+    let mail: serde_json::Map<String, serde_json::Value> =
+        crate::store::mail::count_by_status(state.store.pool())
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+    Ok(axum::Json(serde_json::json!({ "outbox": outbox, "mail": mail })).into_response())
+}
+
+/// Deactivates a user and ends their sessions (`UserDeactivatedV1`).
+async fn deactivate_user(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    accounts::deactivate(&state.store, &state.sessions, &id, &ctx, state.clock.now()).await?;
+    state.users.invalidate(&id);
+    Ok(no_content())
+}

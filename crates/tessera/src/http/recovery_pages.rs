@@ -1,0 +1,197 @@
+//! Minimal HTML pages for the links in emails, so both flows work without a front end and
+//! without JavaScript: `/verify-email` (a button that confirms) and `/reset-password` (a form).
+//! A GET never uses a token (mail scanners follow links); the form posts back here. Pages are
+//! served with a strict CSP (no script at all), `no-referrer` (the token is in the URL) and
+//! `no-store`.
+
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::extract::Context;
+use crate::accounts::recovery::{self, Purpose};
+use crate::app::AppState;
+use crate::error::Error;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/verify-email", get(verify_page).post(verify_submit))
+        .route("/reset-password", get(reset_page).post(reset_submit))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct VerifyForm {
+    #[serde(default)]
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct ResetForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title></head>\n<body>\n<main>\n<h1>{title}</h1>\n{body}\n</main>\n\
+         </body></html>\n",
+        title = escape(title)
+    );
+    let mut res = (status, html).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
+}
+
+fn invalid_link() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "This link does not work",
+        "<p>The link is invalid, has expired or was already used. Ask for a new one.</p>",
+    )
+}
+
+fn server_error(e: &Error) -> Response {
+    tracing::error!(error = ?e, "page failed with an internal error");
+    page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "<p>Please try again later.</p>",
+    )
+}
+
+async fn verify_page(Query(q): Query<TokenQuery>) -> Response {
+    if !recovery::well_formed(Purpose::VerifyEmail, &q.token) {
+        return invalid_link();
+    }
+    page(
+        StatusCode::OK,
+        "Confirm your email address",
+        &format!(
+            "<form method=\"post\" action=\"verify-email\">\
+             <input type=\"hidden\" name=\"token\" value=\"{}\">\
+             <button type=\"submit\">Confirm my email address</button></form>",
+            escape(&q.token)
+        ),
+    )
+}
+
+async fn verify_submit(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    form: Result<Form<VerifyForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return invalid_link();
+    };
+    match recovery::verify_email(&state, &form.token, &ctx, state.clock.now()).await {
+        Ok(()) => page(
+            StatusCode::OK,
+            "Email address confirmed",
+            "<p>Thank you: your email address is confirmed. You can close this page.</p>",
+        ),
+        Err(Error::BadRequest { .. }) => invalid_link(),
+        Err(e) => server_error(&e),
+    }
+}
+
+fn reset_form(token: &str, min_length: usize, problem: Option<&str>) -> String {
+    let problem = problem
+        .map(|p| format!("<p role=\"alert\"><strong>{}</strong></p>", escape(p)))
+        .unwrap_or_default();
+    format!(
+        "{problem}<form method=\"post\" action=\"reset-password\">\
+         <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+         <p><label for=\"new_password\">New password (at least {min_length} characters)</label><br>\
+         <input id=\"new_password\" name=\"new_password\" type=\"password\" \
+         autocomplete=\"new-password\" required minlength=\"{min_length}\" maxlength=\"256\"></p>\
+         <p><button type=\"submit\">Set the new password</button></p></form>\
+         <p>Setting a new password signs you out on every device.</p>",
+        token = escape(token)
+    )
+}
+
+async fn reset_page(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
+    if !recovery::well_formed(Purpose::ResetPassword, &q.token) {
+        return invalid_link();
+    }
+    page(
+        StatusCode::OK,
+        "Choose a new password",
+        &reset_form(&q.token, state.config.password.min_length, None),
+    )
+}
+
+async fn reset_submit(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    form: Result<Form<ResetForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return invalid_link();
+    };
+    let now = state.clock.now();
+    match recovery::reset_password(&state, &form.token, &form.new_password, &ctx, now).await {
+        Ok(()) => page(
+            StatusCode::OK,
+            "Password changed",
+            "<p>Your password was changed and every session was signed out. You can now sign \
+             in with the new password.</p>",
+        ),
+        Err(Error::Validation(fields)) => {
+            let problem = fields
+                .iter()
+                .map(|f| format!("The password {}.", f.message))
+                .collect::<Vec<_>>()
+                .join(" ");
+            page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Choose a new password",
+                &reset_form(
+                    &form.token,
+                    state.config.password.min_length,
+                    Some(&problem),
+                ),
+            )
+        }
+        Err(Error::BadRequest { .. }) => invalid_link(),
+        Err(e) => server_error(&e),
+    }
+}

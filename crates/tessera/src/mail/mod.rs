@@ -1,0 +1,236 @@
+//! Outgoing mail: templates, the queue and the worker that delivers it.
+//!
+//! A domain function that wants an email writes a mail job with [`enqueue`] inside its own
+//! transaction; nothing is sent there. The [`worker`] claims due jobs with a lease, renders the
+//! templates, sends through the configured transport (SMTP or `.eml` files) and retries with
+//! backoff. A job's payload carries the recipient and the link with its raw token, so it is
+//! sealed with the master key and wiped once the job is done.
+
+pub mod worker;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use lettre::message::Mailbox;
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::recovery::Purpose;
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::error::Result;
+use crate::store::Tx;
+
+/// The emails Tessera sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl Template {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::ResetPassword => "reset_password",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "verify_email" => Some(Self::VerifyEmail),
+            "reset_password" => Some(Self::ResetPassword),
+            _ => None,
+        }
+    }
+}
+
+const DEFAULTS: &[(&str, &str)] = &[
+    ("verify_email.subject", "Confirm your email address"),
+    (
+        "verify_email.txt",
+        "Hello,\n\nplease confirm that {{ email }} is your email address by opening this link:\n\n\
+         {{ link }}\n\nThe link works once and expires at {{ expires_at }}.\n\
+         If you did not create an account, you can ignore this message.\n",
+    ),
+    (
+        "verify_email.html",
+        "<!doctype html>\n<html><body>\n<p>Hello,</p>\n<p>please confirm that {{ email }} is your \
+         email address:</p>\n<p><a href=\"{{ link }}\">Confirm my email address</a></p>\n<p>The \
+         link works once and expires at {{ expires_at }}. If you did not create an account, you \
+         can ignore this message.</p>\n</body></html>\n",
+    ),
+    ("reset_password.subject", "Reset your password"),
+    (
+        "reset_password.txt",
+        "Hello,\n\nsomeone asked to reset the password of the account {{ email }}. To choose a new \
+         password, open this link:\n\n{{ link }}\n\nThe link works once and expires at \
+         {{ expires_at }}. Resetting signs you out everywhere.\n\
+         If you did not ask for this, you can ignore this message.\n",
+    ),
+    (
+        "reset_password.html",
+        "<!doctype html>\n<html><body>\n<p>Hello,</p>\n<p>someone asked to reset the password of \
+         the account {{ email }}.</p>\n<p><a href=\"{{ link }}\">Choose a new password</a></p>\n\
+         <p>The link works once and expires at {{ expires_at }}. Resetting signs you out \
+         everywhere. If you did not ask for this, you can ignore this message.</p>\n\
+         </body></html>\n",
+    ),
+];
+
+/// Links, templates and the sealing key: what request handlers need to queue mail.
+pub struct Mailer {
+    master: Arc<MasterKey>,
+    from: Mailbox,
+    templates: minijinja::Environment<'static>,
+    public_url: String,
+    verify_url: Option<String>,
+    reset_url: Option<String>,
+    event_driven: bool,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from)
+            .field("event_driven", &self.event_driven)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rendered email.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The sealed part of a mail job.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    to: String,
+    link: String,
+    expires_at: i64,
+}
+
+impl Mailer {
+    /// Loads the templates: a file in `mail.templates_dir` overrides the built-in one of the same
+    /// name. Every template is compiled now, so a broken override stops start-up.
+    pub fn new(config: &Config, master: Arc<MasterKey>) -> anyhow::Result<Self> {
+        let mut templates = minijinja::Environment::new();
+        templates.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        for (name, default) in DEFAULTS {
+            let source = match &config.mail.templates_dir {
+                Some(dir) if dir.join(name).is_file() => {
+                    let path = dir.join(name);
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading mail template {}", path.display()))?
+                }
+                _ => (*default).to_string(),
+            };
+            templates
+                .add_template_owned(*name, source)
+                .with_context(|| format!("mail template {name}"))?;
+        }
+        let from = config
+            .mail
+            .from
+            .parse()
+            .context("TESSERA_MAIL__FROM is not an address")?;
+        let mailer = Self {
+            master,
+            from,
+            templates,
+            public_url: config.public_url().to_string(),
+            verify_url: config.verify_email_url.clone(),
+            reset_url: config.reset_password_url.clone(),
+            event_driven: config.mail.transport == "events",
+        };
+        for t in [Template::VerifyEmail, Template::ResetPassword] {
+            mailer
+                .render(t, "user@example.com", "https://example.com/x?token=t", 0)
+                .with_context(|| format!("rendering the {} templates", t.name()))?;
+        }
+        Ok(mailer)
+    }
+
+    /// The link for a token: the per-flow template, or Tessera's own page under `public_url`.
+    pub fn link(&self, purpose: Purpose, token: &str) -> String {
+        let (template, page) = match purpose {
+            Purpose::VerifyEmail => (&self.verify_url, "verify-email"),
+            Purpose::ResetPassword => (&self.reset_url, "reset-password"),
+        };
+        match template {
+            Some(t) => t.replace("{token}", token),
+            None => format!("{}/{page}?token={token}", self.public_url),
+        }
+    }
+
+    /// True when links travel in events instead of emails (`TESSERA_MAIL__TRANSPORT=events`).
+    pub fn event_driven(&self) -> bool {
+        self.event_driven
+    }
+
+    pub fn from(&self) -> &Mailbox {
+        &self.from
+    }
+
+    /// Renders subject, text and HTML bodies.
+    pub fn render(
+        &self,
+        template: Template,
+        to: &str,
+        link: &str,
+        expires_at: i64,
+    ) -> anyhow::Result<Rendered> {
+        let ctx = minijinja::context! {
+            email => to,
+            link => link,
+            expires_at => crate::clock::rfc3339(expires_at),
+        };
+        let get = |ext: &str| -> anyhow::Result<String> {
+            let name = format!("{}.{ext}", template.name());
+            Ok(self.templates.get_template(&name)?.render(&ctx)?)
+        };
+        Ok(Rendered {
+            subject: get("subject")?.trim().to_string(),
+            text: get("txt")?,
+            html: get("html")?,
+        })
+    }
+
+    fn seal(&self, job_id: &str, payload: &Payload) -> Result<Vec<u8>> {
+        let json =
+            zeroize::Zeroizing::new(serde_json::to_vec(payload).map_err(crate::Error::internal)?);
+        Ok(self.master.seal(&format!("mail_job:{job_id}"), &json))
+    }
+
+    fn open(&self, job_id: &str, sealed: &[u8]) -> anyhow::Result<Payload> {
+        let json =
+            zeroize::Zeroizing::new(self.master.open(&format!("mail_job:{job_id}"), sealed)?);
+        Ok(serde_json::from_slice(&json)?)
+    }
+}
+
+/// Queues an email in `tx`: it goes out only if `tx` commits.
+pub async fn enqueue(
+    tx: &mut Tx,
+    mailer: &Mailer,
+    template: Template,
+    to: &str,
+    link: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<()> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let sealed = mailer.seal(
+        &id,
+        &Payload {
+            to: to.to_string(),
+            link: link.to_string(),
+            expires_at,
+        },
+    )?;
+    crate::store::mail::insert(tx, &id, template.name(), &sealed, now).await?;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The mail worker: claims due jobs with a lease, sends them, retries with backoff.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lettre::message::{MultiPart, SinglePart, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+
+use super::{Mailer, Rendered, Template};
+use crate::app::AppState;
+use crate::config::MailConfig;
+use crate::store::mail as store_mail;
+
+/// Where mail goes.
+pub enum Transport {
+    File(AsyncFileTransport<Tokio1Executor>),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl Transport {
+    /// The configured transport; `None` with event-driven mail.
+    pub fn from_config(
+        cfg: &MailConfig,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Option<Self>> {
+        match cfg.transport.as_str() {
+            "file" => {
+                let dir = data_dir.join("mail");
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                Ok(Some(Self::File(AsyncFileTransport::new(dir))))
+            }
+            "smtp" => {
+                let host = cfg.smtp_host.clone().unwrap_or_default();
+                let (tls, default_port) = match cfg.smtp_tls.as_str() {
+                    "tls" => (Tls::Wrapper(TlsParameters::new(host.clone())?), 465),
+                    "none" => (Tls::None, 25),
+                    _ => (Tls::Required(TlsParameters::new(host.clone())?), 587),
+                };
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                    .port(cfg.smtp_port.unwrap_or(default_port))
+                    .tls(tls)
+                    .timeout(Some(Duration::from_secs(20)));
+                if let Some(user) = &cfg.smtp_username {
+                    let password = cfg
+                        .smtp_password
+                        .as_ref()
+                        .map(|p| p.expose_secret().to_string())
+                        .unwrap_or_default();
+                    builder = builder.credentials(Credentials::new(user.clone(), password));
+                }
+                Ok(Some(Self::Smtp(builder.build())))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn send(&self, message: Message) -> anyhow::Result<()> {
+        match self {
+            Self::File(t) => t.send(message).await.map(|_| ()).map_err(Into::into),
+            Self::Smtp(t) => t.send(message).await.map(|_| ()).map_err(Into::into),
+        }
+    }
+}
+
+fn build_message(mailer: &Mailer, to: &str, r: Rendered) -> anyhow::Result<Message> {
+    let part = |ct: ContentType, body: String| -> anyhow::Result<SinglePart> {
+        let body = lettre::message::Body::new_with_encoding(
+            body,
+            lettre::message::header::ContentTransferEncoding::QuotedPrintable,
+        )
+        .map_err(|_| anyhow::anyhow!("encoding the body"))?;
+        Ok(SinglePart::builder().header(ct).body(body))
+    };
+    Ok(Message::builder()
+        .from(mailer.from().clone())
+        .to(to.parse().context("recipient address")?)
+        .subject(r.subject)
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(part(ContentType::TEXT_PLAIN, r.text)?)
+                .singlepart(part(ContentType::TEXT_HTML, r.html)?),
+        )?)
+}
+
+/// Runs until aborted: claims due jobs every `poll_interval_ms` and delivers them.
+pub async fn run(state: AppState, transport: Transport) {
+    let owner = uuid::Uuid::now_v7().to_string();
+    let cfg = state.config.mail.clone();
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.poll_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = round(&state, &transport, &owner, &cfg).await {
+            tracing::warn!(error = ?e, "mail worker round failed");
+        }
+    }
+}
+
+/// One round: claim, send, record. Returns the number of jobs handled.
+pub async fn round(
+    state: &AppState,
+    transport: &Transport,
+    owner: &str,
+    cfg: &MailConfig,
+) -> anyhow::Result<usize> {
+    let now = state.clock.now();
+    if !store_mail::any_due(state.store.pool(), now).await? {
+        return Ok(0);
+    }
+    let jobs = store_mail::claim(state.store.pool(), owner, now, now + 120, 20).await?;
+    for job in &jobs {
+        let outcome = send_job(state, transport, job).await;
+        let now = state.clock.now();
+        match outcome {
+            Ok(()) => store_mail::mark_sent(state.store.pool(), owner, &job.id, now).await?,
+            Err(e) => {
+                let attempts = job.attempts + 1;
+                let next = now + 30 * crate::events::backoff(attempts).min(120);
+                let gave_up = store_mail::mark_failed(
+                    state.store.pool(),
+                    owner,
+                    &job.id,
+                    &format!("{e:#}"),
+                    now,
+                    next,
+                    i64::from(cfg.max_attempts),
+                )
+                .await?;
+                if gave_up {
+                    tracing::error!(job = %job.id, error = %format!("{e:#}"), attempts, "mail job failed for good");
+                } else {
+                    tracing::warn!(job = %job.id, error = %format!("{e:#}"), attempts, "mail delivery failed; will retry");
+                }
+            }
+        }
+    }
+    Ok(jobs.len())
+}
+
+async fn send_job(
+    state: &AppState,
+    transport: &Transport,
+    job: &store_mail::MailJob,
+) -> anyhow::Result<()> {
+    let template = Template::parse(&job.template).context("unknown mail template")?;
+    let sealed = job.payload.as_deref().context("mail job without payload")?;
+    let payload = state.mail.open(&job.id, sealed)?;
+    let rendered = state
+        .mail
+        .render(template, &payload.to, &payload.link, payload.expires_at)?;
+    let message = build_message(&state.mail, &payload.to, rendered)?;
+    transport.send(message).await
+}

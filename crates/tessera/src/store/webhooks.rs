@@ -1,0 +1,168 @@
+//! Webhook endpoints and their deliveries (one row per webhook and event, written with the event).
+
+use sqlx::{Any, Executor};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub event_types: String,
+    pub created_at: i64,
+}
+
+pub async fn insert<'e>(
+    db: impl Executor<'e, Database = Any>,
+    w: &Webhook,
+    sealed_secret: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO webhooks (id, url, event_types, secret, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&w.id)
+    .bind(&w.url)
+    .bind(&w.event_types)
+    .bind(sealed_secret)
+    .bind(w.created_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn list<'e>(db: impl Executor<'e, Database = Any>) -> Result<Vec<Webhook>, sqlx::Error> {
+    sqlx::query_as("SELECT id, url, event_types, created_at FROM webhooks ORDER BY created_at, id")
+        .fetch_all(db)
+        .await
+}
+
+/// Deletes a webhook and its deliveries. False when there was none.
+pub async fn delete(tx: &mut super::Tx, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    let done = sqlx::query("DELETE FROM webhooks WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A claimed delivery with what is needed to send it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_seq: i64,
+    pub attempts: i64,
+    pub url: String,
+    pub secret: Vec<u8>,
+    pub envelope: String,
+}
+
+/// Claims up to `limit` due deliveries for `owner`, oldest event first.
+pub async fn claim(
+    pool: &sqlx::AnyPool,
+    owner: &str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "UPDATE webhook_deliveries SET lease_owner = $1, lease_until = $2 \
+         WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
+           AND next_attempt_at <= $3 AND id IN ( \
+             SELECT id FROM webhook_deliveries WHERE status = 'pending' \
+               AND (lease_until IS NULL OR lease_until < $3) AND next_attempt_at <= $3 \
+             ORDER BY event_seq LIMIT $4) \
+         RETURNING id",
+    )
+    .bind(owner)
+    .bind(lease_until)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT d.id, d.webhook_id, d.event_seq, d.attempts, w.url, w.secret, o.envelope \
+         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+         JOIN outbox o ON o.seq = d.event_seq \
+         WHERE d.lease_owner = $1 AND d.status = 'pending' ORDER BY d.event_seq",
+    )
+    .bind(owner)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn mark_delivered<'e>(
+    db: impl Executor<'e, Database = Any>,
+    owner: &str,
+    id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $1, \
+         attempts = attempts + 1, lease_owner = NULL, lease_until = NULL \
+         WHERE id = $2 AND lease_owner = $3",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(owner)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Records a failed attempt; parks the delivery after `max_attempts`. True when parked.
+pub async fn mark_failed<'e>(
+    db: impl Executor<'e, Database = Any>,
+    owner: &str,
+    id: &str,
+    error: &str,
+    next_attempt_at: i64,
+    max_attempts: i64,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $1, \
+         next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, \
+         status = CASE WHEN attempts + 1 >= $3 THEN 'parked' ELSE 'pending' END \
+         WHERE id = $4 AND lease_owner = $5 RETURNING status",
+    )
+    .bind(error)
+    .bind(next_attempt_at)
+    .bind(max_attempts)
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some_and(|(s,)| s == "parked"))
+}
+
+/// Delivery counts per status for one webhook.
+pub async fn delivery_counts<'e>(
+    db: impl Executor<'e, Database = Any>,
+    webhook_id: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1 GROUP BY status",
+    )
+    .bind(webhook_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Whether any row is due (a read, so idle workers never take SQLite's write lock).
+pub async fn any_due<'e>(
+    db: impl Executor<'e, Database = Any>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1",
+    )
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
+}
