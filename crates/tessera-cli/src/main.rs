@@ -1,5 +1,7 @@
 //! `tessera`: the Tessera identity service and its admin commands.
 
+mod client;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage OAuth 2.0 / OpenID Connect clients.
+    #[command(subcommand)]
+    Client(client::ClientCommand),
     /// Inspect the domain-event outbox.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -208,6 +213,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::User(cmd) => user(cmd, config, clock).await,
         Command::Keys(cmd) => keys(cmd, config, clock).await,
+        Command::Client(cmd) => client::run(cmd, &config, clock.now()).await,
         Command::Events(cmd) => events(cmd, config, clock).await,
         Command::Webhooks(cmd) => webhooks(cmd, config, clock).await,
     }

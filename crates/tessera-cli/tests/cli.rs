@@ -408,3 +408,93 @@ fn events_webhooks_and_deactivation_commands_work() {
     );
     assert!(json_lines(&out).is_empty());
 }
+
+#[test]
+fn client_commands_register_rotate_and_deactivate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        tessera(dir.path()).args([
+            "client",
+            "create",
+            "--name",
+            "Billing",
+            "--redirect-uri",
+            "https://billing.example.com/cb",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "openid",
+            "--scope",
+            "email",
+            "--json",
+        ]),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["client_id"].as_str().unwrap().to_string();
+    let secret = created["client_secret"].as_str().unwrap().to_string();
+    assert!(id.starts_with("tc_") && secret.starts_with("tcs_"));
+    assert_eq!(
+        created["grant_types"],
+        serde_json::json!(["authorization_code", "refresh_token"])
+    );
+    let out = run(
+        tessera(dir.path()).args(["client", "get", &id, "--json"]),
+        None,
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        got.get("client_secret").is_none(),
+        "the secret is shown once"
+    );
+    let out = run(
+        tessera(dir.path()).args(["client", "rotate-secret", &id, "--json"]),
+        None,
+    );
+    let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(rotated["client_secret"], created["client_secret"]);
+    let out = run(
+        tessera(dir.path()).args([
+            "client",
+            "update",
+            &id,
+            "--redirect-uri",
+            "http://evil.example/cb",
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("loopback"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        tessera(dir.path()).args(["client", "deactivate", &id, "--json"]),
+        None,
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"],
+        "deactivated"
+    );
+    let out = run(
+        tessera(dir.path()).args([
+            "client",
+            "create",
+            "--name",
+            "SPA",
+            "--public",
+            "--grant",
+            "client_credentials",
+        ]),
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a public client cannot use client_credentials"
+    );
+}
