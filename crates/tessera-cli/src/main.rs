@@ -1,6 +1,7 @@
 //! `tessera`: the Tessera identity service and its admin commands.
 
 mod client;
+mod keys;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -8,10 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use serde_json::json;
 use tessera::accounts::{self, KNOWN_ROLES, UserView};
-use tessera::clock::{Clock, rfc3339};
-use tessera::keys::{Alg, Keys};
+use tessera::clock::Clock;
 use tessera::{App, Config};
 
 #[derive(Parser)]
@@ -39,7 +38,10 @@ enum Command {
     User(UserCommand),
     /// Manage signing keys.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(keys::KeysCommand),
+    /// Rotate the master key that encrypts secrets at rest.
+    #[command(subcommand)]
+    MasterKey(keys::MasterKeyCommand),
     /// Manage OAuth 2.0 / OpenID Connect clients.
     #[command(subcommand)]
     Client(client::ClientCommand),
@@ -150,26 +152,6 @@ enum WebhooksCommand {
     },
 }
 
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// List signing keys and their state.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Create a new signing key and make it current. The previous key stays published until
-    /// every token it signed has expired. Running servers pick the new key up within a minute.
-    Rotate {
-        /// Algorithm of the new key (default: the configured TESSERA_SIGNING_ALG).
-        #[arg(long)]
-        alg: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -212,7 +194,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(cmd) => user(cmd, config, clock).await,
-        Command::Keys(cmd) => keys(cmd, config, clock).await,
+        Command::Keys(cmd) => keys::run(cmd, &config, clock.now()).await,
+        Command::MasterKey(cmd) => keys::master_key(cmd, &config).await,
         Command::Client(cmd) => client::run(cmd, &config, clock.now()).await,
         Command::Events(cmd) => events(cmd, config, clock).await,
         Command::Webhooks(cmd) => webhooks(cmd, config, clock).await,
@@ -425,54 +408,6 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                         view.id, view.email, view.status, view.email_verified, u.roles
                     );
                 }
-            }
-            Ok(())
-        }
-    }
-}
-
-async fn keys(cmd: KeysCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
-    let store = tessera::app::open_store(&config).await?;
-    let now = clock.now();
-    let retention = tessera::keys::KeyConfig::from_config(&config).retention;
-    match cmd {
-        KeysCommand::List { json } => {
-            for k in tessera::store::keys::list_all_keys(store.pool()).await? {
-                let state = match (k.state.as_str(), k.retired_at) {
-                    ("active", _) => "current".to_string(),
-                    (_, Some(at)) if at + retention > now => {
-                        format!("retired, published until {}", rfc3339(at + retention))
-                    }
-                    _ => "expired".to_string(),
-                };
-                if json {
-                    println!(
-                        "{}",
-                        json!({"kid": k.kid, "alg": k.alg, "state": state, "created_at": rfc3339(k.created_at)})
-                    );
-                } else {
-                    println!(
-                        "{}  {:<6} {:<20} created {}",
-                        k.kid,
-                        k.alg,
-                        state,
-                        rfc3339(k.created_at)
-                    );
-                }
-            }
-            Ok(())
-        }
-        KeysCommand::Rotate { alg, json } => {
-            let alg_name = alg.unwrap_or_else(|| config.signing_alg.clone());
-            let Some(alg) = Alg::parse(&alg_name).filter(|a| *a != Alg::Hs256) else {
-                bail!("--alg must be RS256, ES256 or EdDSA");
-            };
-            let master = tessera::app::load_master_key(&config)?;
-            let kid = Keys::rotate(&store, &master, alg, now).await?;
-            if json {
-                println!("{}", json!({"kid": kid, "alg": alg.as_str()}));
-            } else {
-                println!("new current key {kid} ({})", alg.as_str());
             }
             Ok(())
         }

@@ -44,6 +44,12 @@ pub struct AppState {
     pub mail: Arc<Mailer>,
     /// The master key (sealed mail jobs, webhook secrets).
     pub master: Arc<MasterKey>,
+    /// Rate limits per route class.
+    pub limiter: crate::abuse::Limiter,
+    /// Brute-force protection for password logins.
+    pub guard: crate::abuse::LoginGuard,
+    /// Whose `X-Forwarded-For` to believe.
+    pub proxies: Arc<crate::http::client_ip::TrustedProxies>,
 }
 
 impl AppState {
@@ -62,7 +68,13 @@ impl AppState {
         let passwords = Passwords::new(&config.password)?;
         let revoked = RevokedTokens::default();
         revoked.reload(&store, clock.now()).await?;
+        let limiter = crate::abuse::Limiter::new(config.rate_limit.clone());
         Ok(Self {
+            guard: crate::abuse::LoginGuard::new(&limiter),
+            limiter,
+            proxies: Arc::new(crate::http::client_ip::TrustedProxies::parse(
+                &config.trusted_proxies,
+            )),
             clients: clients::client_cache(),
             revoked,
             discovery: crate::oidc::discovery(&config),
@@ -175,12 +187,17 @@ async fn reload_revocations(state: AppState) {
     }
 }
 
+/// Key maintenance: scheduled rotation and reloading what other processes changed.
 async fn reload_keys(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(RELOAD_INTERVAL as u64));
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Err(e) = state.keys.reload(state.clock.now()).await {
+        let now = state.clock.now();
+        if let Err(e) = state.keys.maintain(now).await {
+            tracing::warn!(error = ?e, "scheduled key rotation failed; will retry");
+        }
+        if let Err(e) = state.keys.reload_if_changed(now).await {
             tracing::warn!(error = ?e, "reloading signing keys failed; keeping the current set");
         }
     }
@@ -215,6 +232,17 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// The master key: `TESSERA_MASTER_KEY`, or else `<data_dir>/master.key`, generated with mode
 /// 0600 on first start (development only; a loud warning says so).
 pub fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    let key = load_current_master_key(config)?;
+    Ok(match &config.master_key_previous {
+        Some(previous) => key.with_previous(
+            MasterKey::from_base64(previous.expose_secret())
+                .context("TESSERA_MASTER_KEY_PREVIOUS")?,
+        ),
+        None => key,
+    })
+}
+
+fn load_current_master_key(config: &Config) -> anyhow::Result<MasterKey> {
     if let Some(key) = &config.master_key {
         return MasterKey::from_base64(key.expose_secret()).context("TESSERA_MASTER_KEY");
     }

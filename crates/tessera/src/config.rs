@@ -28,6 +28,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Base64 of 32 bytes. Without it a key file is generated in `data_dir` (development only).
     pub master_key: Option<SecretString>,
+    /// The previous master key during a master-key change-over: still opens secrets sealed
+    /// under it (run `tessera master-key rotate` to re-seal them, then remove this).
+    pub master_key_previous: Option<SecretString>,
     /// Access-token lifetime, seconds.
     pub access_token_ttl: u64,
     /// Refresh-token lifetime, seconds (sliding: each rotation issues a token with this lifetime).
@@ -68,6 +71,15 @@ pub struct Config {
     pub reset_token_ttl: u64,
     pub mail: MailConfig,
     pub events: EventsConfig,
+    /// Rate limits and brute-force lockout (`TESSERA_RATE_LIMIT__LOGIN_IP__BURST`, …).
+    pub rate_limit: crate::abuse::RateLimitConfig,
+    /// Proxies whose `X-Forwarded-For` is believed (comma-separated IPs or CIDRs). Empty: the
+    /// client IP is the socket's peer.
+    pub trusted_proxies: String,
+    /// Browser origins allowed to call the JSON API (comma-separated). Empty: CORS off.
+    pub cors_origins: String,
+    /// Days between automatic signing-key rotations; 0 turns them off.
+    pub key_rotation_days: u64,
 }
 
 /// Outgoing mail.
@@ -189,6 +201,7 @@ impl Default for Config {
             database_url: None,
             database_max_connections: 8,
             master_key: None,
+            master_key_previous: None,
             access_token_ttl: 900,
             refresh_token_ttl: 7 * 24 * 3600,
             session_max_age: 30 * 24 * 3600,
@@ -209,6 +222,10 @@ impl Default for Config {
             reset_token_ttl: 3600,
             mail: MailConfig::default(),
             events: EventsConfig::default(),
+            rate_limit: crate::abuse::RateLimitConfig::default(),
+            trusted_proxies: String::new(),
+            cors_origins: String::new(),
+            key_rotation_days: 30,
         }
     }
 }
@@ -328,16 +345,54 @@ impl Config {
             "EVENTS__POLL_INTERVAL_MS",
             "EVENTS__WEBHOOK_MAX_ATTEMPTS",
             "EVENTS__WEBHOOK_TIMEOUT_SECS",
+            "TRUSTED_PROXIES",
+            "MASTER_KEY_PREVIOUS",
+            "CORS_ORIGINS",
+            "KEY_ROTATION_DAYS",
         ];
         env.iter()
             .map(|(k, _)| k)
             .filter(|k| k.starts_with("TESSERA_") && !NON_CONFIG_ENV.contains(&k.as_str()))
-            .filter(|k| !KNOWN.contains(&&k["TESSERA_".len()..]))
+            .filter(|k| {
+                !KNOWN.contains(&&k["TESSERA_".len()..]) && !k.starts_with("TESSERA_RATE_LIMIT__")
+            })
             .cloned()
             .collect()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for net in self
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            if crate::http::client_ip::parse_net(net).is_none() {
+                return Err(invalid(
+                    "TESSERA_TRUSTED_PROXIES",
+                    format!("{net:?} is not an IP address or CIDR"),
+                ));
+            }
+        }
+        for origin in self
+            .cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.ends_with('/')
+                || origin == "*"
+            {
+                return Err(invalid(
+                    "TESSERA_CORS_ORIGINS",
+                    format!("{origin:?} must be an origin like https://app.example.com"),
+                ));
+            }
+        }
+        if self.key_rotation_days > 3650 {
+            return Err(invalid("TESSERA_KEY_ROTATION_DAYS", "must be at most 3650"));
+        }
         self.listen_addr()?;
         for (key, url) in [
             ("TESSERA_ISSUER", Some(&self.issuer)),
@@ -373,6 +428,10 @@ impl Config {
                 "TESSERA_DATABASE_MAX_CONNECTIONS",
                 "must be at least 1",
             ));
+        }
+        if let Some(key) = &self.master_key_previous {
+            crate::crypto::MasterKey::from_base64(key.expose_secret())
+                .map_err(|e| invalid("TESSERA_MASTER_KEY_PREVIOUS", e.to_string()))?;
         }
         if let Some(key) = &self.master_key {
             crate::crypto::MasterKey::from_base64(key.expose_secret())
@@ -670,6 +729,11 @@ impl Config {
             "templates_dir": self.templates_dir,
             "log_format": self.log_format,
             "password": self.password,
+            "rate_limit": self.rate_limit,
+            "trusted_proxies": self.trusted_proxies,
+            "cors_origins": self.cors_origins,
+            "key_rotation_days": self.key_rotation_days,
+            "master_key_previous": secret(&self.master_key_previous),
             "public_url": self.public_url(),
             "verify_email_url": self.verify_email_url,
             "reset_password_url": self.reset_password_url,

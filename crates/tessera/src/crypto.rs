@@ -39,7 +39,9 @@ pub fn b64url(bytes: &[u8]) -> String {
 }
 
 /// The 32-byte master key that encrypts private keys and other secrets at rest (AES-256-GCM).
-pub struct MasterKey(SecretBox<[u8; 32]>);
+/// During a master-key change-over it also holds the previous key, which still opens (never
+/// seals) what was sealed before.
+pub struct MasterKey(SecretBox<[u8; 32]>, Option<Box<MasterKey>>);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,7 +61,7 @@ pub struct DecryptError;
 
 impl MasterKey {
     pub fn generate() -> Self {
-        Self(SecretBox::new(Box::new(random_bytes::<32>())))
+        Self(SecretBox::new(Box::new(random_bytes::<32>())), None)
     }
 
     /// Parses the base64 (standard or URL-safe) of 32 bytes.
@@ -70,7 +72,7 @@ impl MasterKey {
             .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')))
             .map_err(|_| MasterKeyError::Malformed)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
-        Ok(Self(SecretBox::new(Box::new(key))))
+        Ok(Self(SecretBox::new(Box::new(key)), None))
     }
 
     pub fn to_base64(&self) -> String {
@@ -99,7 +101,24 @@ impl MasterKey {
         out
     }
 
+    /// Adds the previous master key, to open secrets sealed before a change-over.
+    pub fn with_previous(mut self, previous: MasterKey) -> Self {
+        self.1 = Some(Box::new(previous));
+        self
+    }
+
+    /// Opens with this key, or with the previous one during a change-over.
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, DecryptError> {
+        match self.open_own(context, sealed) {
+            Ok(plain) => Ok(plain),
+            Err(e) => match &self.1 {
+                Some(previous) => previous.open(context, sealed),
+                None => Err(e),
+            },
+        }
+    }
+
+    fn open_own(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, DecryptError> {
         if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err(DecryptError);
         }
@@ -126,6 +145,22 @@ mod tests {
         assert!(key.open("kid-2", &sealed).is_err());
         assert!(MasterKey::generate().open("kid-1", &sealed).is_err());
         assert!(key.open("kid-1", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn previous_key_opens_during_a_change_over() {
+        let old = MasterKey::from_base64(&MasterKey::generate().to_base64()).unwrap();
+        let sealed = old.seal("ctx", b"secret");
+        let old_copy = MasterKey::from_base64(&old.to_base64()).unwrap();
+        let new = MasterKey::generate();
+        assert!(new.open("ctx", &sealed).is_err());
+        let new = new.with_previous(old_copy);
+        assert_eq!(new.open("ctx", &sealed).unwrap(), b"secret");
+        let resealed = new.seal("ctx", b"secret");
+        assert!(
+            old.open("ctx", &resealed).is_err(),
+            "new seals use the new key"
+        );
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub enum Error {
         code: &'static str,
         message: &'static str,
     },
+    /// 429: throttled or locked; retry after this many seconds.
+    #[error("too many requests")]
+    TooManyRequests { retry_after: u64 },
     /// 413.
     #[error("request body too large")]
     PayloadTooLarge,

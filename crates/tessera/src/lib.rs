@@ -4,6 +4,7 @@
 //! PostgreSQL, accounts, sessions, signing keys, email flows, domain events and the HTTP API. [`app::App::build`] is the one
 //! entry point shared by `tessera serve`, the API tests and the benchmark.
 
+pub mod abuse;
 pub mod accounts;
 pub mod app;
 pub mod clock;

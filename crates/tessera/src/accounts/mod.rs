@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::abuse::{Class, Outcome};
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{Error, FieldError, Result};
-use crate::events::{self, LoginFailedV1, PasswordChangedV1, UserDeactivatedV1, UserRegisteredV1};
+use crate::events::{
+    self, AccountLockedV1, LoginFailedV1, PasswordChangedV1, UserDeactivatedV1, UserRegisteredV1,
+};
 use crate::passwords::Verification;
 use crate::sessions::{self, Subject, TokenPair};
 use crate::store::users::{self, NewUser, User};
@@ -234,26 +237,45 @@ pub async fn authenticate(
             ),
         ));
     }
+    // Throttling first (before any hashing), keyed by what was submitted, existing or not.
+    let account = users::normalize_email(email);
+    let ip = ctx.ip.as_deref().unwrap_or("");
+    state.limiter.check(Class::LoginIp, ip, now)?;
+    state.limiter.check(Class::LoginAccount, &account, now)?;
+    state.guard.check(&account, ip, now)?;
     let user = users::find_by_email(state.store.pool(), email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let verification = state.passwords.verify(password, stored).await?;
+    let failed = |user_id: String, reason: &'static str| {
+        let outcome = state.guard.failed(&account, ip, now);
+        async move { login_failed(state, &user_id, reason, outcome, ctx, now).await }
+    };
     let (user, rehash) = match (user, verification) {
         (Some(user), Verification::Valid { rehash }) if user.is_active() => (user, rehash),
         (Some(user), Verification::Valid { .. }) => {
-            login_failed(state, &user.id, "account_deactivated", ctx, now).await?;
+            failed(user.id, "account_deactivated").await?;
             return Err(Error::invalid_credentials());
         }
         (Some(user), Verification::Invalid) => {
-            login_failed(state, &user.id, "invalid_password", ctx, now).await?;
+            failed(user.id, "invalid_password").await?;
             return Err(Error::invalid_credentials());
         }
         (None, _) => {
-            login_failed(state, "", "unknown_account", ctx, now).await?;
+            failed(String::new(), "unknown_account").await?;
             return Err(Error::invalid_credentials());
         }
     };
+    state.guard.succeeded(&account, ip);
     if state.config.require_verified_email && user.email_verified_at.is_none() {
-        login_failed(state, &user.id, "email_not_verified", ctx, now).await?;
+        login_failed(
+            state,
+            &user.id,
+            "email_not_verified",
+            Outcome::Counted,
+            ctx,
+            now,
+        )
+        .await?;
         return Err(Error::Forbidden {
             code: "email_not_verified",
             message: "verify your email address before logging in",
@@ -294,11 +316,12 @@ pub async fn login(
     .await
 }
 
-/// Records a failed login in its own small transaction.
+/// Records a failed login (and the lock it caused, if any) in its own small transaction.
 async fn login_failed(
     state: &AppState,
     user_id: &str,
     reason: &str,
+    outcome: Outcome,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
@@ -310,6 +333,16 @@ async fn login_failed(
     };
     let mut tx = state.store.begin().await?;
     events::append(&mut tx, ctx, &event, now).await?;
+    if let Outcome::Locked { secs, account_wide } = outcome {
+        tracing::warn!(user_id, ip = ?ctx.ip, secs, account_wide, "repeated failed logins: locked");
+        let locked = AccountLockedV1 {
+            user_id: user_id.to_string(),
+            ip: ctx.ip.clone(),
+            locked_secs: secs,
+            account_wide,
+        };
+        events::append(&mut tx, ctx, &locked, now).await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -118,6 +118,19 @@ pub struct UserDeactivatedV1 {
 }
 event!(UserDeactivatedV1, "identity.user.deactivated.v1");
 
+/// Repeated failed logins locked an account, from one IP or (for unknown devices) everywhere.
+/// `user_id` is empty when the submitted email names no account: locks do not reveal that.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct AccountLockedV1 {
+    pub user_id: String,
+    pub ip: Option<String>,
+    /// How long the lock lasts, seconds.
+    pub locked_secs: u64,
+    /// Locked for every device that has not signed in to this account before, not only this IP.
+    pub account_wide: bool,
+}
+event!(AccountLockedV1, "identity.account.locked.v1");
+
 /// Every event type with the JSON Schema of its envelope, for `docs/events/`.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     fn one<E: DomainEvent>() -> (&'static str, serde_json::Value) {
@@ -134,6 +147,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<LoginFailedV1>(),
         one::<SessionRevokedV1>(),
         one::<UserDeactivatedV1>(),
+        one::<AccountLockedV1>(),
     ]
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::extract::{Context, Json, authenticate, bearer_token};
 use super::{no_content, no_store};
+use crate::abuse::Class;
 use crate::accounts::recovery;
 use crate::accounts::{self, Registration, UserView};
 use crate::app::AppState;
@@ -44,7 +45,11 @@ async fn register(
         password: body.password,
         display_name: body.display_name,
     };
-    let user = accounts::register(&state, input, &ctx, state.clock.now()).await?;
+    let now = state.clock.now();
+    state
+        .limiter
+        .check(Class::RegisterIp, ctx.ip.as_deref().unwrap_or(""), now)?;
+    let user = accounts::register(&state, input, &ctx, now).await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response())
 }
 
@@ -188,7 +193,9 @@ async fn resend_verification(
     Context(ctx): Context,
     Json(body): Json<EmailBody>,
 ) -> Result<Response> {
-    recovery::resend_verification(&state, &body.email, &ctx, state.clock.now()).await?;
+    let now = state.clock.now();
+    throttle_recovery(&state, &ctx, &body.email, now)?;
+    recovery::resend_verification(&state, &body.email, &ctx, now).await?;
     Ok(accepted())
 }
 
@@ -197,8 +204,27 @@ async fn request_password_reset(
     Context(ctx): Context,
     Json(body): Json<EmailBody>,
 ) -> Result<Response> {
-    recovery::request_password_reset(&state, &body.email, &ctx, state.clock.now()).await?;
+    let now = state.clock.now();
+    throttle_recovery(&state, &ctx, &body.email, now)?;
+    recovery::request_password_reset(&state, &body.email, &ctx, now).await?;
     Ok(accepted())
+}
+
+/// Recovery mail requests: per client IP and per submitted address (existing or not).
+fn throttle_recovery(
+    state: &AppState,
+    ctx: &crate::context::RequestContext,
+    email: &str,
+    now: i64,
+) -> Result<()> {
+    state
+        .limiter
+        .check(Class::RecoveryIp, ctx.ip.as_deref().unwrap_or(""), now)?;
+    state.limiter.check(
+        Class::RecoveryAccount,
+        &crate::store::users::normalize_email(email),
+        now,
+    )
 }
 
 #[derive(Deserialize)]

@@ -110,6 +110,10 @@ impl IntoResponse for Error {
             Error::Conflict { code, message } => {
                 (StatusCode::CONFLICT, ErrorBody::new(code, *message))
             }
+            Error::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorBody::new("too_many_requests", "too many attempts; try again later"),
+            ),
             Error::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorBody::for_status(StatusCode::PAYLOAD_TOO_LARGE),
@@ -131,6 +135,10 @@ impl IntoResponse for Error {
             }
         };
         let mut res = error_response(status, body);
+        if let Error::TooManyRequests { retry_after } = &self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         // RFC 6750 §3: a bearer-protected resource says how to authenticate.
         if let Error::Unauthenticated {
             code, bearer: true, ..

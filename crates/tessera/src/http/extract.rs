@@ -143,19 +143,24 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, Err
 /// The request's context: correlation id, user agent (truncated) and socket address.
 pub struct Context(pub RequestContext);
 
-impl<S: Send + Sync> FromRequestParts<S> for Context {
+impl FromRequestParts<AppState> for Context {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect());
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
+            state
+                .proxies
+                .client_ip(c.0.ip(), &parts.headers)
+                .to_string()
+        });
         let correlation_id = parts
             .extensions
             .get::<super::CorrelationId>()

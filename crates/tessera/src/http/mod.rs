@@ -4,6 +4,7 @@
 mod admin;
 mod admin_events;
 mod auth;
+pub mod client_ip;
 pub mod errors;
 pub mod extract;
 mod identity;
@@ -49,7 +50,43 @@ pub fn router(state: AppState) -> Router {
             )
         }))
         .layer(middleware::from_fn(correlation))
+        .layer(cors(&state.config.cors_origins))
         .with_state(state)
+}
+
+/// CORS for the JSON API: off unless origins are configured, then only those origins, with
+/// credentials not allowed (tokens travel in `Authorization`, not cookies).
+fn cors(
+    origins: &str,
+) -> tower::util::Either<tower_http::cors::CorsLayer, tower::layer::util::Identity> {
+    let list: Vec<HeaderValue> = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if list.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let layer = tower_http::cors::CorsLayer::new()
+        .allow_origin(list)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PATCH,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(CORRELATION_HEADER),
+        ])
+        .expose_headers([
+            HeaderName::from_static(CORRELATION_HEADER),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    tower::util::Either::Left(layer)
 }
 
 /// The request's correlation id (from `X-Correlation-ID` or generated).

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::extract::Context;
 use super::pages::with_page_headers;
+use crate::abuse::Class;
 use crate::app::AppState;
 use crate::oauth::authorize::{self, BrowserSession, Interaction, Next, Refusal};
 use crate::oauth::clients::{self, Credentials};
@@ -53,6 +54,10 @@ fn oauth_error(e: &OAuthError) -> Response {
         axum::Json(json!({ "error": e.code, "error_description": e.description })),
     )
         .into_response();
+    if let Some(secs) = e.retry_after {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     if e.code == "invalid_client" {
         res.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -326,6 +331,16 @@ async fn login(
     .await
     {
         Ok(u) => u,
+        Err(crate::Error::TooManyRequests { retry_after }) => {
+            let mut req = request;
+            req.login_hint = Some(email.chars().take(254).collect());
+            let message = format!("Too many attempts. Try again in {retry_after} seconds.");
+            let mut res = login_page(&state, &headers, &req, Some(&message));
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            return res;
+        }
         Err(crate::Error::Unauthenticated { .. } | crate::Error::Validation(_)) => {
             let mut req = request;
             req.login_hint = Some(email.chars().take(254).collect());
@@ -466,8 +481,15 @@ async fn token_endpoint(
     body: Bytes,
 ) -> Response {
     let result = async {
+        let now = state.clock.now();
+        state
+            .limiter
+            .check(Class::TokenIp, ctx.ip.as_deref().unwrap_or(""), now)?;
         let (client, params) = authenticated_request(&state, &headers, &body).await?;
-        token::exchange(&state, &client, &params, &ctx, state.clock.now()).await
+        state
+            .limiter
+            .check(Class::TokenClient, &client.client_id, now)?;
+        token::exchange(&state, &client, &params, &ctx, now).await
     }
     .await;
     match result {
@@ -486,6 +508,11 @@ async fn introspect_endpoint(
         if client.public {
             return Err(OAuthError::invalid_client());
         }
+        state.limiter.check(
+            Class::IntrospectClient,
+            &client.client_id,
+            state.clock.now(),
+        )?;
         let token = params.require("token")?;
         Ok(introspect::introspect(&state, &client, token, state.clock.now()).await?)
     }

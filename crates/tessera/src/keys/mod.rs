@@ -7,6 +7,7 @@
 //! `tessera keys rotate` (another process) reaches every replica.
 
 pub mod jwt;
+pub mod master;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -25,7 +26,10 @@ use crate::store::Store;
 use crate::store::keys::{self as key_store, SigningKeyRow};
 
 /// Seconds between background reloads of the key set.
-pub const RELOAD_INTERVAL: i64 = 60;
+pub const RELOAD_INTERVAL: i64 = 10;
+/// How long a scheduled key is published in the JWKS before it signs anything, seconds: well
+/// over [`JWKS_MAX_AGE`], so every cache has picked it up by then.
+pub const PREPUBLISH: i64 = 3600;
 /// `Cache-Control: max-age` of the JWKS, seconds.
 pub const JWKS_MAX_AGE: i64 = 300;
 
@@ -139,6 +143,8 @@ pub struct KeyConfig {
     /// How long a retired key stays published and trusted: every token it signed must have
     /// expired by then (access-token lifetime plus the reload interval of other replicas).
     pub retention: i64,
+    /// Seconds between automatic rotations; 0: never.
+    pub rotation_period: i64,
 }
 
 impl KeyConfig {
@@ -149,6 +155,7 @@ impl KeyConfig {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience().to_string(),
             retention: cfg.access_token_ttl as i64 + 2 * RELOAD_INTERVAL + 60,
+            rotation_period: cfg.key_rotation_days as i64 * 24 * 3600,
         }
     }
 }
@@ -165,6 +172,8 @@ struct Inner {
     master: Arc<MasterKey>,
     config: KeyConfig,
     last_reload: AtomicI64,
+    /// Key states at the last load, to reload only when they changed.
+    fingerprint: std::sync::Mutex<String>,
 }
 
 impl Keys {
@@ -186,6 +195,7 @@ impl Keys {
                 master,
                 config,
                 last_reload: AtomicI64::new(now),
+                fingerprint: std::sync::Mutex::new(String::new()),
             }),
         })
     }
@@ -207,6 +217,125 @@ impl Keys {
         .await?;
         *self.inner.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
+    }
+
+    /// Reloads if any key changed state since the last load (cheap: one small query), or if
+    /// the last full load is a minute old (retired keys age out of the JWKS).
+    pub async fn reload_if_changed(&self, now: i64) -> anyhow::Result<()> {
+        let fingerprint = key_store::fingerprint(self.inner.store.pool()).await?;
+        let changed = *self
+            .inner
+            .fingerprint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            != fingerprint;
+        if changed || now - self.inner.last_reload.load(Ordering::Relaxed) >= 60 {
+            self.reload(now).await?;
+            *self
+                .inner
+                .fingerprint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = fingerprint;
+        }
+        Ok(())
+    }
+
+    /// Scheduled rotation: publishes the next key [`PREPUBLISH`] seconds before the current one
+    /// is due, then makes it current. Safe to run on every replica at once.
+    pub async fn maintain(&self, now: i64) -> anyhow::Result<()> {
+        let cfg = &self.inner.config;
+        if cfg.rotation_period <= 0 || cfg.alg == Alg::Hs256 {
+            return Ok(());
+        }
+        let rows = key_store::list_keys(self.inner.store.pool(), now).await?;
+        let next = rows.iter().find(|r| r.state == "next");
+        let due = rows
+            .iter()
+            .find(|r| r.state == "active")
+            .map(|r| r.activated_at.unwrap_or(r.created_at) + cfg.rotation_period)
+            .unwrap_or(now);
+        match next {
+            Some(n) if n.created_at + PREPUBLISH <= now => {
+                let mut tx = self.inner.store.begin().await?;
+                if key_store::promote_next(&mut tx, now).await? {
+                    tracing::info!(kid = %n.kid, "scheduled key rotation: the published next key is now current");
+                }
+                tx.commit().await?;
+            }
+            Some(_) => {}
+            None if due - PREPUBLISH <= now => {
+                match Keys::schedule(&self.inner.store, &self.inner.master, cfg.alg, now).await {
+                    Ok(kid) => {
+                        tracing::info!(%kid, "scheduled key rotation: next key published ahead of use")
+                    }
+                    Err(e)
+                        if e.downcast_ref::<sqlx::Error>()
+                            .is_some_and(crate::store::is_unique_violation) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Publishes a new key now; it becomes current [`PREPUBLISH`] seconds later (by a running
+    /// server's scheduler). Fails if one is already scheduled.
+    pub async fn schedule(
+        store: &Store,
+        master: &MasterKey,
+        alg: Alg,
+        now: i64,
+    ) -> anyhow::Result<String> {
+        let row = generate(master, alg, now)?;
+        let mut tx = store.begin().await?;
+        key_store::prepublish(&mut tx, &row, now).await?;
+        tx.commit().await?;
+        Ok(row.kid)
+    }
+
+    /// Rotates at once: the scheduled next key if there is one (it is already published),
+    /// otherwise a new key. Returns the new current kid.
+    pub async fn rotate_now(
+        store: &Store,
+        master: &MasterKey,
+        alg: Alg,
+        now: i64,
+    ) -> anyhow::Result<String> {
+        let mut tx = store.begin().await?;
+        let next = key_store::list_keys(&mut *tx, now)
+            .await?
+            .into_iter()
+            .find(|r| r.state == "next");
+        if let Some(next) = next {
+            key_store::promote_next(&mut tx, now).await?;
+            tx.commit().await?;
+            return Ok(next.kid);
+        }
+        tx.commit().await?;
+        Keys::rotate(store, master, alg, now).await
+    }
+
+    /// Emergency: withdraws a key at once (gone from the JWKS, its tokens rejected on the next
+    /// reload, within [`RELOAD_INTERVAL`] seconds everywhere). If it was current, another key
+    /// takes over. `Ok(None)` when no key has that id.
+    pub async fn revoke(
+        store: &Store,
+        master: &MasterKey,
+        alg: Alg,
+        kid: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<String>> {
+        let mut tx = store.begin().await?;
+        let Some(previous) = key_store::revoke(&mut tx, kid, now).await? else {
+            return Ok(None);
+        };
+        if previous == "active" && !key_store::promote_next(&mut tx, now).await? {
+            let row = generate(master, alg, now)?;
+            key_store::rotate(&mut tx, &row, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(previous))
     }
 
     /// Reloads when a token names an unknown key, at most once every 10 seconds.

@@ -19,6 +19,8 @@ use std::borrow::Cow;
 pub struct OAuthError {
     pub code: &'static str,
     pub description: Cow<'static, str>,
+    /// Seconds to wait, for a throttled request (429 with `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -26,6 +28,7 @@ impl OAuthError {
         Self {
             code,
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -61,6 +64,7 @@ impl OAuthError {
     pub fn status(&self) -> u16 {
         match self.code {
             "invalid_client" | "invalid_token" => 401,
+            _ if self.retry_after.is_some() => 429,
             "insufficient_scope" => 403,
             "server_error" => 500,
             "temporarily_unavailable" => 503,
@@ -99,6 +103,12 @@ impl From<crate::Error> for OAuthError {
             E::Forbidden { message, .. } => Self::new("access_denied", message),
             E::NotFound | E::Conflict { .. } => Self::invalid_request("invalid request"),
             E::PayloadTooLarge => Self::invalid_request("the request is too large"),
+            // RFC 6749 has no code for throttling; `temporarily_unavailable` with 429 and
+            // `Retry-After` is what clients retry on.
+            E::TooManyRequests { retry_after } => Self {
+                retry_after: Some(retry_after),
+                ..Self::new("temporarily_unavailable", "too many requests; retry later")
+            },
             E::UnsupportedMediaType(m) => Self::invalid_request(m),
             E::Unavailable(m) => Self::new("temporarily_unavailable", m),
             e @ (E::Database(_) | E::Internal(_)) => {

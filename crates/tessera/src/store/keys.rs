@@ -1,4 +1,7 @@
 //! Signing keys. The private key is stored sealed under the master key.
+//!
+//! States: `next` (published in the JWKS ahead of use), `active` (signs), `retired` (published
+//! until every token it signed has expired), `revoked` (withdrawn at once).
 
 use sqlx::{Any, Executor};
 
@@ -14,48 +17,120 @@ pub struct SigningKeyRow {
     pub retired_at: Option<i64>,
 }
 
-/// Keys that may still verify tokens: the active one and those retired after `retired_since`.
+/// Keys that may verify tokens: next, active, and those retired after `retired_since`.
 pub async fn list_keys<'e>(
     db: impl Executor<'e, Database = Any>,
     retired_since: i64,
 ) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT kid, alg, state, private_key, public_jwk, created_at, activated_at, retired_at \
-         FROM signing_keys WHERE state = 'active' OR retired_at >= $1 ORDER BY created_at DESC, kid",
+         FROM signing_keys WHERE state IN ('active', 'next') OR (state = 'retired' AND retired_at >= $1) \
+         ORDER BY created_at DESC, kid",
     )
     .bind(retired_since)
     .fetch_all(db)
     .await
 }
 
-/// Every key, for `tessera keys list`.
+/// Every key, newest first, for `tessera keys list`.
 pub async fn list_all_keys<'e>(
     db: impl Executor<'e, Database = Any>,
 ) -> Result<Vec<SigningKeyRow>, sqlx::Error> {
-    list_keys(db, i64::MIN).await.map(|mut v| {
-        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.kid.cmp(&b.kid)));
-        v
-    })
+    sqlx::query_as(
+        "SELECT kid, alg, state, private_key, public_jwk, created_at, activated_at, retired_at \
+         FROM signing_keys ORDER BY created_at DESC, kid",
+    )
+    .fetch_all(db)
+    .await
 }
 
-/// Retires the current key and inserts `new` as the active one, in one transaction.
-pub async fn rotate(tx: &mut super::Tx, new: &SigningKeyRow, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'active'",
-    )
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+/// The states of all keys, cheap to compare between reloads.
+pub async fn fingerprint<'e>(db: impl Executor<'e, Database = Any>) -> Result<String, sqlx::Error> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT kid, state FROM signing_keys ORDER BY kid")
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().map(|(k, s)| format!("{k}:{s};")).collect())
+}
+
+async fn insert(
+    tx: &mut super::Tx,
+    new: &SigningKeyRow,
+    state: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO signing_keys (kid, alg, state, private_key, public_jwk, created_at, activated_at) \
-         VALUES ($1, $2, 'active', $3, $4, $5, $5)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&new.kid)
     .bind(&new.alg)
+    .bind(state)
     .bind(&new.private_key)
     .bind(&new.public_jwk)
     .bind(now)
+    .bind((state == "active").then_some(now))
     .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(|_| ())
+}
+
+/// Retires the current key and inserts `new` as the active one.
+pub async fn rotate(tx: &mut super::Tx, new: &SigningKeyRow, now: i64) -> Result<(), sqlx::Error> {
+    retire_active(tx, now).await?;
+    insert(tx, new, "active", now).await
+}
+
+/// Publishes `new` ahead of use (at most one such key: a unique index).
+pub async fn prepublish(
+    tx: &mut super::Tx,
+    new: &SigningKeyRow,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    insert(tx, new, "next", now).await
+}
+
+async fn retire_active(tx: &mut super::Tx, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'active'")
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
+/// Makes the published `next` key current and retires the active one. False without a next key.
+pub async fn promote_next(tx: &mut super::Tx, now: i64) -> Result<bool, sqlx::Error> {
+    let next: Option<(String,)> =
+        sqlx::query_as("SELECT kid FROM signing_keys WHERE state = 'next'")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((kid,)) = next else { return Ok(false) };
+    retire_active(tx, now).await?;
+    sqlx::query("UPDATE signing_keys SET state = 'active', activated_at = $1 WHERE kid = $2")
+        .bind(now)
+        .bind(&kid)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
+}
+
+/// Withdraws a key at once; returns its previous state (`None`: no such key).
+pub async fn revoke(
+    tx: &mut super::Tx,
+    kid: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let state: Option<(String,)> = sqlx::query_as("SELECT state FROM signing_keys WHERE kid = $1")
+        .bind(kid)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some((state,)) = state else {
+        return Ok(None);
+    };
+    sqlx::query("UPDATE signing_keys SET state = 'revoked', retired_at = COALESCE(retired_at, $1) WHERE kid = $2")
+        .bind(now)
+        .bind(kid)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Some(state))
 }

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod mail;
 pub mod oauth;
 pub mod outbox;
+pub mod secrets;
 pub mod sessions;
 pub mod tokens;
 pub mod users;

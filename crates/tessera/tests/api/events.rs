@@ -489,6 +489,8 @@ async fn relay_delivers_every_event_once_in_order_after_a_broker_outage(b: Backe
         c.events.nats_url = Some("nats://127.0.0.1:1".into());
         c.events.stream = stream.clone();
         c.events.subject_prefix = prefix.clone();
+        // 200 registrations from one test client: this is about the relay, not rate limits.
+        c.rate_limit.enabled = false;
     })
     .await;
     let ids = register_many(&app, 200).await;
@@ -523,7 +525,7 @@ async fn relay_delivers_every_event_once_in_order_after_a_broker_outage(b: Backe
 async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Backend) {
     let url = nats_url().await;
     let (stream, prefix) = unique_stream();
-    let app = TestApp::spawn(b).await;
+    let app = TestApp::spawn_with(b, |c| c.rate_limit.enabled = false).await;
     let ids = register_many(&app, 200).await;
     let cfg = relay_config(&url, &stream, &prefix);
 
