@@ -296,6 +296,11 @@ impl LoginGuard {
         }
     }
 
+    /// Whether this IP signed in to this account before (a known device).
+    pub fn is_known(&self, account: &str, ip: &str) -> bool {
+        self.known.contains_key(&Self::pair_key(account, ip))
+    }
+
     /// Records a success: the pair's failures are forgotten and the IP becomes a known device.
     pub fn succeeded(&self, account: &str, ip: &str) {
         let pair = Self::pair_key(account, ip);

@@ -241,7 +241,10 @@ pub async fn authenticate(
     let account = users::normalize_email(email);
     let ip = ctx.ip.as_deref().unwrap_or("");
     state.limiter.check(Class::LoginIp, ip, now)?;
-    state.limiter.check(Class::LoginAccount, &account, now)?;
+    // An account under attack is throttled everywhere except on devices it signed in from.
+    if !state.guard.is_known(&account, ip) {
+        state.limiter.check(Class::LoginAccount, &account, now)?;
+    }
     state.guard.check(&account, ip, now)?;
     let user = users::find_by_email(state.store.pool(), email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());

@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod abuse;
 mod accounts;
 mod bad_input;
 mod email;
