@@ -23,6 +23,9 @@ pub mod sessions;
 pub mod store;
 pub mod telemetry;
 
+#[cfg(test)]
+mod proptests;
+
 pub use app::{App, AppState};
 pub use config::Config;
 pub use error::Error;

@@ -8,6 +8,7 @@ use crate::helpers::{Backend, PASSWORD, TestApp, assert_error};
 use crate::on_both_backends;
 
 on_both_backends!(
+    arbitrary_bodies_always_get_a_4xx,
     bad_requests_get_clear_4xx_json_errors_and_write_nothing,
     correlation_id_is_echoed_or_generated
 );
@@ -319,4 +320,46 @@ async fn correlation_id_is_echoed_or_generated(b: Backend) {
         .await
         .unwrap();
     assert_eq!(res.headers()["x-correlation-id"].len(), 36);
+}
+
+/// Property-style: arbitrary bytes (proptest-generated) as JSON or form bodies of every public
+/// POST endpoint always get a 4xx, never a 5xx.
+async fn arbitrary_bodies_always_get_a_4xx(b: Backend) {
+    use proptest::strategy::{Strategy, ValueTree};
+    let app = TestApp::spawn_with(b, |c| c.rate_limit.enabled = false).await;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let bodies = proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600);
+    let json_like = "\\{\"(email|password|refresh_token|token)\":(\"[^\"]{0,40}\"|[0-9]{1,5}|null|true|\\[\\]),?\"?[a-z]{0,8}\"?:?.{0,20}\\}";
+    let texts = proptest::string::string_regex(json_like).unwrap();
+    let endpoints = [
+        ("/auth/register", "application/json"),
+        ("/auth/login", "application/json"),
+        ("/auth/refresh", "application/json"),
+        ("/auth/logout", "application/json"),
+        ("/auth/verify-email", "application/json"),
+        ("/auth/reset-password", "application/json"),
+        ("/oauth2/token", "application/x-www-form-urlencoded"),
+        ("/oauth2/introspect", "application/x-www-form-urlencoded"),
+        ("/oauth2/revoke", "application/x-www-form-urlencoded"),
+        ("/oauth2/authorize", "application/x-www-form-urlencoded"),
+    ];
+    for i in 0..40 {
+        let raw = bodies.new_tree(&mut runner).unwrap().current();
+        let text = texts.new_tree(&mut runner).unwrap().current().into_bytes();
+        for (path, ct) in endpoints {
+            for body in [raw.clone(), text.clone()] {
+                let res = app.raw(Method::POST, path, Some(ct), body.clone()).await;
+                // Logout answers an unknown refresh token like a known one (204).
+                let fine = res.status.is_client_error()
+                    || (path == "/auth/logout" && res.status == StatusCode::NO_CONTENT);
+                assert!(
+                    fine,
+                    "case {i} {path} {:?}: {} {}",
+                    String::from_utf8_lossy(&body),
+                    res.status,
+                    res.text
+                );
+            }
+        }
+    }
 }
