@@ -335,7 +335,7 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                     let password = input.lines().next().unwrap_or_default().to_string();
                     let passwords = tessera::passwords::Passwords::new(&config.password)?;
                     passwords
-                        .check_policy("password", &password)
+                        .check_policy("password", &password, Some(&email))
                         .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
                     Some(
                         passwords

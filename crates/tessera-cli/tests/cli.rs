@@ -60,7 +60,7 @@ fn user_create_prints_stable_json_and_user_list_finds_it() {
             "admin",
             "--json",
         ]),
-        Some("a long admin passphrase\n"),
+        Some("a long operator passphrase\n"),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let user: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -125,6 +125,31 @@ fn user_create_prints_stable_json_and_user_list_finds_it() {
         "{}",
         text(&out.stderr)
     );
+
+    // The whole policy applies: breached passwords and the email's name are refused.
+    for (password, message) in [
+        (
+            "Password123\n",
+            "password: is too common (found in a list of breached passwords)",
+        ),
+        (
+            "bertha likes tea\n",
+            "password: must not contain your email address",
+        ),
+    ] {
+        let out = run(
+            tessera(dir.path()).args([
+                "user",
+                "create",
+                "--email",
+                "bertha@example.com",
+                "--password-stdin",
+            ]),
+            Some(password),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains(message), "{}", text(&out.stderr));
+    }
 
     let out = run(
         tessera(dir.path()).args([

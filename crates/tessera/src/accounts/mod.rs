@@ -112,7 +112,7 @@ pub async fn register(
         .ok();
     let _ = state
         .passwords
-        .check_policy("password", &input.password)
+        .check_policy("password", &input.password, Some(&input.email))
         .map_err(|e| collect(&mut errors, e));
     if let Some(name) = &input.display_name {
         let _ = validate_text("display_name", name, 100).map_err(|e| collect(&mut errors, e));
@@ -337,10 +337,12 @@ pub async fn change_password(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
-    state.passwords.check_policy("new_password", new)?;
     let user = users::find_by_id(state.store.pool(), user_id)
         .await?
         .ok_or_else(Error::invalid_token)?;
+    state
+        .passwords
+        .check_policy("new_password", new, Some(&user.email))?;
     match state
         .passwords
         .verify(current, user.password_hash.as_deref())

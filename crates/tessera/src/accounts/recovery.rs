@@ -233,20 +233,25 @@ pub async fn reset_password(
     if !well_formed(Purpose::ResetPassword, token) {
         return Err(invalid_token());
     }
-    state.passwords.check_policy("new_password", new_password)?;
+    state
+        .passwords
+        .check_policy("new_password", new_password, None)?;
     let hash = token_hash(token);
     // Look before hashing, so a stream of bad tokens costs no Argon2 run.
-    if tokens::find_live(
+    let Some(live) = tokens::find_live(
         state.store.pool(),
         &hash,
         Purpose::ResetPassword.as_str(),
         now,
     )
     .await?
-    .is_none()
-    {
+    else {
         return Err(invalid_token());
-    }
+    };
+    // Now that the account is known, the rule about its email applies too.
+    state
+        .passwords
+        .check_policy("new_password", new_password, Some(&live.email))?;
     let password_hash = state.passwords.hash(new_password).await?;
     let mut tx = state.store.begin().await?;
     let Some(live) = tokens::consume(&mut tx, &hash, Purpose::ResetPassword.as_str(), now).await?

@@ -215,7 +215,10 @@ pub struct RefreshRequest<'a> {
 /// A token already rotated less than `reuse_grace` seconds ago still rotates (two concurrent
 /// refreshes from one client), issuing a sibling token. Later, it is reuse: the whole session
 /// (the token family) is revoked and the call fails with `invalid_grant`.
-#[expect(clippy::too_many_arguments, reason = "the services it touches, the token, who asks, and when")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the services it touches, the token, who asks, and when"
+)]
 pub async fn refresh(
     store: &Store,
     keys: &Keys,

@@ -436,7 +436,9 @@ pub fn find_link(message: &str, page: &str) -> (String, String) {
     let path = text
         .find(&format!("/{page}?token="))
         .unwrap_or_else(|| panic!("no {page} link in the message:\n{text}"));
-    let start = text[..path].rfind("http").unwrap_or_else(|| panic!("the {page} link is not absolute:\n{text}"));
+    let start = text[..path]
+        .rfind("http")
+        .unwrap_or_else(|| panic!("the {page} link is not absolute:\n{text}"));
     let link: String = text[start..]
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<')

@@ -12,5 +12,6 @@ mod email;
 mod events;
 mod oauth;
 mod ops;
+mod password_policy;
 mod sessions;
 mod tokens;
