@@ -226,11 +226,13 @@ impl Keys {
     }
 
     /// Generates a new key for `alg`, makes it current and retires the previous one. The
-    /// previous key stays in the JWKS until every token it signed has expired.
+    /// previous key stays in the JWKS until every token it signed has expired. The audit log
+    /// records it (actor `system`) with `reason`: `operator`, `initial`, `algorithm_changed`.
     pub async fn rotate(
         store: &Store,
         master: &MasterKey,
         alg: Alg,
+        reason: &str,
         now: i64,
     ) -> anyhow::Result<String> {
         let row = generate(master, alg, now)?;
@@ -238,6 +240,20 @@ impl Keys {
         key_store::rotate(&mut tx, &row, now)
             .await
             .context("storing the new signing key")?;
+        let entry = crate::audit::Entry::success(
+            crate::audit::Actor::System,
+            crate::audit::action::ROTATE_KEY,
+        )
+        .target("key", &row.kid)
+        .reason(reason);
+        crate::audit::record(
+            &mut *tx,
+            &crate::context::RequestContext::system(),
+            &entry,
+            now,
+        )
+        .await
+        .context("recording the key rotation")?;
         tx.commit().await?;
         Ok(row.kid)
     }
@@ -254,13 +270,17 @@ async fn ensure_active_key(
     if active.is_some_and(|r| r.alg == alg.as_str()) {
         return Ok(());
     }
-    match active {
-        None => tracing::info!(alg = alg.as_str(), "generating the first signing key"),
-        Some(r) => {
-            tracing::info!(from = %r.alg, to = alg.as_str(), "signing algorithm changed: rotating to a new key")
+    let reason = match active {
+        None => {
+            tracing::info!(alg = alg.as_str(), "generating the first signing key");
+            "initial"
         }
-    }
-    match Keys::rotate(store, master, alg, now).await {
+        Some(r) => {
+            tracing::info!(from = %r.alg, to = alg.as_str(), "signing algorithm changed: rotating to a new key");
+            "algorithm_changed"
+        }
+    };
+    match Keys::rotate(store, master, alg, reason, now).await {
         Ok(_) => Ok(()),
         // Another replica created the key at the same moment: use theirs.
         Err(e)
