@@ -432,4 +432,41 @@ fn events_webhooks_and_deactivation_commands_work() {
         None,
     );
     assert!(json_lines(&out).is_empty());
+
+    // Every one of these operator actions is in the audit log, done by `system`.
+    let out = run(tessera(dir.path()).args(["audit", "list", "--json"]), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let entries = json_lines(&out);
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.create",
+            "webhook.create",
+            "user.deactivate",
+            "webhook.delete"
+        ]
+    );
+    assert!(entries.iter().all(|e| e["actor_type"] == "system"));
+    let user_id = entries[0]["target_id"].as_str().unwrap();
+    let out = run(
+        tessera(dir.path()).args([
+            "audit", "list", "--json", "--target", user_id, "--result", "success",
+        ]),
+        None,
+    );
+    assert_eq!(json_lines(&out).len(), 2);
+    let out = run(
+        tessera(dir.path()).args(["audit", "list", "--result", "maybe"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("result: must be success or failure"));
+    // Within retention, a purge deletes nothing.
+    let out = run(tessera(dir.path()).args(["audit", "purge"]), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("0 audit entries older than 365 days deleted"));
 }

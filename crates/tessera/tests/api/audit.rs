@@ -18,7 +18,7 @@ const ROOT: &str = "root@example.com";
 
 /// An administrator created at the command line (one `user.create` entry), logged in (one
 /// `user.login`).
-async fn admin_token(app: &TestApp) -> String {
+pub async fn admin_token(app: &TestApp) -> String {
     let hash = app.state.passwords.hash(PASSWORD).await.unwrap();
     let now = app.clock.now();
     tessera::accounts::create(
@@ -192,11 +192,11 @@ async fn audit_completeness_for_a_scripted_sequence(b: Backend) {
     );
 }
 
-async fn no_password_token_or_secret_reaches_the_audit_log_or_the_outbox(b: Backend) {
-    let sink = SmtpSink::start().await;
-    let app = TestApp::spawn_with(b, |c| sink.configure(c)).await;
-    let admin = admin_token(&app).await;
-    let mut secrets: Vec<String> = vec![PASSWORD.into(), admin.clone()];
+/// A full flow touching every secret Tessera handles: passwords (right, wrong, changed, reset),
+/// access and refresh tokens (used, rotated, replayed), verification and reset tokens, an
+/// OAuth client's secrets and its password-grant tokens. Returns every one of them.
+pub async fn full_flow(app: &TestApp, sink: &SmtpSink, admin: &str) -> Vec<String> {
+    let mut secrets: Vec<String> = vec![PASSWORD.into(), admin.to_string()];
     let wrong = "a wrong guess at it";
     let new_password = "the changed passphrase";
     let reset_password = "the passphrase after reset";
@@ -258,7 +258,7 @@ async fn no_password_token_or_secret_reaches_the_audit_log_or_the_outbox(b: Back
         "name": "Backend", "grant_types": ["client_credentials", "password"], "scopes": ["openid"]
     });
     let created = app
-        .request(Method::POST, "/admin/clients", Some(&admin), Some(spec))
+        .request(Method::POST, "/admin/clients", Some(admin), Some(spec))
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let client_id = created.body["client_id"].as_str().unwrap().to_string();
@@ -267,7 +267,7 @@ async fn no_password_token_or_secret_reaches_the_audit_log_or_the_outbox(b: Back
         .request(
             Method::POST,
             &format!("/admin/clients/{client_id}/rotate-secret"),
-            Some(&admin),
+            Some(admin),
             None,
         )
         .await;
@@ -291,7 +291,9 @@ async fn no_password_token_or_secret_reaches_the_audit_log_or_the_outbox(b: Back
             .await
             .unwrap();
         if password == reset_password {
+            assert_eq!(res.status(), StatusCode::OK);
             let body: Value = res.json().await.unwrap();
+            assert!(body["access_token"].is_string(), "{body}");
             for key in ["access_token", "refresh_token", "id_token"] {
                 if let Some(t) = body[key].as_str() {
                     secrets.push(t.into());
@@ -304,7 +306,14 @@ async fn no_password_token_or_secret_reaches_the_audit_log_or_the_outbox(b: Back
     app.request(Method::POST, "/auth/logout", Some(&third.access), None)
         .await;
     secrets.extend([third.access, third.refresh]);
+    secrets
+}
 
+async fn no_password_token_or_secret_reaches_the_audit_log_or_the_outbox(b: Backend) {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_with(b, |c| sink.configure(c)).await;
+    let admin = admin_token(&app).await;
+    let secrets = full_flow(&app, &sink, &admin).await;
     let entries = all_entries(&app, &admin).await;
     assert!(entries.len() >= 15, "{entries:?}");
     let actions: Vec<&str> = entries

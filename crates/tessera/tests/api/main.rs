@@ -5,6 +5,7 @@
 )]
 
 mod helpers;
+mod logs;
 
 mod accounts;
 mod audit;
