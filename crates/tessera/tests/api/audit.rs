@@ -331,6 +331,12 @@ async fn no_password_token_or_secret_reaches_the_audit_log_or_the_outbox(b: Back
             "{expected} missing from {actions:?}"
         );
     }
+    // Logins of every channel are recorded: admin, three JSON logins and the password grant.
+    let logins = entries
+        .iter()
+        .filter(|e| e["action"] == "user.login" && e["result"] == "success")
+        .count();
+    assert_eq!(logins, 5);
     let audit_text = serde_json::to_string(&entries).unwrap();
     let outbox = tessera::store::outbox::list(app.state.store.pool(), None, 0, 10_000)
         .await
