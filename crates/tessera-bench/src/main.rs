@@ -1,7 +1,8 @@
 //! Tessera benchmark: what the service costs in CPU and memory, measured on this machine.
 //!
-//! Run it with `cargo run --release -p tessera-bench` (about four minutes on 2 cores);
-//! `-- --quick` gives a short smoke run, `-- --seconds N` sets the measured seconds per scenario.
+//! Run it with `cargo run --release -p tessera-bench` (about seven minutes on 2 cores);
+//! `-- --quick` gives a short smoke run, `-- --seconds N` sets the measured seconds per scenario,
+//! `-- --only foundation,events,oauth` runs a subset of the scenario groups (default: all).
 //!
 //! It measures:
 //! - **Cost baselines**, in this process: one Argon2id hash at the default (OWASP) parameters, and
@@ -11,7 +12,14 @@
 //!   re-executed with the hidden argument `serve-child`), so that the server's CPU time
 //!   (`/proc/<pid>/stat`) and resident memory (`VmRSS`) are measured apart from the load
 //!   generator: login, refresh-token rotation (RS256 and ES256), `GET /identity/me`, the JWKS,
-//!   `/identity/me` during a login storm, idle memory and memory per session.
+//!   `/identity/me` during a login storm, idle memory and memory per session (group
+//!   `foundation`);
+//! - registrations (user, verification token, mail job and outbox events in one transaction) and
+//!   the outbox relay to a local NATS JetStream: events/s and the lag to delivery (group `events`,
+//!   see [`events`]);
+//! - OAuth 2.0 / OpenID Connect: client-credentials tokens (RS256, ES256), introspection,
+//!   discovery and a full authorization-code + PKCE login through the hosted pages (group
+//!   `oauth`, see [`oauth`]).
 //!
 //! Every scenario has a warm-up that is not recorded, then a measured window. Throughput counts
 //! 2xx responses only; any other status or transport error is counted and shown. "Per server
@@ -37,6 +45,9 @@ use tessera::passwords::Passwords;
 use tokio::io::AsyncBufReadExt;
 use tokio::task::JoinSet;
 
+mod events;
+mod oauth;
+
 /// Hidden first argument: run as the server under test.
 const CHILD_ARG: &str = "serve-child";
 const ISSUER: &str = "http://localhost:7005";
@@ -48,6 +59,20 @@ const LEVELS: [usize; 3] = [1, 16, 64];
 const NOISY_OTHER_CORES: f64 = 0.25;
 /// `/proc` reports CPU times in USER_HZ ticks, which Linux fixes at 100 for user space.
 const TICKS_PER_SECOND: u64 = 100;
+/// Rate-limit classes of the service. Every request of this load generator comes from
+/// 127.0.0.1, so each server runs with these limits raised out of reach: the limiter still runs
+/// (its cost is measured), it just never refuses.
+const RATE_LIMIT_CLASSES: [&str; 8] = [
+    "LOGIN_IP",
+    "LOGIN_ACCOUNT",
+    "REGISTER_IP",
+    "RECOVERY_IP",
+    "RECOVERY_ACCOUNT",
+    "TOKEN_IP",
+    "TOKEN_CLIENT",
+    "INTROSPECT_CLIENT",
+];
+const RAISED_LIMIT: &str = "1000000000";
 /// Cheap Argon2id parameters for the memory-per-session server (see [`memory_scenario`]).
 const CHEAP_ARGON2: [(&str, &str); 2] = [
     ("TESSERA_PASSWORD__ARGON2_MEMORY_KIB", "8"),
@@ -95,12 +120,47 @@ struct Options {
     hashes: u32,
     signatures: u32,
     quick: bool,
+    /// Scenario groups to run.
+    groups: Vec<Group>,
+}
+
+/// A group of scenarios, selected with `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Group {
+    /// Login, refresh, me, JWKS, storm, memory.
+    Foundation,
+    /// Registrations and the outbox relay to NATS.
+    Events,
+    /// The OAuth 2.0 / OIDC endpoints.
+    OAuth,
+}
+
+impl Group {
+    const ALL: [Self; 3] = [Self::Foundation, Self::Events, Self::OAuth];
+
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "foundation" => Self::Foundation,
+            "events" => Self::Events,
+            "oauth" => Self::OAuth,
+            other => bail!("unknown group {other:?} (groups: foundation, events, oauth)"),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Foundation => "foundation",
+            Self::Events => "events",
+            Self::OAuth => "oauth",
+        }
+    }
 }
 
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Self> {
         let mut quick = false;
         let mut seconds = None;
+        let mut groups = Group::ALL.to_vec();
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -115,13 +175,18 @@ impl Options {
                     }
                     seconds = Some(Duration::from_secs_f64(s));
                 }
+                "--only" => {
+                    let value = it.next().context("--only needs a value")?;
+                    groups = value
+                        .split(',')
+                        .map(|g| Group::parse(g.trim()))
+                        .collect::<anyhow::Result<_>>()?;
+                }
                 "-h" | "--help" => {
-                    println!("usage: tessera-bench [--quick] [--seconds N]");
+                    println!("usage: {USAGE}");
                     std::process::exit(0);
                 }
-                other => bail!(
-                    "unknown argument {other:?} (usage: tessera-bench [--quick] [--seconds N])"
-                ),
+                other => bail!("unknown argument {other:?} (usage: {USAGE})"),
             }
         }
         let mut options = if quick {
@@ -132,6 +197,7 @@ impl Options {
                 hashes: 5,
                 signatures: 200,
                 quick,
+                groups,
             }
         } else {
             Self {
@@ -141,6 +207,7 @@ impl Options {
                 hashes: 20,
                 signatures: 2000,
                 quick,
+                groups,
             }
         };
         if let Some(s) = seconds {
@@ -148,7 +215,13 @@ impl Options {
         }
         Ok(options)
     }
+
+    fn runs(&self, group: Group) -> bool {
+        self.groups.contains(&group)
+    }
 }
+
+const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth]";
 
 struct Hardware {
     cores: usize,
@@ -386,6 +459,8 @@ struct Server {
     /// RSS half a second after it started listening, before any request.
     idle_rss: u64,
     log: PathBuf,
+    /// `TESSERA_DATA_DIR` of the server (its SQLite file).
+    data_dir: PathBuf,
     _stdin: Option<tokio::process::ChildStdin>,
     _stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     _dir: tempfile::TempDir,
@@ -399,6 +474,7 @@ impl Server {
             .prefix("tessera-bench-")
             .tempdir()?;
         let log = dir.path().join("server.log");
+        let data_dir = dir.path().join("data");
         let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
         cmd.arg(CHILD_ARG);
         for (key, _) in
@@ -407,7 +483,7 @@ impl Server {
             cmd.env_remove(key);
         }
         cmd.env("TESSERA_LISTEN", "127.0.0.1:0")
-            .env("TESSERA_DATA_DIR", dir.path().join("data"))
+            .env("TESSERA_DATA_DIR", &data_dir)
             .env("TESSERA_ISSUER", ISSUER)
             // A master key from the environment: no generated key file, no warning about it.
             .env(
@@ -415,8 +491,16 @@ impl Server {
                 tessera::crypto::MasterKey::generate().to_base64(),
             )
             .env("TESSERA_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
+            .env("NO_COLOR", "1");
+        for class in RATE_LIMIT_CLASSES {
+            for field in ["BURST", "PER_MINUTE"] {
+                cmd.env(
+                    format!("TESSERA_RATE_LIMIT__{class}__{field}"),
+                    RAISED_LIMIT,
+                );
+            }
+        }
+        cmd.envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -446,6 +530,7 @@ impl Server {
             base,
             idle_rss,
             log,
+            data_dir,
             _stdin: stdin,
             _stdout: stdout,
             _dir: dir,
@@ -667,6 +752,22 @@ enum Task {
         authorization: HeaderValue,
     },
     Jwks,
+    /// `POST /auth/register` with a new email each time.
+    Register {
+        seq: Arc<events::EmailSeq>,
+    },
+    /// `POST /oauth2/token` with `grant_type=client_credentials` and HTTP Basic.
+    ClientCredentials {
+        authorization: HeaderValue,
+    },
+    /// `POST /oauth2/introspect` of a live access token, HTTP Basic.
+    Introspect {
+        authorization: HeaderValue,
+        body: Bytes,
+    },
+    Discovery,
+    /// A whole authorization-code + PKCE login through the hosted pages.
+    CodeFlow(Box<oauth::CodeFlow>),
 }
 
 impl Task {
@@ -689,6 +790,40 @@ impl Task {
             Self::Jwks => send(api.client.get(api.url("/.well-known/jwks.json")))
                 .await
                 .map(drop),
+            Self::Register { seq } => seq.register(api).await,
+            Self::ClientCredentials { authorization } => send(
+                api.client
+                    .post(api.url("/oauth2/token"))
+                    .header(AUTHORIZATION, authorization.clone())
+                    .header(CONTENT_TYPE, oauth::FORM)
+                    .body("grant_type=client_credentials"),
+            )
+            .await
+            .map(drop),
+            Self::Introspect {
+                authorization,
+                body,
+            } => {
+                let answer = send(
+                    api.client
+                        .post(api.url("/oauth2/introspect"))
+                        .header(AUTHORIZATION, authorization.clone())
+                        .header(CONTENT_TYPE, oauth::FORM)
+                        .body(body.clone()),
+                )
+                .await?;
+                let v: serde_json::Value = serde_json::from_slice(&answer)
+                    .map_err(|e| format!("bad introspection response: {e}"))?;
+                if v["active"] == serde_json::Value::Bool(true) {
+                    Ok(())
+                } else {
+                    Err("introspection answered active:false".into())
+                }
+            }
+            Self::Discovery => send(api.client.get(api.url("/.well-known/openid-configuration")))
+                .await
+                .map(drop),
+            Self::CodeFlow(flow) => flow.step(api).await,
         }
     }
 
@@ -774,13 +909,17 @@ impl Stats {
 
     /// The `p`-quantile latency in ms (nearest rank); call after sorting.
     fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p * self.latencies_us.len() as f64).ceil() as usize)
-            .clamp(1, self.latencies_us.len());
-        f64::from(self.latencies_us[rank - 1]) / 1000.0
+        percentile_ms(&self.latencies_us, p)
     }
+}
+
+/// The `p`-quantile in ms (nearest rank) of sorted µs values; NaN when empty.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    f64::from(sorted_us[rank - 1]) / 1000.0
 }
 
 /// The outcome of one load run.
@@ -789,6 +928,8 @@ struct Load {
     concurrency: usize,
     stats: Stats,
     usage: Usage,
+    /// Start of the measured window.
+    from: Instant,
 }
 
 impl Load {
@@ -843,6 +984,7 @@ async fn run_load(
         concurrency,
         stats,
         usage,
+        from: start.at,
     })
 }
 
@@ -988,8 +1130,11 @@ struct Results {
     loads: Vec<Load>,
     storm: Option<Storm>,
     memory: Option<Memory>,
-    /// Idle RSS of a fresh server with the default configuration.
-    default_idle_rss: u64,
+    /// Idle RSS of a fresh server with the default configuration (foundation group).
+    default_idle_rss: Option<u64>,
+    registrations: Option<events::Registrations>,
+    relays: Vec<events::RelayOutcome>,
+    oauth: Option<oauth::OAuthResults>,
     logs: Vec<LogSummary>,
 }
 
@@ -1008,15 +1153,43 @@ async fn run(options: &Options) -> anyhow::Result<String> {
         loads: Vec::new(),
         storm: None,
         memory: None,
-        default_idle_rss: 0,
+        default_idle_rss: None,
+        registrations: None,
+        relays: Vec::new(),
+        oauth: None,
         logs: Vec::new(),
     };
+    if options.runs(Group::Foundation) {
+        foundation(&client, options, &mut results).await?;
+    }
+    if options.runs(Group::Events) {
+        events::run(&client, options, &mut results).await?;
+    }
+    if options.runs(Group::OAuth) {
+        oauth::run(&client, options, &baselines, &mut results).await?;
+    }
+    progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
+    Ok(render(
+        &hardware,
+        options,
+        &baselines,
+        &results,
+        started.elapsed(),
+    ))
+}
+
+/// The foundation scenarios: login, refresh, me, JWKS, the storm, memory.
+async fn foundation(
+    client: &reqwest::Client,
+    options: &Options,
+    results: &mut Results,
+) -> anyhow::Result<()> {
     let seconds = Length::Seconds(options.measure);
 
     // The default server: RS256, OWASP Argon2id.
     let server = Server::start("RS256 (default)", &[]).await?;
-    results.default_idle_rss = server.idle_rss;
-    let api = Api::new(&client, &server);
+    results.default_idle_rss = Some(server.idle_rss);
+    let api = Api::new(client, &server);
     register_users(&api, USERS).await?;
     for c in LEVELS {
         let tasks = (0..c)
@@ -1113,7 +1286,7 @@ async fn run(options: &Options) -> anyhow::Result<String> {
 
     // Refresh with ES256 signatures.
     let server = Server::start("ES256", &[("TESSERA_SIGNING_ALG", "ES256")]).await?;
-    let api = Api::new(&client, &server);
+    let api = Api::new(client, &server);
     register_users(&api, 16).await?;
     for c in LEVELS {
         results
@@ -1122,17 +1295,10 @@ async fn run(options: &Options) -> anyhow::Result<String> {
     }
     results.logs.push(server.stop().await?);
 
-    let (memory, log) = memory_scenario(&client, options).await?;
+    let (memory, log) = memory_scenario(client, options).await?;
     results.memory = Some(memory);
     results.logs.push(log);
-    progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
-    Ok(render(
-        &hardware,
-        options,
-        &baselines,
-        &results,
-        started.elapsed(),
-    ))
+    Ok(())
 }
 
 /// Refresh-token rotation at concurrency `c`: each client rotates its own chain, started from
@@ -1367,6 +1533,75 @@ fn render(
     rep.line(&format!(
         "* = other work used more than {NOISY_OTHER_CORES} cores during the window: that figure is less reliable."
     ));
+    rep.line(&format!(
+        "Every server runs with its rate limits raised to {RAISED_LIMIT} (the limiter runs, never refuses): all load comes from 127.0.0.1."
+    ));
+    rep.line(&format!(
+        "Groups run: {} (select with --only).",
+        options
+            .groups
+            .iter()
+            .map(|g| g.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if !r.loads.is_empty() {
+        render_foundation_loads(&mut rep, r, hash_rate);
+    }
+    if let (Some(s), Some(idle)) = (&r.storm, r.default_idle_rss) {
+        render_storm(&mut rep, s, idle, hw);
+    }
+    if let Some(idle) = r.default_idle_rss {
+        render_memory(&mut rep, r, idle);
+    }
+    events::render(&mut rep, r, hw);
+    oauth::render(&mut rep, r, b, hw);
+
+    rep.section("Errors");
+    let mut any = false;
+    let all = r
+        .loads
+        .iter()
+        .chain(r.storm.iter().flat_map(|s| [&s.logins, &s.me]))
+        .chain(r.memory.iter().map(|m| &m.load))
+        .chain(events::loads(r))
+        .chain(oauth::loads(r));
+    for load in all {
+        for (kind, n) in &load.stats.errors {
+            any = true;
+            rep.line(&format!(
+                "{} x{}: {n} x {kind}",
+                load.label, load.concurrency
+            ));
+        }
+    }
+    if !any {
+        rep.line("No failed requests.");
+    }
+    for log in &r.logs {
+        rep.line(&format!(
+            "server {}: {} ERROR and {} WARN lines in its log",
+            log.server, log.errors, log.warnings
+        ));
+        for sample in &log.samples {
+            rep.line(&format!("    {sample}"));
+        }
+    }
+
+    rep.section("Summary");
+    rep.line(&format!(
+        "{} targets met, {} missed. Total run time {:.0} s on {} x {} (nproc = {}).",
+        rep.passed,
+        rep.failed,
+        elapsed.as_secs_f64(),
+        hw.cores,
+        hw.model,
+        hw.cores
+    ));
+    rep.out
+}
+
+fn render_foundation_loads(rep: &mut Report, r: &Results, hash_rate: f64) {
     rep.load_header();
     for load in &r.loads {
         let per_cpu = load.ok_per_server_cpu_second();
@@ -1388,56 +1623,58 @@ fn render(
     rep.line(&format!(
         "Login target: logins per server CPU-second as a share of Argon2id hashes per CPU-second ({hash_rate:.1}, baseline above)."
     ));
+}
 
-    if let Some(s) = &r.storm {
-        rep.section("Storm: GET /identity/me x16 during a login storm x64 (RS256 server)");
-        rep.load_header();
-        rep.load_row(&s.logins, None);
-        rep.load_row(&s.me, None);
-        if let Some((rate, p99)) = s.undisturbed_me {
-            let during = s.me.ok_per_second();
-            rep.line(&format!(
-                "Undisturbed me x16 (table above): {rate:.0} ok/s, p99 {p99:.2} ms"
-            ));
-            rep.check(
-                "me throughput during the storm",
-                &format!("{:.0}% of undisturbed", during / rate * 100.0),
-                ">= 50%",
-                during >= rate * 0.5,
-            );
-        }
-        let p99 = s.me.stats.percentile_ms(0.99);
-        rep.check(
-            "me p99 during the storm",
-            &format!("{p99:.2} ms"),
-            "< 20 ms",
-            p99 < 20.0,
-        );
-        let limit = r.default_idle_rss as f64 + (hw.cores as f64 * 19.0 + 16.0) * MIB;
-        rep.check(
-            "server peak RSS during the storm",
-            &format!("{:.1} MiB", mib(s.peak_rss)),
-            &format!("<= {:.1} MiB", limit / MIB),
-            (s.peak_rss as f64) <= limit,
-        );
+fn render_storm(rep: &mut Report, s: &Storm, default_idle_rss: u64, hw: &Hardware) {
+    rep.section("Storm: GET /identity/me x16 during a login storm x64 (RS256 server)");
+    rep.load_header();
+    rep.load_row(&s.logins, None);
+    rep.load_row(&s.me, None);
+    if let Some((rate, p99)) = s.undisturbed_me {
+        let during = s.me.ok_per_second();
         rep.line(&format!(
-            "  (limit = idle RSS at start {:.1} MiB + {} cores x 19 MiB + 16 MiB; RSS just before the storm {:.1} MiB;",
-            mib(r.default_idle_rss),
-            hw.cores,
-            mib(s.rss_before)
+            "Undisturbed me x16 (table above): {rate:.0} ok/s, p99 {p99:.2} ms"
         ));
-        rep.line(&format!(
-            "   server threads: {} before the storm, {} at the peak)",
-            s.threads_before, s.peak_threads
-        ));
+        rep.check(
+            "me throughput during the storm",
+            &format!("{:.0}% of undisturbed", during / rate * 100.0),
+            ">= 50%",
+            during >= rate * 0.5,
+        );
     }
+    let p99 = s.me.stats.percentile_ms(0.99);
+    rep.check(
+        "me p99 during the storm",
+        &format!("{p99:.2} ms"),
+        "< 20 ms",
+        p99 < 20.0,
+    );
+    let limit = default_idle_rss as f64 + (hw.cores as f64 * 19.0 + 16.0) * MIB;
+    rep.check(
+        "server peak RSS during the storm",
+        &format!("{:.1} MiB", mib(s.peak_rss)),
+        &format!("<= {:.1} MiB", limit / MIB),
+        (s.peak_rss as f64) <= limit,
+    );
+    rep.line(&format!(
+        "  (limit = idle RSS at start {:.1} MiB + {} cores x 19 MiB + 16 MiB; RSS just before the storm {:.1} MiB;",
+        mib(default_idle_rss),
+        hw.cores,
+        mib(s.rss_before)
+    ));
+    rep.line(&format!(
+        "   server threads: {} before the storm, {} at the peak)",
+        s.threads_before, s.peak_threads
+    ));
+}
 
+fn render_memory(rep: &mut Report, r: &Results, default_idle_rss: u64) {
     rep.section("Memory");
     rep.check(
         "idle RSS, fresh default server",
-        &format!("{:.1} MiB", mib(r.default_idle_rss)),
+        &format!("{:.1} MiB", mib(default_idle_rss)),
         "<= 20 MiB",
-        mib(r.default_idle_rss) <= 20.0,
+        mib(default_idle_rss) <= 20.0,
     );
     if let Some(m) = &r.memory {
         let sessions = m.load.stats.ok() as f64;
@@ -1468,44 +1705,4 @@ fn render(
             "  (growth per session counted from the idle server instead: {from_idle:.0} B)"
         ));
     }
-
-    rep.section("Errors");
-    let mut any = false;
-    let all = r
-        .loads
-        .iter()
-        .chain(r.storm.iter().flat_map(|s| [&s.logins, &s.me]))
-        .chain(r.memory.iter().map(|m| &m.load));
-    for load in all {
-        for (kind, n) in &load.stats.errors {
-            any = true;
-            rep.line(&format!(
-                "{} x{}: {n} x {kind}",
-                load.label, load.concurrency
-            ));
-        }
-    }
-    if !any {
-        rep.line("No failed requests.");
-    }
-    for log in &r.logs {
-        rep.line(&format!(
-            "server {}: {} ERROR and {} WARN lines in its log",
-            log.server, log.errors, log.warnings
-        ));
-        for sample in &log.samples {
-            rep.line(&format!("    {sample}"));
-        }
-    }
-
-    rep.section("Summary");
-    rep.line(&format!(
-        "{} targets met, {} missed. Total run time {:.0} s on {} x {}.",
-        rep.passed,
-        rep.failed,
-        elapsed.as_secs_f64(),
-        hw.cores,
-        hw.model
-    ));
-    rep.out
 }

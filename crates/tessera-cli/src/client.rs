@@ -124,6 +124,12 @@ fn print(client: &Client, secret: Option<&str>, json: bool) -> anyhow::Result<()
 pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Result<()> {
     let store = tessera::app::open_store(config).await?;
     let cache = clients::client_cache();
+    // An operator at the command line: actor `system` in the audit log.
+    let ctx = tessera::context::RequestContext::system();
+    let by = |ctx| clients::ChangedBy {
+        actor: tessera::audit::Actor::System,
+        ctx,
+    };
     let fail = |e: tessera::Error| anyhow::anyhow!("{}", describe(&e));
     match cmd {
         ClientCommand::Create {
@@ -145,7 +151,9 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
                 scopes: some(scopes),
                 resources: Some(resources),
             };
-            let r = clients::create(&store, spec, now).await.map_err(fail)?;
+            let r = clients::create(&store, spec, by(&ctx), now)
+                .await
+                .map_err(fail)?;
             print(&r.client, r.client_secret.as_deref(), json)
         }
         ClientCommand::List { json } => {
@@ -179,7 +187,7 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
                 resources: some(resources),
             };
             print(
-                &clients::update(&store, &cache, &client_id, spec, now)
+                &clients::update(&store, &cache, &client_id, spec, by(&ctx), now)
                     .await
                     .map_err(fail)?,
                 None,
@@ -187,13 +195,13 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
             )
         }
         ClientCommand::RotateSecret { client_id, json } => {
-            let r = clients::rotate_secret(&store, &cache, &client_id, now)
+            let r = clients::rotate_secret(&store, &cache, &client_id, by(&ctx), now)
                 .await
                 .map_err(fail)?;
             print(&r.client, r.client_secret.as_deref(), json)
         }
         ClientCommand::Deactivate { client_id, json } => print(
-            &clients::deactivate(&store, &cache, &client_id, now)
+            &clients::deactivate(&store, &cache, &client_id, by(&ctx), now)
                 .await
                 .map_err(fail)?,
             None,

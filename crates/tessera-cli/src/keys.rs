@@ -149,7 +149,7 @@ pub async fn run(cmd: KeysCommand, config: &Config, now: i64) -> anyhow::Result<
     }
 }
 
-pub async fn master_key(cmd: MasterKeyCommand, config: &Config) -> anyhow::Result<()> {
+pub async fn master_key(cmd: MasterKeyCommand, config: &Config, now: i64) -> anyhow::Result<()> {
     match cmd {
         MasterKeyCommand::Generate => {
             println!("{}", MasterKey::generate().to_base64());
@@ -168,7 +168,7 @@ pub async fn master_key(cmd: MasterKeyCommand, config: &Config) -> anyhow::Resul
             let new = MasterKey::from_base64(input.trim()).context("the new master key")?;
             let old = tessera::app::load_master_key(config)?;
             let store = tessera::app::open_store(config).await?;
-            let moved = tessera::keys::master::rotate(&store, &old, &new).await?;
+            let moved = tessera::keys::master::rotate(&store, &old, &new, now).await?;
             if config.master_key.is_none() {
                 let path = config.data_dir.join("master.key");
                 std::fs::write(&path, new.to_base64())

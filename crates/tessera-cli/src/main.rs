@@ -51,8 +51,47 @@ enum Command {
     /// Manage webhooks (signed HTTP POSTs of events).
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Read and purge the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List audit entries, oldest first (JSON lines with --json).
+    List {
+        /// Only entries whose actor has this id (user id or client id).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action, e.g. user.login.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries whose target has this id.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only success or failure.
+        #[arg(long)]
+        result: Option<String>,
+        /// From this time on (RFC 3339 or Unix seconds, inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time (RFC 3339 or Unix seconds, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Start after this entry id (pagination).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Delete entries older than TESSERA_AUDIT__RETENTION_DAYS now.
+    Purge,
 }
 
 #[derive(Subcommand)]
@@ -195,10 +234,78 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::User(cmd) => user(cmd, config, clock).await,
         Command::Keys(cmd) => keys::run(cmd, &config, clock.now()).await,
-        Command::MasterKey(cmd) => keys::master_key(cmd, &config).await,
+        Command::MasterKey(cmd) => keys::master_key(cmd, &config, clock.now()).await,
         Command::Client(cmd) => client::run(cmd, &config, clock.now()).await,
         Command::Events(cmd) => events(cmd, config, clock).await,
         Command::Webhooks(cmd) => webhooks(cmd, config, clock).await,
+        Command::Audit(cmd) => audit(cmd, config, clock).await,
+    }
+}
+
+async fn audit(cmd: AuditCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
+    let store = tessera::app::open_store(&config).await?;
+    match cmd {
+        AuditCommand::List {
+            actor,
+            action,
+            target,
+            result,
+            from,
+            to,
+            json,
+            limit,
+            after,
+        } => {
+            let filter = tessera::audit::Filter {
+                actor,
+                action,
+                target,
+                result,
+                from,
+                to,
+                after,
+                limit: Some(limit),
+            };
+            let (entries, next) = tessera::audit::list(&store, &filter)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            for e in &entries {
+                if json {
+                    println!("{}", serde_json::to_string(e)?);
+                } else {
+                    println!(
+                        "{:>8}  {} {:<28} {:<7} actor={}:{} target={}:{} reason={} ip={}",
+                        e.id,
+                        e.occurred_at,
+                        e.action,
+                        e.result,
+                        e.actor_type,
+                        e.actor_id.as_deref().unwrap_or("-"),
+                        e.target_type.as_deref().unwrap_or("-"),
+                        e.target_id.as_deref().unwrap_or("-"),
+                        e.reason.as_deref().unwrap_or("-"),
+                        e.ip.as_deref().unwrap_or("-"),
+                    );
+                }
+            }
+            if let (Some(next), false) = (next, json) {
+                eprintln!("more: --after {next}");
+            }
+            Ok(())
+        }
+        AuditCommand::Purge => {
+            let days = config.audit.retention_days;
+            let ctx = tessera::context::RequestContext::system();
+            let n = tessera::audit::purge(&store, days, &ctx, clock.now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            if days == 0 {
+                println!("retention is 0 (keep forever): nothing purged");
+            } else {
+                println!("{n} audit entries older than {days} days deleted");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -289,7 +396,7 @@ async fn webhooks(cmd: WebhooksCommand, config: Config, clock: Clock) -> anyhow:
             Ok(())
         }
         WebhooksCommand::Remove { id } => {
-            tessera::events::webhooks::remove(&store, &id)
+            tessera::events::webhooks::remove(&store, &id, clock.now())
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
             println!("webhook {id} removed");
@@ -324,7 +431,7 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                     let password = input.lines().next().unwrap_or_default().to_string();
                     let passwords = tessera::passwords::Passwords::new(&config.password)?;
                     passwords
-                        .check_policy("password", &password)
+                        .check_policy("password", &password, Some(&email))
                         .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
                     Some(
                         passwords
@@ -382,6 +489,7 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                 &store,
                 &cache,
                 &id,
+                tessera::audit::Actor::System,
                 &tessera::context::RequestContext::system(),
                 clock.now(),
             )

@@ -60,7 +60,7 @@ fn user_create_prints_stable_json_and_user_list_finds_it() {
             "admin",
             "--json",
         ]),
-        Some("a long admin passphrase\n"),
+        Some("a long operator passphrase\n"),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let user: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -126,6 +126,31 @@ fn user_create_prints_stable_json_and_user_list_finds_it() {
         text(&out.stderr)
     );
 
+    // The whole policy applies: breached passwords and the email's name are refused.
+    for (password, message) in [
+        (
+            "Password123\n",
+            "password: is too common (found in a list of breached passwords)",
+        ),
+        (
+            "bertha likes tea\n",
+            "password: must not contain your email address",
+        ),
+    ] {
+        let out = run(
+            tessera(dir.path()).args([
+                "user",
+                "create",
+                "--email",
+                "bertha@example.com",
+                "--password-stdin",
+            ]),
+            Some(password),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains(message), "{}", text(&out.stderr));
+    }
+
     let out = run(
         tessera(dir.path()).args([
             "user",
@@ -157,35 +182,59 @@ fn user_create_prints_stable_json_and_user_list_finds_it() {
 }
 
 #[test]
-fn keys_rotate_makes_a_new_current_key_and_keeps_the_old_one_published() {
+fn keys_rotate_schedules_or_switches_now_and_revoke_withdraws() {
     let dir = tempfile::tempdir().unwrap();
-    let first: Value = serde_json::from_slice(
-        &run(tessera(dir.path()).args(["keys", "rotate", "--json"]), None).stdout,
-    )
-    .unwrap();
-    let second: Value = serde_json::from_slice(
-        &run(
-            tessera(dir.path()).args(["keys", "rotate", "--alg", "ES256", "--json"]),
-            None,
-        )
-        .stdout,
-    )
-    .unwrap();
-    assert_eq!(second["alg"], "ES256");
-    let out = run(tessera(dir.path()).args(["keys", "list", "--json"]), None);
-    let keys: Vec<Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(keys.len(), 2);
-    let state_of = |kid: &Value| {
+    let rotate = |args: &[&str]| -> Value {
+        let out = run(tessera(dir.path()).args(args), None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let list = || -> Vec<Value> {
+        let out = run(tessera(dir.path()).args(["keys", "list", "--json"]), None);
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let first = rotate(&["keys", "rotate", "--now", "--json"]);
+    let scheduled = rotate(&["keys", "rotate", "--alg", "ES256", "--json"]);
+    assert_eq!(scheduled["alg"], "ES256");
+    let state_of = |keys: &[Value], kid: &Value| {
         keys.iter().find(|k| &k["kid"] == kid).unwrap()["state"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    assert_eq!(state_of(&second["kid"]), "current");
-    assert!(state_of(&first["kid"]).starts_with("retired, published until"));
+    let keys = list();
+    assert_eq!(state_of(&keys, &first["kid"]), "current");
+    assert!(
+        state_of(&keys, &scheduled["kid"]).starts_with("published, current from"),
+        "{keys:?}"
+    );
+    // A second schedule while one is pending is refused; --now switches to the scheduled key.
+    let out = run(tessera(dir.path()).args(["keys", "rotate"]), None);
+    assert_eq!(out.status.code(), Some(1));
+    let now = rotate(&["keys", "rotate", "--now", "--json"]);
+    assert_eq!(now["kid"], scheduled["kid"]);
+    let keys = list();
+    assert_eq!(state_of(&keys, &scheduled["kid"]), "current");
+    assert!(state_of(&keys, &first["kid"]).starts_with("retired, published until"));
+    // Emergency revocation of the current key: withdrawn and replaced.
+    let revoked = rotate(&[
+        "keys",
+        "revoke",
+        scheduled["kid"].as_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(revoked["was"], "active");
+    let keys = list();
+    assert_eq!(state_of(&keys, &scheduled["kid"]), "revoked");
+    assert_eq!(keys.iter().filter(|k| k["state"] == "current").count(), 1);
+    let out = run(
+        tessera(dir.path()).args(["keys", "revoke", "no-such-kid"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
     let out = run(
         tessera(dir.path()).args(["keys", "rotate", "--alg", "HS256"]),
         None,
@@ -407,6 +456,43 @@ fn events_webhooks_and_deactivation_commands_work() {
         None,
     );
     assert!(json_lines(&out).is_empty());
+
+    // Every one of these operator actions is in the audit log, done by `system`.
+    let out = run(tessera(dir.path()).args(["audit", "list", "--json"]), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let entries = json_lines(&out);
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.create",
+            "webhook.create",
+            "user.deactivate",
+            "webhook.delete"
+        ]
+    );
+    assert!(entries.iter().all(|e| e["actor_type"] == "system"));
+    let user_id = entries[0]["target_id"].as_str().unwrap();
+    let out = run(
+        tessera(dir.path()).args([
+            "audit", "list", "--json", "--target", user_id, "--result", "success",
+        ]),
+        None,
+    );
+    assert_eq!(json_lines(&out).len(), 2);
+    let out = run(
+        tessera(dir.path()).args(["audit", "list", "--result", "maybe"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("result: must be success or failure"));
+    // Within retention, a purge deletes nothing.
+    let out = run(tessera(dir.path()).args(["audit", "purge"]), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("0 audit entries older than 365 days deleted"));
 }
 
 #[test]

@@ -158,6 +158,7 @@ impl App {
             Arc::clone(&state.master),
         )));
         tasks.push(tokio::spawn(reload_revocations(state.clone())));
+        tasks.push(tokio::spawn(crate::audit::run_purge(state.clone())));
         let router = crate::http::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, service)

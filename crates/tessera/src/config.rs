@@ -80,6 +80,26 @@ pub struct Config {
     pub cors_origins: String,
     /// Days between automatic signing-key rotations; 0 turns them off.
     pub key_rotation_days: u64,
+    pub audit: AuditConfig,
+}
+
+/// The audit log's retention.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// Entries older than this many days are deleted by the purge job; 0 keeps them forever.
+    pub retention_days: u32,
+    /// How often `tessera serve` purges, seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+            purge_interval_secs: 3600,
+        }
+    }
 }
 
 /// Outgoing mail.
@@ -226,6 +246,7 @@ impl Default for Config {
             trusted_proxies: String::new(),
             cors_origins: String::new(),
             key_rotation_days: 30,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -349,6 +370,8 @@ impl Config {
             "MASTER_KEY_PREVIOUS",
             "CORS_ORIGINS",
             "KEY_ROTATION_DAYS",
+            "AUDIT__RETENTION_DAYS",
+            "AUDIT__PURGE_INTERVAL_SECS",
         ];
         env.iter()
             .map(|(k, _)| k)
@@ -529,6 +552,18 @@ impl Config {
             return Err(invalid(
                 "TESSERA_PASSWORD__MAX_CONCURRENT_HASHES",
                 "must be at least 1",
+            ));
+        }
+        if self.audit.retention_days > 100 * 365 {
+            return Err(invalid(
+                "TESSERA_AUDIT__RETENTION_DAYS",
+                "must be at most 36500 (0 keeps entries forever)",
+            ));
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.audit.purge_interval_secs) {
+            return Err(invalid(
+                "TESSERA_AUDIT__PURGE_INTERVAL_SECS",
+                "must be between 60 seconds and 7 days",
             ));
         }
         self.validate_mail_and_events()
@@ -763,6 +798,7 @@ impl Config {
                 "webhook_max_attempts": self.events.webhook_max_attempts,
                 "webhook_timeout_secs": self.events.webhook_timeout_secs,
             },
+            "audit": self.audit,
         })
     }
 }
@@ -802,6 +838,25 @@ mod tests {
             cfg.database_url()
                 .starts_with("sqlite://tessera-data/tessera.db")
         );
+    }
+
+    #[test]
+    fn audit_retention_is_configurable_and_checked() {
+        let cfg = Config::load_from(None, &[]).unwrap();
+        assert_eq!(cfg.audit.retention_days, 365);
+        let cfg =
+            Config::load_from(None, &env(&[("TESSERA_AUDIT__RETENTION_DAYS", "30")])).unwrap();
+        assert_eq!(cfg.audit.retention_days, 30);
+        assert!(
+            Config::unknown_env_keys(&env(&[("TESSERA_AUDIT__RETENTION_DAYS", "30")])).is_empty()
+        );
+        let err = Config::load_from(None, &env(&[("TESSERA_AUDIT__RETENTION_DAYS", "99999")]))
+            .unwrap_err();
+        assert_eq!(err.key, "TESSERA_AUDIT__RETENTION_DAYS");
+        let err = Config::load_from(None, &env(&[("TESSERA_AUDIT__PURGE_INTERVAL_SECS", "1")]))
+            .unwrap_err();
+        assert_eq!(err.key, "TESSERA_AUDIT__PURGE_INTERVAL_SECS");
+        assert_eq!(cfg.redacted()["audit"]["retention_days"], 30);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod abuse;
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -6,6 +6,12 @@
 //! Unknown accounts are verified against a dummy hash so timing does not reveal which emails exist.
 //! Hashes weaker than the configured parameters, and imported bcrypt hashes, are flagged for a
 //! transparent rehash on the next successful login.
+//!
+//! The policy ([`Passwords::check_policy`]) follows NIST SP 800-63B §5.1.1.2: a length range and
+//! no composition rules, but no password from a list of breached ones ([`breached`]) and none
+//! containing the user's own email name.
+
+pub mod breached;
 
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -99,8 +105,17 @@ impl Passwords {
         })
     }
 
-    /// Length rules (NIST SP 800-63B: no composition rules). Counts characters, not bytes.
-    pub fn check_policy(&self, field: &str, password: &str) -> Result<(), Error> {
+    /// The password policy (NIST SP 800-63B §5.1.1.2), first failed rule wins:
+    /// `min_length..=256` characters (not bytes); not containing the local part of `email`
+    /// (case-insensitive, only when that part has at least 3 characters; with a `+tag`, the
+    /// part before the `+` too); not in the bundled list of breached passwords. No composition
+    /// rules. Errors are 422s on `field` naming the rule.
+    pub fn check_policy(
+        &self,
+        field: &str,
+        password: &str,
+        email: Option<&str>,
+    ) -> Result<(), Error> {
         let n = password.chars().count();
         if n < self.inner.min_length {
             return Err(Error::Validation(vec![FieldError::new(
@@ -113,6 +128,16 @@ impl Passwords {
                 field,
                 format!("must be at most {MAX_LENGTH} characters long"),
             )]));
+        }
+        let lower = password.to_lowercase();
+        if email.is_some_and(|e| contains_email_name(&lower, e)) {
+            return Err(Error::invalid(field, "must not contain your email address"));
+        }
+        if breached::bundled().contains(&lower) {
+            return Err(Error::invalid(
+                field,
+                "is too common (found in a list of breached passwords)",
+            ));
         }
         Ok(())
     }
@@ -170,6 +195,23 @@ impl Passwords {
             .map_err(|_| Error::internal(anyhow::anyhow!("hashing pool stopped")))?;
         rx.await.map_err(Error::internal)?.map_err(Error::Internal)
     }
+}
+
+/// Names shorter than this are not checked: "ann" or "jo" inside a passphrase is coincidence.
+const MIN_EMAIL_NAME: usize = 3;
+
+/// Whether `lower` (a lower-cased password) contains the local part of `email`, or the part of it
+/// before a `+tag`, when that part has at least [`MIN_EMAIL_NAME`] characters.
+fn contains_email_name(lower: &str, email: &str) -> bool {
+    let local = email
+        .rsplit_once('@')
+        .map_or(email, |(l, _)| l)
+        .trim()
+        .to_lowercase();
+    let base = local.split('+').next().unwrap_or_default();
+    [local.as_str(), base]
+        .iter()
+        .any(|name| name.chars().count() >= MIN_EMAIL_NAME && lower.contains(name))
 }
 
 fn argon2(params: &Params) -> Argon2<'static> {
@@ -358,11 +400,60 @@ mod tests {
     #[test]
     fn policy_counts_characters() {
         let p = Passwords::new(&cheap()).unwrap();
-        assert!(p.check_policy("password", "short").is_err());
-        assert!(p.check_policy("password", "ééééééé").is_err());
-        assert!(p.check_policy("password", "éééééééé").is_ok());
-        assert!(p.check_policy("password", &"x".repeat(257)).is_err());
-        assert!(p.check_policy("password", &"x".repeat(256)).is_ok());
+        assert!(p.check_policy("password", "short", None).is_err());
+        assert!(p.check_policy("password", "ééééééé", None).is_err());
+        assert!(p.check_policy("password", "éééééééé", None).is_ok());
+        assert!(p.check_policy("password", &"x".repeat(257), None).is_err());
+        assert!(p.check_policy("password", &"x".repeat(256), None).is_ok());
         assert!(!is_supported_hash("plaintext"));
+    }
+
+    fn message(e: Error) -> String {
+        match e {
+            Error::Validation(f) => format!("{}: {}", f[0].field, f[0].message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn policy_refuses_breached_passwords_in_any_case() {
+        let p = Passwords::new(&cheap()).unwrap();
+        for common in ["password", "Password1", "QWERTYUIOP", "iloveyou2"] {
+            assert_eq!(
+                message(p.check_policy("password", common, None).unwrap_err()),
+                "password: is too common (found in a list of breached passwords)",
+                "{common}"
+            );
+        }
+        assert!(
+            p.check_policy("password", "correct horse battery staple", None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn policy_refuses_the_email_name_from_three_characters() {
+        let p = Passwords::new(&cheap()).unwrap();
+        let refused = |pw: &str, email: &str| {
+            p.check_policy("new_password", pw, Some(email))
+                .map_err(message)
+                .err()
+        };
+        let msg = Some("new_password: must not contain your email address".to_string());
+        assert_eq!(refused("ada.lovelace", "Ada.Lovelace@example.com"), msg);
+        assert_eq!(
+            refused("my name is ADA.LOVELACE!", "ada.lovelace@example.com"),
+            msg
+        );
+        assert_eq!(refused("zed-likes-cheese", "zed@example.com"), msg);
+        assert_eq!(refused("bob1982 rules ok", "bob+shop@example.com"), msg);
+        // Two characters are too short to mean anything.
+        assert_eq!(refused("jo-likes-cheese", "jo@example.com"), None);
+        assert_eq!(
+            refused("correct horse battery staple", "ada@example.com"),
+            None
+        );
+        // The domain alone is fine.
+        assert_eq!(refused("example-company-rocks", "ada@example.com"), None);
     }
 }

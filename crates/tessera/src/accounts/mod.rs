@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::abuse::{Class, Outcome};
 use crate::app::AppState;
+use crate::audit::{self, Actor, Entry, action};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{Error, FieldError, Result};
@@ -115,7 +116,7 @@ pub async fn register(
         .ok();
     let _ = state
         .passwords
-        .check_policy("password", &input.password)
+        .check_policy("password", &input.password, Some(&input.email))
         .map_err(|e| collect(&mut errors, e));
     if let Some(name) = &input.display_name {
         let _ = validate_text("display_name", name, 100).map_err(|e| collect(&mut errors, e));
@@ -135,6 +136,8 @@ pub async fn register(
     };
     let mut tx = state.store.begin().await?;
     let user = insert_in(&mut tx, &new, "self", ctx).await?;
+    let entry = Entry::success(Actor::User(&user.id), action::REGISTER).target("user", &user.id);
+    audit::record(&mut *tx, ctx, &entry, now).await?;
     recovery::request_verification_in(&mut tx, state, &user, ctx, now).await?;
     tx.commit().await?;
     Ok(user)
@@ -204,7 +207,10 @@ pub async fn create(
         display_name,
         now,
     };
-    let user = insert_in(&mut tx, &new, "operator", &RequestContext::system()).await?;
+    let ctx = RequestContext::system();
+    let user = insert_in(&mut tx, &new, "operator", &ctx).await?;
+    let entry = Entry::success(Actor::System, action::CREATE_USER).target("user", &user.id);
+    audit::record(&mut *tx, &ctx, &entry, now).await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -334,7 +340,17 @@ async fn login_failed(
         ip: ctx.ip.clone(),
         user_agent: ctx.user_agent.clone(),
     };
+    // An unknown address is not recorded (it may be a password typed into the wrong field).
+    let (actor, target) = match user_id {
+        "" => (Actor::None, None),
+        id => (Actor::User(id), Some(("user", id))),
+    };
+    let entry = Entry {
+        target,
+        ..Entry::failure(actor, action::LOGIN, reason)
+    };
     let mut tx = state.store.begin().await?;
+    audit::record(&mut *tx, ctx, &entry, now).await?;
     events::append(&mut tx, ctx, &event, now).await?;
     if let Outcome::Locked { secs, account_wide } = outcome {
         tracing::warn!(user_id, ip = ?ctx.ip, secs, account_wide, "repeated failed logins: locked");
@@ -345,6 +361,16 @@ async fn login_failed(
             account_wide,
         };
         events::append(&mut tx, ctx, &locked, now).await?;
+        let scope = if account_wide {
+            "account_wide"
+        } else {
+            "account_and_ip"
+        };
+        let entry = Entry {
+            target,
+            ..Entry::failure(Actor::System, action::LOCK_ACCOUNT, scope)
+        };
+        audit::record(&mut *tx, ctx, &entry, now).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -373,10 +399,12 @@ pub async fn change_password(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
-    state.passwords.check_policy("new_password", new)?;
     let user = users::find_by_id(state.store.pool(), user_id)
         .await?
         .ok_or_else(Error::invalid_token)?;
+    state
+        .passwords
+        .check_policy("new_password", new, Some(&user.email))?;
     match state
         .passwords
         .verify(current, user.password_hash.as_deref())
@@ -384,6 +412,13 @@ pub async fn change_password(
     {
         Verification::Valid { .. } => {}
         Verification::Invalid => {
+            let entry = Entry::failure(
+                Actor::User(user_id),
+                action::CHANGE_PASSWORD,
+                "invalid_current_password",
+            )
+            .target("user", user_id);
+            audit::record(state.store.pool(), ctx, &entry, now).await?;
             return Err(Error::Forbidden {
                 code: "invalid_current_password",
                 message: "the current password is wrong",
@@ -393,6 +428,9 @@ pub async fn change_password(
     let hash = state.passwords.hash(new).await?;
     let mut tx = state.store.begin().await?;
     users::set_password_hash(&mut *tx, user_id, &hash, now).await?;
+    let entry =
+        Entry::success(Actor::User(user_id), action::CHANGE_PASSWORD).target("user", user_id);
+    audit::record(&mut *tx, ctx, &entry, now).await?;
     let revoked = sessions::revoke_all_in(
         &mut tx,
         user_id,
@@ -414,12 +452,15 @@ pub async fn change_password(
 }
 
 /// Deactivates a user (operator action): status `deactivated`, every session revoked, and
-/// `UserDeactivatedV1`, in one transaction. 404 for an unknown or already deactivated user.
+/// `UserDeactivatedV1`, in one transaction, recorded in the audit log as done by `actor` (the
+/// administrator, or `System` at the command line). 404 for an unknown or already deactivated
+/// user.
 #[tracing::instrument(skip_all, fields(user_id))]
 pub async fn deactivate(
     store: &Store,
     cache: &crate::sessions::SessionCache,
     user_id: &str,
+    actor: Actor<'_>,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
@@ -430,6 +471,8 @@ pub async fn deactivate(
     if !users::deactivate(&mut tx, user_id, now).await? {
         return Err(Error::NotFound);
     }
+    let entry = Entry::success(actor, action::DEACTIVATE_USER).target("user", user_id);
+    audit::record(&mut *tx, ctx, &entry, now).await?;
     let revoked =
         sessions::revoke_all_in(&mut tx, user_id, None, "user_deactivated", ctx, now).await?;
     let event = UserDeactivatedV1 {

@@ -8,6 +8,7 @@
 //! exists, and do the same database round trips.
 
 use crate::app::AppState;
+use crate::audit::{self, Actor, Entry, action};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::crypto::{new_token, token_hash};
@@ -179,6 +180,9 @@ pub async fn verify_email(
         // The account's address changed since the token was sent.
         return Err(invalid_token());
     }
+    let entry = Entry::success(Actor::User(&live.user_id), action::VERIFY_EMAIL)
+        .target("user", &live.user_id);
+    audit::record(&mut *tx, ctx, &entry, now).await?;
     let event = EmailVerifiedV1 {
         user_id: live.user_id.clone(),
         email: live.email,
@@ -205,6 +209,10 @@ pub async fn request_password_reset(
         Some(user) => {
             let (link, expires_at) =
                 issue_in(&mut tx, state, &user, Purpose::ResetPassword, now).await?;
+            // Anyone can ask for a reset link for any address: the requester is nobody known.
+            let entry = Entry::success(Actor::None, action::REQUEST_PASSWORD_RESET)
+                .target("user", &user.id);
+            audit::record(&mut *tx, ctx, &entry, now).await?;
             let event = PasswordResetRequestedV1 {
                 user_id: user.id.clone(),
                 email: user.email.clone(),
@@ -233,20 +241,25 @@ pub async fn reset_password(
     if !well_formed(Purpose::ResetPassword, token) {
         return Err(invalid_token());
     }
-    state.passwords.check_policy("new_password", new_password)?;
+    state
+        .passwords
+        .check_policy("new_password", new_password, None)?;
     let hash = token_hash(token);
     // Look before hashing, so a stream of bad tokens costs no Argon2 run.
-    if tokens::find_live(
+    let Some(live) = tokens::find_live(
         state.store.pool(),
         &hash,
         Purpose::ResetPassword.as_str(),
         now,
     )
     .await?
-    .is_none()
-    {
+    else {
         return Err(invalid_token());
-    }
+    };
+    // Now that the account is known, the rule about its email applies too.
+    state
+        .passwords
+        .check_policy("new_password", new_password, Some(&live.email))?;
     let password_hash = state.passwords.hash(new_password).await?;
     let mut tx = state.store.begin().await?;
     let Some(live) = tokens::consume(&mut tx, &hash, Purpose::ResetPassword.as_str(), now).await?
@@ -258,6 +271,9 @@ pub async fn reset_password(
         return Err(invalid_token());
     }
     users::set_password_hash(&mut *tx, &live.user_id, &password_hash, now).await?;
+    let entry = Entry::success(Actor::User(&live.user_id), action::RESET_PASSWORD)
+        .target("user", &live.user_id);
+    audit::record(&mut *tx, ctx, &entry, now).await?;
     let revoked =
         sessions::revoke_all_in(&mut tx, &live.user_id, None, "password_reset", ctx, now).await?;
     let event = PasswordChangedV1 {

@@ -13,7 +13,9 @@ use aws_lc_rs::hmac;
 use serde::Serialize;
 
 use crate::app::AppState;
+use crate::audit::{self, Actor, Entry, action};
 use crate::clock::rfc3339;
+use crate::context::RequestContext;
 use crate::crypto::{MasterKey, new_token};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -105,7 +107,12 @@ pub async fn add(
         created_at: now,
     };
     let sealed = master.seal(&format!("webhook:{}", hook.id), secret.as_bytes());
-    store_webhooks::insert(store.pool(), &hook, &sealed).await?;
+    // Webhooks are managed at the command line: the actor is the operator (`system`).
+    let mut tx = store.begin().await?;
+    store_webhooks::insert(&mut *tx, &hook, &sealed).await?;
+    let entry = Entry::success(Actor::System, action::CREATE_WEBHOOK).target("webhook", &hook.id);
+    audit::record(&mut *tx, &RequestContext::system(), &entry, now).await?;
+    tx.commit().await?;
     Ok((hook.into(), secret))
 }
 
@@ -118,11 +125,13 @@ pub async fn list(store: &Store) -> Result<Vec<WebhookView>> {
 }
 
 /// Removes a webhook and its pending deliveries; 404 when unknown.
-pub async fn remove(store: &Store, id: &str) -> Result<()> {
+pub async fn remove(store: &Store, id: &str, now: i64) -> Result<()> {
     let mut tx = store.begin().await?;
     if !store_webhooks::delete(&mut tx, id).await? {
         return Err(Error::NotFound);
     }
+    let entry = Entry::success(Actor::System, action::DELETE_WEBHOOK).target("webhook", id);
+    audit::record(&mut *tx, &RequestContext::system(), &entry, now).await?;
     tx.commit().await?;
     Ok(())
 }

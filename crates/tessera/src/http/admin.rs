@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::extract::{Admin, Json};
+use super::extract::{Admin, Context, Json};
 use crate::app::AppState;
+use crate::audit::Actor;
 use crate::error::Result;
-use crate::oauth::clients::{self, ClientSpec};
+use crate::oauth::clients::{self, ChangedBy, ClientSpec};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -22,10 +23,15 @@ pub fn router() -> Router<AppState> {
 
 async fn create_client(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
+    Context(ctx): Context,
     Json(spec): Json<ClientSpec>,
 ) -> Result<Response> {
-    let registered = clients::create(&state.store, spec, state.clock.now()).await?;
+    let by = ChangedBy {
+        actor: Actor::User(&admin.sub),
+        ctx: &ctx,
+    };
+    let registered = clients::create(&state.store, spec, by, state.clock.now()).await?;
     Ok(super::no_store(
         (StatusCode::CREATED, axum::Json(registered)).into_response(),
     ))
@@ -61,35 +67,53 @@ async fn get_client(
 
 async fn update_client(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
+    Context(ctx): Context,
     Path(id): Path<String>,
     Json(spec): Json<ClientSpec>,
 ) -> Result<Response> {
-    Ok(axum::Json(
-        clients::update(&state.store, &state.clients, &id, spec, state.clock.now()).await?,
+    let by = ChangedBy {
+        actor: Actor::User(&admin.sub),
+        ctx: &ctx,
+    };
+    let client = clients::update(
+        &state.store,
+        &state.clients,
+        &id,
+        spec,
+        by,
+        state.clock.now(),
     )
-    .into_response())
+    .await?;
+    Ok(axum::Json(client).into_response())
 }
 
 async fn rotate_secret(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
+    Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
+    let by = ChangedBy {
+        actor: Actor::User(&admin.sub),
+        ctx: &ctx,
+    };
     let registered =
-        clients::rotate_secret(&state.store, &state.clients, &id, state.clock.now()).await?;
+        clients::rotate_secret(&state.store, &state.clients, &id, by, state.clock.now()).await?;
     Ok(super::no_store(axum::Json(registered).into_response()))
 }
 
 async fn deactivate(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
+    Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    Ok(
-        axum::Json(
-            clients::deactivate(&state.store, &state.clients, &id, state.clock.now()).await?,
-        )
-        .into_response(),
-    )
+    let by = ChangedBy {
+        actor: Actor::User(&admin.sub),
+        ctx: &ctx,
+    };
+    let client =
+        clients::deactivate(&state.store, &state.clients, &id, by, state.clock.now()).await?;
+    Ok(axum::Json(client).into_response())
 }

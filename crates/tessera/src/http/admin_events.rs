@@ -10,6 +10,7 @@ use super::extract::{Admin, Context};
 use super::no_content;
 use crate::accounts;
 use crate::app::AppState;
+use crate::audit::{self, Actor};
 use crate::error::{Error, Result};
 use crate::events::{self, Filter};
 
@@ -18,6 +19,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/events", get(list_events))
         .route("/admin/events/stats", get(event_stats))
         .route("/admin/users/{id}/deactivate", post(deactivate_user))
+        .route("/admin/audit", get(list_audit))
 }
 
 #[derive(Deserialize)]
@@ -53,6 +55,38 @@ async fn list_events(
     .into_response())
 }
 
+#[derive(Deserialize)]
+struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    target: Option<String>,
+    result: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Audit entries, oldest first: `?actor=&action=&target=&result=&from=&to=&after=&limit=`.
+async fn list_audit(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response> {
+    let filter = audit::Filter {
+        actor: q.actor,
+        action: q.action,
+        target: q.target,
+        result: q.result,
+        from: q.from,
+        to: q.to,
+        after: q.after,
+        limit: q.limit,
+    };
+    let (entries, next) = audit::list(&state.store, &filter).await?;
+    Ok(axum::Json(serde_json::json!({ "entries": entries, "next_cursor": next })).into_response())
+}
+
 /// Outbox and mail queue counts per status (`parked` events need an operator).
 async fn event_stats(State(state): State<AppState>, Admin(_): Admin) -> Result<Response> {
     let outbox = events::counts(&state.store).await?;
@@ -68,11 +102,20 @@ async fn event_stats(State(state): State<AppState>, Admin(_): Admin) -> Result<R
 /// Deactivates a user and ends their sessions (`UserDeactivatedV1`).
 async fn deactivate_user(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(admin): Admin,
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    accounts::deactivate(&state.store, &state.sessions, &id, &ctx, state.clock.now()).await?;
+    let actor = Actor::User(&admin.sub);
+    accounts::deactivate(
+        &state.store,
+        &state.sessions,
+        &id,
+        actor,
+        &ctx,
+        state.clock.now(),
+    )
+    .await?;
     state.users.invalidate(&id);
     Ok(no_content())
 }

@@ -9,7 +9,12 @@ use crate::store::Store;
 use crate::store::secrets;
 
 /// Re-seals everything under `new`; returns how many values moved.
-pub async fn rotate(store: &Store, old: &MasterKey, new: &MasterKey) -> anyhow::Result<usize> {
+pub async fn rotate(
+    store: &Store,
+    old: &MasterKey,
+    new: &MasterKey,
+    now: i64,
+) -> anyhow::Result<usize> {
     let mut tx = store.begin().await?;
     let sealed = secrets::all_sealed(&mut tx).await?;
     for s in &sealed {
@@ -21,6 +26,19 @@ pub async fn rotate(store: &Store, old: &MasterKey, new: &MasterKey) -> anyhow::
         })?);
         secrets::replace(&mut *tx, s.table, &s.id, &new.seal(&s.context, &plain)).await?;
     }
+    let count = format!("{} secrets re-sealed", sealed.len());
+    let entry = crate::audit::Entry::success(
+        crate::audit::Actor::System,
+        crate::audit::action::ROTATE_MASTER_KEY,
+    )
+    .reason(&count);
+    crate::audit::record(
+        &mut *tx,
+        &crate::context::RequestContext::system(),
+        &entry,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(sealed.len())
 }

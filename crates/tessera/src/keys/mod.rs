@@ -258,6 +258,14 @@ impl Keys {
             Some(n) if n.created_at + PREPUBLISH <= now => {
                 let mut tx = self.inner.store.begin().await?;
                 if key_store::promote_next(&mut tx, now).await? {
+                    audit_key(
+                        &mut tx,
+                        crate::audit::action::PROMOTE_KEY,
+                        &n.kid,
+                        "scheduled",
+                        now,
+                    )
+                    .await?;
                     tracing::info!(kid = %n.kid, "scheduled key rotation: the published next key is now current");
                 }
                 tx.commit().await?;
@@ -290,6 +298,14 @@ impl Keys {
         let row = generate(master, alg, now)?;
         let mut tx = store.begin().await?;
         key_store::prepublish(&mut tx, &row, now).await?;
+        audit_key(
+            &mut tx,
+            crate::audit::action::SCHEDULE_KEY,
+            &row.kid,
+            "scheduled",
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(row.kid)
     }
@@ -309,11 +325,19 @@ impl Keys {
             .find(|r| r.state == "next");
         if let Some(next) = next {
             key_store::promote_next(&mut tx, now).await?;
+            audit_key(
+                &mut tx,
+                crate::audit::action::PROMOTE_KEY,
+                &next.kid,
+                "operator",
+                now,
+            )
+            .await?;
             tx.commit().await?;
             return Ok(next.kid);
         }
         tx.commit().await?;
-        Keys::rotate(store, master, alg, now).await
+        Keys::rotate(store, master, alg, "operator", now).await
     }
 
     /// Emergency: withdraws a key at once (gone from the JWKS, its tokens rejected on the next
@@ -330,9 +354,25 @@ impl Keys {
         let Some(previous) = key_store::revoke(&mut tx, kid, now).await? else {
             return Ok(None);
         };
+        audit_key(
+            &mut tx,
+            crate::audit::action::REVOKE_KEY,
+            kid,
+            "operator",
+            now,
+        )
+        .await?;
         if previous == "active" && !key_store::promote_next(&mut tx, now).await? {
             let row = generate(master, alg, now)?;
             key_store::rotate(&mut tx, &row, now).await?;
+            audit_key(
+                &mut tx,
+                crate::audit::action::ROTATE_KEY,
+                &row.kid,
+                "revoked_current",
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Some(previous))
@@ -355,11 +395,13 @@ impl Keys {
     }
 
     /// Generates a new key for `alg`, makes it current and retires the previous one. The
-    /// previous key stays in the JWKS until every token it signed has expired.
+    /// previous key stays in the JWKS until every token it signed has expired. The audit log
+    /// records it (actor `system`) with `reason`: `operator`, `initial`, `algorithm_changed`.
     pub async fn rotate(
         store: &Store,
         master: &MasterKey,
         alg: Alg,
+        reason: &str,
         now: i64,
     ) -> anyhow::Result<String> {
         let row = generate(master, alg, now)?;
@@ -367,9 +409,45 @@ impl Keys {
         key_store::rotate(&mut tx, &row, now)
             .await
             .context("storing the new signing key")?;
+        let entry = crate::audit::Entry::success(
+            crate::audit::Actor::System,
+            crate::audit::action::ROTATE_KEY,
+        )
+        .target("key", &row.kid)
+        .reason(reason);
+        crate::audit::record(
+            &mut *tx,
+            &crate::context::RequestContext::system(),
+            &entry,
+            now,
+        )
+        .await
+        .context("recording the key rotation")?;
         tx.commit().await?;
         Ok(row.kid)
     }
+}
+
+/// Records a key-lifecycle step in the audit log, inside its transaction.
+async fn audit_key(
+    tx: &mut crate::store::Tx,
+    action: &'static str,
+    kid: &str,
+    reason: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    let entry = crate::audit::Entry::success(crate::audit::Actor::System, action)
+        .target("key", kid)
+        .reason(reason);
+    crate::audit::record(
+        &mut **tx,
+        &crate::context::RequestContext::system(),
+        &entry,
+        now,
+    )
+    .await
+    .context("recording a key change")?;
+    Ok(())
 }
 
 async fn ensure_active_key(
@@ -383,13 +461,17 @@ async fn ensure_active_key(
     if active.is_some_and(|r| r.alg == alg.as_str()) {
         return Ok(());
     }
-    match active {
-        None => tracing::info!(alg = alg.as_str(), "generating the first signing key"),
-        Some(r) => {
-            tracing::info!(from = %r.alg, to = alg.as_str(), "signing algorithm changed: rotating to a new key")
+    let reason = match active {
+        None => {
+            tracing::info!(alg = alg.as_str(), "generating the first signing key");
+            "initial"
         }
-    }
-    match Keys::rotate(store, master, alg, now).await {
+        Some(r) => {
+            tracing::info!(from = %r.alg, to = alg.as_str(), "signing algorithm changed: rotating to a new key");
+            "algorithm_changed"
+        }
+    };
+    match Keys::rotate(store, master, alg, reason, now).await {
         Ok(_) => Ok(()),
         // Another replica created the key at the same moment: use theirs.
         Err(e)

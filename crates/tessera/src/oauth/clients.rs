@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::OAuthError;
+use crate::audit::{self, Actor, Entry, action};
+use crate::context::RequestContext;
 use crate::crypto::{ct_eq, new_token, token_hash};
 use crate::error::{Error, FieldError, Result};
 use crate::store::Store;
@@ -115,8 +117,41 @@ pub struct Registered {
     pub client_secret: Option<String>,
 }
 
+/// Who changes a client, for the audit log: the administrator and their request.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangedBy<'a> {
+    pub actor: Actor<'a>,
+    pub ctx: &'a RequestContext,
+}
+
+/// Writes a client row (a new one, or changes to one) and its audit entry in one transaction.
+async fn save(
+    store: &Store,
+    row: &ClientRow,
+    new: bool,
+    action: &'static str,
+    by: ChangedBy<'_>,
+    now: i64,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    if new {
+        store::insert_client(&mut *tx, row).await?;
+    } else {
+        store::update_client(&mut *tx, row).await?;
+    }
+    let entry = Entry::success(by.actor, action).target("client", &row.id);
+    audit::record(&mut *tx, by.ctx, &entry, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Registers a client. Confidential clients get a secret.
-pub async fn create(store: &Store, spec: ClientSpec, now: i64) -> Result<Registered> {
+pub async fn create(
+    store: &Store,
+    spec: ClientSpec,
+    by: ChangedBy<'_>,
+    now: i64,
+) -> Result<Registered> {
     let secret = (!spec.public).then(|| new_token(SECRET_PREFIX));
     let mut row = ClientRow {
         id: format!(
@@ -138,7 +173,7 @@ pub async fn create(store: &Store, spec: ClientSpec, now: i64) -> Result<Registe
         return Err(Error::invalid("name", "is required"));
     }
     apply(&mut row, spec)?;
-    store::insert_client(store.pool(), &row).await?;
+    save(store, &row, true, action::CREATE_CLIENT, by, now).await?;
     Ok(Registered {
         client: row.into(),
         client_secret: secret,
@@ -307,6 +342,7 @@ pub async fn update(
     cache: &ClientCache,
     id: &str,
     spec: ClientSpec,
+    by: ChangedBy<'_>,
     now: i64,
 ) -> Result<Client> {
     let mut row = find_row(store, id).await?;
@@ -318,7 +354,7 @@ pub async fn update(
     }
     apply(&mut row, spec)?;
     row.updated_at = now;
-    store::update_client(store.pool(), &row).await?;
+    save(store, &row, false, action::UPDATE_CLIENT, by, now).await?;
     cache.invalidate(id);
     Ok(row.into())
 }
@@ -328,6 +364,7 @@ pub async fn rotate_secret(
     store: &Store,
     cache: &ClientCache,
     id: &str,
+    by: ChangedBy<'_>,
     now: i64,
 ) -> Result<Registered> {
     let mut row = find_row(store, id).await?;
@@ -337,7 +374,7 @@ pub async fn rotate_secret(
     let secret = new_token(SECRET_PREFIX);
     row.secret_hash = Some(token_hash(&secret));
     row.updated_at = now;
-    store::update_client(store.pool(), &row).await?;
+    save(store, &row, false, action::ROTATE_CLIENT_SECRET, by, now).await?;
     cache.invalidate(id);
     Ok(Registered {
         client: row.into(),
@@ -346,11 +383,17 @@ pub async fn rotate_secret(
 }
 
 /// Deactivates a client: it can no longer authenticate or start authorizations.
-pub async fn deactivate(store: &Store, cache: &ClientCache, id: &str, now: i64) -> Result<Client> {
+pub async fn deactivate(
+    store: &Store,
+    cache: &ClientCache,
+    id: &str,
+    by: ChangedBy<'_>,
+    now: i64,
+) -> Result<Client> {
     let mut row = find_row(store, id).await?;
     row.status = "deactivated".into();
     row.updated_at = now;
-    store::update_client(store.pool(), &row).await?;
+    save(store, &row, false, action::DEACTIVATE_CLIENT, by, now).await?;
     cache.invalidate(id);
     Ok(row.into())
 }

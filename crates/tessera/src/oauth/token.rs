@@ -84,6 +84,13 @@ async fn authorization_code(
     if !store::use_code(&mut tx, &hash, now).await? {
         if let Some(sid) = &row.token_session_id {
             store_sessions::revoke_session(&mut *tx, sid, "authorization_code_reuse", now).await?;
+            let entry = crate::audit::Entry::failure(
+                crate::audit::Actor::Client(&client.client_id),
+                crate::audit::action::AUTHORIZATION_CODE_REUSE,
+                "authorization_code_reuse",
+            )
+            .target("session", sid);
+            crate::audit::record(&mut *tx, ctx, &entry, now).await?;
             tx.commit().await?;
             state.sessions.mark_revoked(sid);
             tracing::warn!(client_id = %client.client_id, "authorization code reuse: its tokens were revoked");
@@ -283,6 +290,7 @@ async fn password(
         audience: audience.as_deref(),
     };
     let issued = start_family(state, &mut tx, &user, grant, family, ctx, now).await?;
+    crate::audit::record(&mut *tx, ctx, &sessions::login_succeeded(&user.id), now).await?;
     tx.commit().await?;
     let sid = issued.session_id.clone();
     let id_token = scope::contains(&scope, "openid").then(|| IdTokenInput {

@@ -108,6 +108,13 @@ pub async fn start_browser_session(
         },
     )
     .await?;
+    crate::audit::record(
+        &mut *tx,
+        ctx,
+        &crate::sessions::login_succeeded(user_id),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok((
         BrowserSession {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::audit::{self, Actor, Entry};
 use crate::context::RequestContext;
 use crate::crypto::{REFRESH_TOKEN_PREFIX, new_token, token_hash};
 use crate::error::{Error, Result};
@@ -112,6 +113,7 @@ pub async fn start(
         refresh_expires_at,
     )
     .await?;
+    audit::record(&mut *tx, ctx, &login_succeeded(subject.user_id), now).await?;
     events::append(
         &mut tx,
         ctx,
@@ -134,6 +136,12 @@ pub async fn start(
         refresh_expires_at,
         now,
     )
+}
+
+/// The audit entry of a successful password login (JSON, hosted page or OAuth password grant),
+/// written in the transaction that starts its session.
+pub fn login_succeeded(user_id: &str) -> Entry<'_> {
+    Entry::success(Actor::User(user_id), audit::action::LOGIN).target("user", user_id)
 }
 
 /// The claims of an access token for `subject` in session `sid` under `grant`.
@@ -252,6 +260,13 @@ pub async fn refresh(
             )
         }
         Ok(Rotation::Reused { session_id }) => {
+            let entry = Entry::failure(
+                Actor::None,
+                audit::action::REFRESH_TOKEN_REUSE,
+                "refresh_token_reuse",
+            )
+            .target("session", &session_id);
+            audit::record(&mut *tx, ctx, &entry, now).await?;
             revoke_in(&mut tx, &session_id, "refresh_token_reuse", ctx, now).await?;
             tx.commit().await?;
             cache.mark_revoked(&session_id);
@@ -386,6 +401,7 @@ async fn revoke_in(
     if let Some(user_id) =
         store_sessions::revoke_session(&mut **tx, session_id, reason, now).await?
     {
+        record_revocation(tx, &user_id, session_id, reason, ctx, now).await?;
         let event = SessionRevokedV1 {
             user_id,
             session_id: session_id.to_string(),
@@ -394,6 +410,22 @@ async fn revoke_in(
         events::append(tx, ctx, &event, now).await?;
     }
     Ok(())
+}
+
+/// The audit entry of one ended session (see [`audit::session_revocation`]).
+async fn record_revocation(
+    tx: &mut crate::store::Tx,
+    user_id: &str,
+    session_id: &str,
+    reason: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<()> {
+    let (actor, action) = audit::session_revocation(user_id, reason);
+    let entry = Entry::success(actor, action)
+        .target("session", session_id)
+        .reason(reason);
+    audit::record(&mut **tx, ctx, &entry, now).await
 }
 
 /// Revokes every session of `user_id` except `keep`, in `tx`, with one `SessionRevokedV1` each;
@@ -408,6 +440,7 @@ pub async fn revoke_all_in(
 ) -> Result<Vec<String>> {
     let ids = store_sessions::revoke_user_sessions(tx, user_id, keep, reason, now).await?;
     for id in &ids {
+        record_revocation(tx, user_id, id, reason, ctx, now).await?;
         let event = SessionRevokedV1 {
             user_id: user_id.to_string(),
             session_id: id.clone(),

@@ -3,6 +3,7 @@
 //! through sqlx's `Any` driver; a query branches per backend only where the dialect differs.
 //! Functions take any executor, so the same one runs on the pool or inside a transaction.
 
+pub mod audit;
 pub mod keys;
 pub mod mail;
 pub mod oauth;

@@ -204,6 +204,12 @@ async fn lockout_backs_off_with_exact_retry_after_and_reveals_nothing(b: Backend
     .await
     .unwrap();
     assert_eq!(locks, 4, "an AccountLockedV1 per lock");
+    let (audited,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE action = 'user.lock'")
+            .fetch_one(app.state.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(audited, 4, "an audit entry per lock");
 }
 
 async fn oauth_token_endpoint_is_throttled_per_client_with_an_rfc_6749_body(b: Backend) {
@@ -217,9 +223,17 @@ async fn oauth_token_endpoint_is_throttled_per_client_with_an_rfc_6749_body(b: B
         scopes: Some(vec!["reports.read".into()]),
         ..Default::default()
     };
-    let r = tessera::oauth::clients::create(&app.state.store, spec, 1)
-        .await
-        .unwrap();
+    let r = tessera::oauth::clients::create(
+        &app.state.store,
+        spec,
+        tessera::oauth::clients::ChangedBy {
+            actor: tessera::audit::Actor::System,
+            ctx: &tessera::context::RequestContext::system(),
+        },
+        1,
+    )
+    .await
+    .unwrap();
     let (id, secret) = (r.client.client_id, r.client_secret.unwrap());
     let mut last = None;
     for _ in 0..4 {
@@ -366,7 +380,7 @@ async fn master_key_rotation_reseals_every_secret(b: Backend) {
     .unwrap();
     let new_b64 = tessera::crypto::MasterKey::generate().to_base64();
     let new = tessera::crypto::MasterKey::from_base64(&new_b64).unwrap();
-    let moved = tessera::keys::master::rotate(&app.state.store, &old, &new)
+    let moved = tessera::keys::master::rotate(&app.state.store, &old, &new, app.clock.now())
         .await
         .unwrap();
     assert_eq!(moved, 2, "the signing key and the webhook secret");

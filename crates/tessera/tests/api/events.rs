@@ -365,7 +365,7 @@ async fn webhooks_receive_signed_events_and_retry_failures(b: Backend) {
     // Only the subscribed type was delivered, and nothing more arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(seen.lock().unwrap().len(), 2);
-    tessera::events::webhooks::remove(&app.state.store, &hook.id)
+    tessera::events::webhooks::remove(&app.state.store, &hook.id, app.clock.now())
         .await
         .unwrap();
     assert!(

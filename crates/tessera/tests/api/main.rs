@@ -5,13 +5,16 @@
 )]
 
 mod helpers;
+mod logs;
 
 mod abuse;
 mod accounts;
+mod audit;
 mod bad_input;
 mod email;
 mod events;
 mod oauth;
 mod ops;
+mod password_policy;
 mod sessions;
 mod tokens;

@@ -50,7 +50,12 @@ async fn register_client(
         scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
         resources: Some(vec!["https://api.example.com".into()]),
     };
-    let r = clients::create(&app.state.store, spec, app.clock.now())
+    let ctx = tessera::context::RequestContext::system();
+    let by = clients::ChangedBy {
+        actor: tessera::audit::Actor::System,
+        ctx: &ctx,
+    };
+    let r = clients::create(&app.state.store, spec, by, app.clock.now())
         .await
         .unwrap();
     Registered {

@@ -236,9 +236,15 @@ async fn rotation_keeps_earlier_tokens_valid_until_they_expire(b: Backend) {
     let before = app.signed_in("c@example.com").await;
     let old_kid = part(&before.access, 0)["kid"].as_str().unwrap().to_string();
     let master = tessera::app::load_master_key(&app.config).unwrap();
-    let new_kid = Keys::rotate(&app.state.store, &master, Alg::Rs256, app.clock.now())
-        .await
-        .unwrap();
+    let new_kid = Keys::rotate(
+        &app.state.store,
+        &master,
+        Alg::Rs256,
+        "operator",
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
     // Until this replica reloads, it keeps signing with the old key; both validate.
     let during = crate::helpers::Tokens::from(&app.login("c@example.com", PASSWORD).await.body);
     assert_eq!(part(&during.access, 0)["kid"], old_kid.as_str());
