@@ -2,7 +2,7 @@
 //!
 //! Run it with `cargo run --release -p tessera-bench` (about seven minutes on 2 cores);
 //! `-- --quick` gives a short smoke run, `-- --seconds N` sets the measured seconds per scenario,
-//! `-- --only foundation,events,oauth` runs a subset of the scenario groups (default: all).
+//! `-- --only foundation,events,oauth,abuse` runs a subset of the scenario groups (default: all).
 //!
 //! It measures:
 //! - **Cost baselines**, in this process: one Argon2id hash at the default (OWASP) parameters, and
@@ -19,7 +19,10 @@
 //!   see [`events`]);
 //! - OAuth 2.0 / OpenID Connect: client-credentials tokens (RS256, ES256), introspection,
 //!   discovery and a full authorization-code + PKCE login through the hosted pages (group
-//!   `oauth`, see [`oauth`]).
+//!   `oauth`, see [`oauth`]);
+//! - abuse protection: the overhead of the rate limiter on `GET /identity/me` and on login, and a
+//!   credential-stuffing attack from one IP against default limits while legitimate users log in
+//!   (group `abuse`, see [`abuse`]).
 //!
 //! Every scenario has a warm-up that is not recorded, then a measured window. Throughput counts
 //! 2xx responses only; any other status or transport error is counted and shown. "Per server
@@ -45,6 +48,7 @@ use tessera::passwords::Passwords;
 use tokio::io::AsyncBufReadExt;
 use tokio::task::JoinSet;
 
+mod abuse;
 mod events;
 mod oauth;
 
@@ -133,17 +137,20 @@ enum Group {
     Events,
     /// The OAuth 2.0 / OIDC endpoints.
     OAuth,
+    /// Rate-limiter overhead and a credential-stuffing attack.
+    Abuse,
 }
 
 impl Group {
-    const ALL: [Self; 3] = [Self::Foundation, Self::Events, Self::OAuth];
+    const ALL: [Self; 4] = [Self::Foundation, Self::Events, Self::OAuth, Self::Abuse];
 
     fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s {
             "foundation" => Self::Foundation,
             "events" => Self::Events,
             "oauth" => Self::OAuth,
-            other => bail!("unknown group {other:?} (groups: foundation, events, oauth)"),
+            "abuse" => Self::Abuse,
+            other => bail!("unknown group {other:?} (groups: foundation, events, oauth, abuse)"),
         })
     }
 
@@ -152,6 +159,7 @@ impl Group {
             Self::Foundation => "foundation",
             Self::Events => "events",
             Self::OAuth => "oauth",
+            Self::Abuse => "abuse",
         }
     }
 }
@@ -221,7 +229,7 @@ impl Options {
     }
 }
 
-const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth]";
+const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse]";
 
 struct Hardware {
     cores: usize,
@@ -467,8 +475,18 @@ struct Server {
 }
 
 impl Server {
-    /// Starts a server with the default configuration plus `env`.
+    /// Starts a server with the default configuration plus `env`, its rate limits raised out of
+    /// reach (see [`RATE_LIMIT_CLASSES`]).
     async fn start(name: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::launch(name, env, true).await
+    }
+
+    /// Starts a server with the default configuration plus `env`, rate limits included.
+    async fn start_with_default_limits(name: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::launch(name, env, false).await
+    }
+
+    async fn launch(name: &str, env: &[(&str, &str)], raise_limits: bool) -> anyhow::Result<Self> {
         progress(&format!("starting server {name}"));
         let dir = tempfile::Builder::new()
             .prefix("tessera-bench-")
@@ -492,7 +510,7 @@ impl Server {
             )
             .env("TESSERA_LOG", "warn")
             .env("NO_COLOR", "1");
-        for class in RATE_LIMIT_CLASSES {
+        for class in RATE_LIMIT_CLASSES.iter().filter(|_| raise_limits) {
             for field in ["BURST", "PER_MINUTE"] {
                 cmd.env(
                     format!("TESSERA_RATE_LIMIT__{class}__{field}"),
@@ -1135,6 +1153,7 @@ struct Results {
     registrations: Option<events::Registrations>,
     relays: Vec<events::RelayOutcome>,
     oauth: Option<oauth::OAuthResults>,
+    abuse: Option<abuse::AbuseResults>,
     logs: Vec<LogSummary>,
 }
 
@@ -1157,6 +1176,7 @@ async fn run(options: &Options) -> anyhow::Result<String> {
         registrations: None,
         relays: Vec::new(),
         oauth: None,
+        abuse: None,
         logs: Vec::new(),
     };
     if options.runs(Group::Foundation) {
@@ -1167,6 +1187,9 @@ async fn run(options: &Options) -> anyhow::Result<String> {
     }
     if options.runs(Group::OAuth) {
         oauth::run(&client, options, &baselines, &mut results).await?;
+    }
+    if options.runs(Group::Abuse) {
+        abuse::run(&client, options, &baselines, &hardware, &mut results).await?;
     }
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(render(
@@ -1534,8 +1557,9 @@ fn render(
         "* = other work used more than {NOISY_OTHER_CORES} cores during the window: that figure is less reliable."
     ));
     rep.line(&format!(
-        "Every server runs with its rate limits raised to {RAISED_LIMIT} (the limiter runs, never refuses): all load comes from 127.0.0.1."
+        "Every server runs with its rate limits raised to {RAISED_LIMIT} (the limiter runs, never refuses): all load comes from 127.0.0.1"
     ));
+    rep.line("(except in the abuse group: a server with the limiter off, and the credential-stuffing servers with the default limits).");
     rep.line(&format!(
         "Groups run: {} (select with --only).",
         options
@@ -1556,6 +1580,7 @@ fn render(
     }
     events::render(&mut rep, r, hw);
     oauth::render(&mut rep, r, b, hw);
+    abuse::render(&mut rep, r, b, hw);
 
     rep.section("Errors");
     let mut any = false;
@@ -1565,7 +1590,8 @@ fn render(
         .chain(r.storm.iter().flat_map(|s| [&s.logins, &s.me]))
         .chain(r.memory.iter().map(|m| &m.load))
         .chain(events::loads(r))
-        .chain(oauth::loads(r));
+        .chain(oauth::loads(r))
+        .chain(abuse::loads(r));
     for load in all {
         for (kind, n) in &load.stats.errors {
             any = true;
