@@ -94,17 +94,6 @@ impl Keys {
         sign(&self.current().current, ACCESS_TOKEN_TYP, claims)
     }
 
-    /// Signs any JWT (an ID token: `typ` `JWT`) with the current key; returns the token and the
-    /// signing algorithm.
-    pub fn sign_jwt<T: Serialize>(
-        &self,
-        typ: &str,
-        claims: &T,
-    ) -> anyhow::Result<(String, super::Alg)> {
-        let set = self.current();
-        Ok((sign(&set.current, typ, claims)?, set.current.alg))
-    }
-
     /// Validates a first-party access token: header, signature, `iss`, `aud` (the configured
     /// audience), `exp` and `nbf` at `now`.
     pub async fn verify_access_token(

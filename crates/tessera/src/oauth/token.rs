@@ -9,7 +9,7 @@ use super::{OAuthError, Params, scope};
 use crate::app::AppState;
 use crate::context::RequestContext;
 use crate::crypto::{REFRESH_TOKEN_PREFIX, b64url, new_token, token_hash};
-use crate::keys::Alg;
+use crate::keys::{Alg, jwt};
 use crate::sessions::{self, Grant, RefreshRequest, Subject};
 use crate::store::oauth as store;
 use crate::store::sessions::{self as store_sessions, NewSession};
@@ -423,13 +423,14 @@ fn respond(
     id_token: Option<IdTokenInput<'_>>,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let access_token = state
-        .keys
-        .sign_access_token(&issued.claims)
-        .map_err(|e| crate::Error::Internal(e).into_oauth())?;
+    // One key-set snapshot signs both tokens, so `at_hash` uses the access token's algorithm
+    // even if a rotation lands in between.
+    let keys = state.keys.current();
+    let key = keys.signing_key();
+    let internal = |e: anyhow::Error| crate::Error::Internal(e).into_oauth();
+    let access_token = jwt::sign(key, jwt::ACCESS_TOKEN_TYP, &issued.claims).map_err(internal)?;
     let id_token = match id_token {
         Some(input) => {
-            let alg = state.keys.current().signing_key().alg;
             let claims = IdTokenClaims {
                 iss: &state.settings.issuer,
                 sub: &input.user.id,
@@ -439,16 +440,10 @@ fn respond(
                 iat: now,
                 auth_time: input.auth_time,
                 nonce: input.nonce,
-                at_hash: at_hash(alg, &access_token),
+                at_hash: at_hash(key.alg, &access_token),
                 sid: input.sid,
             };
-            Some(
-                state
-                    .keys
-                    .sign_jwt("JWT", &claims)
-                    .map_err(|e| crate::Error::Internal(e).into_oauth())?
-                    .0,
-            )
+            Some(jwt::sign(key, "JWT", &claims).map_err(internal)?)
         }
         None => None,
     };
