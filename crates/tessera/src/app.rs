@@ -158,6 +158,7 @@ impl App {
             Arc::clone(&state.master),
         )));
         tasks.push(tokio::spawn(reload_revocations(state.clone())));
+        tasks.push(tokio::spawn(housekeeping(state.clone())));
         tasks.push(tokio::spawn(crate::audit::run_purge(state.clone())));
         let router = crate::http::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -186,6 +187,32 @@ async fn reload_revocations(state: AppState) {
             tracing::warn!(error = ?e, "reloading revoked tokens failed");
         }
     }
+}
+
+/// Hourly: deletes expired codes, refresh tokens, revoked token ids and long-ended sessions.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        if let Err(e) = purge_expired(&state.store, state.clock.now()).await {
+            tracing::warn!(error = ?e, "housekeeping failed; will retry");
+        }
+    }
+}
+
+/// One housekeeping pass; returns the rows deleted.
+pub async fn purge_expired(store: &Store, now: i64) -> anyhow::Result<u64> {
+    use crate::store::housekeeping;
+    if !housekeeping::anything_expired(store.pool(), now).await? {
+        return Ok(0);
+    }
+    let mut tx = store.begin().await?;
+    let deleted = housekeeping::purge_expired(&mut tx, now).await?;
+    tx.commit().await?;
+    if deleted > 0 {
+        tracing::info!(deleted, "housekeeping: expired rows deleted");
+    }
+    Ok(deleted)
 }
 
 /// Key maintenance: scheduled rotation and reloading what other processes changed.

@@ -4,8 +4,6 @@
 //! Revoked ids are kept in memory (loaded at start, refreshed every few seconds from the store
 //! so other replicas' revocations arrive) and persisted until the token would have expired.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use crate::app::AppState;
@@ -20,7 +18,6 @@ pub const RELOAD_INTERVAL: u64 = 5;
 #[derive(Clone)]
 pub struct RevokedTokens {
     ids: moka::sync::Cache<String, ()>,
-    loaded_at: Arc<AtomicI64>,
 }
 
 impl Default for RevokedTokens {
@@ -30,7 +27,6 @@ impl Default for RevokedTokens {
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
-            loaded_at: Arc::new(AtomicI64::new(i64::MIN)),
         }
     }
 }
@@ -52,7 +48,6 @@ impl RevokedTokens {
         for (jti, _) in store::live_revoked_jtis(store.pool(), now).await? {
             self.ids.insert(jti, ());
         }
-        self.loaded_at.store(now, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! Functions take any executor, so the same one runs on the pool or inside a transaction.
 
 pub mod audit;
+pub mod housekeeping;
 pub mod keys;
 pub mod mail;
 pub mod oauth;

@@ -18,6 +18,7 @@ on_both_backends!(
     sessions_are_listed_and_revocable_by_their_owner_only,
     access_tokens_expire,
     refresh_tokens_are_stored_only_as_hashes,
+    housekeeping_deletes_only_rows_nothing_will_read_again,
 );
 
 async fn refresh_rotates_the_token(b: Backend) {
@@ -314,4 +315,66 @@ async fn refresh_tokens_are_stored_only_as_hashes(b: Backend) {
     assert_ne!(rows[0].0, t.refresh);
     assert!(!rows[0].0.contains(&t.refresh[4..]));
     assert_eq!(rows[0].0, tessera::crypto::token_hash(&t.refresh));
+}
+
+async fn housekeeping_deletes_only_rows_nothing_will_read_again(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let count = |table: &'static str| {
+        let pool = app.state.store.pool().clone();
+        async move {
+            let (n,): (i64,) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            n
+        }
+    };
+    let ended = app.signed_in("old@example.com").await;
+    assert_eq!(
+        app.request(Method::POST, "/auth/logout", Some(&ended.access), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    app.state
+        .revoked
+        .revoke(&app.state.store, "some-jti", app.clock.now() + 60)
+        .await
+        .unwrap();
+    // Nothing is dead yet.
+    assert_eq!(
+        tessera::app::purge_expired(&app.state.store, app.clock.now())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        (count("sessions").await, count("revoked_tokens").await),
+        (1, 1)
+    );
+    // 31 days later: the ended session (with its refresh token) and the revoked id go; a
+    // session started now stays.
+    app.clock.advance(31 * 24 * 3600);
+    let live = crate::helpers::Tokens::from(&app.login("old@example.com", PASSWORD).await.body);
+    let deleted = tessera::app::purge_expired(&app.state.store, app.clock.now())
+        .await
+        .unwrap();
+    assert!(
+        deleted >= 3,
+        "session, refresh token, revoked id: {deleted}"
+    );
+    assert_eq!(
+        (
+            count("sessions").await,
+            count("refresh_tokens").await,
+            count("revoked_tokens").await
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        app.get("/identity/me", &live.access).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(app.refresh(&live.refresh).await.status, StatusCode::OK);
 }
