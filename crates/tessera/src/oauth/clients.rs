@@ -309,7 +309,7 @@ fn validate_resource(uri: &str) -> Option<String> {
     let ok = uri.len() <= 2000
         && !uri.contains('#')
         && (uri.starts_with("https://") || uri.starts_with("http://"))
-        && !uri.contains(char::is_whitespace);
+        && !uri.contains(|c: char| c.is_whitespace() || c.is_control());
     (!ok).then(|| "must be an absolute http(s) URI without a fragment".into())
 }
 

@@ -131,6 +131,16 @@ impl From<sqlx::Error> for OAuthError {
 pub fn parse_params(input: &[u8]) -> Result<Params, OAuthError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(input) {
+        // NUL and other control characters belong in no OAuth parameter (and PostgreSQL
+        // refuses NUL in text).
+        if k.chars()
+            .chain(v.chars())
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(OAuthError::invalid_request(
+                "parameters must not contain control characters",
+            ));
+        }
         if k.len() > 64 || v.len() > 4096 {
             return Err(OAuthError::invalid_request(format!(
                 "parameter {} is too long",

@@ -135,6 +135,13 @@ fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     }
 }
 
+/// Whether a looked-up key can exist in the store at all. PostgreSQL refuses text containing
+/// NUL (an error, not "no row"); nothing Tessera stores contains one, so a lookup for such a key
+/// answers "not found" without asking the database.
+pub fn storable(key: &str) -> bool {
+    !key.contains('\0')
+}
+
 /// True when `err` is a unique-constraint violation (on either backend).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())

@@ -81,6 +81,9 @@ pub async fn find_client<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
 ) -> Result<Option<ClientRow>, sqlx::Error> {
+    if !super::storable(id) {
+        return Ok(None);
+    }
     sqlx::query_as(select_clients!("WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)

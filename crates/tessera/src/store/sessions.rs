@@ -184,6 +184,9 @@ pub async fn find_session<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
 ) -> Result<Option<Session>, sqlx::Error> {
+    if !super::storable(id) {
+        return Ok(None);
+    }
     sqlx::query_as(
         "SELECT id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, client_id, scope \
          FROM sessions WHERE id = $1",

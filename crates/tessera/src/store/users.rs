@@ -90,6 +90,9 @@ pub async fn find_by_email<'e>(
     db: impl Executor<'e, Database = Any>,
     email: &str,
 ) -> Result<Option<User>, sqlx::Error> {
+    if !super::storable(email) {
+        return Ok(None);
+    }
     sqlx::query_as(select_users!("WHERE email_normalized = $1"))
         .bind(normalize_email(email))
         .fetch_optional(db)
@@ -100,6 +103,9 @@ pub async fn find_by_id<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
 ) -> Result<Option<User>, sqlx::Error> {
+    if !super::storable(id) {
+        return Ok(None);
+    }
     sqlx::query_as(select_users!("WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)

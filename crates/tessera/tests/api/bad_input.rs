@@ -8,6 +8,7 @@ use crate::helpers::{Backend, PASSWORD, TestApp, assert_error};
 use crate::on_both_backends;
 
 on_both_backends!(
+    nul_bytes_anywhere_get_a_4xx_not_a_database_error,
     arbitrary_bodies_always_get_a_4xx,
     bad_requests_get_clear_4xx_json_errors_and_write_nothing,
     correlation_id_is_echoed_or_generated
@@ -362,4 +363,79 @@ async fn arbitrary_bodies_always_get_a_4xx(b: Backend) {
             }
         }
     }
+}
+
+/// PostgreSQL refuses NUL in text: input carrying one must be a 4xx on both backends, never the
+/// database error it would cause as a 500.
+async fn nul_bytes_anywhere_get_a_4xx_not_a_database_error(b: Backend) {
+    use base64::Engine;
+    let app = TestApp::spawn(b).await;
+    let t = app.signed_in("nul@example.com").await;
+    let res = app
+        .post(
+            "/auth/login",
+            json!({"email": "nul\u{0}@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_error(&res, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let res = app
+        .post(
+            "/auth/register",
+            json!({"email": "a\u{0}@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_error(&res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let res = app
+        .post("/auth/request-password-reset", json!({"email": "\u{0}"}))
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.text);
+    let res = app
+        .request(
+            Method::DELETE,
+            "/identity/sessions/%00",
+            Some(&t.access),
+            None,
+        )
+        .await;
+    assert_error(&res, StatusCode::NOT_FOUND, "not_found");
+    let form = Some("application/x-www-form-urlencoded");
+    for path in ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"] {
+        let res = app
+            .raw(
+                Method::POST,
+                path,
+                form,
+                b"grant_type=client_credentials&token=x&client_id=%00".to_vec(),
+            )
+            .await;
+        assert_eq!(
+            (res.status, res.body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{path}"
+        );
+    }
+    let basic = base64::engine::general_purpose::STANDARD.encode("tc_\u{0}x:secret");
+    let res = app
+        .client
+        .post(format!("{}/oauth2/token", app.base))
+        .header("authorization", format!("Basic {basic}"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app
+        .client
+        .get(format!(
+            "{}/oauth2/authorize?response_type=code&client_id=%00&nonce=%00",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.get("/identity/me", &t.access).await.status,
+        StatusCode::OK
+    );
 }
