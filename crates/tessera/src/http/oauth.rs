@@ -346,6 +346,18 @@ async fn login(
             req.login_hint = Some(email.chars().take(254).collect());
             return login_page(&state, &headers, &req, Some("Invalid email or password."));
         }
+        // The password was right but the operator requires a verified address first.
+        Err(crate::Error::Forbidden {
+            code: "email_not_verified",
+            ..
+        }) => {
+            let mut req = request;
+            req.login_hint = Some(email.chars().take(254).collect());
+            let message = "Confirm your email address first: follow the link we sent you.";
+            let mut res = login_page(&state, &headers, &req, Some(message));
+            *res.status_mut() = StatusCode::FORBIDDEN;
+            return res;
+        }
         Err(e) => {
             tracing::error!(error = ?e, "hosted login failed");
             return state.pages.message(

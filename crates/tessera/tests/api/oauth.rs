@@ -979,6 +979,44 @@ async fn consent_is_remembered_and_prompt_none_works(b: Backend) {
             .unwrap()
             .contains("Invalid email or password")
     );
+    // With verified email required, the right password for an unverified account explains
+    // itself on the page (403), rather than failing.
+    let strict = TestApp::spawn_with(b, |c| c.require_verified_email = true).await;
+    strict.register("eve@example.com").await;
+    let reg2 = register_client(&strict, false, &["authorization_code"], &["openid"]).await;
+    let url2 = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid",
+        strict.base, reg2.id
+    );
+    let page = strict
+        .client
+        .get(&url2)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("csrf_token", field(&page, "csrf_token")),
+        ("request", field(&page, "request")),
+        ("email", "eve@example.com".into()),
+        ("password", PASSWORD.into()),
+    ];
+    let res = strict
+        .client
+        .post(format!("{}/oauth2/login", strict.base))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("Confirm your email address")
+    );
     // A forged form without the CSRF cookie's value is refused.
     let forged = [
         ("csrf_token", "x".repeat(43)),
