@@ -131,6 +131,10 @@ impl From<sqlx::Error> for OAuthError {
 pub fn parse_params(input: &[u8]) -> Result<Params, OAuthError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(input) {
+        // Far more than any request of this server has; also keeps the duplicate check cheap.
+        if out.len() >= MAX_PARAMS {
+            return Err(OAuthError::invalid_request("too many parameters"));
+        }
         // NUL and other control characters belong in no OAuth parameter (and PostgreSQL
         // refuses NUL in text).
         if k.chars()
@@ -162,6 +166,9 @@ pub fn parse_params(input: &[u8]) -> Result<Params, OAuthError> {
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
+
+/// Most parameters accepted in one request.
+pub const MAX_PARAMS: usize = 64;
 
 /// Request parameters, each at most once.
 #[derive(Debug, Clone, Default)]
@@ -207,5 +214,9 @@ mod tests {
         assert_eq!(p.get("b"), None);
         assert_eq!(p.get("c"), Some("x y"));
         assert!(parse_params(format!("a={}", "x".repeat(5000)).as_bytes()).is_err());
+        let many: String = (0..65).map(|i| format!("p{i}=x&")).collect();
+        assert!(parse_params(many.as_bytes()).is_err());
+        let enough: String = (0..64).map(|i| format!("p{i}=x&")).collect();
+        assert!(parse_params(enough.as_bytes()).is_ok());
     }
 }
