@@ -399,6 +399,13 @@ pub async fn change_password(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
+    // Each attempt costs two Argon2 runs and guesses the current password: throttle it like
+    // logins to the account.
+    state.limiter.check(
+        Class::LoginAccount,
+        &format!("password_change:{user_id}"),
+        now,
+    )?;
     let user = users::find_by_id(state.store.pool(), user_id)
         .await?
         .ok_or_else(Error::invalid_token)?;

@@ -396,4 +396,27 @@ async fn password_change_requires_the_current_password(b: Backend) {
         StatusCode::OK,
         "unchanged"
     );
+    // Guessing the current password is throttled like logins (each try costs two hashes).
+    let wrong = json!({"current_password": "guess guess", "new_password": "another passphrase"});
+    // Two attempts above already drew from the bucket.
+    for _ in 0..app.config.rate_limit.login_account.burst - 2 {
+        let res = app
+            .request(
+                Method::POST,
+                "/identity/password",
+                Some(&t.access),
+                Some(wrong.clone()),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN);
+    }
+    let res = app
+        .request(
+            Method::POST,
+            "/identity/password",
+            Some(&t.access),
+            Some(wrong),
+        )
+        .await;
+    assert_error(&res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
 }
