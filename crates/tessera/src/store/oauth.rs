@@ -206,19 +206,18 @@ pub async fn save_consent(
     scope: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
-        .bind(user_id)
-        .bind(client_id)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("INSERT INTO oauth_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(user_id)
-        .bind(client_id)
-        .bind(scope)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map(|_| ())
+    // One upsert: two concurrent "Allow" answers cannot collide on the primary key.
+    sqlx::query(
+        "INSERT INTO oauth_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at",
+    )
+    .bind(user_id)
+    .bind(client_id)
+    .bind(scope)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
 }
 
 /// Records a revoked access token id; a repeat is a no-op.
