@@ -803,18 +803,43 @@ impl Config {
     }
 }
 
-/// Hides the password in a database URL.
+/// Hides credentials in a URL: the password (or a token-only userinfo, as in `nats://TOKEN@host`)
+/// and `password`/`token` query values.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let mut out = url[..start].to_string();
+    match url[start..end].rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:<redacted>@{host}")),
+            None => out.push_str(&format!("<redacted>@{host}")),
+        },
+        None => out.push_str(&url[start..end]),
     }
+    let rest = &url[end..];
+    match rest.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _))
+                        if ["password", "sslpassword", "token", "pass"]
+                            .contains(&k.to_ascii_lowercase().as_str()) =>
+                    {
+                        format!("{k}=<redacted>")
+                    }
+                    _ => kv.to_string(),
+                })
+                .collect();
+            out.push_str(&format!("{path}?{}", query.join("&")));
+        }
+        None => out.push_str(rest),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -930,6 +955,26 @@ mod tests {
             ("TESSERA_LOG", "debug"),
         ]));
         assert_eq!(unknown, vec!["TESSERA_ISSUR".to_string()]);
+    }
+
+    #[test]
+    fn url_redaction_covers_tokens_and_query_passwords() {
+        assert_eq!(
+            redact_url("nats://s3cr3t@nats:4222"),
+            "nats://<redacted>@nats:4222"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?user=u&password=p&sslmode=require"),
+            "postgres://db/x?user=u&password=<redacted>&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@db/x?q=a@b"),
+            "postgres://u:<redacted>@db/x?q=a@b"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/tessera.db?mode=rwc"),
+            "sqlite://data/tessera.db?mode=rwc"
+        );
     }
 
     #[test]

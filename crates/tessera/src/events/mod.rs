@@ -130,9 +130,22 @@ impl From<EventRow> for EventView {
             attempts: r.attempts,
             last_error: r.last_error,
             published_at: r.published_at.map(rfc3339),
-            envelope: serde_json::from_str(&r.envelope).unwrap_or(serde_json::Value::Null),
+            envelope: redact_links(
+                serde_json::from_str(&r.envelope).unwrap_or(serde_json::Value::Null),
+            ),
         }
     }
+}
+
+/// With event-driven mail (`TESSERA_MAIL__TRANSPORT=events`) the request events carry the
+/// verification or reset link, a live token: operators' views of the outbox never show it.
+fn redact_links(mut envelope: serde_json::Value) -> serde_json::Value {
+    if let Some(link) = envelope.pointer_mut("/data/link")
+        && link.is_string()
+    {
+        *link = serde_json::Value::from("<redacted>");
+    }
+    envelope
 }
 
 /// A page of events in outbox order, after the cursor `after` (a `seq`).
@@ -175,4 +188,17 @@ pub async fn counts(store: &crate::store::Store) -> Result<Counts> {
 pub fn backoff(attempts: i64) -> i64 {
     let exp = attempts.clamp(1, 12) as u32;
     (1_i64 << exp).min(3600)
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn operator_views_never_show_a_mail_link() {
+        let envelope = serde_json::json!({"event_type": "x", "data": {"link": "https://id/reset?token=tsp_live", "email": "a@b.c"}});
+        let shown = super::redact_links(envelope);
+        assert_eq!(shown["data"]["link"], "<redacted>");
+        assert_eq!(shown["data"]["email"], "a@b.c");
+        let without = super::redact_links(serde_json::json!({"data": {"user_id": "u"}}));
+        assert!(without["data"].get("link").is_none());
+    }
 }

@@ -109,7 +109,7 @@ pub struct ClientSpec {
 }
 
 /// A newly registered client with its secret, shown this once.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct Registered {
     #[serde(flatten)]
     pub client: Client,
@@ -429,8 +429,31 @@ pub async fn find_active(
     Ok(client.is_active().then_some(client))
 }
 
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("client", &self.client)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic { client_id, .. } => write!(f, "Basic({client_id}, <redacted>)"),
+            Self::Post { client_id, .. } => write!(f, "Post({client_id}, <redacted>)"),
+            Self::None { client_id } => write!(f, "None({client_id})"),
+            Self::Missing => f.write_str("Missing"),
+        }
+    }
+}
+
 /// How a client presented itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     /// RFC 6749 §2.3.1 HTTP Basic (`client_secret_basic`).
     Basic {

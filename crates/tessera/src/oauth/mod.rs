@@ -171,8 +171,17 @@ fn truncate(s: &str, n: usize) -> String {
 pub const MAX_PARAMS: usize = 64;
 
 /// Request parameters, each at most once.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Params(pub Vec<(String, String)>);
+
+/// Parameter names only: values can be passwords, secrets, codes and tokens.
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
 
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -16,7 +16,7 @@ use crate::store::sessions::{self as store_sessions, NewSession};
 use crate::store::users::{self, User};
 
 /// RFC 6749 §5.1.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,

@@ -45,7 +45,7 @@ impl Settings {
 }
 
 /// The token response of login and refresh.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct TokenPair {
     pub access_token: String,
     pub token_type: &'static str,
