@@ -520,13 +520,12 @@ async fn introspect_endpoint(
         if client.public {
             return Err(OAuthError::invalid_client());
         }
-        state.limiter.check(
-            Class::IntrospectClient,
-            &client.client_id,
-            state.clock.now(),
-        )?;
+        let now = state.clock.now();
+        state
+            .limiter
+            .check(Class::IntrospectClient, &client.client_id, now)?;
         let token = params.require("token")?;
-        Ok(introspect::introspect(&state, &client, token, state.clock.now()).await?)
+        Ok(introspect::introspect(&state, &client, token, now).await?)
     }
     .await;
     match result {

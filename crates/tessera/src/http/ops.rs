@@ -10,7 +10,7 @@ use axum::routing::get;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::keys::JWKS_MAX_AGE;
+use crate::keys::JWKS_CACHE_CONTROL;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,8 +47,9 @@ async fn jwks(State(state): State<AppState>) -> Response {
         body,
     )
         .into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={JWKS_MAX_AGE}")) {
-        res.headers_mut().insert(header::CACHE_CONTROL, v);
-    }
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(JWKS_CACHE_CONTROL),
+    );
     res
 }

@@ -32,6 +32,10 @@ pub const RELOAD_INTERVAL: i64 = 10;
 pub const PREPUBLISH: i64 = 3600;
 /// `Cache-Control: max-age` of the JWKS, seconds.
 pub const JWKS_MAX_AGE: i64 = 300;
+/// The JWKS `Cache-Control` header: [`JWKS_MAX_AGE`], as a constant header value.
+pub const JWKS_CACHE_CONTROL: &str = "public, max-age=300";
+// Caches must see a pre-published key before it signs: the max-age stays inside the window.
+const _: () = assert!(JWKS_MAX_AGE < PREPUBLISH);
 
 /// The signing algorithms Tessera supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -664,4 +668,15 @@ pub fn generate(master: &MasterKey, alg: Alg, now: i64) -> anyhow::Result<Signin
         activated_at: Some(now),
         retired_at: None,
     })
+}
+
+#[cfg(test)]
+mod cache_tests {
+    #[test]
+    fn jwks_cache_control_says_the_max_age() {
+        assert_eq!(
+            super::JWKS_CACHE_CONTROL,
+            format!("public, max-age={}", super::JWKS_MAX_AGE)
+        );
+    }
 }
