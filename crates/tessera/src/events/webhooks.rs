@@ -245,7 +245,9 @@ async fn deliver(
         )
         .body(body)
         .send()
-        .await?;
+        .await
+        // The URL may carry a credential in its query: keep it out of logs and `last_error`.
+        .map_err(reqwest::Error::without_url)?;
     if !res.status().is_success() {
         anyhow::bail!("the endpoint answered {}", res.status());
     }
