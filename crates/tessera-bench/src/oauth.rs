@@ -68,7 +68,7 @@ async fn create_client(server: &Server) -> anyhow::Result<OAuthClient> {
     };
     let ctx = tessera::context::RequestContext::system();
     let by = clients::ChangedBy {
-        actor: tessera::audit::Actor::System,
+        principal: &tessera::authz::Principal::System,
         ctx: &ctx,
     };
     let registered = clients::create(&store, spec, by, Clock::System.now())

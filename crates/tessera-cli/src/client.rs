@@ -2,6 +2,7 @@
 
 use clap::Subcommand;
 use tessera::Config;
+use tessera::authz::Principal;
 use tessera::oauth::clients::{self, Client, ClientSpec};
 
 #[derive(Subcommand)]
@@ -30,6 +31,12 @@ pub enum ClientCommand {
         /// Allowed RFC 8707 resource indicator (repeatable).
         #[arg(long = "resource")]
         resources: Vec<String>,
+        /// A first-party application: may hold the tessera:account and tessera:admin scopes.
+        #[arg(long)]
+        first_party: bool,
+        /// Seconds a rotated-out refresh token is still honoured (0 to 60; default 0).
+        #[arg(long)]
+        refresh_reuse_grace: Option<i64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -60,6 +67,12 @@ pub enum ClientCommand {
         scopes: Vec<String>,
         #[arg(long = "resource")]
         resources: Vec<String>,
+        /// Mark the client first-party (true) or third-party (false).
+        #[arg(long)]
+        first_party: Option<bool>,
+        /// Seconds a rotated-out refresh token is still honoured (0 to 60).
+        #[arg(long)]
+        refresh_reuse_grace: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -127,7 +140,7 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
     // An operator at the command line: actor `system` in the audit log.
     let ctx = tessera::context::RequestContext::system();
     let by = |ctx| clients::ChangedBy {
-        actor: tessera::audit::Actor::System,
+        principal: &Principal::System,
         ctx,
     };
     let fail = |e: tessera::Error| anyhow::anyhow!("{}", describe(&e));
@@ -140,6 +153,8 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
             grants,
             scopes,
             resources,
+            first_party,
+            refresh_reuse_grace,
             json,
         } => {
             let spec = ClientSpec {
@@ -150,6 +165,10 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
                 grant_types: Some(grants),
                 scopes: some(scopes),
                 resources: Some(resources),
+                first_party: Some(first_party),
+                refresh_reuse_grace,
+                rate_limit: None,
+                may_introspect: None,
             };
             let r = clients::create(&store, spec, by(&ctx), now)
                 .await
@@ -157,13 +176,18 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
             print(&r.client, r.client_secret.as_deref(), json)
         }
         ClientCommand::List { json } => {
-            for c in clients::list(&store, None, 500).await.map_err(fail)? {
+            for c in clients::list(&store, &Principal::System, None, 500)
+                .await
+                .map_err(fail)?
+            {
                 print(&c, None, json)?;
             }
             Ok(())
         }
         ClientCommand::Get { client_id, json } => print(
-            &clients::get(&store, &client_id).await.map_err(fail)?,
+            &clients::get(&store, &Principal::System, &client_id)
+                .await
+                .map_err(fail)?,
             None,
             json,
         ),
@@ -175,6 +199,8 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
             grants,
             scopes,
             resources,
+            first_party,
+            refresh_reuse_grace,
             json,
         } => {
             let spec = ClientSpec {
@@ -185,6 +211,10 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
                 grant_types: some(grants),
                 scopes: some(scopes),
                 resources: some(resources),
+                first_party,
+                refresh_reuse_grace,
+                rate_limit: None,
+                may_introspect: None,
             };
             print(
                 &clients::update(&store, &cache, &client_id, spec, by(&ctx), now)

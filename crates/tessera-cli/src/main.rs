@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tessera::accounts::{self, KNOWN_ROLES, UserView};
+use tessera::accounts::{self, UserView};
+use tessera::authz::{Principal, Role};
 use tessera::clock::Clock;
 use tessera::{App, Config};
 
@@ -266,7 +267,7 @@ async fn audit(cmd: AuditCommand, config: Config, clock: Clock) -> anyhow::Resul
                 after,
                 limit: Some(limit),
             };
-            let (entries, next) = tessera::audit::list(&store, &filter)
+            let (entries, next) = tessera::audit::list(&store, &Principal::System, &filter)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
             for e in &entries {
@@ -325,9 +326,10 @@ async fn events(cmd: EventsCommand, config: Config, clock: Clock) -> anyhow::Res
                 (_, true) => Filter::Pending,
                 _ => Filter::All,
             };
-            let (events, next) = tessera::events::list(&store, filter, after, limit)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            let (events, next) =
+                tessera::events::list(&store, &Principal::System, filter, after, limit)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
             for e in &events {
                 if json {
                     println!("{}", serde_json::to_string(e)?);
@@ -415,11 +417,15 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
             roles,
             json,
         } => {
-            for role in &roles {
-                if !KNOWN_ROLES.contains(&role.as_str()) {
-                    bail!("unknown role {role:?}; known roles: {KNOWN_ROLES:?}");
-                }
-            }
+            let roles = roles
+                .iter()
+                .map(|name| {
+                    name.parse::<Role>().map_err(|_| {
+                        let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+                        anyhow::anyhow!("unknown role {name:?}; known roles: {known:?}")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<Role>>>()?;
             let email = accounts::validate_email("email", &email)
                 .map_err(|e| anyhow::anyhow!("--email: {}", describe(&e)))?;
             let hash = match (password_stdin, password_hash) {
@@ -455,13 +461,13 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                 &email,
                 hash.as_deref(),
                 verified.then_some(now),
-                &roles.join(" "),
+                &roles,
                 None,
                 now,
             )
             .await
             .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
-            let view = UserView::from(&user);
+            let view = UserView::new(&user, &roles);
             if json {
                 println!("{}", serde_json::to_string(&view)?);
             } else {
@@ -489,7 +495,7 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                 &store,
                 &cache,
                 &id,
-                tessera::audit::Actor::System,
+                &Principal::System,
                 &tessera::context::RequestContext::system(),
                 clock.now(),
             )
@@ -507,13 +513,18 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                 tessera::store::users::list(store.pool(), after.as_deref(), limit.clamp(1, 10_000))
                     .await?;
             for u in &users {
-                let view = UserView::from(u);
+                let roles = tessera::store::roles::roles_of(store.pool(), &u.id).await?;
+                let view = UserView::new(u, &roles);
                 if json {
                     println!("{}", serde_json::to_string(&view)?);
                 } else {
                     println!(
                         "{}  {:<40} {:<12} verified={} roles={}",
-                        view.id, view.email, view.status, view.email_verified, u.roles
+                        view.id,
+                        view.email,
+                        view.status,
+                        view.email_verified,
+                        view.roles.join(" ")
                     );
                 }
             }

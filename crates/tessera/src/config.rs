@@ -37,8 +37,10 @@ pub struct Config {
     pub refresh_token_ttl: u64,
     /// Absolute session lifetime, seconds: no refresh extends a session past it.
     pub session_max_age: u64,
-    /// Seconds after a rotation in which the previous refresh token still rotates (concurrent
-    /// refreshes from one client) instead of counting as reuse.
+    /// Seconds after a rotation in which the previous refresh token of a first-party session
+    /// still rotates (concurrent refreshes from one app) instead of counting as reuse. 0 (the
+    /// default, RFC 9700 §4.14.2): any reuse revokes the family. At most 60. OAuth clients have
+    /// their own setting.
     pub refresh_reuse_grace: u64,
     /// RS256 (default), ES256, EdDSA, or HS256 (only with `hs256_secret`, never published).
     pub signing_alg: String,
@@ -225,7 +227,7 @@ impl Default for Config {
             access_token_ttl: 900,
             refresh_token_ttl: 7 * 24 * 3600,
             session_max_age: 30 * 24 * 3600,
-            refresh_reuse_grace: 5,
+            refresh_reuse_grace: 0,
             signing_alg: "RS256".into(),
             hs256_secret: None,
             body_limit: 64 * 1024,
@@ -489,10 +491,10 @@ impl Config {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        if self.refresh_reuse_grace > 300 {
+        if self.refresh_reuse_grace > 60 {
             return Err(invalid(
                 "TESSERA_REFRESH_REUSE_GRACE",
-                "must be at most 300 seconds",
+                "must be at most 60 seconds",
             ));
         }
         if !SIGNING_ALGS.contains(&self.signing_alg.as_str()) {

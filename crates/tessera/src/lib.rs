@@ -8,6 +8,7 @@ pub mod abuse;
 pub mod accounts;
 pub mod app;
 pub mod audit;
+pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod context;

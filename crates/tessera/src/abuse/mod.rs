@@ -55,6 +55,31 @@ pub struct RateLimitConfig {
     /// First lockout, seconds; doubles with each further failure, up to `lockout_max_secs`.
     pub lockout_base_secs: u64,
     pub lockout_max_secs: u64,
+    /// Per-IP limits and lockouts key IPv4 addresses by this prefix length (32: each address).
+    pub ipv4_prefix: u8,
+    /// ... and IPv6 addresses by this one (64: one customer network, which a single host can
+    /// fill with addresses at will).
+    pub ipv6_prefix: u8,
+}
+
+impl RateLimitConfig {
+    /// The key of a client IP for per-IP limits: its network at the configured prefix length,
+    /// with IPv4-mapped IPv6 addresses as IPv4. Text that is no IP is kept as it is.
+    pub fn ip_key(&self, ip: &str) -> String {
+        let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
+            return ip.to_string();
+        };
+        let addr = addr.to_canonical();
+        let prefix = if addr.is_ipv4() {
+            self.ipv4_prefix.min(32)
+        } else {
+            self.ipv6_prefix.min(128)
+        };
+        match ipnet::IpNet::new(addr, prefix) {
+            Ok(net) => net.trunc().to_string(),
+            Err(_) => addr.to_string(),
+        }
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -73,6 +98,8 @@ impl Default for RateLimitConfig {
             lockout_account_threshold: 20,
             lockout_base_secs: 30,
             lockout_max_secs: 15 * 60,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -88,6 +115,15 @@ pub enum Class {
     TokenIp,
     TokenClient,
     IntrospectClient,
+}
+
+impl Class {
+    fn is_per_ip(self) -> bool {
+        matches!(
+            self,
+            Class::LoginIp | Class::RegisterIp | Class::RecoveryIp | Class::TokenIp
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -135,11 +171,28 @@ impl Limiter {
     /// Takes one token from the bucket of `class` and `key` at `now`, or says how many seconds
     /// until one is available (the `Retry-After`).
     pub fn check(&self, class: Class, key: &str, now: i64) -> Result<(), Error> {
+        self.check_with(class, key, None, now)
+    }
+
+    /// [`Self::check`] with `limit` instead of the class's configured one (a client's own
+    /// limit).
+    pub fn check_with(
+        &self,
+        class: Class,
+        key: &str,
+        limit: Option<Limit>,
+        now: i64,
+    ) -> Result<(), Error> {
         if !self.config.enabled || key.is_empty() {
             return Ok(());
         }
-        let limit = self.limit(class);
-        let key = (class, key.chars().take(256).collect::<String>());
+        let limit = limit.unwrap_or_else(|| self.limit(class));
+        let key = if class.is_per_ip() {
+            self.config.ip_key(key)
+        } else {
+            key.chars().take(256).collect::<String>()
+        };
+        let key = (class, key);
         let bucket = self.buckets.get_with(key, || {
             Arc::new(Mutex::new(Bucket {
                 tokens: f64::from(limit.burst),
@@ -216,8 +269,8 @@ impl LoginGuard {
         }
     }
 
-    fn pair_key(account: &str, ip: &str) -> String {
-        format!("{account}\u{0}{ip}")
+    fn pair_key(&self, account: &str, ip: &str) -> String {
+        format!("{account}\u{0}{}", self.config.ip_key(ip))
     }
 
     /// Refuses an attempt while the pair, or the account (for unknown devices), is locked.
@@ -231,7 +284,7 @@ impl LoginGuard {
                 .map(|f| f.lock().unwrap_or_else(|e| e.into_inner()).locked_until)
                 .unwrap_or(0)
         };
-        let pair = Self::pair_key(account, ip);
+        let pair = self.pair_key(account, ip);
         let mut until = locked_until(&self.pairs, &pair);
         if !self.known.contains_key(&pair) {
             until = until.max(locked_until(&self.accounts, account));
@@ -270,7 +323,7 @@ impl LoginGuard {
         };
         let pair = bump(
             &self.pairs,
-            Self::pair_key(account, ip),
+            self.pair_key(account, ip),
             self.config.lockout_threshold,
         );
         let wide = bump(
@@ -298,12 +351,12 @@ impl LoginGuard {
 
     /// Whether this IP signed in to this account before (a known device).
     pub fn is_known(&self, account: &str, ip: &str) -> bool {
-        self.known.contains_key(&Self::pair_key(account, ip))
+        self.known.contains_key(&self.pair_key(account, ip))
     }
 
     /// Records a success: the pair's failures are forgotten and the IP becomes a known device.
     pub fn succeeded(&self, account: &str, ip: &str) {
-        let pair = Self::pair_key(account, ip);
+        let pair = self.pair_key(account, ip);
         self.pairs.invalidate(&pair);
         self.known.insert(pair, ());
     }
@@ -341,6 +394,34 @@ mod tests {
         for _ in 0..1000 {
             assert!(off.check(Class::LoginIp, "x", 0).is_ok());
         }
+    }
+
+    #[test]
+    fn per_ip_limits_key_ipv6_by_network_and_mapped_ipv4_as_ipv4() {
+        let cfg = RateLimitConfig::default();
+        assert_eq!(cfg.ip_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            cfg.ip_key("2001:db8:1:2:ffff::9"),
+            cfg.ip_key("2001:db8:1:2::1")
+        );
+        assert_ne!(cfg.ip_key("2001:db8:1:3::1"), cfg.ip_key("2001:db8:1:2::1"));
+        assert_eq!(cfg.ip_key("::ffff:192.0.2.7"), cfg.ip_key("192.0.2.7"));
+        assert_eq!(cfg.ip_key("192.0.2.7"), "192.0.2.7/32");
+        let wide = RateLimitConfig {
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            ..Default::default()
+        };
+        assert_eq!(wide.ip_key("192.0.2.7"), "192.0.2.0/24");
+        assert_eq!(wide.ip_key("2001:db8:1:2::1"), "2001:db8:1::/48");
+        // A whole /64 shares one bucket: rotating addresses in it does not escape the limit.
+        let l = Limiter::new(RateLimitConfig {
+            login_ip: Limit::new(2, 1),
+            ..Default::default()
+        });
+        assert!(l.check(Class::LoginIp, "2001:db8::1", 0).is_ok());
+        assert!(l.check(Class::LoginIp, "2001:db8::2", 0).is_ok());
+        assert!(l.check(Class::LoginIp, "2001:db8::3", 0).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod profile;
 pub mod recovery;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use crate::abuse::{Class, Outcome};
 use crate::app::AppState;
 use crate::audit::{self, Actor, Entry, action};
+use crate::authz::{self, Permission, Principal, Role, role_names};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{Error, FieldError, Result};
@@ -21,9 +23,6 @@ use crate::passwords::Verification;
 use crate::sessions::{self, Subject, TokenPair};
 use crate::store::users::{self, NewUser, User};
 use crate::store::{Store, is_unique_violation};
-
-/// Roles an operator may grant at creation.
-pub const KNOWN_ROLES: &[&str] = &["admin"];
 
 /// A user as the API shows it (never the hash).
 #[derive(Debug, Clone, Serialize)]
@@ -36,13 +35,14 @@ pub struct UserView {
     pub created_at: String,
 }
 
-impl From<&User> for UserView {
-    fn from(u: &User) -> Self {
+impl UserView {
+    /// The view of `u`, who holds `roles`.
+    pub fn new(u: &User, roles: &[Role]) -> Self {
         Self {
             id: u.id.clone(),
             email: u.email.clone(),
             email_verified: u.email_verified_at.is_some(),
-            roles: u.roles(),
+            roles: role_names(roles),
             status: u.status.clone(),
             created_at: rfc3339(u.created_at),
         }
@@ -76,6 +76,15 @@ pub fn validate_email(field: &str, email: &str) -> Result<String> {
     }
     if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("must not contain spaces or control characters");
+    }
+    // Addresses are compared lower-cased. A character outside ASCII whose lower case is ASCII
+    // (the Kelvin sign U+212A becomes `k`, U+0130 becomes `i` + a combining dot) would make
+    // this address collide with an ASCII one: someone could squat or take over mail for it.
+    if email
+        .chars()
+        .any(|c| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii()))
+    {
+        return bad("must not contain characters that lower-case to ASCII letters");
     }
     Ok(email.to_string())
 }
@@ -130,7 +139,6 @@ pub async fn register(
         email: &email,
         email_verified_at: None,
         password_hash: Some(&hash),
-        roles: "",
         display_name: input.display_name.as_deref(),
         now,
     };
@@ -172,7 +180,6 @@ async fn insert_in(
         email: new.email.to_string(),
         email_verified_at: new.email_verified_at,
         password_hash: None,
-        roles: new.roles.to_string(),
         status: "active".into(),
         created_at: new.now,
         updated_at: new.now,
@@ -192,7 +199,7 @@ pub async fn create(
     email: &str,
     password_hash: Option<&str>,
     email_verified_at: Option<i64>,
-    roles: &str,
+    roles: &[Role],
     display_name: Option<&str>,
     now: i64,
 ) -> Result<User> {
@@ -203,12 +210,14 @@ pub async fn create(
         email,
         email_verified_at,
         password_hash,
-        roles,
         display_name,
         now,
     };
     let ctx = RequestContext::system();
     let user = insert_in(&mut tx, &new, "operator", &ctx).await?;
+    for role in roles {
+        crate::store::roles::grant(&mut *tx, &user.id, *role, now).await?;
+    }
     let entry = Entry::success(Actor::System, action::CREATE_USER).target("user", &user.id);
     audit::record(&mut *tx, &ctx, &entry, now).await?;
     tx.commit().await?;
@@ -308,9 +317,10 @@ pub async fn login(
     now: i64,
 ) -> Result<TokenPair> {
     let user = authenticate(state, email, password, ctx, now).await?;
+    let roles = crate::store::roles::roles_of(state.store.pool(), &user.id).await?;
     let subject = Subject {
         user_id: &user.id,
-        roles: user.roles(),
+        roles,
         email_verified: user.email_verified_at.is_some(),
         tenant_id: None,
     };
@@ -376,29 +386,42 @@ async fn login_failed(
     Ok(())
 }
 
-/// Reads a user through the short-lived in-process cache (see [`UserCache`]).
-pub async fn find_user(state: &AppState, id: &str) -> Result<Option<User>> {
-    if let Some(u) = state.users.get(id) {
-        return Ok(Some(u));
+/// `GET /identity/me`: the caller's own account.
+pub async fn me(state: &AppState, principal: &Principal) -> Result<UserView> {
+    let caller = authz::require_user(principal, Permission::ReadOwnAccount)?;
+    let view = find_view(state, &caller.user_id)
+        .await?
+        .ok_or_else(Error::invalid_token)?;
+    Ok((*view).clone())
+}
+
+/// Reads a user's view (with roles) through the short-lived in-process cache (see
+/// [`UserCache`]).
+async fn find_view(state: &AppState, id: &str) -> Result<Option<Arc<UserView>>> {
+    if let Some(v) = state.users.get(id) {
+        return Ok(Some(v));
     }
-    let user = users::find_by_id(state.store.pool(), id).await?;
-    if let Some(u) = &user {
-        state.users.insert(id.to_string(), u.clone());
-    }
-    Ok(user)
+    let Some(user) = users::find_by_id(state.store.pool(), id).await? else {
+        return Ok(None);
+    };
+    let roles = crate::store::roles::roles_of(state.store.pool(), id).await?;
+    let view = Arc::new(UserView::new(&user, &roles));
+    state.users.insert(id.to_string(), Arc::clone(&view));
+    Ok(Some(view))
 }
 
 /// Changes the password after checking the current one, and ends the user's other sessions.
 #[tracing::instrument(skip_all)]
 pub async fn change_password(
     state: &AppState,
-    user_id: &str,
-    session_id: &str,
+    principal: &Principal,
     current: &str,
     new: &str,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
+    let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
+    let (user_id, session_id) = (caller.user_id.as_str(), caller.session_id.as_str());
     // Each attempt costs two Argon2 runs and guesses the current password: throttle it like
     // logins to the account.
     state.limiter.check(
@@ -467,10 +490,11 @@ pub async fn deactivate(
     store: &Store,
     cache: &crate::sessions::SessionCache,
     user_id: &str,
-    actor: Actor<'_>,
+    principal: &Principal,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
+    authz::require(principal, Permission::ManageUsers)?;
     if user_id.len() > 64 {
         return Err(Error::NotFound);
     }
@@ -478,7 +502,7 @@ pub async fn deactivate(
     if !users::deactivate(&mut tx, user_id, now).await? {
         return Err(Error::NotFound);
     }
-    let entry = Entry::success(actor, action::DEACTIVATE_USER).target("user", user_id);
+    let entry = Entry::success(principal.actor(), action::DEACTIVATE_USER).target("user", user_id);
     audit::record(&mut *tx, ctx, &entry, now).await?;
     let revoked =
         sessions::revoke_all_in(&mut tx, user_id, None, "user_deactivated", ctx, now).await?;
@@ -493,7 +517,7 @@ pub async fn deactivate(
 
 /// Users read by id, remembered for a few seconds: `GET /identity/me` needs no database read
 /// per request. Writes in this process invalidate the entry.
-pub type UserCache = moka::sync::Cache<String, User>;
+pub type UserCache = moka::sync::Cache<String, Arc<UserView>>;
 
 pub fn user_cache() -> UserCache {
     moka::sync::Cache::builder()
@@ -505,6 +529,15 @@ pub fn user_cache() -> UserCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emails_that_lower_case_into_ascii_are_refused() {
+        assert!(validate_email("email", "\u{212A}im@example.com").is_err());
+        assert!(validate_email("email", "adm\u{130}n@example.com").is_err());
+        assert!(validate_email("email", "kim@exa\u{212A}e.com").is_err());
+        assert!(validate_email("email", "Kim@Example.com").is_ok());
+        assert!(validate_email("email", "jürgen@example.de").is_ok());
+    }
 
     #[test]
     fn email_shapes() {

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::authz::{self, Permission, Principal};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::users::{self, Profile};
@@ -63,8 +64,9 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-pub async fn get(store: &Store, user_id: &str) -> Result<ProfileView> {
-    users::find_profile(store.pool(), user_id)
+pub async fn get(store: &Store, principal: &Principal) -> Result<ProfileView> {
+    let caller = authz::require_user(principal, Permission::ReadOwnAccount)?;
+    users::find_profile(store.pool(), &caller.user_id)
         .await?
         .map(Into::into)
         .ok_or(Error::NotFound)
@@ -72,10 +74,12 @@ pub async fn get(store: &Store, user_id: &str) -> Result<ProfileView> {
 
 pub async fn update(
     store: &Store,
-    user_id: &str,
+    principal: &Principal,
     patch: ProfilePatch,
     now: i64,
 ) -> Result<ProfileView> {
+    let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
+    let user_id = caller.user_id.as_str();
     let mut p = users::find_profile(store.pool(), user_id)
         .await?
         .ok_or(Error::NotFound)?;

@@ -12,6 +12,7 @@
 use serde::Serialize;
 use sqlx::{Any, Executor};
 
+use crate::authz::Principal;
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{Error, Result};
@@ -238,7 +239,12 @@ pub fn parse_time(field: &str, value: &str) -> Result<i64> {
 }
 
 /// A page of entries matching `filter`, oldest first, and the cursor of the next page.
-pub async fn list(store: &Store, filter: &Filter) -> Result<(Vec<AuditView>, Option<String>)> {
+pub async fn list(
+    store: &Store,
+    principal: &Principal,
+    filter: &Filter,
+) -> Result<(Vec<AuditView>, Option<String>)> {
+    crate::authz::require(principal, crate::authz::Permission::ReadAuditLog)?;
     fn nonempty(v: &Option<String>) -> Option<&str> {
         v.as_deref().filter(|s| !s.is_empty())
     }

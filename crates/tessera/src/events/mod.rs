@@ -14,6 +14,7 @@ pub mod webhooks;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::authz::{self, Permission, Principal};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::Result;
@@ -151,10 +152,12 @@ fn redact_links(mut envelope: serde_json::Value) -> serde_json::Value {
 /// A page of events in outbox order, after the cursor `after` (a `seq`).
 pub async fn list(
     store: &crate::store::Store,
+    principal: &Principal,
     filter: Filter,
     after: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<EventView>, Option<i64>)> {
+    authz::require(principal, Permission::ReadEvents)?;
     let limit = limit.clamp(1, 1000);
     let rows = store_outbox::list(store.pool(), filter.status(), after.unwrap_or(0), limit).await?;
     let next = (rows.len() as i64 == limit)
@@ -171,6 +174,23 @@ pub struct Counts {
     pub parked: i64,
 }
 
+/// `GET /admin/events/stats`: outbox and mail queue counts per status.
+pub async fn stats(
+    store: &crate::store::Store,
+    principal: &Principal,
+) -> Result<serde_json::Value> {
+    authz::require(principal, Permission::ReadEvents)?;
+    let outbox = counts(store).await?;
+    let mail: serde_json::Map<String, serde_json::Value> =
+        crate::store::mail::count_by_status(store.pool())
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+    Ok(serde_json::json!({ "outbox": outbox, "mail": mail }))
+}
+
+/// Outbox rows per status (for jobs and tests; operators read [`stats`]).
 pub async fn counts(store: &crate::store::Store) -> Result<Counts> {
     let mut c = Counts::default();
     for (status, n) in store_outbox::count_by_status(store.pool()).await? {

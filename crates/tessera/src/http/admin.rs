@@ -1,34 +1,49 @@
-//! `/admin/*`: operator endpoints (admin role).
+//! `/admin/clients`: OAuth client management (operator permissions, see [`crate::authz`]).
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::extract::{Admin, Context, Json};
+use super::extract::{Caller, Context, Json};
 use crate::app::AppState;
-use crate::audit::Actor;
+use crate::authz::Permission;
 use crate::error::Result;
 use crate::oauth::clients::{self, ChangedBy, ClientSpec};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/clients", get(list_clients).post(create_client))
-        .route("/admin/clients/{id}", get(get_client).patch(update_client))
-        .route("/admin/clients/{id}/rotate-secret", post(rotate_secret))
-        .route("/admin/clients/{id}/deactivate", post(deactivate))
+pub fn router() -> super::Routes {
+    super::Routes::default()
+        .guarded(
+            "/admin/clients",
+            get(list_clients).post(create_client),
+            Permission::ManageClients,
+        )
+        .guarded(
+            "/admin/clients/{id}",
+            get(get_client).patch(update_client),
+            Permission::ManageClients,
+        )
+        .guarded(
+            "/admin/clients/{id}/rotate-secret",
+            post(rotate_secret),
+            Permission::ManageClients,
+        )
+        .guarded(
+            "/admin/clients/{id}/deactivate",
+            post(deactivate),
+            Permission::ManageClients,
+        )
 }
 
 async fn create_client(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    Caller(principal): Caller,
     Context(ctx): Context,
     Json(spec): Json<ClientSpec>,
 ) -> Result<Response> {
     let by = ChangedBy {
-        actor: Actor::User(&admin.sub),
+        principal: &principal,
         ctx: &ctx,
     };
     let registered = clients::create(&state.store, spec, by, state.clock.now()).await?;
@@ -45,11 +60,12 @@ struct Page {
 
 async fn list_clients(
     State(state): State<AppState>,
-    _: Admin,
+    Caller(principal): Caller,
     Query(page): Query<Page>,
 ) -> Result<Response> {
     let list = clients::list(
         &state.store,
+        &principal,
         page.after.as_deref(),
         page.limit.unwrap_or(100),
     )
@@ -59,21 +75,21 @@ async fn list_clients(
 
 async fn get_client(
     State(state): State<AppState>,
-    _: Admin,
+    Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    Ok(axum::Json(clients::get(&state.store, &id).await?).into_response())
+    Ok(axum::Json(clients::get(&state.store, &principal, &id).await?).into_response())
 }
 
 async fn update_client(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    Caller(principal): Caller,
     Context(ctx): Context,
     Path(id): Path<String>,
     Json(spec): Json<ClientSpec>,
 ) -> Result<Response> {
     let by = ChangedBy {
-        actor: Actor::User(&admin.sub),
+        principal: &principal,
         ctx: &ctx,
     };
     let client = clients::update(
@@ -90,12 +106,12 @@ async fn update_client(
 
 async fn rotate_secret(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    Caller(principal): Caller,
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let by = ChangedBy {
-        actor: Actor::User(&admin.sub),
+        principal: &principal,
         ctx: &ctx,
     };
     let registered =
@@ -105,12 +121,12 @@ async fn rotate_secret(
 
 async fn deactivate(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    Caller(principal): Caller,
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let by = ChangedBy {
-        actor: Actor::User(&admin.sub),
+        principal: &principal,
         ctx: &ctx,
     };
     let client =

@@ -1,25 +1,33 @@
 //! `/admin/*`: operator endpoints (bearer token with the `admin` role).
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::extract::{Admin, Context};
+use super::extract::{Caller, Context};
 use super::no_content;
 use crate::accounts;
 use crate::app::AppState;
-use crate::audit::{self, Actor};
+use crate::audit;
+use crate::authz::Permission;
 use crate::error::{Error, Result};
 use crate::events::{self, Filter};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/events", get(list_events))
-        .route("/admin/events/stats", get(event_stats))
-        .route("/admin/users/{id}/deactivate", post(deactivate_user))
-        .route("/admin/audit", get(list_audit))
+pub fn router() -> super::Routes {
+    super::Routes::default()
+        .guarded("/admin/events", get(list_events), Permission::ReadEvents)
+        .guarded(
+            "/admin/events/stats",
+            get(event_stats),
+            Permission::ReadEvents,
+        )
+        .guarded(
+            "/admin/users/{id}/deactivate",
+            post(deactivate_user),
+            Permission::ManageUsers,
+        )
+        .guarded("/admin/audit", get(list_audit), Permission::ReadAuditLog)
 }
 
 #[derive(Deserialize)]
@@ -32,7 +40,7 @@ struct EventsQuery {
 /// Outbox events in order, `?status=pending|published|failed`, `?after=<next_cursor>`.
 async fn list_events(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Caller(principal): Caller,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response> {
     let filter = match q.status.as_deref() {
@@ -47,7 +55,14 @@ async fn list_events(
                 .map_err(|_| Error::invalid("after", "must be a cursor from next_cursor"))?,
         ),
     };
-    let (events, next) = events::list(&state.store, filter, after, q.limit.unwrap_or(100)).await?;
+    let (events, next) = events::list(
+        &state.store,
+        &principal,
+        filter,
+        after,
+        q.limit.unwrap_or(100),
+    )
+    .await?;
     Ok(axum::Json(serde_json::json!({
         "events": events,
         "next_cursor": next.map(|n| n.to_string()),
@@ -70,7 +85,7 @@ struct AuditQuery {
 /// Audit entries, oldest first: `?actor=&action=&target=&result=&from=&to=&after=&limit=`.
 async fn list_audit(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Caller(principal): Caller,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response> {
     let filter = audit::Filter {
@@ -83,35 +98,27 @@ async fn list_audit(
         after: q.after,
         limit: q.limit,
     };
-    let (entries, next) = audit::list(&state.store, &filter).await?;
+    let (entries, next) = audit::list(&state.store, &principal, &filter).await?;
     Ok(axum::Json(serde_json::json!({ "entries": entries, "next_cursor": next })).into_response())
 }
 
 /// Outbox and mail queue counts per status (`parked` events need an operator).
-async fn event_stats(State(state): State<AppState>, Admin(_): Admin) -> Result<Response> {
-    let outbox = events::counts(&state.store).await?;
-    let mail: serde_json::Map<String, serde_json::Value> =
-        crate::store::mail::count_by_status(state.store.pool())
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k, v.into()))
-            .collect();
-    Ok(axum::Json(serde_json::json!({ "outbox": outbox, "mail": mail })).into_response())
+async fn event_stats(State(state): State<AppState>, Caller(principal): Caller) -> Result<Response> {
+    Ok(axum::Json(events::stats(&state.store, &principal).await?).into_response())
 }
 
 /// Deactivates a user and ends their sessions (`UserDeactivatedV1`).
 async fn deactivate_user(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    Caller(principal): Caller,
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let actor = Actor::User(&admin.sub);
     accounts::deactivate(
         &state.store,
         &state.sessions,
         &id,
-        actor,
+        &principal,
         &ctx,
         state.clock.now(),
     )

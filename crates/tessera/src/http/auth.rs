@@ -1,23 +1,23 @@
 //! `/auth/*`: register, login, refresh, logout.
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Router, body::Bytes};
 use serde::Deserialize;
 
-use super::extract::{Context, Json, authenticate, bearer_token};
+use super::extract::{Context, Json, bearer_token};
 use super::{no_content, no_store};
 use crate::abuse::Class;
 use crate::accounts::recovery;
 use crate::accounts::{self, Registration, UserView};
 use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::sessions;
+use crate::sessions::{self, LogoutWith};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> super::Routes {
+    super::Routes::default()
         .route("/auth/register", post(register))
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
@@ -50,7 +50,7 @@ async fn register(
         .limiter
         .check(Class::RegisterIp, ctx.ip.as_deref().unwrap_or(""), now)?;
     let user = accounts::register(&state, input, &ctx, now).await?;
-    Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(UserView::new(&user, &[]))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -86,7 +86,11 @@ async fn refresh(
         &state.sessions,
         &state.settings,
         &body.refresh_token,
-        sessions::RefreshRequest::default(),
+        sessions::RefreshRequest {
+            first_party: true,
+            reuse_grace: state.settings.reuse_grace,
+            ..Default::default()
+        },
         &ctx,
         now,
     )
@@ -115,9 +119,11 @@ async fn logout(
     body: Bytes,
 ) -> Result<Response> {
     let now = state.clock.now();
-    let (user_id, session_id) = if let Some(token) = bearer_token(&headers)? {
-        let claims = authenticate(&state, token).await?;
-        (Some(claims.sub), claims.sid)
+    let principal;
+    let refresh_token;
+    let with = if let Some(token) = bearer_token(&headers)? {
+        principal = super::extract::principal(&state, token).await?;
+        LogoutWith::Bearer(&principal)
     } else if !body.is_empty() {
         let body: LogoutBody = serde_json::from_slice(&body)
             .map_err(|e| Error::bad_request("malformed_json", e.to_string()))?;
@@ -127,10 +133,8 @@ async fn logout(
                 "is required without a bearer token",
             ));
         };
-        let user_id =
-            sessions::logout_with_refresh_token(&state.store, &state.sessions, &token, &ctx, now)
-                .await?;
-        (user_id, None)
+        refresh_token = token;
+        LogoutWith::RefreshToken(&refresh_token)
     } else {
         return Err(Error::Unauthenticated {
             code: "unauthenticated",
@@ -138,21 +142,7 @@ async fn logout(
             bearer: true,
         });
     };
-    if let Some(sid) = &session_id {
-        sessions::revoke(&state.store, &state.sessions, sid, "logout", &ctx, now).await?;
-    }
-    if let (true, Some(user_id)) = (query.all, user_id) {
-        sessions::revoke_all(
-            &state.store,
-            &state.sessions,
-            &user_id,
-            None,
-            "logout_all",
-            &ctx,
-            now,
-        )
-        .await?;
-    }
+    sessions::logout(&state.store, &state.sessions, with, query.all, &ctx, now).await?;
     Ok(no_content())
 }
 

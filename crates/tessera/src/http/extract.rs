@@ -10,9 +10,12 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
+use crate::authz::{self, Channel, Principal};
 use crate::context::RequestContext;
 use crate::error::Error;
 use crate::keys::jwt::AccessClaims;
+use crate::oauth::clients;
+use crate::sessions::FIRST_PARTY_CLIENT;
 
 /// `axum::Json` whose rejections are our 4xx errors (400 syntax, 413 size, 415 content type,
 /// 422 missing or mistyped fields).
@@ -71,10 +74,11 @@ impl Error {
     }
 }
 
-/// The caller of a bearer-protected endpoint: a valid access token of a live session.
-pub struct Authenticated(pub AccessClaims);
+/// The caller of a bearer-protected endpoint: the [`Principal`] of a valid access token of a
+/// live session. What it may do is decided by the domain function, through [`crate::authz`].
+pub struct Caller(pub Principal);
 
-impl FromRequestParts<AppState> for Authenticated {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
@@ -85,26 +89,34 @@ impl FromRequestParts<AppState> for Authenticated {
                 bearer: true,
             });
         };
-        authenticate(state, token).await.map(Authenticated)
+        let principal = principal(state, token).await?;
+        if let Some(Required(permission)) = parts.extensions.get::<Required>() {
+            authz::require(&principal, *permission)?;
+        }
+        Ok(Caller(principal))
     }
 }
 
-/// The caller of an operator endpoint: authenticated, with the `admin` role (403 otherwise).
-pub struct Admin(pub AccessClaims);
+/// The permission a route needs, set by `Routes::guarded` and checked by [`Caller`].
+#[derive(Clone, Copy, Debug)]
+pub struct Required(pub authz::Permission);
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
-        if !claims.roles.iter().any(|r| r == "admin") {
-            return Err(Error::Forbidden {
-                code: "forbidden",
-                message: "this endpoint requires the admin role",
-            });
+/// The principal of a bearer token: validated, live, and tied to the client it was issued to
+/// as that client is registered now (a deactivated client's tokens stop working).
+pub async fn principal(state: &AppState, token: &str) -> Result<Principal, Error> {
+    let claims = authenticate(state, token).await?;
+    let channel = if claims.client_id == FIRST_PARTY_CLIENT {
+        Channel::Tessera
+    } else {
+        let client = clients::find_active(&state.store, &state.clients, &claims.client_id)
+            .await?
+            .ok_or_else(Error::invalid_token)?;
+        Channel::Client {
+            client_id: claims.client_id.clone(),
+            first_party: client.first_party,
         }
-        Ok(Admin(claims))
-    }
+    };
+    Ok(authz::principal_from_claims(claims, channel))
 }
 
 /// Validates an access token and checks that its session is still live.

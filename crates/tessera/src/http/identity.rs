@@ -1,52 +1,59 @@
 //! `/identity/*`: the signed-in user's own account, profile, password and sessions.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{Authenticated, Context, Json};
+use super::extract::{Caller, Context, Json};
 use super::no_content;
+use crate::accounts;
 use crate::accounts::profile::{self, ProfilePatch};
-use crate::accounts::{self, UserView};
 use crate::app::AppState;
+use crate::authz::Permission;
 use crate::clock::rfc3339;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::sessions;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/identity/me", get(me))
-        .route("/identity/profile", get(get_profile).patch(patch_profile))
-        .route("/identity/password", post(change_password))
-        .route("/identity/sessions", get(list_sessions))
-        .route("/identity/sessions/{id}", delete(revoke_session))
+pub fn router() -> super::Routes {
+    super::Routes::default()
+        .guarded("/identity/me", get(me), Permission::ReadOwnAccount)
+        .guarded(
+            "/identity/profile",
+            get(get_profile).patch(patch_profile),
+            Permission::ReadOwnAccount,
+        )
+        .guarded(
+            "/identity/password",
+            post(change_password),
+            Permission::ManageOwnAccount,
+        )
+        .guarded(
+            "/identity/sessions",
+            get(list_sessions),
+            Permission::ReadOwnAccount,
+        )
+        .guarded(
+            "/identity/sessions/{id}",
+            delete(revoke_session),
+            Permission::ManageOwnAccount,
+        )
 }
 
-async fn me(
-    State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
-) -> Result<Response> {
-    let user = accounts::find_user(&state, &claims.sub)
-        .await?
-        .ok_or_else(Error::invalid_token)?;
-    Ok(axum::Json(UserView::from(&user)).into_response())
+async fn me(State(state): State<AppState>, Caller(principal): Caller) -> Result<Response> {
+    Ok(axum::Json(accounts::me(&state, &principal).await?).into_response())
 }
 
-async fn get_profile(
-    State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
-) -> Result<Response> {
-    Ok(axum::Json(profile::get(&state.store, &claims.sub).await?).into_response())
+async fn get_profile(State(state): State<AppState>, Caller(principal): Caller) -> Result<Response> {
+    Ok(axum::Json(profile::get(&state.store, &principal).await?).into_response())
 }
 
 async fn patch_profile(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    Caller(principal): Caller,
     Json(patch): Json<ProfilePatch>,
 ) -> Result<Response> {
-    let view = profile::update(&state.store, &claims.sub, patch, state.clock.now()).await?;
+    let view = profile::update(&state.store, &principal, patch, state.clock.now()).await?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -58,15 +65,14 @@ struct PasswordBody {
 
 async fn change_password(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    Caller(principal): Caller,
     Context(ctx): Context,
     Json(body): Json<PasswordBody>,
 ) -> Result<Response> {
     let now = state.clock.now();
     accounts::change_password(
         &state,
-        &claims.sub,
-        claims.sid.as_deref().unwrap_or_default(),
+        &principal,
         &body.current_password,
         &body.new_password,
         &ctx,
@@ -89,13 +95,14 @@ struct SessionView {
 
 async fn list_sessions(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    Caller(principal): Caller,
 ) -> Result<Response> {
-    let list = sessions::list(&state.store, &claims.sub, state.clock.now()).await?;
+    let list = sessions::list(&state.store, &principal, state.clock.now()).await?;
+    let current = principal.user().map(|u| u.session_id.as_str());
     let views: Vec<SessionView> = list
         .into_iter()
         .map(|s| SessionView {
-            current: claims.sid.as_deref() == Some(s.id.as_str()),
+            current: current == Some(s.id.as_str()),
             id: s.id,
             created_at: rfc3339(s.created_at),
             last_used_at: rfc3339(s.last_used_at),
@@ -109,14 +116,14 @@ async fn list_sessions(
 
 async fn revoke_session(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    Caller(principal): Caller,
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
     sessions::revoke_own(
         &state.store,
         &state.sessions,
-        &claims.sub,
+        &principal,
         &id,
         &ctx,
         state.clock.now(),

@@ -21,6 +21,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
@@ -29,10 +30,46 @@ use errors::{ErrorBody, error_response};
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.body_limit;
-    Router::new()
+/// A router that remembers its paths, so the access-matrix test can enumerate every route
+/// (axum's `Router` does not list them).
+#[derive(Default)]
+pub struct Routes {
+    router: Router<AppState>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn route(mut self, path: &'static str, method_router: MethodRouter<AppState>) -> Self {
+        self.router = self.router.route(path, method_router);
+        self.paths.push(path);
+        self
+    }
+
+    /// A route whose callers need `permission`: the [`extract::Caller`] extractor checks it
+    /// before any body is read, so a caller without it gets 403, never a validation error. The
+    /// domain function checks again (`authz::require`): this only moves the refusal earlier.
+    fn guarded(
+        self,
+        path: &'static str,
+        method_router: MethodRouter<AppState>,
+        permission: crate::authz::Permission,
+    ) -> Self {
+        self.route(
+            path,
+            method_router.route_layer(axum::Extension(extract::Required(permission))),
+        )
+    }
+
+    fn merge(mut self, other: Routes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.paths.extend(other.paths);
+        self
+    }
+}
+
+/// Every area's routes.
+fn routes() -> Routes {
+    Routes::default()
         .merge(auth::router())
         .merge(identity::router())
         .merge(ops::router())
@@ -40,6 +77,18 @@ pub fn router(state: AppState) -> Router {
         .merge(recovery_pages::router())
         .merge(admin_events::router())
         .merge(admin::router())
+}
+
+/// The path of every route, as registered (`{id}` for path parameters).
+pub fn paths() -> Vec<&'static str> {
+    routes().paths
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    routes()
+        .router
         .fallback(|| async { crate::Error::NotFound })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {

@@ -2,7 +2,6 @@
 //! pages), token, UserInfo, introspection, revocation, RP-initiated logout and discovery.
 //! Protocol errors are RFC 6749 §5.2 bodies; bearer errors follow RFC 6750 §3.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -22,8 +21,8 @@ use crate::oidc::{self, SESSION_COOKIE};
 
 const CSRF_COOKIE: &str = "tessera_csrf";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> super::Routes {
+    super::Routes::default()
         .route("/oauth2/authorize", get(authorize_get).post(authorize_post))
         .route("/oauth2/login", post(login))
         .route("/oauth2/consent", post(consent))
@@ -494,13 +493,26 @@ async fn token_endpoint(
 ) -> Response {
     let result = async {
         let now = state.clock.now();
-        state
-            .limiter
-            .check(Class::TokenIp, ctx.ip.as_deref().unwrap_or(""), now)?;
-        let (client, params) = authenticated_request(&state, &headers, &body).await?;
-        state
-            .limiter
-            .check(Class::TokenClient, &client.client_id, now)?;
+        let ip = ctx.ip.as_deref().unwrap_or("");
+        // A client with its own limit (an operator's choice for a busy machine client) is held
+        // to that limit alone; other clients share the per-IP bucket too. Requests whose client
+        // fails to authenticate always count against their IP.
+        let (client, params) = match authenticated_request(&state, &headers, &body).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                state.limiter.check(Class::TokenIp, ip, now)?;
+                return Err(e);
+            }
+        };
+        if client.rate_limit.is_none() {
+            state.limiter.check(Class::TokenIp, ip, now)?;
+        }
+        state.limiter.check_with(
+            Class::TokenClient,
+            &client.client_id,
+            client.rate_limit,
+            now,
+        )?;
         token::exchange(&state, &client, &params, &ctx, now).await
     }
     .await;
@@ -521,9 +533,12 @@ async fn introspect_endpoint(
             return Err(OAuthError::invalid_client());
         }
         let now = state.clock.now();
-        state
-            .limiter
-            .check(Class::IntrospectClient, &client.client_id, now)?;
+        state.limiter.check_with(
+            Class::IntrospectClient,
+            &client.client_id,
+            client.rate_limit,
+            now,
+        )?;
         let token = params.require("token")?;
         Ok(introspect::introspect(&state, &client, token, now).await?)
     }
@@ -599,8 +614,8 @@ async fn userinfo(
             return res;
         }
     };
-    let claims = match super::extract::authenticate(&state, &token).await {
-        Ok(c) => c,
+    let principal = match super::extract::principal(&state, &token).await {
+        Ok(p) => p,
         Err(_) => {
             return bearer_error(
                 StatusCode::UNAUTHORIZED,
@@ -609,12 +624,17 @@ async fn userinfo(
             );
         }
     };
-    match oidc::userinfo(&state, &claims).await {
-        Ok(Some(info)) => super::no_store(axum::Json(info).into_response()),
-        Ok(None) => bearer_error(
+    match oidc::userinfo(&state, &principal).await {
+        Ok(info) => super::no_store(axum::Json(info).into_response()),
+        Err(crate::Error::Forbidden { .. }) => bearer_error(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
             "the token was not issued for openid",
+        ),
+        Err(crate::Error::Unauthenticated { .. }) => bearer_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the access token is invalid, expired or revoked",
         ),
         Err(e) => e.into_response(),
     }

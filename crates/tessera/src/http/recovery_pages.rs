@@ -4,7 +4,6 @@
 //! served with a strict CSP (no script at all), `no-referrer` (the token is in the URL) and
 //! `no-store`.
 
-use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -17,8 +16,8 @@ use crate::accounts::recovery::{self, Purpose};
 use crate::app::AppState;
 use crate::error::Error;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> super::Routes {
+    super::Routes::default()
         .route("/verify-email", get(verify_page).post(verify_submit))
         .route("/reset-password", get(reset_page).post(reset_submit))
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::OAuthError;
-use crate::audit::{self, Actor, Entry, action};
+use crate::abuse::Limit;
+use crate::audit::{self, Entry, action};
+use crate::authz::{self, Permission, Principal};
 use crate::context::RequestContext;
 use crate::crypto::{ct_eq, new_token, token_hash};
 use crate::error::{Error, FieldError, Result};
@@ -40,6 +42,15 @@ pub struct Client {
     pub grant_types: Vec<String>,
     pub scopes: Vec<String>,
     pub resources: Vec<String>,
+    /// A first-party application of the operator's: may hold the `tessera:*` scopes, and its
+    /// tokens carry the user's roles (see [`crate::authz`]).
+    pub first_party: bool,
+    /// Seconds a rotated-out refresh token is still honoured for this client (0 to 60).
+    pub refresh_reuse_grace: i64,
+    /// Token-endpoint and introspection limit for this client; `None`: the configured default.
+    pub rate_limit: Option<Limit>,
+    /// May introspect any token (RFC 7662 §4), not only its own and its audience's.
+    pub may_introspect: bool,
     pub status: String,
     pub created_at: String,
     pub updated_at: String,
@@ -61,6 +72,16 @@ impl From<ClientRow> for Client {
             grant_types: words(&r.grant_types),
             scopes: words(&r.scopes),
             resources: words(&r.resources),
+            first_party: r.first_party == 1,
+            refresh_reuse_grace: r.refresh_reuse_grace,
+            rate_limit: match (r.rate_limit_burst, r.rate_limit_per_minute) {
+                (Some(burst), Some(per_minute)) => Some(Limit::new(
+                    u32::try_from(burst).unwrap_or(u32::MAX),
+                    u32::try_from(per_minute).unwrap_or(u32::MAX),
+                )),
+                _ => None,
+            },
+            may_introspect: r.may_introspect == 1,
             status: r.status,
             created_at: crate::clock::rfc3339(r.created_at),
             updated_at: crate::clock::rfc3339(r.updated_at),
@@ -88,6 +109,15 @@ impl Client {
         self.resources.iter().any(|r| r == resource)
     }
 
+    /// RFC 7662 §4: whether this client may learn that an access token issued to `issued_to`
+    /// for `audience` is active: its own tokens, tokens whose audience is this client (a
+    /// resource server registered under its audience), or any token with `may_introspect` (a
+    /// resource server whose audience is a URI). Registered `resources` do not count: they say
+    /// what a client may ask tokens for, not what it serves.
+    pub fn may_introspect_token(&self, issued_to: &str, audience: &str) -> bool {
+        self.may_introspect || issued_to == self.client_id || audience == self.client_id
+    }
+
     /// Exact, character-for-character match (RFC 9700 §2.1; no wildcards, no prefixes).
     pub fn has_redirect_uri(&self, uri: &str) -> bool {
         self.redirect_uris.iter().any(|r| r == uri)
@@ -106,7 +136,21 @@ pub struct ClientSpec {
     pub grant_types: Option<Vec<String>>,
     pub scopes: Option<Vec<String>>,
     pub resources: Option<Vec<String>>,
+    pub first_party: Option<bool>,
+    pub refresh_reuse_grace: Option<i64>,
+    pub may_introspect: Option<bool>,
+    /// `{"burst", "per_minute"}`, or `null` for the configured default.
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limit: Option<Option<Limit>>,
 }
+
+/// Tells a field sent as `null` (Some(None)) from an absent one (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Limit>>, D::Error> {
+    Option::<Limit>::deserialize(d).map(Some)
+}
+
+/// The most a client's own limit may allow, per minute and at once.
+const MAX_CLIENT_RATE: u32 = 1_000_000;
 
 /// A newly registered client with its secret, shown this once.
 #[derive(Serialize)]
@@ -117,10 +161,11 @@ pub struct Registered {
     pub client_secret: Option<String>,
 }
 
-/// Who changes a client, for the audit log: the administrator and their request.
+/// Who changes a client (authorized through [`crate::authz`], recorded in the audit log) and
+/// their request.
 #[derive(Debug, Clone, Copy)]
 pub struct ChangedBy<'a> {
-    pub actor: Actor<'a>,
+    pub principal: &'a Principal,
     pub ctx: &'a RequestContext,
 }
 
@@ -139,7 +184,7 @@ async fn save(
     } else {
         store::update_client(&mut *tx, row).await?;
     }
-    let entry = Entry::success(by.actor, action).target("client", &row.id);
+    let entry = Entry::success(by.principal.actor(), action).target("client", &row.id);
     audit::record(&mut *tx, by.ctx, &entry, now).await?;
     tx.commit().await?;
     Ok(())
@@ -152,6 +197,7 @@ pub async fn create(
     by: ChangedBy<'_>,
     now: i64,
 ) -> Result<Registered> {
+    authz::require(by.principal, Permission::ManageClients)?;
     let secret = (!spec.public).then(|| new_token(SECRET_PREFIX));
     let mut row = ClientRow {
         id: format!(
@@ -168,6 +214,11 @@ pub async fn create(
         status: "active".into(),
         created_at: now,
         updated_at: now,
+        first_party: 0,
+        refresh_reuse_grace: 0,
+        rate_limit_per_minute: None,
+        rate_limit_burst: None,
+        may_introspect: 0,
     };
     if spec.name.is_none() {
         return Err(Error::invalid("name", "is required"));
@@ -249,6 +300,55 @@ fn apply(row: &mut ClientRow, spec: ClientSpec) -> Result<()> {
         &validate_resource,
         &mut row.resources,
     );
+    if let Some(first_party) = spec.first_party {
+        row.first_party = i64::from(first_party);
+    }
+    if let Some(may) = spec.may_introspect {
+        row.may_introspect = i64::from(may);
+    }
+    if let Some(grace) = spec.refresh_reuse_grace {
+        if !(0..=60).contains(&grace) {
+            errors.push(FieldError::new(
+                "refresh_reuse_grace",
+                "must be 0 to 60 seconds",
+            ));
+        }
+        row.refresh_reuse_grace = grace;
+    }
+    match spec.rate_limit {
+        Some(Some(limit)) => {
+            if limit.burst == 0
+                || limit.per_minute == 0
+                || limit.burst > MAX_CLIENT_RATE
+                || limit.per_minute > MAX_CLIENT_RATE
+            {
+                errors.push(FieldError::new(
+                    "rate_limit",
+                    format!("burst and per_minute must be 1 to {MAX_CLIENT_RATE}"),
+                ));
+            }
+            row.rate_limit_burst = Some(i64::from(limit.burst));
+            row.rate_limit_per_minute = Some(i64::from(limit.per_minute));
+        }
+        Some(None) => {
+            row.rate_limit_burst = None;
+            row.rate_limit_per_minute = None;
+        }
+        None => {}
+    }
+    if row.first_party == 0
+        && words(&row.scopes)
+            .iter()
+            .any(|s| crate::authz::FIRST_PARTY_SCOPES.contains(&s.as_str()))
+    {
+        errors.push(FieldError::new(
+            "scopes",
+            format!(
+                "{:?} are only for first-party clients (first_party: true)",
+                crate::authz::FIRST_PARTY_SCOPES
+            ),
+        ));
+    }
     let public = row.secret_hash.is_none();
     let grants = words(&row.grant_types);
     if grants.is_empty() {
@@ -313,7 +413,8 @@ fn validate_resource(uri: &str) -> Option<String> {
     (!ok).then(|| "must be an absolute http(s) URI without a fragment".into())
 }
 
-pub async fn get(store: &Store, id: &str) -> Result<Client> {
+pub async fn get(store: &Store, principal: &Principal, id: &str) -> Result<Client> {
+    authz::require(principal, Permission::ManageClients)?;
     find_row(store, id).await.map(Into::into)
 }
 
@@ -326,7 +427,13 @@ async fn find_row(store: &Store, id: &str) -> Result<ClientRow> {
         .ok_or(Error::NotFound)
 }
 
-pub async fn list(store: &Store, after: Option<&str>, limit: i64) -> Result<Vec<Client>> {
+pub async fn list(
+    store: &Store,
+    principal: &Principal,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Client>> {
+    authz::require(principal, Permission::ManageClients)?;
     Ok(
         store::list_clients(store.pool(), after, limit.clamp(1, 500))
             .await?
@@ -345,6 +452,7 @@ pub async fn update(
     by: ChangedBy<'_>,
     now: i64,
 ) -> Result<Client> {
+    authz::require(by.principal, Permission::ManageClients)?;
     let mut row = find_row(store, id).await?;
     if spec.public {
         return Err(Error::invalid(
@@ -367,6 +475,7 @@ pub async fn rotate_secret(
     by: ChangedBy<'_>,
     now: i64,
 ) -> Result<Registered> {
+    authz::require(by.principal, Permission::ManageClients)?;
     let mut row = find_row(store, id).await?;
     if row.secret_hash.is_none() {
         return Err(Error::invalid("client_id", "a public client has no secret"));
@@ -390,6 +499,7 @@ pub async fn deactivate(
     by: ChangedBy<'_>,
     now: i64,
 ) -> Result<Client> {
+    authz::require(by.principal, Permission::ManageClients)?;
     let mut row = find_row(store, id).await?;
     row.status = "deactivated".into();
     row.updated_at = now;

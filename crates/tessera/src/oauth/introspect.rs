@@ -37,8 +37,9 @@ pub struct Introspection {
     pub sid: Option<String>,
 }
 
-/// Introspects an access token (any audience) or a refresh token (only the owning client's).
-/// Expired, revoked, malformed and foreign tokens are inactive.
+/// Introspects an access token or a refresh token (only the owning client's). Expired, revoked
+/// and malformed tokens are inactive, and so is an access token the asking client may not see
+/// (RFC 7662 §4: see [`Client::may_introspect`]), so nothing leaks to other clients.
 pub async fn introspect(
     state: &AppState,
     client: &Client,
@@ -76,6 +77,9 @@ pub async fn introspect(
     let Ok(claims) = state.keys.verify_access_token_for(token, now, None).await else {
         return Ok(Introspection::default());
     };
+    if !client.may_introspect_token(&claims.client_id, &claims.aud) {
+        return Ok(Introspection::default());
+    }
     if !super::revocation::is_live(state, &claims, now).await? {
         return Ok(Introspection::default());
     }

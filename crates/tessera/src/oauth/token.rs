@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::clients::Client;
 use super::{OAuthError, Params, scope};
 use crate::app::AppState;
+use crate::authz::Role;
 use crate::context::RequestContext;
 use crate::crypto::{REFRESH_TOKEN_PREFIX, b64url, new_token, token_hash};
 use crate::keys::{Alg, jwt};
@@ -139,7 +140,8 @@ async fn authorization_code(
         scope: Some(&row.scope),
         audience: row.resource.as_deref(),
     };
-    let issued = start_family(state, &mut tx, &user, grant, family, ctx, now).await?;
+    let roles = roles_for(&mut tx, client, &user).await?;
+    let issued = start_family(state, &mut tx, &user, roles, grant, family, ctx, now).await?;
     store::set_code_session(&mut tx, &hash, &issued.session_id).await?;
     tx.commit().await?;
     let id_token = scope::contains(&row.scope, "openid").then(|| IdTokenInput {
@@ -164,6 +166,8 @@ async fn refresh(
     let request = RefreshRequest {
         client_id: Some(&client.client_id),
         scope: params.get("scope"),
+        first_party: client.first_party,
+        reuse_grace: client.refresh_reuse_grace,
     };
     let pair = sessions::refresh(
         &state.store,
@@ -289,7 +293,8 @@ async fn password(
         scope: Some(&scope),
         audience: audience.as_deref(),
     };
-    let issued = start_family(state, &mut tx, &user, grant, family, ctx, now).await?;
+    let roles = roles_for(&mut tx, client, &user).await?;
+    let issued = start_family(state, &mut tx, &user, roles, grant, family, ctx, now).await?;
     crate::audit::record(&mut *tx, ctx, &sessions::login_succeeded(&user.id), now).await?;
     tx.commit().await?;
     let sid = issued.session_id.clone();
@@ -328,11 +333,29 @@ struct Issued {
     refresh_token: Option<String>,
 }
 
+/// The roles a token for `user` carries: none unless the client is first-party (see
+/// [`crate::authz`]).
+async fn roles_for(
+    tx: &mut crate::store::Tx,
+    client: &Client,
+    user: &User,
+) -> Result<Vec<Role>, OAuthError> {
+    if !client.first_party {
+        return Ok(Vec::new());
+    }
+    Ok(crate::store::roles::roles_of(&mut **tx, &user.id).await?)
+}
+
 /// Creates a token family (a session row) for a user and client, with its first tokens.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "who, with which roles, under which grant, in which family, for which request"
+)]
 async fn start_family(
     state: &AppState,
     tx: &mut crate::store::Tx,
     user: &User,
+    roles: Vec<Role>,
     grant: Grant<'_>,
     family: Family<'_>,
     ctx: &RequestContext,
@@ -380,7 +403,7 @@ async fn start_family(
     };
     let subject = Subject {
         user_id: &user.id,
-        roles: user.roles(),
+        roles,
         email_verified: user.email_verified_at.is_some(),
         tenant_id: None,
     };

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::authz::{self, Permission, Principal};
 use crate::config::Config;
 use crate::context::RequestContext;
 use crate::crypto::{new_token, token_hash};
 use crate::error::Result;
-use crate::keys::jwt::AccessClaims;
 use crate::oauth::authorize::BrowserSession;
 use crate::oauth::clients::{self, Client};
 use crate::oauth::scope;
@@ -171,18 +171,14 @@ pub async fn end_browser_session(
     Ok(())
 }
 
-/// OIDC Core §5.3: the claims the access token's scopes allow. `None` when the token was not
-/// issued for `openid` (RFC 6750 `insufficient_scope`) or its user is gone.
-pub async fn userinfo(state: &AppState, claims: &AccessClaims) -> Result<Option<Value>> {
-    let Some(granted) = claims
-        .scope
-        .as_deref()
-        .filter(|s| scope::contains(s, "openid"))
-    else {
-        return Ok(None);
-    };
-    let Some(user) = users::find_by_id(state.store.pool(), &claims.sub).await? else {
-        return Ok(None);
+/// OIDC Core §5.3: the claims the access token's scopes allow. Forbidden when the token was not
+/// issued to a user for `openid` (RFC 6750 `insufficient_scope`); invalid when its user is gone.
+pub async fn userinfo(state: &AppState, principal: &Principal) -> Result<Value> {
+    let caller = authz::require_user(principal, Permission::ReadUserInfo)?;
+    let granted = caller.scopes.join(" ");
+    let granted = granted.as_str();
+    let Some(user) = users::find_by_id(state.store.pool(), &caller.user_id).await? else {
+        return Err(crate::Error::invalid_token());
     };
     let mut out = json!({ "sub": user.id });
     if scope::contains(granted, "email") {
@@ -205,7 +201,7 @@ pub async fn userinfo(state: &AppState, claims: &AccessClaims) -> Result<Option<
         }
         out["updated_at"] = json!(p.updated_at);
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// A validated RP-Initiated Logout request.

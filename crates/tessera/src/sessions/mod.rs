@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::audit::{self, Actor, Entry};
+use crate::authz::{self, Permission, Principal, Role};
 use crate::context::RequestContext;
 use crate::crypto::{REFRESH_TOKEN_PREFIX, new_token, token_hash};
 use crate::error::{Error, Result};
@@ -57,7 +58,8 @@ pub struct TokenPair {
 /// Who the user is, for signing.
 pub struct Subject<'a> {
     pub user_id: &'a str,
-    pub roles: Vec<String>,
+    /// Roles for the token: only first-party tokens carry them.
+    pub roles: Vec<Role>,
     pub email_verified: bool,
     pub tenant_id: Option<String>,
 }
@@ -163,7 +165,7 @@ pub fn access_claims(
         sid: sid.map(str::to_string),
         client_id: grant.client_id.unwrap_or(FIRST_PARTY_CLIENT).to_string(),
         scope: grant.scope.map(str::to_string),
-        roles: subject.roles.clone(),
+        roles: authz::role_names(&subject.roles),
         email_verified: Some(subject.email_verified),
         tid: subject.tenant_id.clone(),
     }
@@ -216,13 +218,20 @@ pub struct RefreshRequest<'a> {
     pub client_id: Option<&'a str>,
     /// A narrower scope for this access token (RFC 6749 §6); must be within the granted scope.
     pub scope: Option<&'a str>,
+    /// Whether the tokens may carry the user's roles: Tessera's own login or a first-party client.
+    pub first_party: bool,
+    /// Seconds a rotated-out token is still honoured (0: never; see [`refresh`]).
+    pub reuse_grace: i64,
 }
 
 /// Rotates a refresh token: the presented one stops working and a new pair is issued.
 ///
-/// A token already rotated less than `reuse_grace` seconds ago still rotates (two concurrent
-/// refreshes from one client), issuing a sibling token. Later, it is reuse: the whole session
-/// (the token family) is revoked and the call fails with `invalid_grant`.
+/// Presenting a rotated-out token again is reuse (RFC 9700 §4.14.2): the whole session (the
+/// token family) is revoked and the call fails with `invalid_grant`. Only when a grace is
+/// configured (`request.reuse_grace` > 0, at most 60 s; opt-in, since honouring a rotated-out
+/// token surprises clients that expect strict rotation) is a token rotated less than that long
+/// ago rotated again, issuing a sibling, and only while its successor has not been used; the
+/// client must be the same either way.
 #[expect(
     clippy::too_many_arguments,
     reason = "the services it touches, the token, who asks, and when"
@@ -317,7 +326,10 @@ async fn rotate_in(
         // Rotated before, by this request's twin or long ago. On PostgreSQL a concurrent
         // rotation that committed meanwhile shows up as `fresh == false` with `used_at` unset.
         let used_at = t.used_at.unwrap_or(now);
-        if now - used_at > settings.reuse_grace {
+        let within_grace = request.reuse_grace > 0 && now - used_at <= request.reuse_grace;
+        if !within_grace
+            || store_sessions::successor_used(&mut **tx, &t.session_id, hash, used_at).await?
+        {
             return Ok(Rotation::Reused {
                 session_id: t.session_id,
             });
@@ -334,9 +346,14 @@ async fn rotate_in(
     )
     .await?;
     store_sessions::touch_session(tx, &t.session_id, now).await?;
+    let roles = if request.first_party {
+        crate::store::roles::roles_of(&mut **tx, &t.user_id).await?
+    } else {
+        Vec::new()
+    };
     let subject = Subject {
         user_id: &t.user_id,
-        roles: t.roles.split_whitespace().map(str::to_string).collect(),
+        roles,
         email_verified: t.email_verified_at.is_some(),
         tenant_id: t.tenant_id.clone(),
     };
@@ -353,25 +370,75 @@ async fn rotate_in(
     })
 }
 
-/// Ends the session a refresh token belongs to. Unknown tokens are ignored (the caller answers
-/// the same either way).
-pub async fn logout_with_refresh_token(
+/// What proves the right to end a session at `/auth/logout`.
+#[derive(Clone, Copy)]
+pub enum LogoutWith<'a> {
+    /// A bearer access token: its session ends; `all` ends every session of the user.
+    Bearer(&'a Principal),
+    /// A refresh token of Tessera's own login: its session ends.
+    RefreshToken(&'a str),
+}
+
+/// `POST /auth/logout`. A refresh token counts only when it is live, unused and first-party;
+/// presenting a rotated-out one is reuse (its family is revoked, as at refresh). Unknown,
+/// expired and other clients' tokens change nothing, and the answer is the same. `all` needs a
+/// bearer token.
+pub async fn logout(
     store: &Store,
     cache: &SessionCache,
-    refresh_token: &str,
+    with: LogoutWith<'_>,
+    all: bool,
     ctx: &RequestContext,
     now: i64,
-) -> Result<Option<String>> {
-    if !well_formed(refresh_token) {
-        return Ok(None);
+) -> Result<()> {
+    match with {
+        LogoutWith::Bearer(principal) => {
+            let user = authz::require_user(principal, Permission::ManageOwnAccount)?;
+            revoke(store, cache, &user.session_id, "logout", ctx, now).await?;
+            if all {
+                revoke_all(store, cache, &user.user_id, None, "logout_all", ctx, now).await?;
+            }
+            Ok(())
+        }
+        LogoutWith::RefreshToken(_) if all => Err(Error::Unauthenticated {
+            code: "unauthenticated",
+            message: "ending every session needs a bearer access token",
+            bearer: true,
+        }),
+        LogoutWith::RefreshToken(token) => {
+            if !well_formed(token) {
+                return Ok(());
+            }
+            let Some(t) =
+                store_sessions::find_refresh_token(store.pool(), &token_hash(token)).await?
+            else {
+                return Ok(());
+            };
+            let live = t.client_id.is_none()
+                && t.session_revoked_at.is_none()
+                && t.token_expires_at > now
+                && t.session_expires_at > now;
+            if !live {
+                return Ok(());
+            }
+            if t.used_at.is_some() {
+                let mut tx = store.begin().await?;
+                let entry = Entry::failure(
+                    Actor::None,
+                    audit::action::REFRESH_TOKEN_REUSE,
+                    "refresh_token_reuse",
+                )
+                .target("session", &t.session_id);
+                audit::record(&mut *tx, ctx, &entry, now).await?;
+                revoke_in(&mut tx, &t.session_id, "refresh_token_reuse", ctx, now).await?;
+                tx.commit().await?;
+                cache.mark_revoked(&t.session_id);
+                tracing::warn!(session_id = %t.session_id, "rotated-out refresh token at logout: session revoked");
+                return Ok(());
+            }
+            revoke(store, cache, &t.session_id, "logout", ctx, now).await
+        }
     }
-    let Some(t) =
-        store_sessions::find_refresh_token(store.pool(), &token_hash(refresh_token)).await?
-    else {
-        return Ok(None);
-    };
-    revoke(store, cache, &t.session_id, "logout", ctx, now).await?;
-    Ok(Some(t.user_id))
 }
 
 /// Revokes one session (idempotent), with its `SessionRevokedV1` event.
@@ -468,20 +535,24 @@ pub async fn revoke_all(
     Ok(())
 }
 
-/// A user's live sessions.
-pub async fn list(store: &Store, user_id: &str, now: i64) -> Result<Vec<Session>> {
-    Ok(store_sessions::list_active_sessions(store.pool(), user_id, now).await?)
+/// The caller's own live sessions.
+pub async fn list(store: &Store, principal: &Principal, now: i64) -> Result<Vec<Session>> {
+    let caller = authz::require_user(principal, Permission::ReadOwnAccount)?;
+    Ok(store_sessions::list_active_sessions(store.pool(), &caller.user_id, now).await?)
 }
 
 /// Revokes one of the user's own sessions; another user's session is "not found".
 pub async fn revoke_own(
     store: &Store,
     cache: &SessionCache,
-    user_id: &str,
+    principal: &Principal,
     session_id: &str,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
+    let user_id = authz::require_user(principal, Permission::ManageOwnAccount)?
+        .user_id
+        .as_str();
     if session_id.len() > 64 {
         return Err(Error::NotFound);
     }

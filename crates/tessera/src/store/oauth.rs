@@ -15,13 +15,20 @@ pub struct ClientRow {
     pub status: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// 1: first-party (see `authz`).
+    pub first_party: i64,
+    pub refresh_reuse_grace: i64,
+    pub rate_limit_per_minute: Option<i64>,
+    pub rate_limit_burst: Option<i64>,
+    pub may_introspect: i64,
 }
 
 macro_rules! select_clients {
     ($rest:literal) => {
         concat!(
             "SELECT id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, \
-             resources, status, created_at, updated_at FROM oauth_clients ",
+             resources, status, created_at, updated_at, first_party, refresh_reuse_grace, \
+             rate_limit_per_minute, rate_limit_burst, may_introspect FROM oauth_clients ",
             $rest
         )
     };
@@ -33,8 +40,9 @@ pub async fn insert_client<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO oauth_clients (id, name, secret_hash, redirect_uris, post_logout_redirect_uris, \
-         grant_types, scopes, resources, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         grant_types, scopes, resources, status, created_at, updated_at, first_party, \
+         refresh_reuse_grace, rate_limit_per_minute, rate_limit_burst, may_introspect) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&c.id)
     .bind(&c.name)
@@ -47,6 +55,11 @@ pub async fn insert_client<'e>(
     .bind(&c.status)
     .bind(c.created_at)
     .bind(c.updated_at)
+    .bind(c.first_party)
+    .bind(c.refresh_reuse_grace)
+    .bind(c.rate_limit_per_minute)
+    .bind(c.rate_limit_burst)
+    .bind(c.may_introspect)
     .execute(db)
     .await
     .map(|_| ())
@@ -60,7 +73,8 @@ pub async fn update_client<'e>(
     sqlx::query(
         "UPDATE oauth_clients SET name = $1, secret_hash = $2, redirect_uris = $3, \
          post_logout_redirect_uris = $4, grant_types = $5, scopes = $6, resources = $7, status = $8, \
-         updated_at = $9 WHERE id = $10",
+         updated_at = $9, first_party = $10, refresh_reuse_grace = $11, rate_limit_per_minute = $12, \
+         rate_limit_burst = $13, may_introspect = $14 WHERE id = $15",
     )
     .bind(&c.name)
     .bind(&c.secret_hash)
@@ -71,6 +85,11 @@ pub async fn update_client<'e>(
     .bind(&c.resources)
     .bind(&c.status)
     .bind(c.updated_at)
+    .bind(c.first_party)
+    .bind(c.refresh_reuse_grace)
+    .bind(c.rate_limit_per_minute)
+    .bind(c.rate_limit_burst)
+    .bind(c.may_introspect)
     .bind(&c.id)
     .execute(db)
     .await

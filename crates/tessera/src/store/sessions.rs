@@ -90,7 +90,6 @@ pub struct RefreshLookup {
     pub audience: Option<String>,
     pub user_id: String,
     pub user_status: String,
-    pub roles: String,
     pub email_verified_at: Option<i64>,
 }
 
@@ -102,13 +101,33 @@ pub async fn find_refresh_token<'e>(
         "SELECT r.session_id, r.expires_at AS token_expires_at, r.used_at, \
                 s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
                 s.client_id, s.scope, s.audience, \
-                u.id AS user_id, u.status AS user_status, u.roles, u.email_verified_at \
+                u.id AS user_id, u.status AS user_status, u.email_verified_at \
          FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
          WHERE r.token_hash = $1",
     )
     .bind(token_hash)
     .fetch_optional(db)
     .await
+}
+
+/// Whether a refresh token issued to `session_id` when `token_hash` was rotated (at `used_at`)
+/// or later has itself been used: the rotated-out token's successor is in use.
+pub async fn successor_used<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: &str,
+    token_hash: &str,
+    used_at: i64,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM refresh_tokens WHERE session_id = $1 AND token_hash <> $2 \
+         AND issued_at >= $3 AND used_at IS NOT NULL LIMIT 1",
+    )
+    .bind(session_id)
+    .bind(token_hash)
+    .bind(used_at)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
 }
 
 /// Marks a refresh token rotated. False when another request rotated it first.

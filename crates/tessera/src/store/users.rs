@@ -9,7 +9,6 @@ pub struct User {
     pub email: String,
     pub email_verified_at: Option<i64>,
     pub password_hash: Option<String>,
-    pub roles: String,
     pub status: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -26,10 +25,6 @@ impl std::fmt::Debug for User {
 }
 
 impl User {
-    pub fn roles(&self) -> Vec<String> {
-        self.roles.split_whitespace().map(str::to_string).collect()
-    }
-
     pub fn is_active(&self) -> bool {
         self.status == "active"
     }
@@ -41,7 +36,6 @@ pub struct NewUser<'a> {
     pub email: &'a str,
     pub email_verified_at: Option<i64>,
     pub password_hash: Option<&'a str>,
-    pub roles: &'a str,
     pub display_name: Option<&'a str>,
     pub now: i64,
 }
@@ -50,7 +44,7 @@ pub struct NewUser<'a> {
 macro_rules! select_users {
     ($rest:literal) => {
         concat!(
-            "SELECT id, email, email_verified_at, password_hash, roles, status, created_at, updated_at FROM users ",
+            "SELECT id, email, email_verified_at, password_hash, status, created_at, updated_at FROM users ",
             $rest
         )
     };
@@ -60,15 +54,14 @@ macro_rules! select_users {
 /// unique violation (see [`super::is_unique_violation`]).
 pub async fn insert(tx: &mut super::Tx, u: &NewUser<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO users (id, email, email_normalized, email_verified_at, password_hash, roles, \
-         status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $7)",
+        "INSERT INTO users (id, email, email_normalized, email_verified_at, password_hash, \
+         status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', $6, $6)",
     )
     .bind(u.id)
     .bind(u.email)
     .bind(normalize_email(u.email))
     .bind(u.email_verified_at)
     .bind(u.password_hash)
-    .bind(u.roles)
     .bind(u.now)
     .execute(&mut **tx)
     .await?;

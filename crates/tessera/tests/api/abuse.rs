@@ -47,7 +47,7 @@ async fn users(app: &TestApp, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for i in 0..n {
         let email = format!("user{i}@example.com");
-        tessera::accounts::create(&app.state.store, &email, Some(&hash), Some(1), "", None, 1)
+        tessera::accounts::create(&app.state.store, &email, Some(&hash), Some(1), &[], None, 1)
             .await
             .unwrap();
         out.push(email);
@@ -227,7 +227,7 @@ async fn oauth_token_endpoint_is_throttled_per_client_with_an_rfc_6749_body(b: B
         &app.state.store,
         spec,
         tessera::oauth::clients::ChangedBy {
-            actor: tessera::audit::Actor::System,
+            principal: &tessera::authz::Principal::System,
             ctx: &tessera::context::RequestContext::system(),
         },
         1,

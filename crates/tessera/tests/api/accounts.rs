@@ -164,7 +164,7 @@ async fn login_rehashes_weaker_argon2_hashes(b: Backend) {
         "e@example.com",
         Some(&hash),
         None,
-        "",
+        &[],
         None,
         1,
     )
@@ -198,7 +198,7 @@ async fn login_upgrades_imported_bcrypt_hashes(b: Backend) {
         "f@example.com",
         Some(&hash),
         None,
-        "",
+        &[],
         None,
         1,
     )

@@ -26,7 +26,7 @@ pub async fn admin_token(app: &TestApp) -> String {
         ROOT,
         Some(&hash),
         Some(now),
-        "admin",
+        &[tessera::authz::Role::Admin],
         None,
         now,
     )

@@ -140,7 +140,6 @@ async fn a_failed_transaction_leaves_neither_row_nor_event(b: Backend) {
         email: "fresh@example.com",
         email_verified_at: None,
         password_hash: None,
-        roles: "",
         display_name: None,
         now: 1,
     };
@@ -178,7 +177,7 @@ async fn admin_token(app: &TestApp) -> String {
         "root@example.com",
         Some(&app.state.passwords.hash(PASSWORD).await.unwrap()),
         Some(1),
-        "admin",
+        &[tessera::authz::Role::Admin],
         None,
         1,
     )
@@ -452,10 +451,16 @@ async fn consume_all(js: &jetstream::Context, stream: &str, expected: usize) -> 
 
 /// Each event exactly once, and each user's events in outbox order.
 async fn assert_exactly_once_in_order(app: &TestApp, received: &[Value], ids: &[String]) {
-    let all = tessera::events::list(&app.state.store, tessera::events::Filter::All, None, 1000)
-        .await
-        .unwrap()
-        .0;
+    let all = tessera::events::list(
+        &app.state.store,
+        &tessera::authz::Principal::System,
+        tessera::events::Filter::All,
+        None,
+        1000,
+    )
+    .await
+    .unwrap()
+    .0;
     let expected: HashSet<String> = all
         .iter()
         .map(|e| e.envelope["event_id"].as_str().unwrap().to_string())
@@ -556,11 +561,16 @@ async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Back
 
     // The crash window: the oldest pending events reached the broker but were never marked.
     let js = jetstream::new(async_nats::connect(&url).await.unwrap());
-    let pending =
-        tessera::events::list(&app.state.store, tessera::events::Filter::Pending, None, 20)
-            .await
-            .unwrap()
-            .0;
+    let pending = tessera::events::list(
+        &app.state.store,
+        &tessera::authz::Principal::System,
+        tessera::events::Filter::Pending,
+        None,
+        20,
+    )
+    .await
+    .unwrap()
+    .0;
     for e in &pending {
         let subject = format!("{prefix}.{}", e.envelope["event_type"].as_str().unwrap());
         js.send_publish(

@@ -10,6 +10,7 @@ mod logs;
 mod abuse;
 mod accounts;
 mod audit;
+mod authz;
 mod bad_input;
 mod email;
 mod events;

@@ -30,12 +30,12 @@ on_both_backends!(
     admin_api_manages_clients,
 );
 
-struct Registered {
-    id: String,
-    secret: Option<String>,
+pub(crate) struct Registered {
+    pub id: String,
+    pub secret: Option<String>,
 }
 
-async fn register_client(
+pub(crate) async fn register_client(
     app: &TestApp,
     public: bool,
     grants: &[&str],
@@ -49,10 +49,11 @@ async fn register_client(
         grant_types: Some(grants.iter().map(|s| s.to_string()).collect()),
         scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
         resources: Some(vec!["https://api.example.com".into()]),
+        ..Default::default()
     };
     let ctx = tessera::context::RequestContext::system();
     let by = clients::ChangedBy {
-        actor: tessera::audit::Actor::System,
+        principal: &tessera::authz::Principal::System,
         ctx: &ctx,
     };
     let r = clients::create(&app.state.store, spec, by, app.clock.now())
@@ -116,7 +117,7 @@ fn url_decode_pairs(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn param(url: &str, name: &str) -> Option<String> {
+pub(crate) fn param(url: &str, name: &str) -> Option<String> {
     query(url)
         .into_iter()
         .find(|(k, _)| k == name)
@@ -125,7 +126,7 @@ fn param(url: &str, name: &str) -> Option<String> {
 
 /// Walks the hosted pages as a browser: login (if asked), consent (if asked). Returns the final
 /// redirect to the client.
-async fn browse(app: &TestApp, url: &str, email: &str, consent: &str) -> String {
+pub(crate) async fn browse(app: &TestApp, url: &str, email: &str, consent: &str) -> String {
     let mut res = app.client.get(url).send().await.unwrap();
     for _ in 0..3 {
         if res.status() != StatusCode::OK {
@@ -294,7 +295,7 @@ async fn code_flow_with_pkce_through_hosted_pages_works_with_an_off_the_shelf_cl
     assert!(!intro.active(), "the family was revoked");
 }
 
-async fn token(
+pub(crate) async fn token(
     app: &TestApp,
     auth: Option<(&str, &str)>,
     form: &[(&str, &str)],
@@ -329,6 +330,19 @@ async fn client_credentials_password_introspection_and_revocation(b: Backend) {
     )
     .await;
     let (id, secret) = (svc.id.as_str(), svc.secret.as_deref().unwrap());
+    // The service is a resource server: it may introspect every token (RFC 7662 §4).
+    let spec = ClientSpec {
+        may_introspect: Some(true),
+        ..Default::default()
+    };
+    let ctx = tessera::context::RequestContext::system();
+    let by = clients::ChangedBy {
+        principal: &tessera::authz::Principal::System,
+        ctx: &ctx,
+    };
+    clients::update(&app.state.store, &app.state.clients, id, spec, by, 1)
+        .await
+        .unwrap();
     let (status, headers, body) = token(
         &app,
         Some((id, secret)),
@@ -411,6 +425,27 @@ async fn client_credentials_password_introspection_and_revocation(b: Backend) {
     };
     let live = introspect(tokens.access_token().secret().clone()).await;
     assert_eq!(live["active"], true, "{live}");
+    // Any other client learns nothing about a token that is neither its own nor for it.
+    let outsider = register_client(&app, false, &["client_credentials"], &["x"]).await;
+    let res = app
+        .client
+        .post(format!("{}/oauth2/introspect", app.base))
+        .basic_auth(&outsider.id, outsider.secret.as_deref())
+        .form(&[("token", tokens.access_token().secret().as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"active": false}));
+    // The client the token was issued to may introspect it.
+    let res = app
+        .client
+        .post(format!("{}/oauth2/introspect", app.base))
+        .basic_auth(&pw.id, pw.secret.as_deref())
+        .form(&[("token", tokens.access_token().secret().as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["active"], true);
     assert_eq!(live["token_type"], "Bearer");
     assert!(live["scope"].as_str().unwrap().contains("email"));
     for inactive in [
@@ -1110,7 +1145,7 @@ async fn admin_api_manages_clients(b: Backend) {
         "root@example.com",
         Some(&admin_hash),
         Some(1),
-        "admin",
+        &[tessera::authz::Role::Admin],
         None,
         1,
     )
