@@ -283,8 +283,7 @@ fn load_current_master_key(config: &Config) -> anyhow::Result<MasterKey> {
         warn_dev_key(&path);
         return Ok(key);
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    crate::files::private_dir(&config.data_dir)?;
     let key = MasterKey::generate();
     write_private(&path, key.to_base64().as_bytes())?;
     warn_dev_key(&path);

@@ -15,6 +15,7 @@ pub mod context;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod http;
 pub mod keys;
 pub mod mail;

@@ -16,7 +16,8 @@ use crate::store::mail as store_mail;
 
 /// Where mail goes.
 pub enum Transport {
-    File(AsyncFileTransport<Tokio1Executor>),
+    /// `.eml` files in this folder (0700), each made 0600 once written.
+    File(AsyncFileTransport<Tokio1Executor>, std::path::PathBuf),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
 
@@ -29,9 +30,8 @@ impl Transport {
         match cfg.transport.as_str() {
             "file" => {
                 let dir = data_dir.join("mail");
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                Ok(Some(Self::File(AsyncFileTransport::new(dir))))
+                crate::files::private_dir(&dir)?;
+                Ok(Some(Self::File(AsyncFileTransport::new(&dir), dir)))
             }
             "smtp" => {
                 let host = cfg.smtp_host.clone().unwrap_or_default();
@@ -60,7 +60,10 @@ impl Transport {
 
     async fn send(&self, message: Message) -> anyhow::Result<()> {
         match self {
-            Self::File(t) => t.send(message).await.map(|_| ()).map_err(Into::into),
+            Self::File(t, dir) => {
+                let id = t.send(message).await?;
+                crate::files::private_file(&dir.join(format!("{id}.eml")))
+            }
             Self::Smtp(t) => t.send(message).await.map(|_| ()).map_err(Into::into),
         }
     }

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod mail;
 pub mod oauth;
 pub mod outbox;
+pub mod roles;
 pub mod secrets;
 pub mod sessions;
 pub mod tokens;
@@ -50,8 +51,10 @@ impl Store {
             Backend::Postgres
         };
         let sqlite_dir = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_path_buf()));
-        if let Some(dir) = sqlite_dir.filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(dir) = sqlite_dir.filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            crate::files::private_dir(&dir)?;
         }
         let options = AnyConnectOptions::from_str(url).context("parsing the database URL")?;
         let mut pool = AnyPoolOptions::new()
@@ -76,6 +79,14 @@ impl Store {
                 crate::config::redact_url(url)
             )
         })?;
+        // The database (and its WAL files) hold password hashes and sealed keys: owner-only.
+        if let Some(path) = sqlite_path(url) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                crate::files::private_file(std::path::Path::new(&file))?;
+            }
+        }
         Ok(Self { pool, backend })
     }
 
