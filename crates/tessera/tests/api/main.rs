@@ -14,6 +14,7 @@ mod authz;
 mod bad_input;
 mod email;
 mod events;
+mod hardening;
 mod oauth;
 mod ops;
 mod password_policy;

@@ -1,0 +1,210 @@
+//! Security behaviours of the authorization issue: logout rules, per-client limits, emails that
+//! lower-case into ASCII, owner-only files.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, assert_error};
+use crate::oauth::{register_client, token};
+use crate::on_both_backends;
+
+on_both_backends!(
+    logout_with_a_rotated_out_refresh_token_is_reuse,
+    logout_with_a_refresh_token_cannot_end_every_session,
+    logout_ignores_refresh_tokens_of_oauth_clients,
+    a_client_with_its_own_limit_is_held_to_that_limit,
+    emails_that_lower_case_into_ascii_are_refused_at_registration,
+);
+
+#[tokio::test]
+async fn zero_config_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.mail.transport = "file".into()).await;
+    app.register("files@example.com").await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = app.config.data_dir.clone();
+    assert_eq!(mode(&dir), 0o700, "data dir");
+    assert_eq!(mode(&dir.join("master.key")), 0o600, "master key");
+    assert_eq!(mode(&dir.join("tessera.db")), 0o600, "database");
+    let mail = dir.join("mail");
+    assert_eq!(mode(&mail), 0o700, "mail dir");
+    crate::helpers::eventually(10, "a mail file", || {
+        let mail = mail.clone();
+        async move { std::fs::read_dir(&mail).unwrap().next().is_some() }
+    })
+    .await;
+    for f in std::fs::read_dir(&mail).unwrap() {
+        assert_eq!(mode(&f.unwrap().path()), 0o600, "mail file");
+    }
+}
+
+async fn logout_with_a_rotated_out_refresh_token_is_reuse(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t0 = app.signed_in("a@example.com").await;
+    let t1 = Tokens::from(&app.refresh(&t0.refresh).await.body);
+    let user_id = app.get("/identity/me", &t1.access).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .post("/auth/logout", json!({ "refresh_token": t0.refresh }))
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+    // The family is gone: the live successor and its access token no longer work.
+    assert_error(
+        &app.refresh(&t1.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    );
+    assert_error(
+        &app.get("/identity/me", &t1.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    let types = crate::helpers::event_types_of(&app, &user_id).await;
+    assert!(
+        types.iter().any(|t| t == "identity.session.revoked.v1"),
+        "revocation event: {types:?}"
+    );
+}
+
+async fn logout_with_a_refresh_token_cannot_end_every_session(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let first = app.signed_in("b@example.com").await;
+    let second = Tokens::from(&app.login("b@example.com", PASSWORD).await.body);
+    let res = app
+        .post(
+            "/auth/logout?all=true",
+            json!({ "refresh_token": first.refresh }),
+        )
+        .await;
+    assert_error(&res, StatusCode::UNAUTHORIZED, "unauthenticated");
+    // Nothing ended.
+    assert_eq!(
+        app.get("/identity/me", &first.access).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/identity/me", &second.access).await.status,
+        StatusCode::OK
+    );
+    // With a bearer token, all=true ends both.
+    let res = app
+        .request(
+            Method::POST,
+            "/auth/logout?all=true",
+            Some(&second.access),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+    for t in [&first, &second] {
+        assert_error(
+            &app.get("/identity/me", &t.access).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        );
+    }
+}
+
+async fn logout_ignores_refresh_tokens_of_oauth_clients(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("c@example.com").await;
+    let client = register_client(
+        &app,
+        false,
+        &["password", "refresh_token"],
+        &["openid", "offline_access"],
+    )
+    .await;
+    let (status, _, body) = token(
+        &app,
+        Some((&client.id, client.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "password"),
+            ("username", "c@example.com"),
+            ("password", PASSWORD),
+            ("scope", "openid offline_access"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let res = app
+        .post("/auth/logout", json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "the same answer");
+    // Not first-party: the client's family is untouched.
+    let (status, _, body) = token(
+        &app,
+        Some((&client.id, client.secret.as_deref().unwrap())),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn set_rate_limit(app: &TestApp, id: &str, burst: u32, per_minute: u32) {
+    let spec = tessera::oauth::clients::ClientSpec {
+        rate_limit: Some(Some(tessera::abuse::Limit::new(burst, per_minute))),
+        ..Default::default()
+    };
+    let ctx = tessera::context::RequestContext::system();
+    let by = tessera::oauth::clients::ChangedBy {
+        principal: &tessera::authz::Principal::System,
+        ctx: &ctx,
+    };
+    tessera::oauth::clients::update(&app.state.store, &app.state.clients, id, spec, by, 1)
+        .await
+        .unwrap();
+}
+
+async fn a_client_with_its_own_limit_is_held_to_that_limit(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let default_burst = app.config.rate_limit.token_client.burst;
+    let busy = register_client(&app, false, &["client_credentials"], &["x"]).await;
+    set_rate_limit(&app, &busy.id, default_burst + 100, 60_000).await;
+    let form = [("grant_type", "client_credentials")];
+    for i in 0..default_burst + 50 {
+        let (status, _, body) = token(
+            &app,
+            Some((&busy.id, busy.secret.as_deref().unwrap())),
+            &form,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "request {i}: {body}");
+    }
+    let small = register_client(&app, false, &["client_credentials"], &["x"]).await;
+    set_rate_limit(&app, &small.id, 2, 1).await;
+    let secret = small.secret.as_deref().unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            token(&app, Some((&small.id, secret)), &form).await.0,
+            StatusCode::OK
+        );
+    }
+    let (status, headers, body) = token(&app, Some((&small.id, secret)), &form).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(headers.contains_key("retry-after"));
+}
+
+async fn emails_that_lower_case_into_ascii_are_refused_at_registration(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("kim@example.com").await;
+    let res = app
+        .post(
+            "/auth/register",
+            json!({ "email": "\u{212A}im@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.text);
+    assert_eq!(res.body["fields"][0]["field"], "email");
+    let reset = app
+        .post(
+            "/auth/request-password-reset",
+            json!({ "email": "\u{212A}im@example.com" }),
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
