@@ -223,6 +223,26 @@ impl Limiter {
 struct Failures {
     count: u32,
     locked_until: i64,
+    /// Attempts let through and not yet decided (their password check is running).
+    pending: u32,
+}
+
+type Counters = moka::sync::Cache<String, Arc<Mutex<Failures>>>;
+
+/// An attempt let through by [`LoginGuard::reserve`]: counted as in flight until dropped, so
+/// concurrent guesses cannot all pass before the first failure is recorded.
+#[must_use]
+pub struct Reservation {
+    held: Vec<Arc<Mutex<Failures>>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        for entry in &self.held {
+            let mut f = entry.lock().unwrap_or_else(|e| e.into_inner());
+            f.pending = f.pending.saturating_sub(1);
+        }
+    }
 }
 
 /// Brute-force protection for password logins.
@@ -273,27 +293,59 @@ impl LoginGuard {
         format!("{account}\u{0}{}", self.config.ip_key(ip))
     }
 
-    /// Refuses an attempt while the pair, or the account (for unknown devices), is locked.
-    pub fn check(&self, account: &str, ip: &str, now: i64) -> Result<(), Error> {
+    /// Reserves an attempt: refused while the pair, or the account (for unknown devices), is
+    /// locked, or while as many attempts are already in flight as failures could still be made
+    /// before the lock (at least one). The check and the reservation are one step under the
+    /// counter's lock, so N concurrent wrong guesses never get more password checks than the
+    /// threshold allows.
+    pub fn reserve(&self, account: &str, ip: &str, now: i64) -> Result<Reservation, Error> {
+        let mut reservation = Reservation { held: Vec::new() };
         if !self.config.enabled {
-            return Ok(());
+            return Ok(reservation);
         }
-        let locked_until = |cache: &moka::sync::Cache<String, Arc<Mutex<Failures>>>, key: &str| {
-            cache
-                .get(key)
-                .map(|f| f.lock().unwrap_or_else(|e| e.into_inner()).locked_until)
-                .unwrap_or(0)
-        };
         let pair = self.pair_key(account, ip);
-        let mut until = locked_until(&self.pairs, &pair);
-        if !self.known.contains_key(&pair) {
-            until = until.max(locked_until(&self.accounts, account));
+        let known = self.known.contains_key(&pair);
+        self.take(
+            &self.pairs,
+            pair,
+            self.config.lockout_threshold,
+            now,
+            &mut reservation,
+        )?;
+        if !known {
+            self.take(
+                &self.accounts,
+                account.to_string(),
+                self.config.lockout_account_threshold,
+                now,
+                &mut reservation,
+            )?;
         }
-        if until > now {
-            return Err(Error::TooManyRequests {
-                retry_after: (until - now) as u64,
-            });
+        Ok(reservation)
+    }
+
+    fn take(
+        &self,
+        cache: &Counters,
+        key: String,
+        threshold: u32,
+        now: i64,
+        reservation: &mut Reservation,
+    ) -> Result<(), Error> {
+        let entry = cache.get_with(key, || Arc::new(Mutex::new(Failures::default())));
+        {
+            let mut f = entry.lock().unwrap_or_else(|e| e.into_inner());
+            if f.locked_until > now {
+                return Err(Error::TooManyRequests {
+                    retry_after: (f.locked_until - now) as u64,
+                });
+            }
+            if f.pending >= threshold.saturating_sub(f.count).max(1) {
+                return Err(Error::TooManyRequests { retry_after: 1 });
+            }
+            f.pending += 1;
         }
+        reservation.held.push(entry);
         Ok(())
     }
 
@@ -425,6 +477,24 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_attempts_reserve_no_more_checks_than_the_threshold() {
+        let g = LoginGuard::new(&Limiter::new(RateLimitConfig {
+            lockout_threshold: 3,
+            ..Default::default()
+        }));
+        let held: Vec<Reservation> = (0..3).map(|_| g.reserve("ada", "ip", 0).unwrap()).collect();
+        assert!(g.reserve("ada", "ip", 0).is_err(), "a fourth in flight");
+        // Two fail: one more check is left before the lock.
+        assert_eq!(g.failed("ada", "ip", 0), Outcome::Counted);
+        assert_eq!(g.failed("ada", "ip", 0), Outcome::Counted);
+        drop(held);
+        let last = g.reserve("ada", "ip", 0).unwrap();
+        assert!(g.reserve("ada", "ip", 0).is_err());
+        drop(last);
+        assert!(g.reserve("ada", "ip", 0).is_ok(), "released when dropped");
+    }
+
+    #[test]
     fn lockout_backs_off_exponentially_and_spares_known_devices() {
         let cfg = RateLimitConfig {
             lockout_threshold: 3,
@@ -444,8 +514,8 @@ mod tests {
                 account_wide: false
             }
         );
-        assert!(g.check("ada", "evil", 5).is_err());
-        assert!(g.check("ada", "evil", 10).is_ok());
+        assert!(g.reserve("ada", "evil", 5).is_err());
+        assert!(g.reserve("ada", "evil", 10).is_ok());
         assert_eq!(
             g.failed("ada", "evil", 10),
             Outcome::Locked {
@@ -468,11 +538,11 @@ mod tests {
             }
         );
         assert!(
-            g.check("ada", "cafe", 11).is_err(),
+            g.reserve("ada", "cafe", 11).is_err(),
             "account-wide lock for unknown devices"
         );
         assert!(
-            g.check("ada", "home", 11).is_ok(),
+            g.reserve("ada", "home", 11).is_ok(),
             "the known device still signs in"
         );
         assert_eq!(

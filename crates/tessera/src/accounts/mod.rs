@@ -260,7 +260,7 @@ pub async fn authenticate(
     if !state.guard.is_known(&account, ip) {
         state.limiter.check(Class::LoginAccount, &account, now)?;
     }
-    state.guard.check(&account, ip, now)?;
+    let _attempt = state.guard.reserve(&account, ip, now)?;
     let user = users::find_by_email(state.store.pool(), email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let verification = state.passwords.verify(password, stored).await?;

@@ -14,6 +14,7 @@ on_both_backends!(
     logout_ignores_refresh_tokens_of_oauth_clients,
     a_client_with_its_own_limit_is_held_to_that_limit,
     emails_that_lower_case_into_ascii_are_refused_at_registration,
+    concurrent_wrong_passwords_get_no_more_checks_than_the_lockout_allows,
 );
 
 #[tokio::test]
@@ -207,4 +208,39 @@ async fn emails_that_lower_case_into_ascii_are_refused_at_registration(b: Backen
         )
         .await;
     assert_eq!(reset.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn concurrent_wrong_passwords_get_no_more_checks_than_the_lockout_allows(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("d@example.com").await;
+    let threshold = app.config.rate_limit.lockout_threshold as usize;
+    let attempts = (0..20).map(|_| app.login("d@example.com", "wrong password, surely"));
+    let answers = futures_util::future::join_all(attempts).await;
+    let checked = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(checked + throttled, 20, "only 401 and 429");
+    assert!(
+        (1..=threshold).contains(&checked),
+        "{checked} password checks for a threshold of {threshold}"
+    );
+    // The audit log agrees: no more failed logins than the threshold.
+    let failures = tessera::audit::list(
+        &app.state.store,
+        &tessera::authz::Principal::System,
+        &tessera::audit::Filter {
+            action: Some("user.login".into()),
+            result: Some("failure".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .0;
+    assert!(failures.len() <= threshold, "{} failures", failures.len());
 }
