@@ -83,8 +83,11 @@ async fn authorization_code(
     }
     let mut tx = state.store.begin().await?;
     if !store::use_code(&mut tx, &hash, now).await? {
-        if let Some(sid) = &row.token_session_id {
-            store_sessions::revoke_session(&mut *tx, sid, "authorization_code_reuse", now).await?;
+        // Read again inside this transaction: a redemption racing this one has committed by
+        // now (the UPDATE above waited for it), and its token family must be revoked too.
+        let first = store::find_code(&mut *tx, &hash).await?;
+        if let Some(sid) = first.and_then(|r| r.token_session_id).as_ref() {
+            sessions::revoke_in(&mut tx, sid, "authorization_code_reuse", ctx, now).await?;
             let entry = crate::audit::Entry::failure(
                 crate::audit::Actor::Client(&client.client_id),
                 crate::audit::action::AUTHORIZATION_CODE_REUSE,

@@ -457,8 +457,8 @@ pub async fn revoke(
     Ok(())
 }
 
-/// Revokes one session in `tx` and records the event when it was live.
-async fn revoke_in(
+/// Revokes one session in `tx` and records the event and audit entry when it was live.
+pub(crate) async fn revoke_in(
     tx: &mut crate::store::Tx,
     session_id: &str,
     reason: &str,

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, assert_error};
-use crate::oauth::{register_client, token};
+use crate::oauth::{browse, param, register_client, token};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -15,6 +15,7 @@ on_both_backends!(
     a_client_with_its_own_limit_is_held_to_that_limit,
     emails_that_lower_case_into_ascii_are_refused_at_registration,
     concurrent_wrong_passwords_get_no_more_checks_than_the_lockout_allows,
+    a_code_replayed_while_it_is_redeemed_revokes_what_was_issued,
 );
 
 #[tokio::test]
@@ -243,4 +244,49 @@ async fn concurrent_wrong_passwords_get_no_more_checks_than_the_lockout_allows(b
     .unwrap()
     .0;
     assert!(failures.len() <= threshold, "{} failures", failures.len());
+}
+
+async fn a_code_replayed_while_it_is_redeemed_revokes_what_was_issued(b: Backend) {
+    const REDIRECT: &str = "http://127.0.0.1:9/callback";
+    let app = TestApp::spawn(b).await;
+    app.register("e@example.com").await;
+    let client = register_client(&app, false, &["authorization_code"], &["openid"]).await;
+    let secret = client.secret.clone().unwrap();
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&state=s",
+        app.base, client.id
+    );
+    let back = browse(&app, &url, "e@example.com", "allow").await;
+    let code = param(&back, "code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+    ];
+    let auth = Some((client.id.as_str(), secret.as_str()));
+    let (a, b2) = tokio::join!(token(&app, auth, &form), token(&app, auth, &form));
+    let winners: Vec<_> = [&a, &b2]
+        .into_iter()
+        .filter(|r| r.0 == StatusCode::OK)
+        .collect();
+    assert_eq!(winners.len(), 1, "one redemption: {a:?} {b2:?}");
+    let loser = if a.0 == StatusCode::OK { &b2 } else { &a };
+    assert_eq!(loser.2["error"], "invalid_grant");
+    let access = winners[0].2["access_token"].as_str().unwrap();
+    let info = app.get("/oauth2/userinfo", access).await;
+    assert_eq!(
+        info.status,
+        StatusCode::UNAUTHORIZED,
+        "the replay revoked the first redemption's tokens: {}",
+        info.text
+    );
+    let user = tessera::store::users::find_by_email(app.state.store.pool(), "e@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let types = crate::helpers::event_types_of(&app, &user.id).await;
+    assert!(
+        types.iter().any(|t| t == "identity.session.revoked.v1"),
+        "SessionRevokedV1: {types:?}"
+    );
 }
