@@ -113,7 +113,18 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         })
 }
 
-fn set_cookie(res: &mut Response, state: &AppState, name: &str, value: &str, max_age: i64) {
+/// The name of a hosted-page cookie: with the `__Host-` prefix when the issuer is https, so the
+/// browser only accepts it from this host, over TLS, for every path (RFC 6265bis §4.1.3.2).
+fn cookie_name(state: &AppState, base: &str) -> String {
+    if state.config.issuer.starts_with("https://") {
+        format!("__Host-{base}")
+    } else {
+        base.to_string()
+    }
+}
+
+fn set_cookie(res: &mut Response, state: &AppState, base: &str, value: &str, max_age: i64) {
+    let name = cookie_name(state, base);
     let secure = if state.config.issuer.starts_with("https://") {
         "; Secure"
     } else {
@@ -126,8 +137,8 @@ fn set_cookie(res: &mut Response, state: &AppState, name: &str, value: &str, max
 }
 
 /// The double-submit CSRF token of the hosted forms: the cookie's, or a new one.
-fn csrf(headers: &HeaderMap) -> (String, bool) {
-    match cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
+fn csrf(state: &AppState, headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, &cookie_name(state, CSRF_COOKIE)).filter(|c| c.len() == 43) {
         Some(c) => (c, false),
         None => (
             crate::crypto::b64url(&crate::crypto::random_bytes::<32>()),
@@ -136,10 +147,34 @@ fn csrf(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
-fn csrf_ok(headers: &HeaderMap, params: &Params) -> bool {
-    match (cookie(headers, CSRF_COOKIE), params.get("csrf_token")) {
+/// A hosted form post is genuine: it comes from our own pages (`Sec-Fetch-Site`, `Origin`) and
+/// carries the double-submit CSRF token of its cookie.
+fn csrf_ok(state: &AppState, headers: &HeaderMap, params: &Params) -> bool {
+    if !same_origin(state, headers) {
+        return false;
+    }
+    match (
+        cookie(headers, &cookie_name(state, CSRF_COOKIE)),
+        params.get("csrf_token"),
+    ) {
         (Some(c), Some(f)) => c.len() == 43 && crate::crypto::ct_eq(c.as_bytes(), f.as_bytes()),
         _ => false,
+    }
+}
+
+/// Fetch metadata and `Origin`, when the browser sends them, must name this origin: a
+/// cross-site form post is refused even if it somehow carries the CSRF cookie.
+pub(super) fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    match header("origin") {
+        None => true,
+        Some(origin) => url::Url::parse(&state.config.issuer)
+            .is_ok_and(|issuer| issuer.origin().ascii_serialization() == origin),
     }
 }
 
@@ -148,7 +183,7 @@ async fn browser_session(
     headers: &HeaderMap,
     now: i64,
 ) -> Option<BrowserSession> {
-    let token = cookie(headers, SESSION_COOKIE)?;
+    let token = cookie(headers, &cookie_name(state, SESSION_COOKIE))?;
     oidc::find_browser_session(state, &token, now)
         .await
         .ok()
@@ -224,7 +259,7 @@ async fn proceed(
         Ok(Next::Redirect(url)) => see_other(&url),
         Ok(Next::Login(req)) => login_page(state, headers, &req, None),
         Ok(Next::Consent(req, user)) => {
-            let (token, fresh) = csrf(headers);
+            let (token, fresh) = csrf(state, headers);
             let scopes: Vec<&str> = req.scope.split(' ').map(describe_scope).collect();
             let ctx = json!({ "client_name": req.client.name, "email": user.email, "scopes": scopes, "csrf_token": token, "request": req.params.encode() });
             let mut res = state.pages.render(StatusCode::OK, "consent.html", ctx);
@@ -270,7 +305,7 @@ fn login_page(
     req: &authorize::AuthorizationRequest,
     error: Option<&str>,
 ) -> Response {
-    let (token, fresh) = csrf(headers);
+    let (token, fresh) = csrf(state, headers);
     let ctx = json!({
         "client_name": req.client.name,
         "csrf_token": token,
@@ -302,7 +337,7 @@ async fn login(
         Ok(f) if is_form(&headers) => f,
         _ => return bad_page(&state, "The sign-in form was malformed."),
     };
-    if !csrf_ok(&headers, &form) {
+    if !csrf_ok(&state, &headers, &form) {
         return state.pages.message(
             StatusCode::FORBIDDEN,
             "Please try again",
@@ -398,7 +433,7 @@ async fn consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         Ok(f) if is_form(&headers) => f,
         _ => return bad_page(&state, "The consent form was malformed."),
     };
-    if !csrf_ok(&headers, &form) {
+    if !csrf_ok(&state, &headers, &form) {
         return state.pages.message(
             StatusCode::FORBIDDEN,
             "Please try again",
@@ -668,7 +703,7 @@ async fn logout_post(
     let Some(decision) = form.get("decision") else {
         return logout_request(&state, &headers, &body).await;
     };
-    if !csrf_ok(&headers, &form) {
+    if !csrf_ok(&state, &headers, &form) {
         return state.pages.message(
             StatusCode::FORBIDDEN,
             "Please try again",
@@ -732,7 +767,7 @@ async fn logout_request(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
         Ok(r) => r,
         Err(m) => return bad_page(state, &m),
     };
-    let (token, fresh) = csrf(headers);
+    let (token, fresh) = csrf(state, headers);
     let ctx = json!({
         "client_name": request.client.as_ref().map(|c| c.name.clone()),
         "csrf_token": token,

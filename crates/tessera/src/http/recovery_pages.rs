@@ -115,8 +115,16 @@ async fn verify_page(Query(q): Query<TokenQuery>) -> Response {
 async fn verify_submit(
     State(state): State<AppState>,
     Context(ctx): Context,
+    headers: axum::http::HeaderMap,
     form: Result<Form<VerifyForm>, FormRejection>,
 ) -> Response {
+    if !super::oauth::same_origin(&state, &headers) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site",
+            "<p>Open the link from your email again.</p>",
+        );
+    }
     let Ok(Form(form)) = form else {
         return invalid_link();
     };
@@ -161,8 +169,16 @@ async fn reset_page(State(state): State<AppState>, Query(q): Query<TokenQuery>) 
 async fn reset_submit(
     State(state): State<AppState>,
     Context(ctx): Context,
+    headers: axum::http::HeaderMap,
     form: Result<Form<ResetForm>, FormRejection>,
 ) -> Response {
+    if !super::oauth::same_origin(&state, &headers) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site",
+            "<p>Open the link from your email again.</p>",
+        );
+    }
     let Ok(Form(form)) = form else {
         return invalid_link();
     };

@@ -125,6 +125,16 @@ pub async fn validate(state: &AppState, params: Params) -> Result<AuthorizationR
             )));
         }
     }
+    // OAuth 2.0 Multiple Response Type Encoding Practices §2.1: only `query` is implemented,
+    // so any other mode is refused rather than silently answered in the query.
+    match params.get("response_mode") {
+        None | Some("query") => {}
+        Some(_) => {
+            return Err(fail(OAuthError::invalid_request(
+                "response_mode is not supported; only query is",
+            )));
+        }
+    }
     if !client.allows_grant("authorization_code") {
         return Err(fail(OAuthError::unauthorized_client(
             "the client may not use the authorization code grant",

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, assert_error};
-use crate::oauth::{browse, param, register_client, token};
+use crate::oauth::{browse, field, param, register_client, token};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -16,6 +16,9 @@ on_both_backends!(
     emails_that_lower_case_into_ascii_are_refused_at_registration,
     concurrent_wrong_passwords_get_no_more_checks_than_the_lockout_allows,
     a_code_replayed_while_it_is_redeemed_revokes_what_was_issued,
+    hosted_form_posts_from_another_site_are_refused,
+    unsupported_response_modes_are_refused,
+    hosted_cookies_use_the_host_prefix_on_https,
 );
 
 #[tokio::test]
@@ -288,5 +291,111 @@ async fn a_code_replayed_while_it_is_redeemed_revokes_what_was_issued(b: Backend
     assert!(
         types.iter().any(|t| t == "identity.session.revoked.v1"),
         "SessionRevokedV1: {types:?}"
+    );
+}
+
+const CALLBACK: &str = "http://127.0.0.1:9/callback";
+
+async fn authorize_url(app: &TestApp, extra: &str) -> (String, String) {
+    let client = register_client(app, false, &["authorization_code"], &["openid"]).await;
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={CALLBACK}&scope=openid&state=s{extra}",
+        app.base, client.id
+    );
+    (url, client.id)
+}
+
+async fn hosted_form_posts_from_another_site_are_refused(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("f@example.com").await;
+    let (url, _) = authorize_url(&app, "").await;
+    let html = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("csrf_token", field(&html, "csrf_token")),
+        ("request", field(&html, "request")),
+        ("email", "f@example.com".to_string()),
+        ("password", PASSWORD.to_string()),
+    ];
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+    ] {
+        let res = app
+            .client
+            .post(format!("{}/oauth2/login", app.base))
+            .header(name, value)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    // The same form from our own origin signs in.
+    let res = app
+        .client
+        .post(format!("{}/oauth2/login", app.base))
+        .header("origin", app.base.as_str())
+        .header("sec-fetch-site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.status().is_success() || res.status().is_redirection());
+}
+
+async fn unsupported_response_modes_are_refused(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    for mode in ["fragment", "form_post", "jwt"] {
+        let (url, _) = authorize_url(&app, &format!("&response_mode={mode}")).await;
+        let res = app.client.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{mode}");
+        let location = res.headers()["location"].to_str().unwrap().to_string();
+        assert!(location.starts_with(CALLBACK), "{location}");
+        assert_eq!(
+            param(&location, "error").as_deref(),
+            Some("invalid_request")
+        );
+        assert_eq!(param(&location, "state").as_deref(), Some("s"));
+    }
+    let (url, _) = authorize_url(&app, "&response_mode=query").await;
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "query is the supported mode");
+}
+
+async fn hosted_cookies_use_the_host_prefix_on_https(b: Backend) {
+    let app = TestApp::spawn_with(b, |c| c.issuer = "https://id.example.test".into()).await;
+    let (url, _) = authorize_url(&app, "").await;
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookies: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(!cookies.is_empty());
+    for c in &cookies {
+        assert!(c.starts_with("__Host-"), "{c}");
+        assert!(c.contains("; Secure") && c.contains("Path=/"), "{c}");
+        assert!(!c.to_ascii_lowercase().contains("domain="), "{c}");
+    }
+    let plain = TestApp::spawn(b).await;
+    let (url, _) = authorize_url(&plain, "").await;
+    let res = plain.client.get(&url).send().await.unwrap();
+    let c = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        c.starts_with("tessera_csrf="),
+        "plain http keeps the bare name: {c}"
     );
 }

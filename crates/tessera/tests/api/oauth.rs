@@ -82,7 +82,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// The value of a hidden form field in a page.
-fn field(html: &str, name: &str) -> String {
+pub(crate) fn field(html: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);
     let start = html
         .find(&marker)
