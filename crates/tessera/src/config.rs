@@ -425,11 +425,8 @@ impl Config {
             ("TESSERA_PUBLIC_URL", self.public_url.as_ref()),
         ] {
             let Some(url) = url else { continue };
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
-                return Err(invalid(
-                    key,
-                    format!("must be an absolute http(s) URL, got {url:?}"),
-                ));
+            if let Err(problem) = crate::urls::http_url(url) {
+                return Err(invalid(key, format!("{problem}, got {url:?}")));
             }
             if url.ends_with('/') || url.contains(['?', '#']) {
                 return Err(invalid(
@@ -577,7 +574,7 @@ impl Config {
             ("TESSERA_RESET_PASSWORD_URL", &self.reset_password_url),
         ] {
             let Some(url) = url else { continue };
-            if !(url.starts_with("https://") || url.starts_with("http://"))
+            if crate::urls::http_url(&url.replace("{token}", "TOKEN")).is_err()
                 || url.matches("{token}").count() != 1
             {
                 return Err(invalid(

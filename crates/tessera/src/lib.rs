@@ -25,6 +25,7 @@ pub mod passwords;
 pub mod sessions;
 pub mod store;
 pub mod telemetry;
+pub mod urls;
 
 #[cfg(test)]
 mod proptests;

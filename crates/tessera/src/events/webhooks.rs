@@ -66,12 +66,10 @@ pub async fn add(
     now: i64,
 ) -> Result<(WebhookView, String)> {
     let url = url.trim();
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || url.len() > 2048
-        || url.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(Error::invalid("url", "must be an absolute http(s) URL"));
+    if url.len() > 2048 {
+        return Err(Error::invalid("url", "must be at most 2048 characters"));
     }
+    crate::urls::https_or_loopback(url).map_err(|problem| Error::invalid("url", problem))?;
     let known = known_event_types();
     let mut types: Vec<String> = Vec::new();
     for e in events.iter().flat_map(|e| e.split(',')).map(str::trim) {

@@ -382,35 +382,37 @@ fn apply(row: &mut ClientRow, spec: ClientSpec) -> Result<()> {
 
 /// Redirect URIs: absolute, no fragment (RFC 6749 §3.1.2); `https`, or `http` only on a loopback
 /// host (RFC 8252 §7.3); or a private-use scheme with a dot for native apps (RFC 8252 §7.1).
+/// Parsed with the `url` crate and kept in canonical form, so exact matching compares like with
+/// like.
 pub fn validate_redirect_uri(uri: &str) -> Option<String> {
-    if uri.len() > 2000
-        || uri.contains('#')
-        || uri.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Some("must be at most 2000 characters, without fragment or spaces".into());
+    if uri.len() > 2000 || uri.contains('#') {
+        return Some("must be at most 2000 characters, without fragment".into());
     }
-    let Some((scheme, rest)) = uri.split_once(':') else {
-        return Some("must be an absolute URI".into());
+    let url = match crate::urls::canonical(uri) {
+        Ok(url) => url,
+        Err(problem) => return Some(problem),
     };
-    match scheme {
-        "https" => (!rest.starts_with("//") || rest.len() <= 2).then(|| "must be an absolute URI with a host".into()),
-        "http" => {
-            let host = rest.strip_prefix("//").unwrap_or("").split(['/', '?']).next().unwrap_or("");
-            let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
-            (!matches!(host, "127.0.0.1" | "[::1]" | "localhost")).then(|| "http is allowed only for loopback hosts; use https".into())
-        }
-        s if s.contains('.') && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+')) => None,
-        _ => Some("must use https (http only for loopback, or a private-use scheme such as com.example.app)".into()),
+    match url.scheme() {
+        "https" => url
+            .host()
+            .is_none()
+            .then(|| "must be an absolute URI with a host".into()),
+        "http" => (!crate::urls::is_loopback(&url))
+            .then(|| "http is allowed only for loopback hosts; use https".into()),
+        s if s.contains('.') => None,
+        _ => Some(
+            "must use https (http only for loopback, or a private-use scheme such as com.example.app)"
+                .into(),
+        ),
     }
 }
 
 /// RFC 8707 §2: an absolute URI without a fragment.
 fn validate_resource(uri: &str) -> Option<String> {
-    let ok = uri.len() <= 2000
-        && !uri.contains('#')
-        && (uri.starts_with("https://") || uri.starts_with("http://"))
-        && !uri.contains(|c: char| c.is_whitespace() || c.is_control());
-    (!ok).then(|| "must be an absolute http(s) URI without a fragment".into())
+    if uri.len() > 2000 || uri.contains('#') {
+        return Some("must be an absolute http(s) URI without a fragment".into());
+    }
+    crate::urls::http_url(uri).err()
 }
 
 pub async fn get(store: &Store, principal: &Principal, id: &str) -> Result<Client> {
