@@ -298,7 +298,7 @@ async fn password(
     };
     let roles = roles_for(&mut tx, client, &user).await?;
     let issued = start_family(state, &mut tx, &user, roles, grant, family, ctx, now).await?;
-    crate::audit::record(&mut *tx, ctx, &sessions::login_succeeded(&user.id), now).await?;
+    sessions::record_login(&mut tx, &user.id, &issued.session_id, ctx, now).await?;
     tx.commit().await?;
     let sid = issued.session_id.clone();
     let id_token = scope::contains(&scope, "openid").then(|| IdTokenInput {

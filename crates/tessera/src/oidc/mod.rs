@@ -108,13 +108,7 @@ pub async fn start_browser_session(
         },
     )
     .await?;
-    crate::audit::record(
-        &mut *tx,
-        ctx,
-        &crate::sessions::login_succeeded(user_id),
-        now,
-    )
-    .await?;
+    crate::sessions::record_login(&mut tx, user_id, &id, ctx, now).await?;
     tx.commit().await?;
     Ok((
         BrowserSession {

@@ -115,19 +115,7 @@ pub async fn start(
         refresh_expires_at,
     )
     .await?;
-    audit::record(&mut *tx, ctx, &login_succeeded(subject.user_id), now).await?;
-    events::append(
-        &mut tx,
-        ctx,
-        &LoginSucceededV1 {
-            user_id: subject.user_id.to_string(),
-            session_id: session_id.clone(),
-            ip: ctx.ip.clone(),
-            user_agent: ctx.user_agent.clone(),
-        },
-        now,
-    )
-    .await?;
+    record_login(&mut tx, subject.user_id, &session_id, ctx, now).await?;
     tx.commit().await?;
     let claims = access_claims(settings, &subject, Some(&session_id), Grant::default(), now);
     pair(
@@ -140,10 +128,25 @@ pub async fn start(
     )
 }
 
-/// The audit entry of a successful password login (JSON, hosted page or OAuth password grant),
-/// written in the transaction that starts its session.
-pub fn login_succeeded(user_id: &str) -> Entry<'_> {
-    Entry::success(Actor::User(user_id), audit::action::LOGIN).target("user", user_id)
+/// Records a successful password login (JSON, hosted page or OAuth password grant) in the
+/// transaction that starts its session: the audit entry and `LoginSucceededV1`, the same for
+/// every path.
+pub async fn record_login(
+    tx: &mut crate::store::Tx,
+    user_id: &str,
+    session_id: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<()> {
+    let entry = Entry::success(Actor::User(user_id), audit::action::LOGIN).target("user", user_id);
+    audit::record(&mut **tx, ctx, &entry, now).await?;
+    let event = LoginSucceededV1 {
+        user_id: user_id.to_string(),
+        session_id: session_id.to_string(),
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+    };
+    events::append(tx, ctx, &event, now).await
 }
 
 /// The claims of an access token for `subject` in session `sid` under `grant`.

@@ -19,6 +19,7 @@ on_both_backends!(
     hosted_form_posts_from_another_site_are_refused,
     unsupported_response_modes_are_refused,
     hosted_cookies_use_the_host_prefix_on_https,
+    every_login_path_writes_the_same_event_and_audit_entry,
 );
 
 #[tokio::test]
@@ -398,4 +399,68 @@ async fn hosted_cookies_use_the_host_prefix_on_https(b: Backend) {
         c.starts_with("tessera_csrf="),
         "plain http keeps the bare name: {c}"
     );
+}
+
+/// JSON login, hosted login and the password grant each write `LoginSucceededV1` and a
+/// `user.login` audit entry.
+async fn every_login_path_writes_the_same_event_and_audit_entry(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let user_id = |email: &'static str| {
+        let app = &app;
+        async move {
+            tessera::store::users::find_by_email(app.state.store.pool(), email)
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+        }
+    };
+    let logins = |id: String| {
+        let app = &app;
+        async move {
+            let events = crate::helpers::event_types_of(app, &id)
+                .await
+                .into_iter()
+                .filter(|t| t == "identity.login.succeeded.v1")
+                .count();
+            let audit = tessera::audit::list(
+                &app.state.store,
+                &tessera::authz::Principal::System,
+                &tessera::audit::Filter {
+                    action: Some("user.login".into()),
+                    result: Some("success".into()),
+                    actor: Some(id),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .0
+            .len();
+            (events, audit)
+        }
+    };
+    // JSON login.
+    app.signed_in("json@example.com").await;
+    assert_eq!(logins(user_id("json@example.com").await).await, (1, 1));
+    // Hosted login.
+    app.register("hosted@example.com").await;
+    let (url, _) = authorize_url(&app, "").await;
+    browse(&app, &url, "hosted@example.com", "allow").await;
+    assert_eq!(logins(user_id("hosted@example.com").await).await, (1, 1));
+    // Password grant.
+    app.register("grant@example.com").await;
+    let client = register_client(&app, false, &["password"], &["openid"]).await;
+    let (status, _, body) = token(
+        &app,
+        Some((&client.id, client.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "password"),
+            ("username", "grant@example.com"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(logins(user_id("grant@example.com").await).await, (1, 1));
 }
