@@ -66,12 +66,14 @@ const TICKS_PER_SECOND: u64 = 100;
 /// Rate-limit classes of the service. Every request of this load generator comes from
 /// 127.0.0.1, so each server runs with these limits raised out of reach: the limiter still runs
 /// (its cost is measured), it just never refuses.
-const RATE_LIMIT_CLASSES: [&str; 8] = [
+const RATE_LIMIT_CLASSES: [&str; 10] = [
     "LOGIN_IP",
     "LOGIN_ACCOUNT",
     "REGISTER_IP",
     "RECOVERY_IP",
     "RECOVERY_ACCOUNT",
+    "REGISTER_GLOBAL",
+    "RECOVERY_GLOBAL",
     "TOKEN_IP",
     "TOKEN_CLIENT",
     "INTROSPECT_CLIENT",

@@ -199,6 +199,9 @@ pub struct PasswordConfig {
     pub min_length: usize,
     /// Hashes computed at once; defaults to the number of CPU cores.
     pub max_concurrent_hashes: Option<usize>,
+    /// Hashes running or waiting at most; beyond it, logins and registrations get 429 at once.
+    /// Defaults to 32 per hashing thread (about 0.6 s of waiting at OWASP parameters).
+    pub max_queued_hashes: Option<usize>,
 }
 
 impl Default for PasswordConfig {
@@ -209,6 +212,7 @@ impl Default for PasswordConfig {
             argon2_parallelism: 1,
             min_length: 8,
             max_concurrent_hashes: None,
+            max_queued_hashes: None,
         }
     }
 }

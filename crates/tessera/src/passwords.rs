@@ -35,6 +35,8 @@ struct Inner {
     params: Params,
     min_length: usize,
     permits: Arc<Semaphore>,
+    /// Hashes running or waiting for a thread; when none is left, a request is refused at once.
+    queue: Arc<Semaphore>,
     jobs: Mutex<mpsc::Sender<Job>>,
     dummy_hash: String,
 }
@@ -99,6 +101,9 @@ impl Passwords {
                 params,
                 min_length: cfg.min_length,
                 permits: Arc::new(Semaphore::new(workers)),
+                queue: Arc::new(Semaphore::new(
+                    cfg.max_queued_hashes.unwrap_or(workers * 32).max(workers),
+                )),
                 jobs: Mutex::new(jobs),
                 dummy_hash,
             }),
@@ -178,6 +183,11 @@ impl Passwords {
         &self,
         job: impl FnOnce(&mut Vec<Block>) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
+        // A bounded queue: past it, answer 429 with Retry-After at once instead of letting
+        // requests pile up behind the hashing threads without limit.
+        let Ok(slot) = Arc::clone(&self.inner.queue).try_acquire_owned() else {
+            return Err(Error::TooManyRequests { retry_after: 1 });
+        };
         let permit = Arc::clone(&self.inner.permits)
             .acquire_owned()
             .await
@@ -185,6 +195,7 @@ impl Passwords {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
             let _permit = permit;
+            let _slot = slot;
             let _ = tx.send(job(memory));
         });
         self.inner
@@ -310,6 +321,40 @@ pub fn is_supported_hash(stored: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_hash_queue_answers_at_once() {
+        let p = Passwords::new(&PasswordConfig {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            max_concurrent_hashes: Some(1),
+            max_queued_hashes: Some(1),
+            ..PasswordConfig::default()
+        })
+        .unwrap();
+        let busy = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.run(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        match p.hash("another password").await {
+            Err(Error::TooManyRequests { retry_after: 1 }) => {}
+            other => panic!("expected 429, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(200),
+            "refused at once"
+        );
+        assert!(busy.await.unwrap().is_ok(), "the running hash completes");
+        assert!(p.hash("now there is room").await.is_ok());
+    }
 
     fn cheap() -> PasswordConfig {
         PasswordConfig {

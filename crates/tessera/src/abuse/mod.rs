@@ -41,6 +41,10 @@ pub struct RateLimitConfig {
     pub recovery_ip: Limit,
     /// The same per submitted email address.
     pub recovery_account: Limit,
+    /// Registrations from everyone together (a ceiling on account creation and its mail).
+    pub register_global: Limit,
+    /// Recovery mail requests from everyone together (protects the mail relay's reputation).
+    pub recovery_global: Limit,
     /// Token endpoint requests per client IP.
     pub token_ip: Limit,
     /// Token endpoint requests per OAuth client.
@@ -91,6 +95,8 @@ impl Default for RateLimitConfig {
             register_ip: Limit::new(10, 5),
             recovery_ip: Limit::new(10, 5),
             recovery_account: Limit::new(3, 1),
+            register_global: Limit::new(200, 600),
+            recovery_global: Limit::new(200, 600),
             token_ip: Limit::new(600, 6000),
             token_client: Limit::new(300, 3000),
             introspect_client: Limit::new(2000, 60_000),
@@ -112,6 +118,8 @@ pub enum Class {
     RegisterIp,
     RecoveryIp,
     RecoveryAccount,
+    RegisterGlobal,
+    RecoveryGlobal,
     TokenIp,
     TokenClient,
     IntrospectClient,
@@ -162,6 +170,8 @@ impl Limiter {
             Class::RegisterIp => c.register_ip,
             Class::RecoveryIp => c.recovery_ip,
             Class::RecoveryAccount => c.recovery_account,
+            Class::RegisterGlobal => c.register_global,
+            Class::RecoveryGlobal => c.recovery_global,
             Class::TokenIp => c.token_ip,
             Class::TokenClient => c.token_client,
             Class::IntrospectClient => c.introspect_client,

@@ -49,6 +49,7 @@ async fn register(
     state
         .limiter
         .check(Class::RegisterIp, ctx.ip.as_deref().unwrap_or(""), now)?;
+    state.limiter.check(Class::RegisterGlobal, "*", now)?;
     let user = accounts::register(&state, input, &ctx, now).await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::new(&user, &[]))).into_response())
 }
@@ -210,6 +211,7 @@ fn throttle_recovery(
     state
         .limiter
         .check(Class::RecoveryIp, ctx.ip.as_deref().unwrap_or(""), now)?;
+    state.limiter.check(Class::RecoveryGlobal, "*", now)?;
     state.limiter.check(
         Class::RecoveryAccount,
         &crate::store::users::normalize_email(email),

@@ -20,6 +20,7 @@ on_both_backends!(
     unsupported_response_modes_are_refused,
     hosted_cookies_use_the_host_prefix_on_https,
     every_login_path_writes_the_same_event_and_audit_entry,
+    registration_and_recovery_mail_have_global_ceilings,
 );
 
 #[tokio::test]
@@ -463,4 +464,37 @@ async fn every_login_path_writes_the_same_event_and_audit_entry(b: Backend) {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(logins(user_id("grant@example.com").await).await, (1, 1));
+}
+
+async fn registration_and_recovery_mail_have_global_ceilings(b: Backend) {
+    let app = TestApp::spawn_with(b, |c| {
+        c.rate_limit.register_global = tessera::abuse::Limit::new(2, 1);
+        c.rate_limit.recovery_global = tessera::abuse::Limit::new(2, 1);
+    })
+    .await;
+    for i in 0..2 {
+        assert_eq!(
+            app.register(&format!("g{i}@example.com")).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let res = app.register("g2@example.com").await;
+    assert_error(&res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    assert!(res.headers.contains_key("retry-after"));
+    for i in 0..2 {
+        let res = app
+            .post(
+                "/auth/request-password-reset",
+                json!({ "email": format!("r{i}@example.com") }),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::ACCEPTED);
+    }
+    let res = app
+        .post(
+            "/auth/request-password-reset",
+            json!({ "email": "r9@example.com" }),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
 }
