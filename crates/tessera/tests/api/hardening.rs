@@ -21,6 +21,10 @@ on_both_backends!(
     hosted_cookies_use_the_host_prefix_on_https,
     every_login_path_writes_the_same_event_and_audit_entry,
     registration_and_recovery_mail_have_global_ceilings,
+    near_miss_redirect_uris_get_an_error_page_not_a_redirect,
+    a_code_issued_without_a_challenge_refuses_a_verifier,
+    a_refresh_token_works_only_for_its_own_client,
+    forged_or_missing_csrf_is_refused_on_consent_and_logout,
 );
 
 #[tokio::test]
@@ -497,4 +501,152 @@ async fn registration_and_recovery_mail_have_global_ceilings(b: Backend) {
         )
         .await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn near_miss_redirect_uris_get_an_error_page_not_a_redirect(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let client = register_client(&app, false, &["authorization_code"], &["openid"]).await;
+    for uri in [
+        "http://127.0.0.1:9/callback/",
+        "http://127.0.0.1:9/callback?x=1",
+        "http://127.0.0.1:10/callback",
+        "http://localhost:9/callback",
+        "http://127.0.0.1:9/Callback",
+        "http://127.0.0.1:9/callback#f",
+    ] {
+        let url = format!(
+            "{}/oauth2/authorize?response_type=code&client_id={}&scope=openid&redirect_uri={}",
+            app.base,
+            client.id,
+            urlencode(uri)
+        );
+        let res = app.client.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{uri}");
+        assert!(
+            res.headers().get("location").is_none(),
+            "no redirect for {uri}"
+        );
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn a_code_issued_without_a_challenge_refuses_a_verifier(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("h@example.com").await;
+    let client = register_client(&app, false, &["authorization_code"], &["openid"]).await;
+    let (url, _) = (
+        format!(
+            "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={CALLBACK}&scope=openid&state=s",
+            app.base, client.id
+        ),
+        (),
+    );
+    let back = browse(&app, &url, "h@example.com", "allow").await;
+    let code = param(&back, "code").unwrap();
+    let (status, _, body) = token(
+        &app,
+        Some((&client.id, client.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            (
+                "code_verifier",
+                "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+}
+
+async fn a_refresh_token_works_only_for_its_own_client(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("i@example.com").await;
+    let grants = ["password", "refresh_token"];
+    let scopes = ["openid", "offline_access"];
+    let owner = register_client(&app, false, &grants, &scopes).await;
+    let other = register_client(&app, false, &grants, &scopes).await;
+    let (_, _, body) = token(
+        &app,
+        Some((&owner.id, owner.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "password"),
+            ("username", "i@example.com"),
+            ("password", PASSWORD),
+            ("scope", "openid offline_access"),
+        ],
+    )
+    .await;
+    let refresh = body["refresh_token"].as_str().unwrap().to_string();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let (status, _, body) = token(
+        &app,
+        Some((&other.id, other.secret.as_deref().unwrap())),
+        &form,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    // A first-party refresh at /auth/refresh refuses it as well.
+    assert_error(
+        &app.refresh(&refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    );
+    // The owner still can.
+    let (status, _, body) = token(
+        &app,
+        Some((&owner.id, owner.secret.as_deref().unwrap())),
+        &form,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn forged_or_missing_csrf_is_refused_on_consent_and_logout(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("j@example.com").await;
+    let (url, _) = authorize_url(&app, "").await;
+    let res = app.client.get(&url).send().await.unwrap();
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let html = res.text().await.unwrap();
+    let request = field(&html, "request");
+    let forged = "A".repeat(43);
+    for (path, extra) in [
+        ("/oauth2/consent", ("decision", "allow")),
+        ("/oauth2/logout", ("decision", "yes")),
+    ] {
+        for csrf in [Some(forged.as_str()), None] {
+            let mut form = vec![("request", request.as_str()), extra];
+            if let Some(c) = csrf {
+                form.push(("csrf_token", c));
+            }
+            let res = app
+                .client
+                .post(format!("{}{path}", app.base))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path} csrf={csrf:?}");
+        }
+    }
 }

@@ -18,5 +18,6 @@ mod hardening;
 mod oauth;
 mod ops;
 mod password_policy;
+mod schema;
 mod sessions;
 mod tokens;
