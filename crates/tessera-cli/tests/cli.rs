@@ -22,23 +22,64 @@ fn tessera(dir: &Path) -> Command {
     cmd
 }
 
+/// Longest a CLI command may run in a test before it is killed and the test fails.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A child process that is killed when the test ends, passing or panicking.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     if let Some(input) = stdin {
         child
+            .0
             .stdin
             .take()
             .unwrap()
             .write_all(input.as_bytes())
             .unwrap();
     }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    drop(child.0.stdin.take());
+    // Read the pipes on their own threads so a chatty command cannot block on a full pipe.
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut stderr = child.0.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut v).map(|_| v)
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut v).map(|_| v)
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < COMMAND_TIMEOUT,
+            "{cmd:?} did not finish within {COMMAND_TIMEOUT:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap().unwrap(),
+        stderr: err.join().unwrap().unwrap(),
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -297,15 +338,17 @@ fn invalid_configuration_names_the_key_and_check_config_redacts_secrets() {
 #[test]
 fn serve_starts_with_zero_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tessera(dir.path())
-        .env("TESSERA_LISTEN", "127.0.0.1:0")
-        .env("TESSERA_LOG", "info")
-        .env("TESSERA_LOG_FORMAT", "json")
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = Running(
+        tessera(dir.path())
+            .env("TESSERA_LISTEN", "127.0.0.1:0")
+            .env("TESSERA_LOG", "info")
+            .env("TESSERA_LOG_FORMAT", "json")
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     let mut warned = false;
     let addr = loop {
         let line = lines
@@ -324,11 +367,10 @@ fn serve_starts_with_zero_configuration() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("master.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data.join("master.key")), 0o600);
+        assert_eq!(mode(&data.join("tessera.db")), 0o600, "database");
+        assert_eq!(mode(&data), 0o700, "data directory");
     }
     let body = std::thread::spawn(move || {
         use std::io::Read;
@@ -344,8 +386,7 @@ fn serve_starts_with_zero_configuration() {
     })
     .join()
     .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains(r#""alg":"RS256""#), "{body}");
 }
