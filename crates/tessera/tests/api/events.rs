@@ -534,33 +534,34 @@ async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Back
     let ids = register_many(&app, 200).await;
     let cfg = relay_config(&url, &stream, &prefix);
 
-    // A relay is killed once it has published part of the outbox.
-    let task = tokio::spawn(relay::run(
-        app.state.store.clone(),
-        app.clock.clone(),
-        cfg.clone(),
-    ));
-    eventually(60, "a first part published", || async {
+    // Relay A publishes exactly two batches, deterministically (rounds driven by hand).
+    let js = relay::connect(&cfg).await.unwrap();
+    for _ in 0..2 {
+        let round = relay::round(&app.state.store, &app.clock, &js, &cfg, "relay-a")
+            .await
+            .unwrap();
+        assert_eq!(round.published, 50);
+    }
+    assert_eq!(
         tessera::events::counts(&app.state.store)
             .await
             .unwrap()
-            .published
-            >= 50
-    })
-    .await;
-    task.abort();
-    let _ = task.await;
-    let published = tessera::events::counts(&app.state.store)
-        .await
-        .unwrap()
-        .published;
-    assert!(
-        published < 400,
-        "the relay finished before it could be killed"
+            .published,
+        100
     );
 
-    // The crash window: the oldest pending events reached the broker but were never marked.
-    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    // The crash window: relay B claims the next batch, publishes it, and dies before marking it.
+    let now = app.clock.now();
+    let claimed = tessera::store::outbox::claim(
+        app.state.store.pool(),
+        "relay-b",
+        now,
+        now + cfg.lease_secs,
+        20,
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed.len(), 20);
     let pending = tessera::events::list(
         &app.state.store,
         &tessera::authz::Principal::System,
@@ -584,18 +585,25 @@ async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Back
         .await
         .unwrap();
     }
-    // Leases of the dead relay expire; a new relay takes over and publishes everything again.
+    // While B's lease holds, A publishes nothing that would overtake B's events of a subject.
+    // Once it expires, A takes over and publishes everything, B's batch again included.
     app.clock.advance(cfg.lease_secs + 1);
-    let task = tokio::spawn(relay::run(app.state.store.clone(), app.clock.clone(), cfg));
-    eventually(60, "all 400 events published", || async {
-        tessera::events::counts(&app.state.store)
+    let mut rounds = 0;
+    while tessera::events::counts(&app.state.store)
+        .await
+        .unwrap()
+        .published
+        < 400
+    {
+        relay::round(&app.state.store, &app.clock, &js, &cfg, "relay-a")
             .await
-            .unwrap()
-            .published
-            == 400
-    })
-    .await;
-    task.abort();
+            .unwrap();
+        rounds += 1;
+        assert!(
+            rounds <= 20,
+            "the outbox drains in a bounded number of rounds"
+        );
+    }
     let received = consume_all(&js, &stream, 400).await;
     js.delete_stream(&stream).await.unwrap();
     assert_eq!(received.len(), 400);
