@@ -168,6 +168,8 @@ pub struct EventsConfig {
     pub webhook_max_attempts: u32,
     /// Timeout of one webhook request, seconds.
     pub webhook_timeout_secs: u64,
+    /// Webhook requests in flight at most (per replica).
+    pub webhook_concurrency: u32,
 }
 
 impl Default for EventsConfig {
@@ -182,6 +184,7 @@ impl Default for EventsConfig {
             poll_interval_ms: 200,
             webhook_max_attempts: 12,
             webhook_timeout_secs: 10,
+            webhook_concurrency: 16,
         }
     }
 }
@@ -701,6 +704,12 @@ impl Config {
             if !(10..=60_000).contains(&v) {
                 return Err(invalid(key, "must be between 10 and 60000"));
             }
+        }
+        if !(1..=256).contains(&e.webhook_concurrency) {
+            return Err(invalid(
+                "TESSERA_EVENTS__WEBHOOK_CONCURRENCY",
+                "must be between 1 and 256",
+            ));
         }
         if !(1..=120).contains(&e.webhook_timeout_secs) {
             return Err(invalid(

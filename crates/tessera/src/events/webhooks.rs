@@ -146,9 +146,14 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={hex}")
 }
 
-/// Runs until aborted: delivers due webhook deliveries.
+/// Runs until aborted: delivers due webhook deliveries, up to `webhook_concurrency` at once.
+///
+/// Deliveries are claimed as slots free up, so one slow or dead endpoint holds one slot for at
+/// most its timeout and never delays the others. A claim's lease is the request timeout plus
+/// `lease_secs`, longer than any delivery can take, so no other replica re-sends a delivery
+/// that is still in flight here.
 pub async fn run(state: AppState, master: Arc<MasterKey>) {
-    let owner = format!("webhooks-{}", uuid::Uuid::now_v7());
+    let owner: Arc<str> = format!("webhooks-{}", uuid::Uuid::now_v7()).into();
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(
             state.config.events.webhook_timeout_secs,
@@ -164,59 +169,96 @@ pub async fn run(state: AppState, master: Arc<MasterKey>) {
         }
     };
     let poll = Duration::from_millis(state.config.events.poll_interval_ms.max(100));
+    let limit = state.config.events.webhook_concurrency.max(1) as usize;
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
-        match round(&state, &client, &master, &owner).await {
-            Ok(n) if n > 0 => {}
-            Ok(_) => tokio::time::sleep(poll).await,
-            Err(e) => {
-                tracing::warn!(error = ?e, "webhook round failed");
-                tokio::time::sleep(poll.max(Duration::from_secs(1))).await;
+        let free = limit - in_flight.len();
+        let mut claimed = 0;
+        if free > 0 {
+            match claim(&state, &owner, free).await {
+                Ok(deliveries) => {
+                    claimed = deliveries.len();
+                    for d in deliveries {
+                        in_flight.spawn(deliver_and_record(
+                            state.clone(),
+                            client.clone(),
+                            Arc::clone(&master),
+                            Arc::clone(&owner),
+                            d,
+                        ));
+                    }
+                }
+                Err(e) => tracing::warn!(error = ?e, "claiming webhook deliveries failed"),
+            }
+        }
+        if in_flight.is_empty() {
+            tokio::time::sleep(poll).await;
+        } else if claimed == 0 || in_flight.len() == limit {
+            // Wait for a slot, or for the next look at newly due work.
+            tokio::select! {
+                _ = in_flight.join_next() => {}
+                () = tokio::time::sleep(poll) => {}
             }
         }
     }
 }
 
-/// One round: claims due deliveries and posts them. Returns how many were attempted.
-pub async fn round(
+/// Claims up to `limit` due deliveries for `owner`.
+async fn claim(
     state: &AppState,
-    client: &reqwest::Client,
-    master: &MasterKey,
     owner: &str,
-) -> anyhow::Result<usize> {
+    limit: usize,
+) -> anyhow::Result<Vec<store_webhooks::Delivery>> {
     let now = state.clock.now();
-    let lease = state.config.events.lease_secs as i64;
     if !store_webhooks::any_due(state.store.pool(), now).await? {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let deliveries = store_webhooks::claim(state.store.pool(), owner, now, now + lease, 20).await?;
+    let e = &state.config.events;
+    let lease = (e.webhook_timeout_secs + e.lease_secs) as i64;
+    Ok(store_webhooks::claim(state.store.pool(), owner, now, now + lease, limit as i64).await?)
+}
+
+/// Posts one delivery and records the outcome (delivered, retry later, or parked).
+async fn deliver_and_record(
+    state: AppState,
+    client: reqwest::Client,
+    master: Arc<MasterKey>,
+    owner: Arc<str>,
+    d: store_webhooks::Delivery,
+) {
+    let outcome = deliver(&client, &master, &d, state.clock.now()).await;
+    let now = state.clock.now();
     let max_attempts = i64::from(state.config.events.webhook_max_attempts);
-    for d in &deliveries {
-        let outcome = deliver(client, master, d, state.clock.now()).await;
-        let now = state.clock.now();
-        match outcome {
-            Ok(()) => {
-                store_webhooks::mark_delivered(state.store.pool(), owner, &d.id, now).await?;
-            }
-            Err(e) => {
-                let attempts = d.attempts + 1;
-                let parked = store_webhooks::mark_failed(
-                    state.store.pool(),
-                    owner,
-                    &d.id,
-                    &format!("{e:#}"),
-                    now + 5 * super::backoff(attempts),
-                    max_attempts,
-                )
-                .await?;
-                if parked {
-                    tracing::error!(webhook = %d.webhook_id, delivery = %d.id, attempts, error = %format!("{e:#}"), "webhook delivery parked after too many failures");
-                } else {
-                    tracing::warn!(webhook = %d.webhook_id, delivery = %d.id, attempts, error = %format!("{e:#}"), "webhook delivery failed; will retry");
+    let recorded = match outcome {
+        Ok(()) => store_webhooks::mark_delivered(state.store.pool(), &owner, &d.id, now)
+            .await
+            .map(|_| ()),
+        Err(e) => {
+            let attempts = d.attempts + 1;
+            let parked = store_webhooks::mark_failed(
+                state.store.pool(),
+                &owner,
+                &d.id,
+                &format!("{e:#}"),
+                now + 5 * super::backoff(attempts),
+                max_attempts,
+            )
+            .await;
+            match parked {
+                Ok(true) => {
+                    tracing::error!(webhook = %d.webhook_id, delivery = %d.id, attempts, error = %format!("{e:#}"), "webhook delivery parked after too many failures")
                 }
+                Ok(false) => {
+                    tracing::warn!(webhook = %d.webhook_id, delivery = %d.id, attempts, error = %format!("{e:#}"), "webhook delivery failed; will retry")
+                }
+                Err(_) => {}
             }
+            parked.map(|_| ())
         }
+    };
+    if let Err(e) = recorded {
+        tracing::warn!(error = ?e, delivery = %d.id, "recording a webhook delivery failed; its lease will expire and it is retried");
     }
-    Ok(deliveries.len())
 }
 
 async fn deliver(

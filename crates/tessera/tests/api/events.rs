@@ -26,6 +26,7 @@ on_both_backends!(
     a_failed_transaction_leaves_neither_row_nor_event,
     admin_pages_through_events_and_deactivates_users,
     webhooks_receive_signed_events_and_retry_failures,
+    a_dead_webhook_endpoint_does_not_delay_the_others,
     relay_delivers_every_event_once_in_order_after_a_broker_outage,
     relay_killed_mid_batch_resumes_without_duplicates_or_reordering,
 );
@@ -608,4 +609,43 @@ async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Back
     js.delete_stream(&stream).await.unwrap();
     assert_eq!(received.len(), 400);
     assert_exactly_once_in_order(&app, &received, &ids).await;
+}
+
+/// A dead endpoint (accepts, never answers) holds one delivery slot until its timeout; the
+/// healthy endpoint's deliveries go out meanwhile.
+async fn a_dead_webhook_endpoint_does_not_delay_the_others(b: Backend) {
+    let app = TestApp::spawn_with(b, |c| {
+        c.events.webhook_timeout_secs = 60;
+        c.rate_limit.enabled = false;
+    })
+    .await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = dead.accept().await {
+            keep.lock().unwrap().push(socket);
+        }
+    });
+    let types = ["identity.user.registered.v1".to_string()];
+    // The dead endpoint is registered first, so its deliveries are the older ones.
+    tessera::events::webhooks::add(&app.state.store, &app.state.master, &dead_url, &types, 1)
+        .await
+        .unwrap();
+    let (url, seen) = receiver(vec![]).await;
+    tessera::events::webhooks::add(&app.state.store, &app.state.master, &url, &types, 1)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        app.register(&format!("dw{i}@example.com")).await;
+    }
+    eventually(20, "the healthy endpoint's five deliveries", || async {
+        seen.lock().unwrap().len() == 5
+    })
+    .await;
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the dead endpoint was being delivered to at the same time"
+    );
 }
