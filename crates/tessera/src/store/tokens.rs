@@ -88,3 +88,64 @@ pub async fn consume(
     .fetch_optional(&mut **tx)
     .await
 }
+
+/// The statements a token request for a known address runs (token, mail job, event, audit
+/// entry), run for an unknown one with a condition that inserts nothing: the database does the
+/// same kind of work either way, so timing does not tell which addresses have accounts.
+pub async fn decoy_insert(
+    tx: &mut super::Tx,
+    sealed_mail: Option<&[u8]>,
+    audited: bool,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO email_tokens (token_hash, user_id, purpose, email, created_at, expires_at) \
+         SELECT $1, $2, $3, $4, $5, $6 WHERE 1 = 0",
+    )
+    .bind("")
+    .bind("")
+    .bind("")
+    .bind("")
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(payload) = sealed_mail {
+        sqlx::query(
+            "INSERT INTO mail_jobs (id, template, payload, next_attempt_at, created_at) \
+             SELECT $1, $2, $3, $4, $4 WHERE 1 = 0",
+        )
+        .bind("")
+        .bind("")
+        .bind(payload)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if audited {
+        sqlx::query(
+            "INSERT INTO audit_log (correlation_id, occurred_at, actor_type, action, result) \
+             SELECT $1, $2, $3, $4, $5 WHERE 1 = 0",
+        )
+        .bind("")
+        .bind(now)
+        .bind("none")
+        .bind("")
+        .bind("success")
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, subject, correlation_id, occurred_at, envelope, \
+         next_attempt_at) SELECT $1, $2, $3, $4, $5, $6, $5 WHERE 1 = 0",
+    )
+    .bind("")
+    .bind("")
+    .bind("")
+    .bind("")
+    .bind(now)
+    .bind("")
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}

@@ -25,6 +25,7 @@ on_both_backends!(
     a_code_issued_without_a_challenge_refuses_a_verifier,
     a_refresh_token_works_only_for_its_own_client,
     forged_or_missing_csrf_is_refused_on_consent_and_logout,
+    recovery_requests_for_unknown_addresses_write_nothing,
 );
 
 #[tokio::test]
@@ -649,4 +650,48 @@ async fn forged_or_missing_csrf_is_refused_on_consent_and_logout(b: Backend) {
             assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path} csrf={csrf:?}");
         }
     }
+}
+
+/// Unknown addresses run the known path's statements with conditions that insert nothing
+/// (`recovery::decoy_in`): the answers match and no row is written.
+async fn recovery_requests_for_unknown_addresses_write_nothing(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("known@example.com").await;
+    let count = |table: &'static str| {
+        let app = &app;
+        async move {
+            let (n,): (i64,) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(app.state.store.pool())
+                    .await
+                    .unwrap();
+            n
+        }
+    };
+    let tables = ["email_tokens", "mail_jobs", "outbox", "audit_log"];
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(count(t).await);
+    }
+    let mut answers = Vec::new();
+    for path in ["/auth/request-password-reset", "/auth/resend-verification"] {
+        let res = app
+            .post(path, json!({ "email": "nobody@example.com" }))
+            .await;
+        answers.push((res.status, res.body["message"].clone()));
+    }
+    for (i, t) in tables.iter().enumerate() {
+        assert_eq!(count(t).await, before[i], "{t}");
+    }
+    for path in ["/auth/request-password-reset", "/auth/resend-verification"] {
+        let res = app
+            .post(path, json!({ "email": "known@example.com" }))
+            .await;
+        let (status, message) = answers.remove(0);
+        assert_eq!((res.status, res.body["message"].clone()), (status, message));
+    }
+    assert!(
+        count("email_tokens").await > before[0],
+        "known addresses do get a token"
+    );
 }
