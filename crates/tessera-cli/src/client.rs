@@ -124,7 +124,12 @@ fn print(client: &Client, secret: Option<&str>, json: bool) -> anyhow::Result<()
             } else {
                 "confidential"
             },
-            client.grant_types.join(","),
+            client
+                .grant_types
+                .iter()
+                .map(|g| g.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             client.scopes.join(",")
         );
         if let Some(s) = secret {

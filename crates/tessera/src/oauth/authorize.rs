@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::clients::{self, Client};
+use super::clients::{self, Client, GrantType};
 use super::{OAuthError, Params, scope};
 use crate::app::AppState;
 use crate::crypto::{new_token, token_hash};
@@ -135,7 +135,7 @@ pub async fn validate(state: &AppState, params: Params) -> Result<AuthorizationR
             )));
         }
     }
-    if !client.allows_grant("authorization_code") {
+    if !client.allows_grant(GrantType::AuthorizationCode) {
         return Err(fail(OAuthError::unauthorized_client(
             "the client may not use the authorization code grant",
         )));

@@ -4,7 +4,7 @@
 use aws_lc_rs::digest;
 use serde::Serialize;
 
-use super::clients::Client;
+use super::clients::{Client, GrantType};
 use super::{OAuthError, Params, scope};
 use crate::app::AppState;
 use crate::authz::Role;
@@ -38,23 +38,23 @@ pub async fn exchange(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let grant_type = params.require("grant_type")?;
-    if !super::clients::GRANT_TYPES.contains(&grant_type) {
+    let Ok(grant_type) = params.require("grant_type")?.parse::<GrantType>() else {
         return Err(OAuthError::new(
             "unsupported_grant_type",
             "the grant type is not supported",
         ));
-    }
+    };
     if !client.allows_grant(grant_type) {
         return Err(OAuthError::unauthorized_client(format!(
-            "the client may not use the {grant_type} grant"
+            "the client may not use the {} grant",
+            grant_type.as_str()
         )));
     }
     match grant_type {
-        "authorization_code" => authorization_code(state, client, params, ctx, now).await,
-        "refresh_token" => refresh(state, client, params, ctx, now).await,
-        "client_credentials" => client_credentials(state, client, params, now),
-        _ => password(state, client, params, ctx, now).await,
+        GrantType::AuthorizationCode => authorization_code(state, client, params, ctx, now).await,
+        GrantType::RefreshToken => refresh(state, client, params, ctx, now).await,
+        GrantType::ClientCredentials => client_credentials(state, client, params, now),
+        GrantType::Password => password(state, client, params, ctx, now).await,
     }
 }
 
@@ -131,8 +131,8 @@ async fn authorization_code(
         .await?
         .filter(User::is_active)
         .ok_or_else(bad)?;
-    let offline =
-        scope::contains(&row.scope, "offline_access") && client.allows_grant("refresh_token");
+    let offline = scope::contains(&row.scope, "offline_access")
+        && client.allows_grant(GrantType::RefreshToken);
     let family = Family {
         parent_id: Some(&row.browser_session_id),
         auth_time: row.auth_time,
@@ -289,7 +289,7 @@ async fn password(
     let family = Family {
         parent_id: None,
         auth_time: now,
-        refresh: client.allows_grant("refresh_token"),
+        refresh: client.allows_grant(GrantType::RefreshToken),
     };
     let grant = Grant {
         client_id: Some(&client.client_id),

@@ -61,7 +61,7 @@ pub fn discovery(config: &Config) -> Bytes {
         "scopes_supported": scope::OIDC_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": clients::GRANT_TYPES,
+        "grant_types_supported": clients::GrantType::names(),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
