@@ -194,9 +194,12 @@ impl Passwords {
             .map_err(Error::internal)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
-            let _permit = permit;
-            let _slot = slot;
-            let _ = tx.send(job(memory));
+            let outcome = job(memory);
+            // Free the slot and the permit before answering, so a caller that awaits this
+            // result and hashes again finds room.
+            drop(permit);
+            drop(slot);
+            let _ = tx.send(outcome);
         });
         self.inner
             .jobs
