@@ -183,7 +183,6 @@ pub async fn run(state: AppState, master: Arc<MasterKey>) {
                             state.clone(),
                             client.clone(),
                             Arc::clone(&master),
-                            Arc::clone(&owner),
                             d,
                         ));
                     }
@@ -223,21 +222,21 @@ async fn deliver_and_record(
     state: AppState,
     client: reqwest::Client,
     master: Arc<MasterKey>,
-    owner: Arc<str>,
     d: store_webhooks::Delivery,
 ) {
+    let owner = d.lease_owner.as_str();
     let outcome = deliver(&client, &master, &d, state.clock.now()).await;
     let now = state.clock.now();
     let max_attempts = i64::from(state.config.events.webhook_max_attempts);
     let recorded = match outcome {
-        Ok(()) => store_webhooks::mark_delivered(state.store.pool(), &owner, &d.id, now)
+        Ok(()) => store_webhooks::mark_delivered(state.store.pool(), owner, &d.id, now)
             .await
             .map(|_| ()),
         Err(e) => {
             let attempts = d.attempts + 1;
             let parked = store_webhooks::mark_failed(
                 state.store.pool(),
-                &owner,
+                owner,
                 &d.id,
                 &format!("{e:#}"),
                 now + 5 * super::backoff(attempts),

@@ -57,9 +57,13 @@ pub struct Delivery {
     pub url: String,
     pub secret: Vec<u8>,
     pub envelope: String,
+    /// This claim's lease token (`owner` and a claim id), for recording the outcome.
+    pub lease_owner: String,
 }
 
-/// Claims up to `limit` due deliveries for `owner`, oldest event first.
+/// Claims up to `limit` due deliveries for `owner`, oldest event first. Each claim has a token
+/// of its own, so a worker that claims again while earlier deliveries are in flight gets only
+/// the new ones (never a second copy of what it is still sending).
 pub async fn claim(
     pool: &sqlx::AnyPool,
     owner: &str,
@@ -67,6 +71,7 @@ pub async fn claim(
     lease_until: i64,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
+    let token = format!("{owner}.{}", uuid::Uuid::new_v4().simple());
     let ids: Vec<(String,)> = sqlx::query_as(
         "UPDATE webhook_deliveries SET lease_owner = $1, lease_until = $2 \
          WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
@@ -76,7 +81,7 @@ pub async fn claim(
              ORDER BY event_seq LIMIT $4) \
          RETURNING id",
     )
-    .bind(owner)
+    .bind(&token)
     .bind(lease_until)
     .bind(now)
     .bind(limit)
@@ -86,12 +91,12 @@ pub async fn claim(
         return Ok(Vec::new());
     }
     sqlx::query_as(
-        "SELECT d.id, d.webhook_id, d.event_seq, d.attempts, w.url, w.secret, o.envelope \
-         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+        "SELECT d.id, d.webhook_id, d.event_seq, d.attempts, w.url, w.secret, o.envelope, \
+         d.lease_owner FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
          JOIN outbox o ON o.seq = d.event_seq \
          WHERE d.lease_owner = $1 AND d.status = 'pending' ORDER BY d.event_seq",
     )
-    .bind(owner)
+    .bind(&token)
     .fetch_all(pool)
     .await
 }
