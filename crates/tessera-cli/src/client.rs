@@ -141,7 +141,8 @@ fn print(client: &Client, secret: Option<&str>, json: bool) -> anyhow::Result<()
 
 pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Result<()> {
     let store = tessera::app::open_store(config).await?;
-    let cache = clients::client_cache();
+    let shared = tessera::shared::Shared::from_config(config).await?;
+    let cache = clients::client_cache(&shared);
     // An operator at the command line: actor `system` in the audit log.
     let ctx = tessera::context::RequestContext::system();
     let by = |ctx| clients::ChangedBy {

@@ -490,7 +490,9 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
                 }
                 (None, None) => bail!("--id or --email is required"),
             };
-            let cache = tessera::sessions::SessionCache::new(60);
+            // With Redis, the revocation reaches every replica at once.
+            let shared = tessera::shared::Shared::from_config(&config).await?;
+            let cache = tessera::sessions::SessionCache::new(60, &shared);
             accounts::deactivate(
                 &store,
                 &cache,

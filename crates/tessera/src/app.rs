@@ -21,6 +21,7 @@ use crate::oauth::clients::{self, ClientCache};
 use crate::oauth::revocation::RevokedTokens;
 use crate::passwords::Passwords;
 use crate::sessions::{SessionCache, Settings};
+use crate::shared::{Invalidation, Listener, Shared};
 use crate::store::Store;
 use bytes::Bytes;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub clock: Clock,
     pub clients: ClientCache,
     pub revoked: RevokedTokens,
+    /// Ephemeral state: in-process, or Redis shared by every replica.
+    pub shared: Shared,
     /// The OpenID Provider metadata, serialised once.
     pub discovery: Bytes,
     pub pages: Arc<Pages>,
@@ -66,21 +69,23 @@ impl AppState {
         )
         .await?;
         let passwords = Passwords::new(&config.password)?;
-        let revoked = RevokedTokens::default();
+        let shared = Shared::from_config(&config).await?;
+        let revoked = RevokedTokens::new(&shared);
         revoked.reload(&store, clock.now()).await?;
-        let limiter = crate::abuse::Limiter::new(config.rate_limit.clone());
+        let limiter = crate::abuse::Limiter::new(config.rate_limit.clone(), shared.clone());
         Ok(Self {
             guard: crate::abuse::LoginGuard::new(&limiter),
             limiter,
             proxies: Arc::new(crate::http::client_ip::TrustedProxies::parse(
                 &config.trusted_proxies,
             )),
-            clients: clients::client_cache(),
+            clients: clients::client_cache(&shared),
             revoked,
             discovery: crate::oidc::discovery(&config),
             pages: Arc::new(Pages::new(config.templates_dir.as_deref())?),
-            sessions: SessionCache::new(config.access_token_ttl as i64),
-            users: accounts::user_cache(),
+            sessions: SessionCache::new(config.access_token_ttl as i64, &shared),
+            users: accounts::user_cache(&shared),
+            shared,
             settings: Arc::new(Settings::from_config(&config)),
             config: Arc::new(config),
             store,
@@ -158,6 +163,14 @@ impl App {
             Arc::clone(&state.master),
         )));
         tasks.push(tokio::spawn(reload_revocations(state.clone())));
+        tasks.push(tokio::spawn(state.shared.clone().listen(Arc::new(
+            Caches {
+                sessions: state.sessions.clone(),
+                revoked: state.revoked.clone(),
+                users: state.users.clone(),
+                clients: state.clients.clone(),
+            },
+        ))));
         tasks.push(tokio::spawn(housekeeping(state.clone())));
         tasks.push(tokio::spawn(crate::audit::run_purge(state.clone())));
         let router = crate::http::router(self.state.clone());
@@ -175,6 +188,31 @@ impl App {
     /// Serves until SIGINT or SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
+    }
+}
+
+/// This replica's read caches, kept honest by other replicas' invalidations.
+struct Caches {
+    sessions: SessionCache,
+    revoked: RevokedTokens,
+    users: UserCache,
+    clients: ClientCache,
+}
+
+impl Listener for Caches {
+    fn apply(&self, change: &Invalidation) {
+        match change {
+            Invalidation::Session(sid) => self.sessions.heard_revoked(sid),
+            Invalidation::Token(jti) => self.revoked.heard(jti),
+            Invalidation::User(id) => self.users.forget(id),
+            Invalidation::Client(id) => self.clients.forget(id),
+        }
+    }
+
+    fn forget_all(&self) {
+        self.sessions.forget_live();
+        self.users.forget_all();
+        self.clients.forget_all();
     }
 }
 

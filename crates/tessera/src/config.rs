@@ -83,6 +83,11 @@ pub struct Config {
     /// Days between automatic signing-key rotations; 0 turns them off.
     pub key_rotation_days: u64,
     pub audit: AuditConfig,
+    /// `redis://…` or `rediss://…`: keep rate limits, lockout counters and cache invalidation in
+    /// Redis, shared by every replica. Unset: in-process (one replica).
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key and channel (several deployments on one Redis).
+    pub redis_prefix: String,
 }
 
 /// The audit log's retention.
@@ -255,6 +260,8 @@ impl Default for Config {
             trusted_proxies: String::new(),
             cors_origins: String::new(),
             key_rotation_days: 30,
+            redis_url: None,
+            redis_prefix: "tessera:".into(),
             audit: AuditConfig::default(),
         }
     }
@@ -350,6 +357,7 @@ impl Config {
             "PASSWORD__ARGON2_PARALLELISM",
             "PASSWORD__MIN_LENGTH",
             "PASSWORD__MAX_CONCURRENT_HASHES",
+            "PASSWORD__MAX_QUEUED_HASHES",
             "PUBLIC_URL",
             "VERIFY_EMAIL_URL",
             "RESET_PASSWORD_URL",
@@ -375,12 +383,15 @@ impl Config {
             "EVENTS__POLL_INTERVAL_MS",
             "EVENTS__WEBHOOK_MAX_ATTEMPTS",
             "EVENTS__WEBHOOK_TIMEOUT_SECS",
+            "EVENTS__WEBHOOK_CONCURRENCY",
             "TRUSTED_PROXIES",
             "MASTER_KEY_PREVIOUS",
             "CORS_ORIGINS",
             "KEY_ROTATION_DAYS",
             "AUDIT__RETENTION_DAYS",
             "AUDIT__PURGE_INTERVAL_SECS",
+            "REDIS_URL",
+            "REDIS_PREFIX",
         ];
         env.iter()
             .map(|(k, _)| k)
@@ -393,6 +404,17 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.redis_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+                || crate::urls::canonical(url).is_err()
+            {
+                return Err(invalid(
+                    "TESSERA_REDIS_URL",
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+        }
         for net in self
             .trusted_proxies
             .split(',')
@@ -811,6 +833,10 @@ impl Config {
                 "webhook_timeout_secs": self.events.webhook_timeout_secs,
             },
             "audit": self.audit,
+            "redis": {
+                "url": self.redis_url.as_ref().map(|u| redact_url(u.expose_secret())),
+                "prefix": self.redis_prefix,
+            },
         })
     }
 }

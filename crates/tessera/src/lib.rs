@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod oidc;
 pub mod passwords;
 pub mod sessions;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub mod urls;

@@ -1,17 +1,16 @@
 //! Abuse protection: token-bucket rate limits per route class and key (client IP, submitted
 //! account identifier, OAuth client), and per-account brute-force protection with progressive
-//! lockout.
+//! lockout. The state lives in [`crate::shared`] (in-process, or Redis for several replicas).
 //!
 //! Everything is keyed by what the caller submitted, whether or not an account exists, so a
-//! throttled or locked answer reveals nothing. State is in-process behind [`Limiter`] and
-//! [`LoginGuard`]; buckets and counters live in bounded caches.
+//! throttled or locked answer reveals nothing.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::shared::{Backoff, Held, Refusal, Shared};
 
 /// A bucket: `burst` requests at once, refilled at `per_minute`.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
@@ -134,27 +133,37 @@ impl Class {
     }
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: i64,
+impl Class {
+    /// The class's name in shared-state keys.
+    fn as_str(self) -> &'static str {
+        match self {
+            Class::LoginIp => "login_ip",
+            Class::LoginAccount => "login_account",
+            Class::RegisterIp => "register_ip",
+            Class::RecoveryIp => "recovery_ip",
+            Class::RecoveryAccount => "recovery_account",
+            Class::RegisterGlobal => "register_global",
+            Class::RecoveryGlobal => "recovery_global",
+            Class::TokenIp => "token_ip",
+            Class::TokenClient => "token_client",
+            Class::IntrospectClient => "introspect_client",
+        }
+    }
 }
 
-/// Token buckets per (class, key). One small interface, so a shared store can replace it.
+/// Token buckets per (class, key), kept in [`Shared`] (in-process, or Redis for several
+/// replicas).
 #[derive(Clone)]
 pub struct Limiter {
     config: Arc<RateLimitConfig>,
-    buckets: moka::sync::Cache<(Class, String), Arc<Mutex<Bucket>>>,
+    shared: Shared,
 }
 
 impl Limiter {
-    pub fn new(config: RateLimitConfig) -> Self {
+    pub fn new(config: RateLimitConfig, shared: Shared) -> Self {
         Self {
             config: Arc::new(config),
-            buckets: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
+            shared,
         }
     }
 
@@ -180,13 +189,13 @@ impl Limiter {
 
     /// Takes one token from the bucket of `class` and `key` at `now`, or says how many seconds
     /// until one is available (the `Retry-After`).
-    pub fn check(&self, class: Class, key: &str, now: i64) -> Result<(), Error> {
-        self.check_with(class, key, None, now)
+    pub async fn check(&self, class: Class, key: &str, now: i64) -> Result<(), Error> {
+        self.check_with(class, key, None, now).await
     }
 
     /// [`Self::check`] with `limit` instead of the class's configured one (a client's own
     /// limit).
-    pub fn check_with(
+    pub async fn check_with(
         &self,
         class: Class,
         key: &str,
@@ -202,55 +211,26 @@ impl Limiter {
         } else {
             key.chars().take(256).collect::<String>()
         };
-        let key = (class, key);
-        let bucket = self.buckets.get_with(key, || {
-            Arc::new(Mutex::new(Bucket {
-                tokens: f64::from(limit.burst),
-                at: now,
-            }))
-        });
-        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let rate = f64::from(limit.per_minute) / 60.0;
-        let elapsed = (now - b.at).max(0) as f64;
-        b.tokens = (b.tokens + elapsed * rate).min(f64::from(limit.burst));
-        b.at = now.max(b.at);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            return Ok(());
-        }
-        let wait = if rate > 0.0 {
-            ((1.0 - b.tokens) / rate).ceil() as u64
-        } else {
-            3600
-        };
-        Err(Error::TooManyRequests {
-            retry_after: wait.max(1),
-        })
+        let bucket = format!("{}:{key}", class.as_str());
+        self.shared
+            .take(&bucket, limit, now)
+            .await
+            .map_err(|retry_after| Error::TooManyRequests { retry_after })
     }
 }
-
-#[derive(Debug, Default)]
-struct Failures {
-    count: u32,
-    locked_until: i64,
-    /// Attempts let through and not yet decided (their password check is running).
-    pending: u32,
-}
-
-type Counters = moka::sync::Cache<String, Arc<Mutex<Failures>>>;
 
 /// An attempt let through by [`LoginGuard::reserve`]: counted as in flight until dropped, so
 /// concurrent guesses cannot all pass before the first failure is recorded.
 #[must_use]
 pub struct Reservation {
-    held: Vec<Arc<Mutex<Failures>>>,
+    shared: Shared,
+    held: Vec<Held>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        for entry in &self.held {
-            let mut f = entry.lock().unwrap_or_else(|e| e.into_inner());
-            f.pending = f.pending.saturating_sub(1);
+        for held in self.held.drain(..) {
+            self.shared.release(held);
         }
     }
 }
@@ -261,12 +241,12 @@ impl Drop for Reservation {
 /// (exponential backoff); failures of one account from all IPs lock it account-wide after
 /// `lockout_account_threshold`, except from a known device (an IP where the account signed in
 /// successfully), so an attacker elsewhere cannot lock a user out of their usual place.
+/// Counters live in [`Shared`]; with Redis they hold across replicas, and the checks fail
+/// closed while Redis is unreachable.
 #[derive(Clone)]
 pub struct LoginGuard {
     config: Arc<RateLimitConfig>,
-    pairs: moka::sync::Cache<String, Arc<Mutex<Failures>>>,
-    accounts: moka::sync::Cache<String, Arc<Mutex<Failures>>>,
-    known: moka::sync::Cache<String, ()>,
+    shared: Shared,
 }
 
 /// What a failed attempt led to.
@@ -281,120 +261,89 @@ pub enum Outcome {
 }
 
 impl LoginGuard {
-    pub fn new(config: &Limiter) -> Self {
-        let cache = || {
-            moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_idle(Duration::from_secs(24 * 3600))
-                .build()
-        };
+    pub fn new(limiter: &Limiter) -> Self {
         Self {
-            config: Arc::clone(&config.config),
-            pairs: cache(),
-            accounts: cache(),
-            known: moka::sync::Cache::builder()
-                .max_capacity(500_000)
-                .time_to_idle(Duration::from_secs(30 * 24 * 3600))
-                .build(),
+            config: Arc::clone(&limiter.config),
+            shared: limiter.shared.clone(),
         }
     }
 
     fn pair_key(&self, account: &str, ip: &str) -> String {
-        format!("{account}\u{0}{}", self.config.ip_key(ip))
+        let account: String = account.chars().take(256).collect();
+        format!("pair:{account}\u{0}{}", self.config.ip_key(ip))
+    }
+
+    fn account_key(account: &str) -> String {
+        let account: String = account.chars().take(256).collect();
+        format!("account:{account}")
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base_secs: self.config.lockout_base_secs,
+            max_secs: self.config.lockout_max_secs,
+        }
     }
 
     /// Reserves an attempt: refused while the pair, or the account (for unknown devices), is
     /// locked, or while as many attempts are already in flight as failures could still be made
-    /// before the lock (at least one). The check and the reservation are one step under the
-    /// counter's lock, so N concurrent wrong guesses never get more password checks than the
-    /// threshold allows.
-    pub fn reserve(&self, account: &str, ip: &str, now: i64) -> Result<Reservation, Error> {
-        let mut reservation = Reservation { held: Vec::new() };
+    /// before the lock (at least one). The check and the reservation are one atomic step, so N
+    /// concurrent wrong guesses never get more password checks than the threshold allows.
+    pub async fn reserve(&self, account: &str, ip: &str, now: i64) -> Result<Reservation, Error> {
+        let mut reservation = Reservation {
+            shared: self.shared.clone(),
+            held: Vec::new(),
+        };
         if !self.config.enabled {
             return Ok(reservation);
         }
         let pair = self.pair_key(account, ip);
-        let known = self.known.contains_key(&pair);
-        self.take(
-            &self.pairs,
-            pair,
-            self.config.lockout_threshold,
-            now,
-            &mut reservation,
-        )?;
+        let known = self.shared.is_known(&pair).await;
+        let mut tiers = vec![(pair, self.config.lockout_threshold)];
         if !known {
-            self.take(
-                &self.accounts,
-                account.to_string(),
+            tiers.push((
+                Self::account_key(account),
                 self.config.lockout_account_threshold,
-                now,
-                &mut reservation,
-            )?;
+            ));
+        }
+        for (key, threshold) in tiers {
+            match self.shared.reserve(&key, threshold, now).await? {
+                Ok(held) => reservation.held.push(held),
+                Err(Refusal::Locked { retry_after }) => {
+                    return Err(Error::TooManyRequests { retry_after });
+                }
+                Err(Refusal::Busy) => return Err(Error::TooManyRequests { retry_after: 1 }),
+            }
         }
         Ok(reservation)
     }
 
-    fn take(
-        &self,
-        cache: &Counters,
-        key: String,
-        threshold: u32,
-        now: i64,
-        reservation: &mut Reservation,
-    ) -> Result<(), Error> {
-        let entry = cache.get_with(key, || Arc::new(Mutex::new(Failures::default())));
-        {
-            let mut f = entry.lock().unwrap_or_else(|e| e.into_inner());
-            if f.locked_until > now {
-                return Err(Error::TooManyRequests {
-                    retry_after: (f.locked_until - now) as u64,
-                });
-            }
-            if f.pending >= threshold.saturating_sub(f.count).max(1) {
-                return Err(Error::TooManyRequests { retry_after: 1 });
-            }
-            f.pending += 1;
-        }
-        reservation.held.push(entry);
-        Ok(())
-    }
-
     /// Records a failed attempt.
-    pub fn failed(&self, account: &str, ip: &str, now: i64) -> Outcome {
+    pub async fn failed(&self, account: &str, ip: &str, now: i64) -> Result<Outcome, Error> {
         if !self.config.enabled {
-            return Outcome::Counted;
+            return Ok(Outcome::Counted);
         }
-        let bump = |cache: &moka::sync::Cache<String, Arc<Mutex<Failures>>>,
-                    key: String,
-                    threshold: u32| {
-            let entry = cache.get_with(key, || Arc::new(Mutex::new(Failures::default())));
-            let mut f = entry.lock().unwrap_or_else(|e| e.into_inner());
-            f.count += 1;
-            if f.count >= threshold {
-                let doublings = (f.count - threshold).min(20);
-                let secs = self
-                    .config
-                    .lockout_base_secs
-                    .saturating_mul(1 << doublings)
-                    .min(self.config.lockout_max_secs);
-                f.locked_until = now + secs as i64;
-                Some(secs)
-            } else {
-                None
-            }
-        };
-        let pair = bump(
-            &self.pairs,
-            self.pair_key(account, ip),
-            self.config.lockout_threshold,
-        );
-        let wide = bump(
-            &self.accounts,
-            account.to_string(),
-            self.config.lockout_account_threshold,
-        );
+        let backoff = self.backoff();
+        let pair = self
+            .shared
+            .fail(
+                &self.pair_key(account, ip),
+                self.config.lockout_threshold,
+                backoff,
+                now,
+            )
+            .await?;
+        let wide = self
+            .shared
+            .fail(
+                &Self::account_key(account),
+                self.config.lockout_account_threshold,
+                backoff,
+                now,
+            )
+            .await?;
         // Report the longer of the two locks.
-        match (pair, wide) {
+        Ok(match (pair, wide) {
             (Some(p), Some(w)) if p > w => Outcome::Locked {
                 secs: p,
                 account_wide: false,
@@ -408,55 +357,25 @@ impl LoginGuard {
                 account_wide: false,
             },
             (None, None) => Outcome::Counted,
-        }
+        })
     }
 
     /// Whether this IP signed in to this account before (a known device).
-    pub fn is_known(&self, account: &str, ip: &str) -> bool {
-        self.known.contains_key(&self.pair_key(account, ip))
+    pub async fn is_known(&self, account: &str, ip: &str) -> bool {
+        self.shared.is_known(&self.pair_key(account, ip)).await
     }
 
     /// Records a success: the pair's failures are forgotten and the IP becomes a known device.
-    pub fn succeeded(&self, account: &str, ip: &str) {
+    pub async fn succeeded(&self, account: &str, ip: &str) {
         let pair = self.pair_key(account, ip);
-        self.pairs.invalidate(&pair);
-        self.known.insert(pair, ());
+        self.shared.clear(&pair).await;
+        self.shared.mark_known(&pair).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_allows_burst_then_refills_at_rate() {
-        let l = Limiter::new(RateLimitConfig {
-            login_ip: Limit::new(3, 60),
-            ..Default::default()
-        });
-        for _ in 0..3 {
-            assert!(l.check(Class::LoginIp, "1.2.3.4", 100).is_ok());
-        }
-        match l.check(Class::LoginIp, "1.2.3.4", 100) {
-            Err(Error::TooManyRequests { retry_after }) => assert_eq!(retry_after, 1),
-            other => panic!("{other:?}"),
-        }
-        assert!(
-            l.check(Class::LoginIp, "5.6.7.8", 100).is_ok(),
-            "other keys have their own bucket"
-        );
-        assert!(
-            l.check(Class::LoginIp, "1.2.3.4", 101).is_ok(),
-            "refilled one per second"
-        );
-        let off = Limiter::new(RateLimitConfig {
-            enabled: false,
-            ..Default::default()
-        });
-        for _ in 0..1000 {
-            assert!(off.check(Class::LoginIp, "x", 0).is_ok());
-        }
-    }
 
     #[test]
     fn per_ip_limits_key_ipv6_by_network_and_mapped_ipv4_as_ipv4() {
@@ -476,92 +395,5 @@ mod tests {
         };
         assert_eq!(wide.ip_key("192.0.2.7"), "192.0.2.0/24");
         assert_eq!(wide.ip_key("2001:db8:1:2::1"), "2001:db8:1::/48");
-        // A whole /64 shares one bucket: rotating addresses in it does not escape the limit.
-        let l = Limiter::new(RateLimitConfig {
-            login_ip: Limit::new(2, 1),
-            ..Default::default()
-        });
-        assert!(l.check(Class::LoginIp, "2001:db8::1", 0).is_ok());
-        assert!(l.check(Class::LoginIp, "2001:db8::2", 0).is_ok());
-        assert!(l.check(Class::LoginIp, "2001:db8::3", 0).is_err());
-    }
-
-    #[test]
-    fn concurrent_attempts_reserve_no_more_checks_than_the_threshold() {
-        let g = LoginGuard::new(&Limiter::new(RateLimitConfig {
-            lockout_threshold: 3,
-            ..Default::default()
-        }));
-        let held: Vec<Reservation> = (0..3).map(|_| g.reserve("ada", "ip", 0).unwrap()).collect();
-        assert!(g.reserve("ada", "ip", 0).is_err(), "a fourth in flight");
-        // Two fail: one more check is left before the lock.
-        assert_eq!(g.failed("ada", "ip", 0), Outcome::Counted);
-        assert_eq!(g.failed("ada", "ip", 0), Outcome::Counted);
-        drop(held);
-        let last = g.reserve("ada", "ip", 0).unwrap();
-        assert!(g.reserve("ada", "ip", 0).is_err());
-        drop(last);
-        assert!(g.reserve("ada", "ip", 0).is_ok(), "released when dropped");
-    }
-
-    #[test]
-    fn lockout_backs_off_exponentially_and_spares_known_devices() {
-        let cfg = RateLimitConfig {
-            lockout_threshold: 3,
-            lockout_account_threshold: 6,
-            lockout_base_secs: 10,
-            lockout_max_secs: 40,
-            ..Default::default()
-        };
-        let g = LoginGuard::new(&Limiter::new(cfg));
-        g.succeeded("ada", "home");
-        assert_eq!(g.failed("ada", "evil", 0), Outcome::Counted);
-        assert_eq!(g.failed("ada", "evil", 0), Outcome::Counted);
-        assert_eq!(
-            g.failed("ada", "evil", 0),
-            Outcome::Locked {
-                secs: 10,
-                account_wide: false
-            }
-        );
-        assert!(g.reserve("ada", "evil", 5).is_err());
-        assert!(g.reserve("ada", "evil", 10).is_ok());
-        assert_eq!(
-            g.failed("ada", "evil", 10),
-            Outcome::Locked {
-                secs: 20,
-                account_wide: false
-            }
-        );
-        assert_eq!(
-            g.failed("ada", "evil", 10),
-            Outcome::Locked {
-                secs: 40,
-                account_wide: false
-            }
-        );
-        assert_eq!(
-            g.failed("ada", "evil2", 10),
-            Outcome::Locked {
-                secs: 10,
-                account_wide: true
-            }
-        );
-        assert!(
-            g.reserve("ada", "cafe", 11).is_err(),
-            "account-wide lock for unknown devices"
-        );
-        assert!(
-            g.reserve("ada", "home", 11).is_ok(),
-            "the known device still signs in"
-        );
-        assert_eq!(
-            g.failed("ada", "evil", 60),
-            Outcome::Locked {
-                secs: 40,
-                account_wide: false
-            },
-            "capped"
-        );
     }
 }

@@ -255,18 +255,22 @@ pub async fn authenticate(
     // Throttling first (before any hashing), keyed by what was submitted, existing or not.
     let account = users::normalize_email(email);
     let ip = ctx.ip.as_deref().unwrap_or("");
-    state.limiter.check(Class::LoginIp, ip, now)?;
+    state.limiter.check(Class::LoginIp, ip, now).await?;
     // An account under attack is throttled everywhere except on devices it signed in from.
-    if !state.guard.is_known(&account, ip) {
-        state.limiter.check(Class::LoginAccount, &account, now)?;
+    if !state.guard.is_known(&account, ip).await {
+        state
+            .limiter
+            .check(Class::LoginAccount, &account, now)
+            .await?;
     }
-    let _attempt = state.guard.reserve(&account, ip, now)?;
+    let _attempt = state.guard.reserve(&account, ip, now).await?;
     let user = users::find_by_email(state.store.pool(), email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let verification = state.passwords.verify(password, stored).await?;
-    let failed = |user_id: String, reason: &'static str| {
-        let outcome = state.guard.failed(&account, ip, now);
-        async move { login_failed(state, &user_id, reason, outcome, ctx, now).await }
+    let submitted = account.as_str();
+    let failed = |user_id: String, reason: &'static str| async move {
+        let outcome = state.guard.failed(submitted, ip, now).await?;
+        login_failed(state, &user_id, reason, outcome, ctx, now).await
     };
     let (user, rehash) = match (user, verification) {
         (Some(user), Verification::Valid { rehash }) if user.is_active() => (user, rehash),
@@ -283,7 +287,7 @@ pub async fn authenticate(
             return Err(Error::invalid_credentials());
         }
     };
-    state.guard.succeeded(&account, ip);
+    state.guard.succeeded(&account, ip).await;
     if state.config.require_verified_email && user.email_verified_at.is_none() {
         login_failed(
             state,
@@ -406,7 +410,7 @@ async fn find_view(state: &AppState, id: &str) -> Result<Option<Arc<UserView>>> 
     };
     let roles = crate::store::roles::roles_of(state.store.pool(), id).await?;
     let view = Arc::new(UserView::new(&user, &roles));
-    state.users.insert(id.to_string(), Arc::clone(&view));
+    state.users.insert(id, Arc::clone(&view));
     Ok(Some(view))
 }
 
@@ -424,11 +428,14 @@ pub async fn change_password(
     let (user_id, session_id) = (caller.user_id.as_str(), caller.session_id.as_str());
     // Each attempt costs two Argon2 runs and guesses the current password: throttle it like
     // logins to the account.
-    state.limiter.check(
-        Class::LoginAccount,
-        &format!("password_change:{user_id}"),
-        now,
-    )?;
+    state
+        .limiter
+        .check(
+            Class::LoginAccount,
+            &format!("password_change:{user_id}"),
+            now,
+        )
+        .await?;
     let user = users::find_by_id(state.store.pool(), user_id)
         .await?
         .ok_or_else(Error::invalid_token)?;
@@ -476,8 +483,8 @@ pub async fn change_password(
     };
     events::append(&mut tx, ctx, &event, now).await?;
     tx.commit().await?;
-    state.sessions.mark_all_revoked(&revoked);
-    state.users.invalidate(user_id);
+    state.sessions.mark_all_revoked(&revoked).await;
+    state.users.invalidate(user_id).await;
     Ok(())
 }
 
@@ -511,19 +518,21 @@ pub async fn deactivate(
     };
     events::append(&mut tx, ctx, &event, now).await?;
     tx.commit().await?;
-    cache.mark_all_revoked(&revoked);
+    cache.mark_all_revoked(&revoked).await;
     Ok(())
 }
 
 /// Users read by id, remembered for a few seconds: `GET /identity/me` needs no database read
-/// per request. Writes in this process invalidate the entry.
-pub type UserCache = moka::sync::Cache<String, Arc<UserView>>;
+/// per request. A write invalidates the entry on every replica.
+pub type UserCache = crate::shared::Cache<Arc<UserView>>;
 
-pub fn user_cache() -> UserCache {
-    moka::sync::Cache::builder()
-        .max_capacity(100_000)
-        .time_to_live(Duration::from_secs(5))
-        .build()
+pub fn user_cache(shared: &crate::shared::Shared) -> UserCache {
+    crate::shared::Cache::new(
+        shared,
+        100_000,
+        Duration::from_secs(5),
+        crate::shared::Invalidation::User,
+    )
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ pub async fn verify_email(
     };
     events::append(&mut tx, ctx, &event, now).await?;
     tx.commit().await?;
-    state.users.invalidate(&live.user_id);
+    state.users.invalidate(&live.user_id).await;
     Ok(())
 }
 
@@ -297,8 +297,8 @@ pub async fn reset_password(
     };
     events::append(&mut tx, ctx, &event, now).await?;
     tx.commit().await?;
-    state.sessions.mark_all_revoked(&revoked);
-    state.users.invalidate(&live.user_id);
+    state.sessions.mark_all_revoked(&revoked).await;
+    state.users.invalidate(&live.user_id).await;
     Ok(())
 }
 

@@ -123,6 +123,6 @@ async fn deactivate_user(
         state.clock.now(),
     )
     .await?;
-    state.users.invalidate(&id);
+    state.users.invalidate(&id).await;
     Ok(no_content())
 }

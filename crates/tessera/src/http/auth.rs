@@ -48,8 +48,9 @@ async fn register(
     let now = state.clock.now();
     state
         .limiter
-        .check(Class::RegisterIp, ctx.ip.as_deref().unwrap_or(""), now)?;
-    state.limiter.check(Class::RegisterGlobal, "*", now)?;
+        .check(Class::RegisterIp, ctx.ip.as_deref().unwrap_or(""), now)
+        .await?;
+    state.limiter.check(Class::RegisterGlobal, "*", now).await?;
     let user = accounts::register(&state, input, &ctx, now).await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::new(&user, &[]))).into_response())
 }
@@ -185,7 +186,7 @@ async fn resend_verification(
     Json(body): Json<EmailBody>,
 ) -> Result<Response> {
     let now = state.clock.now();
-    throttle_recovery(&state, &ctx, &body.email, now)?;
+    throttle_recovery(&state, &ctx, &body.email, now).await?;
     recovery::resend_verification(&state, &body.email, &ctx, now).await?;
     Ok(accepted())
 }
@@ -196,13 +197,13 @@ async fn request_password_reset(
     Json(body): Json<EmailBody>,
 ) -> Result<Response> {
     let now = state.clock.now();
-    throttle_recovery(&state, &ctx, &body.email, now)?;
+    throttle_recovery(&state, &ctx, &body.email, now).await?;
     recovery::request_password_reset(&state, &body.email, &ctx, now).await?;
     Ok(accepted())
 }
 
 /// Recovery mail requests: per client IP and per submitted address (existing or not).
-fn throttle_recovery(
+async fn throttle_recovery(
     state: &AppState,
     ctx: &crate::context::RequestContext,
     email: &str,
@@ -210,13 +211,17 @@ fn throttle_recovery(
 ) -> Result<()> {
     state
         .limiter
-        .check(Class::RecoveryIp, ctx.ip.as_deref().unwrap_or(""), now)?;
-    state.limiter.check(Class::RecoveryGlobal, "*", now)?;
-    state.limiter.check(
-        Class::RecoveryAccount,
-        &crate::store::users::normalize_email(email),
-        now,
-    )
+        .check(Class::RecoveryIp, ctx.ip.as_deref().unwrap_or(""), now)
+        .await?;
+    state.limiter.check(Class::RecoveryGlobal, "*", now).await?;
+    state
+        .limiter
+        .check(
+            Class::RecoveryAccount,
+            &crate::store::users::normalize_email(email),
+            now,
+        )
+        .await
 }
 
 #[derive(Deserialize)]

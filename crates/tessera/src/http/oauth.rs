@@ -535,19 +535,22 @@ async fn token_endpoint(
         let (client, params) = match authenticated_request(&state, &headers, &body).await {
             Ok(ok) => ok,
             Err(e) => {
-                state.limiter.check(Class::TokenIp, ip, now)?;
+                state.limiter.check(Class::TokenIp, ip, now).await?;
                 return Err(e);
             }
         };
         if client.rate_limit.is_none() {
-            state.limiter.check(Class::TokenIp, ip, now)?;
+            state.limiter.check(Class::TokenIp, ip, now).await?;
         }
-        state.limiter.check_with(
-            Class::TokenClient,
-            &client.client_id,
-            client.rate_limit,
-            now,
-        )?;
+        state
+            .limiter
+            .check_with(
+                Class::TokenClient,
+                &client.client_id,
+                client.rate_limit,
+                now,
+            )
+            .await?;
         token::exchange(&state, &client, &params, &ctx, now).await
     }
     .await;
@@ -568,12 +571,15 @@ async fn introspect_endpoint(
             return Err(OAuthError::invalid_client());
         }
         let now = state.clock.now();
-        state.limiter.check_with(
-            Class::IntrospectClient,
-            &client.client_id,
-            client.rate_limit,
-            now,
-        )?;
+        state
+            .limiter
+            .check_with(
+                Class::IntrospectClient,
+                &client.client_id,
+                client.rate_limit,
+                now,
+            )
+            .await?;
         let token = params.require("token")?;
         Ok(introspect::introspect(&state, &client, token, now).await?)
     }

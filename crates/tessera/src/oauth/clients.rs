@@ -17,6 +17,7 @@ use crate::authz::{self, Permission, Principal};
 use crate::context::RequestContext;
 use crate::crypto::{ct_eq, new_token, token_hash};
 use crate::error::{Error, FieldError, Result};
+use crate::shared::{Invalidation, Shared};
 use crate::store::Store;
 use crate::store::oauth::{self as store, ClientRow};
 
@@ -508,7 +509,7 @@ pub async fn update(
     apply(&mut row, spec)?;
     row.updated_at = now;
     save(store, &row, false, action::UPDATE_CLIENT, by, now).await?;
-    cache.invalidate(id);
+    cache.invalidate(id).await;
     Ok(row.into())
 }
 
@@ -529,7 +530,7 @@ pub async fn rotate_secret(
     row.secret_hash = Some(token_hash(&secret));
     row.updated_at = now;
     save(store, &row, false, action::ROTATE_CLIENT_SECRET, by, now).await?;
-    cache.invalidate(id);
+    cache.invalidate(id).await;
     Ok(Registered {
         client: row.into(),
         client_secret: Some(secret),
@@ -549,19 +550,21 @@ pub async fn deactivate(
     row.status = "deactivated".into();
     row.updated_at = now;
     save(store, &row, false, action::DEACTIVATE_CLIENT, by, now).await?;
-    cache.invalidate(id);
+    cache.invalidate(id).await;
     Ok(row.into())
 }
 
-/// Clients by id, remembered for a few seconds (a change made here invalidates at once; other
-/// replicas see it within the TTL).
-pub type ClientCache = moka::sync::Cache<String, Arc<Client>>;
+/// Clients by id, remembered for a few seconds (a change invalidates at once, on every replica
+/// with Redis).
+pub type ClientCache = crate::shared::Cache<Arc<Client>>;
 
-pub fn client_cache() -> ClientCache {
-    moka::sync::Cache::builder()
-        .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(10))
-        .build()
+pub fn client_cache(shared: &Shared) -> ClientCache {
+    crate::shared::Cache::new(
+        shared,
+        10_000,
+        Duration::from_secs(10),
+        Invalidation::Client,
+    )
 }
 
 /// An active client by id, through the cache.
@@ -580,7 +583,7 @@ pub async fn find_active(
         return Ok(None);
     };
     let client = Arc::new(Client::from(row));
-    cache.insert(id.to_string(), Arc::clone(&client));
+    cache.insert(id, Arc::clone(&client));
     Ok(client.is_active().then_some(client))
 }
 

@@ -9,29 +9,32 @@ use std::time::Duration;
 use crate::app::AppState;
 use crate::error::Result;
 use crate::keys::jwt::AccessClaims;
+use crate::shared::{Invalidation, Shared};
 use crate::store::Store;
 use crate::store::oauth as store;
 
 /// Seconds between reloads of revoked token ids from the store.
 pub const RELOAD_INTERVAL: u64 = 5;
 
+/// Revoked access-token ids of every replica: this one's at once, others' through [`Shared`]
+/// (at once with Redis) and the periodic reload from the store (the backstop).
 #[derive(Clone)]
 pub struct RevokedTokens {
     ids: moka::sync::Cache<String, ()>,
+    shared: Shared,
 }
 
-impl Default for RevokedTokens {
-    fn default() -> Self {
+impl RevokedTokens {
+    pub fn new(shared: &Shared) -> Self {
         Self {
             ids: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
+            shared: shared.clone(),
         }
     }
-}
 
-impl RevokedTokens {
     pub fn contains(&self, jti: &str) -> bool {
         self.ids.contains_key(jti)
     }
@@ -40,7 +43,15 @@ impl RevokedTokens {
     pub async fn revoke(&self, store: &Store, jti: &str, expires_at: i64) -> Result<()> {
         store::revoke_jti(store.pool(), jti, expires_at).await?;
         self.ids.insert(jti.to_string(), ());
+        self.shared
+            .publish(&Invalidation::Token(jti.to_string()))
+            .await;
         Ok(())
+    }
+
+    /// A revocation made by another replica.
+    pub fn heard(&self, jti: &str) {
+        self.ids.insert(jti.to_string(), ());
     }
 
     /// Loads the revoked ids of other processes.

@@ -96,7 +96,7 @@ async fn authorization_code(
             .target("session", sid);
             crate::audit::record(&mut *tx, ctx, &entry, now).await?;
             tx.commit().await?;
-            state.sessions.mark_revoked(sid);
+            state.sessions.mark_revoked(sid).await;
             tracing::warn!(client_id = %client.client_id, "authorization code reuse: its tokens were revoked");
         }
         return Err(bad());

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, LoginSucceededV1, SessionRevokedV1};
 use crate::keys::Keys;
 use crate::keys::jwt::AccessClaims;
+use crate::shared::{Invalidation, Shared};
 use crate::store::Store;
 use crate::store::sessions::{self as store_sessions, NewSession, Session};
 
@@ -281,7 +282,7 @@ pub async fn refresh(
             audit::record(&mut *tx, ctx, &entry, now).await?;
             revoke_in(&mut tx, &session_id, "refresh_token_reuse", ctx, now).await?;
             tx.commit().await?;
-            cache.mark_revoked(&session_id);
+            cache.mark_revoked(&session_id).await;
             tracing::warn!(session_id, "refresh token reuse detected: session revoked");
             Err(Error::invalid_grant())
         }
@@ -435,7 +436,7 @@ pub async fn logout(
                 audit::record(&mut *tx, ctx, &entry, now).await?;
                 revoke_in(&mut tx, &t.session_id, "refresh_token_reuse", ctx, now).await?;
                 tx.commit().await?;
-                cache.mark_revoked(&t.session_id);
+                cache.mark_revoked(&t.session_id).await;
                 tracing::warn!(session_id = %t.session_id, "rotated-out refresh token at logout: session revoked");
                 return Ok(());
             }
@@ -456,7 +457,7 @@ pub async fn revoke(
     let mut tx = store.begin().await?;
     revoke_in(&mut tx, session_id, reason, ctx, now).await?;
     tx.commit().await?;
-    cache.mark_revoked(session_id);
+    cache.mark_revoked(session_id).await;
     Ok(())
 }
 
@@ -534,7 +535,7 @@ pub async fn revoke_all(
     let mut tx = store.begin().await?;
     let ids = revoke_all_in(&mut tx, user_id, keep, reason, ctx, now).await?;
     tx.commit().await?;
-    cache.mark_all_revoked(&ids);
+    cache.mark_all_revoked(&ids).await;
     Ok(())
 }
 
@@ -569,26 +570,30 @@ pub async fn revoke_own(
 
 /// Which sessions are live, without a database read per request.
 ///
-/// A revocation made in this process takes effect at once (`mark_revoked`). A session seen live
-/// is remembered for a few seconds, which bounds how long a revocation made by another process
-/// (another replica, the CLI) takes to reach this one.
+/// A revocation takes effect at once here (`mark_revoked`) and, through [`Shared`], on every
+/// other replica (Redis pub/sub). A session seen live is remembered for a few seconds; that
+/// memory is not consulted while invalidations cannot arrive (see [`Shared::caches_trusted`]).
 #[derive(Clone)]
 pub struct SessionCache {
-    live: moka::sync::Cache<String, i64>,
+    live: crate::shared::Cache<i64>,
     revoked: moka::sync::Cache<String, ()>,
+    shared: Shared,
 }
 
 impl SessionCache {
-    pub fn new(access_ttl: i64) -> Self {
+    pub fn new(access_ttl: i64, shared: &Shared) -> Self {
         Self {
-            live: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(5))
-                .build(),
+            live: crate::shared::Cache::new(
+                shared,
+                100_000,
+                Duration::from_secs(5),
+                Invalidation::Session,
+            ),
             revoked: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(access_ttl.max(1) as u64 + 60))
                 .build(),
+            shared: shared.clone(),
         }
     }
 
@@ -607,19 +612,33 @@ impl SessionCache {
             self.revoked.insert(sid.to_string(), ());
             return Ok(false);
         }
-        self.live.insert(sid.to_string(), s.expires_at);
+        self.live.insert(sid, s.expires_at);
         Ok(s.expires_at > now)
     }
 
-    pub fn mark_revoked(&self, sid: &str) {
-        self.revoked.insert(sid.to_string(), ());
-        self.live.invalidate(sid);
+    /// Marks `sid` revoked here and tells the other replicas.
+    pub async fn mark_revoked(&self, sid: &str) {
+        self.heard_revoked(sid);
+        self.shared
+            .publish(&Invalidation::Session(sid.to_string()))
+            .await;
     }
 
-    pub fn mark_all_revoked(&self, sids: &[String]) {
+    pub async fn mark_all_revoked(&self, sids: &[String]) {
         for sid in sids {
-            self.mark_revoked(sid);
+            self.mark_revoked(sid).await;
         }
+    }
+
+    /// A revocation made by another replica.
+    pub fn heard_revoked(&self, sid: &str) {
+        self.revoked.insert(sid.to_string(), ());
+        self.live.forget(sid);
+    }
+
+    /// Forgets which sessions were seen live (after a gap in the invalidations).
+    pub fn forget_live(&self) {
+        self.live.forget_all();
     }
 }
 

@@ -512,3 +512,80 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The local Redis server; an unreachable one fails the test with how to start it.
+pub async fn redis_url() -> String {
+    let url =
+        std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let addr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    if let Err(e) = tokio::net::TcpStream::connect(&addr).await {
+        panic!(
+            "Redis is unreachable at {addr} ({e}). The shared-state tests talk to a real Redis \
+             server. Start it with:\n  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 \
+             --save \"\" --appendonly no\nor point TESSERA_TEST_REDIS_URL at one."
+        );
+    }
+    url
+}
+
+/// A key prefix no other test uses, so tests share one Redis without meeting.
+pub fn unique_redis_prefix() -> String {
+    format!("tessera-test:{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// A Redis server of the test's own (to stop and start it), on a free port; killed on drop.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port.
+    pub async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install Debian's redis-server package")
+            });
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually(10, "the private redis-server to listen", || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

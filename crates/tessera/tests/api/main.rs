@@ -20,4 +20,5 @@ mod ops;
 mod password_policy;
 mod schema;
 mod sessions;
+mod shared_state;
 mod tokens;
