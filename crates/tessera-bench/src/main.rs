@@ -2,7 +2,7 @@
 //!
 //! Run it with `cargo run --release -p tessera-bench` (about seven minutes on 2 cores);
 //! `-- --quick` gives a short smoke run, `-- --seconds N` sets the measured seconds per scenario,
-//! `-- --only foundation,events,oauth,abuse` runs a subset of the scenario groups (default: all).
+//! `-- --only foundation,events,oauth,abuse,shared` runs a subset of the scenario groups (default: all).
 //!
 //! It measures:
 //! - **Cost baselines**, in this process: one Argon2id hash at the default (OWASP) parameters, and
@@ -22,7 +22,9 @@
 //!   `oauth`, see [`oauth`]);
 //! - abuse protection: the overhead of the rate limiter on `GET /identity/me` and on login, and a
 //!   credential-stuffing attack from one IP against default limits while legitimate users log in
-//!   (group `abuse`, see [`abuse`]).
+//!   (group `abuse`, see [`abuse`]);
+//! - shared state: login, refresh and `/identity/me` with Redis on, and a login storm over two
+//!   replicas sharing one PostgreSQL database and one Redis (group `shared`, see [`shared`]).
 //!
 //! Every scenario has a warm-up that is not recorded, then a measured window. Throughput counts
 //! 2xx responses only; any other status or transport error is counted and shown. "Per server
@@ -51,6 +53,7 @@ use tokio::task::JoinSet;
 mod abuse;
 mod events;
 mod oauth;
+mod shared;
 
 /// Hidden first argument: run as the server under test.
 const CHILD_ARG: &str = "serve-child";
@@ -141,10 +144,18 @@ enum Group {
     OAuth,
     /// Rate-limiter overhead and a credential-stuffing attack.
     Abuse,
+    /// Login, refresh and me with Redis; a login storm over two replicas.
+    Shared,
 }
 
 impl Group {
-    const ALL: [Self; 4] = [Self::Foundation, Self::Events, Self::OAuth, Self::Abuse];
+    const ALL: [Self; 5] = [
+        Self::Foundation,
+        Self::Events,
+        Self::OAuth,
+        Self::Abuse,
+        Self::Shared,
+    ];
 
     fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s {
@@ -152,7 +163,10 @@ impl Group {
             "events" => Self::Events,
             "oauth" => Self::OAuth,
             "abuse" => Self::Abuse,
-            other => bail!("unknown group {other:?} (groups: foundation, events, oauth, abuse)"),
+            "shared" => Self::Shared,
+            other => {
+                bail!("unknown group {other:?} (groups: foundation, events, oauth, abuse, shared)")
+            }
         })
     }
 
@@ -162,6 +176,7 @@ impl Group {
             Self::Events => "events",
             Self::OAuth => "oauth",
             Self::Abuse => "abuse",
+            Self::Shared => "shared",
         }
     }
 }
@@ -231,7 +246,8 @@ impl Options {
     }
 }
 
-const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse]";
+const USAGE: &str =
+    "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared]";
 
 struct Hardware {
     cores: usize,
@@ -512,6 +528,10 @@ impl Server {
             )
             .env("TESSERA_LOG", "warn")
             .env("NO_COLOR", "1");
+        if raise_limits {
+            // The bounded hash queue answers 429 past it: out of reach too.
+            cmd.env("TESSERA_PASSWORD__MAX_QUEUED_HASHES", RAISED_LIMIT);
+        }
         for class in RATE_LIMIT_CLASSES.iter().filter(|_| raise_limits) {
             for field in ["BURST", "PER_MINUTE"] {
                 cmd.env(
@@ -1156,6 +1176,7 @@ struct Results {
     relays: Vec<events::RelayOutcome>,
     oauth: Option<oauth::OAuthResults>,
     abuse: Option<abuse::AbuseResults>,
+    shared: Option<shared::SharedResults>,
     logs: Vec<LogSummary>,
 }
 
@@ -1179,6 +1200,7 @@ async fn run(options: &Options) -> anyhow::Result<String> {
         relays: Vec::new(),
         oauth: None,
         abuse: None,
+        shared: None,
         logs: Vec::new(),
     };
     if options.runs(Group::Foundation) {
@@ -1192,6 +1214,9 @@ async fn run(options: &Options) -> anyhow::Result<String> {
     }
     if options.runs(Group::Abuse) {
         abuse::run(&client, options, &baselines, &hardware, &mut results).await?;
+    }
+    if options.runs(Group::Shared) {
+        shared::run(&client, options, &mut results).await?;
     }
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(render(
@@ -1583,6 +1608,7 @@ fn render(
     events::render(&mut rep, r, hw);
     oauth::render(&mut rep, r, b, hw);
     abuse::render(&mut rep, r, b, hw);
+    shared::render(&mut rep, r, hash_rate);
 
     rep.section("Errors");
     let mut any = false;
@@ -1593,7 +1619,8 @@ fn render(
         .chain(r.memory.iter().map(|m| &m.load))
         .chain(events::loads(r))
         .chain(oauth::loads(r))
-        .chain(abuse::loads(r));
+        .chain(abuse::loads(r))
+        .chain(shared::loads(r));
     for load in all {
         for (kind, n) in &load.stats.errors {
             any = true;
