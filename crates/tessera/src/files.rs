@@ -19,6 +19,30 @@ pub fn private_file(path: &Path) -> anyhow::Result<()> {
     set_mode(path, 0o600)
 }
 
+/// Writes a new file that is owner-only (0600) from its creation, and syncs it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// [`write_private`] under a temporary name, then renamed to `path`: a reader of the folder
+/// never sees a partial file.
+pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    write_private(&partial, bytes)?;
+    std::fs::rename(&partial, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;

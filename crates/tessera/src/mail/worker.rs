@@ -6,18 +6,19 @@ use anyhow::Context;
 use lettre::message::{MultiPart, SinglePart, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
 use super::{Mailer, Rendered, Template};
-use crate::app::AppState;
 use crate::config::MailConfig;
+use crate::core::Core;
 use crate::store::mail as store_mail;
 
 /// Where mail goes.
 pub enum Transport {
     /// `.eml` files in this folder (0700), each made 0600 once written.
-    File(AsyncFileTransport<Tokio1Executor>, std::path::PathBuf),
+    /// `.eml` files in this folder, each created owner-only (0600) before a byte is written.
+    File(std::path::PathBuf),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
 
@@ -31,7 +32,7 @@ impl Transport {
             "file" => {
                 let dir = data_dir.join("mail");
                 crate::files::private_dir(&dir)?;
-                Ok(Some(Self::File(AsyncFileTransport::new(&dir), dir)))
+                Ok(Some(Self::File(dir)))
             }
             "smtp" => {
                 let host = cfg.smtp_host.clone().unwrap_or_default();
@@ -60,9 +61,13 @@ impl Transport {
 
     async fn send(&self, message: Message) -> anyhow::Result<()> {
         match self {
-            Self::File(t, dir) => {
-                let id = t.send(message).await?;
-                crate::files::private_file(&dir.join(format!("{id}.eml")))
+            Self::File(dir) => {
+                let path = dir.join(format!("{}.eml", uuid::Uuid::new_v4()));
+                let bytes = message.formatted();
+                tokio::task::spawn_blocking(move || {
+                    crate::files::write_private_atomically(&path, &bytes)
+                })
+                .await?
             }
             Self::Smtp(t) => t.send(message).await.map(|_| ()).map_err(Into::into),
         }
@@ -90,7 +95,7 @@ fn build_message(mailer: &Mailer, to: &str, r: Rendered) -> anyhow::Result<Messa
 }
 
 /// Runs until aborted: claims due jobs every `poll_interval_ms` and delivers them.
-pub async fn run(state: AppState, transport: Transport) {
+pub async fn run(state: Core, transport: Transport) {
     let owner = uuid::Uuid::now_v7().to_string();
     let cfg = state.config.mail.clone();
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.poll_interval_ms));
@@ -105,7 +110,7 @@ pub async fn run(state: AppState, transport: Transport) {
 
 /// One round: claim, send, record. Returns the number of jobs handled.
 pub async fn round(
-    state: &AppState,
+    state: &Core,
     transport: &Transport,
     owner: &str,
     cfg: &MailConfig,
@@ -145,7 +150,7 @@ pub async fn round(
 }
 
 async fn send_job(
-    state: &AppState,
+    state: &Core,
     transport: &Transport,
     job: &store_mail::MailJob,
 ) -> anyhow::Result<()> {
