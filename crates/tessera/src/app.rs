@@ -3,97 +3,57 @@
 //! through it.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
-use crate::accounts::{self, UserCache};
+use crate::accounts::UserCache;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::crypto::MasterKey;
+use crate::core::Core;
 use crate::http::pages::Pages;
-use crate::keys::{KeyConfig, Keys, RELOAD_INTERVAL};
-use crate::mail::Mailer;
-use crate::oauth::clients::{self, ClientCache};
+use crate::keys::RELOAD_INTERVAL;
+use crate::oauth::clients::ClientCache;
 use crate::oauth::revocation::RevokedTokens;
-use crate::passwords::Passwords;
-use crate::sessions::{SessionCache, Settings};
-use crate::shared::{Invalidation, Listener, Shared};
+use crate::sessions::SessionCache;
+use crate::shared::{Invalidation, Listener};
 use crate::store::Store;
 use bytes::Bytes;
 
-/// Everything a request handler or a job needs. Cheap to clone.
+/// What a request handler needs: the domain's [`Core`] and what only HTTP adds. Cheap to clone;
+/// dereferences to the [`Core`], which is what domain functions take.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub keys: Keys,
-    pub passwords: Passwords,
-    pub sessions: SessionCache,
-    pub users: UserCache,
-    pub settings: Arc<Settings>,
-    pub clock: Clock,
-    pub clients: ClientCache,
-    pub revoked: RevokedTokens,
-    /// Ephemeral state: in-process, or Redis shared by every replica.
-    pub shared: Shared,
+    pub core: Core,
     /// The OpenID Provider metadata, serialised once.
     pub discovery: Bytes,
     pub pages: Arc<Pages>,
-    /// Links, templates and sealing for outgoing mail.
-    pub mail: Arc<Mailer>,
-    /// The master key (sealed mail jobs, webhook secrets).
-    pub master: Arc<MasterKey>,
-    /// Rate limits per route class.
-    pub limiter: crate::abuse::Limiter,
-    /// Brute-force protection for password logins.
-    pub guard: crate::abuse::LoginGuard,
     /// Whose `X-Forwarded-For` to believe.
     pub proxies: Arc<crate::http::client_ip::TrustedProxies>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl AppState {
     /// Connects, migrates and loads keys: everything but the listener.
     pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
-        let master = Arc::new(load_master_key(&config)?);
-        let store = open_store(&config).await?;
-        let mail = Arc::new(Mailer::new(&config, Arc::clone(&master))?);
-        let keys = Keys::load(
-            store.clone(),
-            Arc::clone(&master),
-            KeyConfig::from_config(&config),
-            clock.now(),
-        )
-        .await?;
-        let passwords = Passwords::new(&config.password)?;
-        let shared = Shared::from_config(&config).await?;
-        let revoked = RevokedTokens::new(&shared);
-        revoked.reload(&store, clock.now()).await?;
-        let limiter = crate::abuse::Limiter::new(config.rate_limit.clone(), shared.clone());
+        let pages = Arc::new(Pages::new(config.templates_dir.as_deref())?);
+        let proxies = Arc::new(crate::http::client_ip::TrustedProxies::parse(
+            &config.trusted_proxies,
+        ));
+        let discovery = crate::oidc::discovery(&config);
         Ok(Self {
-            guard: crate::abuse::LoginGuard::new(&limiter),
-            limiter,
-            proxies: Arc::new(crate::http::client_ip::TrustedProxies::parse(
-                &config.trusted_proxies,
-            )),
-            clients: clients::client_cache(&shared),
-            revoked,
-            discovery: crate::oidc::discovery(&config),
-            pages: Arc::new(Pages::new(config.templates_dir.as_deref())?),
-            sessions: SessionCache::new(config.access_token_ttl as i64, &shared),
-            users: accounts::user_cache(&shared),
-            shared,
-            settings: Arc::new(Settings::from_config(&config)),
-            config: Arc::new(config),
-            store,
-            keys,
-            passwords,
-            clock,
-            mail,
-            master,
+            core: Core::new(config, clock).await?,
+            discovery,
+            pages,
+            proxies,
         })
     }
 }
@@ -141,7 +101,8 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let state = &self.state;
+        // Background jobs get the domain's core, nothing of HTTP.
+        let state = &self.state.core;
         let mut tasks = vec![tokio::spawn(reload_keys(state.clone()))];
         if let Some(transport) =
             crate::mail::worker::Transport::from_config(&state.config.mail, &state.config.data_dir)?
@@ -216,7 +177,7 @@ impl Listener for Caches {
     }
 }
 
-async fn reload_revocations(state: AppState) {
+async fn reload_revocations(state: Core) {
     let period = std::time::Duration::from_secs(crate::oauth::revocation::RELOAD_INTERVAL);
     let mut tick = tokio::time::interval(period);
     loop {
@@ -228,7 +189,7 @@ async fn reload_revocations(state: AppState) {
 }
 
 /// Hourly: deletes expired codes, refresh tokens, revoked token ids and long-ended sessions.
-async fn housekeeping(state: AppState) {
+async fn housekeeping(state: Core) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tick.tick().await;
@@ -254,7 +215,7 @@ pub async fn purge_expired(store: &Store, now: i64) -> anyhow::Result<u64> {
 }
 
 /// Key maintenance: scheduled rotation and reloading what other processes changed.
-async fn reload_keys(state: AppState) {
+async fn reload_keys(state: Core) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(RELOAD_INTERVAL as u64));
     tick.tick().await;
     loop {
@@ -288,64 +249,4 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Connects to the configured database and applies pending migrations.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&config.database_url(), config.database_max_connections).await?;
-    store.migrate().await?;
-    Ok(store)
-}
-
-/// The master key: `TESSERA_MASTER_KEY`, or else `<data_dir>/master.key`, generated with mode
-/// 0600 on first start (development only; a loud warning says so).
-pub fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
-    let key = load_current_master_key(config)?;
-    Ok(match &config.master_key_previous {
-        Some(previous) => key.with_previous(
-            MasterKey::from_base64(previous.expose_secret())
-                .context("TESSERA_MASTER_KEY_PREVIOUS")?,
-        ),
-        None => key,
-    })
-}
-
-fn load_current_master_key(config: &Config) -> anyhow::Result<MasterKey> {
-    if let Some(key) = &config.master_key {
-        return MasterKey::from_base64(key.expose_secret()).context("TESSERA_MASTER_KEY");
-    }
-    let path = config.data_dir.join("master.key");
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let key = MasterKey::from_base64(&text)
-            .with_context(|| format!("{} is not a valid master key", path.display()))?;
-        warn_dev_key(&path);
-        return Ok(key);
-    }
-    crate::files::private_dir(&config.data_dir)?;
-    let key = MasterKey::generate();
-    write_private(&path, key.to_base64().as_bytes())?;
-    warn_dev_key(&path);
-    Ok(key)
-}
-
-fn warn_dev_key(path: &Path) {
-    tracing::warn!(
-        path = %path.display(),
-        "USING A MASTER KEY FROM A FILE NEXT TO THE DATA. Fine for development; in production set \
-         TESSERA_MASTER_KEY (base64 of 32 random bytes) from a secret store."
-    );
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
-}
+pub use crate::core::{load_master_key, open_store};

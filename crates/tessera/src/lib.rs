@@ -12,6 +12,7 @@ pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod core;
 pub mod crypto;
 pub mod error;
 pub mod events;
@@ -31,6 +32,7 @@ pub mod urls;
 #[cfg(test)]
 mod proptests;
 
+pub use crate::core::Core;
 pub use app::{App, AppState};
 pub use config::Config;
 pub use error::Error;

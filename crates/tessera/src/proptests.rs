@@ -31,7 +31,7 @@ fn fixture() -> &'static Fixture {
         config.data_dir = dir.path().to_path_buf();
         config.signing_alg = "ES256".into();
         let keys = rt.block_on(async {
-            let store = crate::app::open_store(&config).await.expect("store");
+            let store = crate::core::open_store(&config).await.expect("store");
             let master = Arc::new(crate::crypto::MasterKey::generate());
             Keys::load(
                 store,

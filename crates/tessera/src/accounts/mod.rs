@@ -10,11 +10,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::abuse::{Class, Outcome};
-use crate::app::AppState;
 use crate::audit::{self, Actor, Entry, action};
 use crate::authz::{self, Permission, Principal, Role, role_names};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
+use crate::core::Core;
 use crate::error::{Error, FieldError, Result};
 use crate::events::{
     self, AccountLockedV1, LoginFailedV1, PasswordChangedV1, UserDeactivatedV1, UserRegisteredV1,
@@ -114,7 +114,7 @@ pub struct Registration {
 /// `email_taken`.
 #[tracing::instrument(skip_all)]
 pub async fn register(
-    state: &AppState,
+    state: &Core,
     input: Registration,
     ctx: &RequestContext,
     now: i64,
@@ -231,7 +231,7 @@ pub async fn create(
 /// refused with 403 `email_not_verified`, and only once its password was proven.
 #[tracing::instrument(skip_all)]
 pub async fn authenticate(
-    state: &AppState,
+    state: &Core,
     email: &str,
     password: &str,
     ctx: &RequestContext,
@@ -314,7 +314,7 @@ pub async fn authenticate(
 /// Logs in with email and password: [`authenticate`], then a new session and its first tokens.
 #[tracing::instrument(skip_all)]
 pub async fn login(
-    state: &AppState,
+    state: &Core,
     email: &str,
     password: &str,
     ctx: &RequestContext,
@@ -341,7 +341,7 @@ pub async fn login(
 
 /// Records a failed login (and the lock it caused, if any) in its own small transaction.
 async fn login_failed(
-    state: &AppState,
+    state: &Core,
     user_id: &str,
     reason: &str,
     outcome: Outcome,
@@ -391,7 +391,7 @@ async fn login_failed(
 }
 
 /// `GET /identity/me`: the caller's own account.
-pub async fn me(state: &AppState, principal: &Principal) -> Result<UserView> {
+pub async fn me(state: &Core, principal: &Principal) -> Result<UserView> {
     let caller = authz::require_user(principal, Permission::ReadOwnAccount)?;
     let view = find_view(state, &caller.user_id)
         .await?
@@ -401,7 +401,7 @@ pub async fn me(state: &AppState, principal: &Principal) -> Result<UserView> {
 
 /// Reads a user's view (with roles) through the short-lived in-process cache (see
 /// [`UserCache`]).
-async fn find_view(state: &AppState, id: &str) -> Result<Option<Arc<UserView>>> {
+async fn find_view(state: &Core, id: &str) -> Result<Option<Arc<UserView>>> {
     if let Some(v) = state.users.get(id) {
         return Ok(Some(v));
     }
@@ -417,7 +417,7 @@ async fn find_view(state: &AppState, id: &str) -> Result<Option<Arc<UserView>>> 
 /// Changes the password after checking the current one, and ends the user's other sessions.
 #[tracing::instrument(skip_all)]
 pub async fn change_password(
-    state: &AppState,
+    state: &Core,
     principal: &Principal,
     current: &str,
     new: &str,
@@ -472,7 +472,7 @@ pub async fn change_password(
         &mut tx,
         user_id,
         Some(session_id),
-        "password_changed",
+        sessions::RevocationReason::PasswordChanged,
         ctx,
         now,
     )
@@ -511,8 +511,15 @@ pub async fn deactivate(
     }
     let entry = Entry::success(principal.actor(), action::DEACTIVATE_USER).target("user", user_id);
     audit::record(&mut *tx, ctx, &entry, now).await?;
-    let revoked =
-        sessions::revoke_all_in(&mut tx, user_id, None, "user_deactivated", ctx, now).await?;
+    let revoked = sessions::revoke_all_in(
+        &mut tx,
+        user_id,
+        None,
+        sessions::RevocationReason::UserDeactivated,
+        ctx,
+        now,
+    )
+    .await?;
     let event = UserDeactivatedV1 {
         user_id: user_id.to_string(),
     };

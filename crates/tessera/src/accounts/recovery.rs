@@ -7,10 +7,10 @@
 //! link travels in the event). Requests about an address answer the same whether or not an account
 //! exists, and do the same database round trips.
 
-use crate::app::AppState;
 use crate::audit::{self, Actor, Entry, action};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
+use crate::core::Core;
 use crate::crypto::{new_token, token_hash};
 use crate::error::{Error, Result};
 use crate::events::PasswordResetRequestedV1;
@@ -44,7 +44,7 @@ impl Purpose {
         }
     }
 
-    fn ttl(self, state: &AppState) -> i64 {
+    fn ttl(self, state: &Core) -> i64 {
         match self {
             Self::VerifyEmail => state.config.verification_token_ttl as i64,
             Self::ResetPassword => state.config.reset_token_ttl as i64,
@@ -74,7 +74,7 @@ pub fn invalid_token() -> Error {
 /// or, with event-driven mail, nothing but the link in the event. Returns the link's expiry.
 async fn issue_in(
     tx: &mut Tx,
-    state: &AppState,
+    state: &Core,
     user: &User,
     purpose: Purpose,
     now: i64,
@@ -119,7 +119,7 @@ async fn issue_in(
 /// costs, writing nothing, so the answer takes as long either way.
 async fn decoy_in(
     tx: &mut Tx,
-    state: &AppState,
+    state: &Core,
     purpose: Purpose,
     audited: bool,
     now: i64,
@@ -134,7 +134,7 @@ async fn decoy_in(
 /// Issues a verification token and its email for `user`, with `EmailVerificationRequestedV1`.
 pub async fn request_verification_in(
     tx: &mut Tx,
-    state: &AppState,
+    state: &Core,
     user: &User,
     ctx: &RequestContext,
     now: i64,
@@ -153,7 +153,7 @@ pub async fn request_verification_in(
 /// caller answers 202 whatever happened.
 #[tracing::instrument(skip_all)]
 pub async fn resend_verification(
-    state: &AppState,
+    state: &Core,
     email: &str,
     ctx: &RequestContext,
     now: i64,
@@ -171,12 +171,7 @@ pub async fn resend_verification(
 
 /// Uses a verification token: the address it was sent to is verified (`EmailVerifiedV1`).
 #[tracing::instrument(skip_all)]
-pub async fn verify_email(
-    state: &AppState,
-    token: &str,
-    ctx: &RequestContext,
-    now: i64,
-) -> Result<()> {
+pub async fn verify_email(state: &Core, token: &str, ctx: &RequestContext, now: i64) -> Result<()> {
     if !well_formed(Purpose::VerifyEmail, token) {
         return Err(invalid_token());
     }
@@ -212,7 +207,7 @@ pub async fn verify_email(
 /// 202 whatever happened; unknown addresses take the same database round trips.
 #[tracing::instrument(skip_all)]
 pub async fn request_password_reset(
-    state: &AppState,
+    state: &Core,
     email: &str,
     ctx: &RequestContext,
     now: i64,
@@ -247,7 +242,7 @@ pub async fn request_password_reset(
 /// `SessionRevokedV1` per session are recorded, all in one transaction.
 #[tracing::instrument(skip_all)]
 pub async fn reset_password(
-    state: &AppState,
+    state: &Core,
     token: &str,
     new_password: &str,
     ctx: &RequestContext,
@@ -289,8 +284,15 @@ pub async fn reset_password(
     let entry = Entry::success(Actor::User(&live.user_id), action::RESET_PASSWORD)
         .target("user", &live.user_id);
     audit::record(&mut *tx, ctx, &entry, now).await?;
-    let revoked =
-        sessions::revoke_all_in(&mut tx, &live.user_id, None, "password_reset", ctx, now).await?;
+    let revoked = sessions::revoke_all_in(
+        &mut tx,
+        &live.user_id,
+        None,
+        sessions::RevocationReason::PasswordReset,
+        ctx,
+        now,
+    )
+    .await?;
     let event = PasswordChangedV1 {
         user_id: live.user_id.clone(),
         method: "reset".into(),

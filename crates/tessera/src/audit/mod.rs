@@ -162,13 +162,20 @@ pub async fn record<'e>(
 /// Who ended a session and under which action, by the revocation's reason code: the user for
 /// what they asked for (logging out, ending a session, changing or resetting their password),
 /// Tessera for consequences recorded elsewhere (reuse detection, deactivation, …).
-pub fn session_revocation<'a>(user_id: &'a str, reason: &str) -> (Actor<'a>, &'static str) {
+pub fn session_revocation(
+    user_id: &str,
+    reason: crate::sessions::RevocationReason,
+) -> (Actor<'_>, &'static str) {
+    use crate::sessions::RevocationReason as R;
     match reason {
-        "logout" | "logout_all" => (Actor::User(user_id), action::LOGOUT),
-        "revoked_by_user" | "password_changed" | "password_reset" => {
+        R::Logout | R::LogoutAll => (Actor::User(user_id), action::LOGOUT),
+        R::RevokedByUser | R::PasswordChanged | R::PasswordReset => {
             (Actor::User(user_id), action::REVOKE_SESSION)
         }
-        _ => (Actor::System, action::REVOKE_SESSION),
+        R::UserDeactivated
+        | R::RefreshTokenReuse
+        | R::AuthorizationCodeReuse
+        | R::RevokedByClient => (Actor::System, action::REVOKE_SESSION),
     }
 }
 
@@ -318,7 +325,7 @@ pub async fn purge(
 
 /// The retention job of `tessera serve`: purges once at start and then every
 /// `TESSERA_AUDIT__PURGE_INTERVAL_SECS`.
-pub async fn run_purge(state: crate::app::AppState) {
+pub async fn run_purge(state: crate::core::Core) {
     let cfg = state.config.audit.clone();
     if cfg.retention_days == 0 {
         return;
@@ -359,25 +366,30 @@ mod tests {
 
     #[test]
     fn session_revocations_name_the_user_only_for_what_they_asked() {
+        use crate::sessions::RevocationReason as R;
         assert_eq!(
-            session_revocation("u1", "logout"),
+            session_revocation("u1", R::Logout),
             (Actor::User("u1"), action::LOGOUT)
         );
         assert_eq!(
-            session_revocation("u1", "logout_all"),
+            session_revocation("u1", R::LogoutAll),
             (Actor::User("u1"), action::LOGOUT)
         );
         assert_eq!(
-            session_revocation("u1", "password_changed"),
+            session_revocation("u1", R::PasswordChanged),
             (Actor::User("u1"), action::REVOKE_SESSION)
         );
         assert_eq!(
-            session_revocation("u1", "refresh_token_reuse"),
+            session_revocation("u1", R::RefreshTokenReuse),
             (Actor::System, action::REVOKE_SESSION)
         );
         assert_eq!(
-            session_revocation("u1", "user_deactivated"),
+            session_revocation("u1", R::UserDeactivated),
             (Actor::System, action::REVOKE_SESSION)
         );
+        for reason in R::ALL {
+            assert_eq!(reason.as_str().parse(), Ok(reason), "round trip");
+        }
+        assert_eq!("nonsense".parse::<R>(), Err(()));
     }
 }

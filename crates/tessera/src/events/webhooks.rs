@@ -12,10 +12,10 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use serde::Serialize;
 
-use crate::app::AppState;
 use crate::audit::{self, Actor, Entry, action};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
+use crate::core::Core;
 use crate::crypto::{MasterKey, new_token};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -152,7 +152,7 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 /// most its timeout and never delays the others. A claim's lease is the request timeout plus
 /// `lease_secs`, longer than any delivery can take, so no other replica re-sends a delivery
 /// that is still in flight here.
-pub async fn run(state: AppState, master: Arc<MasterKey>) {
+pub async fn run(state: Core, master: Arc<MasterKey>) {
     let owner: Arc<str> = format!("webhooks-{}", uuid::Uuid::now_v7()).into();
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(
@@ -204,7 +204,7 @@ pub async fn run(state: AppState, master: Arc<MasterKey>) {
 
 /// Claims up to `limit` due deliveries for `owner`.
 async fn claim(
-    state: &AppState,
+    state: &Core,
     owner: &str,
     limit: usize,
 ) -> anyhow::Result<Vec<store_webhooks::Delivery>> {
@@ -219,7 +219,7 @@ async fn claim(
 
 /// Posts one delivery and records the outcome (delivered, retry later, or parked).
 async fn deliver_and_record(
-    state: AppState,
+    state: Core,
     client: reqwest::Client,
     master: Arc<MasterKey>,
     d: store_webhooks::Delivery,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::clients::{self, Client, GrantType};
 use super::{OAuthError, Params, scope};
-use crate::app::AppState;
+use crate::core::Core;
 use crate::crypto::{new_token, token_hash};
 use crate::error::Result;
 use crate::store::oauth::{self as store, CodeRow};
@@ -73,7 +73,7 @@ fn error_redirect(issuer: &str, redirect_uri: &str, state: Option<&str>, e: &OAu
 }
 
 /// Validates an authorization request.
-pub async fn validate(state: &AppState, params: Params) -> Result<AuthorizationRequest, Refusal> {
+pub async fn validate(state: &Core, params: Params) -> Result<AuthorizationRequest, Refusal> {
     let client_id = params.get("client_id").ok_or_else(|| {
         Refusal::Page("The request names no client (client_id is missing).".into())
     })?;
@@ -274,7 +274,7 @@ pub enum Next {
 
 /// Decides the next step of a validated request for the browser session (if any).
 pub async fn decide(
-    state: &AppState,
+    state: &Core,
     req: AuthorizationRequest,
     browser: Option<&BrowserSession>,
     interaction: Interaction,

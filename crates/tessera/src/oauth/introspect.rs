@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::clients::Client;
-use crate::app::AppState;
+use crate::core::Core;
 use crate::crypto::token_hash;
 use crate::error::Result;
 use crate::sessions;
@@ -41,7 +41,7 @@ pub struct Introspection {
 /// and malformed tokens are inactive, and so is an access token the asking client may not see
 /// (RFC 7662 §4: see [`Client::may_introspect`]), so nothing leaks to other clients.
 pub async fn introspect(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     token: &str,
     now: i64,
@@ -103,7 +103,7 @@ pub async fn introspect(
 /// that belongs to `client`. Unknown, invalid or other clients' tokens are ignored: the answer
 /// is the same 200 either way.
 pub async fn revoke(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     token: &str,
     ctx: &crate::context::RequestContext,
@@ -118,7 +118,7 @@ pub async fn revoke(
                 &state.store,
                 &state.sessions,
                 &t.session_id,
-                "revoked_by_client",
+                sessions::RevocationReason::RevokedByClient,
                 ctx,
                 now,
             )

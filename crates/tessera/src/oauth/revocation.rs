@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::app::AppState;
+use crate::core::Core;
 use crate::error::Result;
 use crate::keys::jwt::AccessClaims;
 use crate::shared::{Invalidation, Shared};
@@ -64,7 +64,7 @@ impl RevokedTokens {
 }
 
 /// Whether a validly signed, unexpired access token has been revoked in any way.
-pub async fn is_live(state: &AppState, claims: &AccessClaims, now: i64) -> Result<bool> {
+pub async fn is_live(state: &Core, claims: &AccessClaims, now: i64) -> Result<bool> {
     if state.revoked.contains(&claims.jti) {
         return Ok(false);
     }

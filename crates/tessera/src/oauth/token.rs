@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use super::clients::{Client, GrantType};
 use super::{OAuthError, Params, scope};
-use crate::app::AppState;
 use crate::authz::Role;
 use crate::context::RequestContext;
+use crate::core::Core;
 use crate::crypto::{REFRESH_TOKEN_PREFIX, b64url, new_token, token_hash};
 use crate::keys::{Alg, jwt};
 use crate::sessions::{self, Grant, RefreshRequest, Subject};
@@ -32,7 +32,7 @@ pub struct TokenResponse {
 
 /// Runs the grant named by `grant_type` for an authenticated client.
 pub async fn exchange(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     params: &Params,
     ctx: &RequestContext,
@@ -61,7 +61,7 @@ pub async fn exchange(
 /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6). A code is single-use; presenting it again revokes
 /// the tokens issued from it (RFC 6749 §4.1.2).
 async fn authorization_code(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     params: &Params,
     ctx: &RequestContext,
@@ -87,7 +87,14 @@ async fn authorization_code(
         // now (the UPDATE above waited for it), and its token family must be revoked too.
         let first = store::find_code(&mut *tx, &hash).await?;
         if let Some(sid) = first.and_then(|r| r.token_session_id).as_ref() {
-            sessions::revoke_in(&mut tx, sid, "authorization_code_reuse", ctx, now).await?;
+            sessions::revoke_in(
+                &mut tx,
+                sid,
+                sessions::RevocationReason::AuthorizationCodeReuse,
+                ctx,
+                now,
+            )
+            .await?;
             let entry = crate::audit::Entry::failure(
                 crate::audit::Actor::Client(&client.client_id),
                 crate::audit::action::AUTHORIZATION_CODE_REUSE,
@@ -159,7 +166,7 @@ async fn authorization_code(
 
 /// RFC 6749 §6: rotation, reuse detection and family revocation as for first-party sessions.
 async fn refresh(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     params: &Params,
     ctx: &RequestContext,
@@ -195,7 +202,7 @@ async fn refresh(
 
 /// RFC 6749 §4.4: a token for the client itself, within its registered scopes.
 fn client_credentials(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     params: &Params,
     now: i64,
@@ -256,7 +263,7 @@ fn client_credentials(
 
 /// RFC 6749 §4.3, only for clients explicitly registered for it.
 async fn password(
-    state: &AppState,
+    state: &Core,
     client: &Client,
     params: &Params,
     ctx: &RequestContext,
@@ -355,7 +362,7 @@ async fn roles_for(
     reason = "who, with which roles, under which grant, in which family, for which request"
 )]
 async fn start_family(
-    state: &AppState,
+    state: &Core,
     tx: &mut crate::store::Tx,
     user: &User,
     roles: Vec<Role>,
@@ -443,7 +450,7 @@ struct IdTokenClaims<'a> {
 }
 
 fn respond(
-    state: &AppState,
+    state: &Core,
     issued: Issued,
     scope: &str,
     id_token: Option<IdTokenInput<'_>>,

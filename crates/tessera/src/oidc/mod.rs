@@ -6,10 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::authz::{self, Permission, Principal};
 use crate::config::Config;
 use crate::context::RequestContext;
+use crate::core::Core;
 use crate::crypto::{new_token, token_hash};
 use crate::error::Result;
 use crate::oauth::authorize::BrowserSession;
@@ -82,7 +82,7 @@ pub fn discovery(config: &Config) -> Bytes {
 /// Starts a browser session after a password login on the hosted page; returns it and the
 /// cookie token (stored only as a digest).
 pub async fn start_browser_session(
-    state: &AppState,
+    state: &Core,
     user_id: &str,
     ctx: &RequestContext,
     now: i64,
@@ -122,7 +122,7 @@ pub async fn start_browser_session(
 
 /// The live browser session a cookie token names.
 pub async fn find_browser_session(
-    state: &AppState,
+    state: &Core,
     token: &str,
     now: i64,
 ) -> Result<Option<BrowserSession>> {
@@ -144,7 +144,7 @@ pub async fn find_browser_session(
 
 /// Ends a browser session and the token families granted from it, except offline ones.
 pub async fn end_browser_session(
-    state: &AppState,
+    state: &Core,
     session: &BrowserSession,
     ctx: &RequestContext,
     now: i64,
@@ -154,20 +154,28 @@ pub async fn end_browser_session(
         &state.store,
         &state.sessions,
         &session.id,
-        "logout",
+        crate::sessions::RevocationReason::Logout,
         ctx,
         now,
     )
     .await?;
     for id in children {
-        crate::sessions::revoke(&state.store, &state.sessions, &id, "logout", ctx, now).await?;
+        crate::sessions::revoke(
+            &state.store,
+            &state.sessions,
+            &id,
+            crate::sessions::RevocationReason::Logout,
+            ctx,
+            now,
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// OIDC Core §5.3: the claims the access token's scopes allow. Forbidden when the token was not
 /// issued to a user for `openid` (RFC 6750 `insufficient_scope`); invalid when its user is gone.
-pub async fn userinfo(state: &AppState, principal: &Principal) -> Result<Value> {
+pub async fn userinfo(state: &Core, principal: &Principal) -> Result<Value> {
     let caller = authz::require_user(principal, Permission::ReadUserInfo)?;
     let granted = caller.scopes.join(" ");
     let granted = granted.as_str();
@@ -209,7 +217,7 @@ pub struct LogoutRequest {
 /// OIDC RP-Initiated Logout §2-§3: `post_logout_redirect_uri` must be registered for the client
 /// named by `id_token_hint` (or `client_id`); `Err` carries a message for the error page.
 pub async fn validate_logout(
-    state: &AppState,
+    state: &Core,
     params: &crate::oauth::Params,
     now: i64,
 ) -> Result<LogoutRequest, String> {

@@ -22,6 +22,67 @@ use crate::store::sessions::{self as store_sessions, NewSession, Session};
 /// The pseudo-client of first-party logins (`client_id` claim, RFC 9068 §2.2).
 pub const FIRST_PARTY_CLIENT: &str = "tessera";
 
+/// Why a session ended: stored in `sessions.revoked_reason`, carried by `SessionRevokedV1`,
+/// and deciding the audit actor (see [`audit::session_revocation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationReason {
+    /// The user logged out (this session), or the RP-initiated logout of OIDC ended it.
+    Logout,
+    /// The user logged out everywhere.
+    LogoutAll,
+    /// The user ended this session from their session list.
+    RevokedByUser,
+    /// The user changed their password (their other sessions end).
+    PasswordChanged,
+    /// The password was reset through an emailed link.
+    PasswordReset,
+    /// An operator or the CLI deactivated the user.
+    UserDeactivated,
+    /// A rotated-out refresh token was presented (RFC 9700 §4.14.2).
+    RefreshTokenReuse,
+    /// An authorization code was redeemed twice (RFC 6749 §4.1.2).
+    AuthorizationCodeReuse,
+    /// The OAuth client revoked the session's refresh token (RFC 7009 §2.1).
+    RevokedByClient,
+}
+
+impl RevocationReason {
+    pub const ALL: [Self; 9] = [
+        Self::Logout,
+        Self::LogoutAll,
+        Self::RevokedByUser,
+        Self::PasswordChanged,
+        Self::PasswordReset,
+        Self::UserDeactivated,
+        Self::RefreshTokenReuse,
+        Self::AuthorizationCodeReuse,
+        Self::RevokedByClient,
+    ];
+
+    /// The code at the store and wire boundaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::RevokedByUser => "revoked_by_user",
+            Self::PasswordChanged => "password_changed",
+            Self::PasswordReset => "password_reset",
+            Self::UserDeactivated => "user_deactivated",
+            Self::RefreshTokenReuse => "refresh_token_reuse",
+            Self::AuthorizationCodeReuse => "authorization_code_reuse",
+            Self::RevokedByClient => "revoked_by_client",
+        }
+    }
+}
+
+impl std::str::FromStr for RevocationReason {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or(())
+    }
+}
+
 /// Token lifetimes and names, from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -280,7 +341,14 @@ pub async fn refresh(
             )
             .target("session", &session_id);
             audit::record(&mut *tx, ctx, &entry, now).await?;
-            revoke_in(&mut tx, &session_id, "refresh_token_reuse", ctx, now).await?;
+            revoke_in(
+                &mut tx,
+                &session_id,
+                RevocationReason::RefreshTokenReuse,
+                ctx,
+                now,
+            )
+            .await?;
             tx.commit().await?;
             cache.mark_revoked(&session_id).await;
             tracing::warn!(session_id, "refresh token reuse detected: session revoked");
@@ -398,9 +466,26 @@ pub async fn logout(
     match with {
         LogoutWith::Bearer(principal) => {
             let user = authz::require_user(principal, Permission::ManageOwnAccount)?;
-            revoke(store, cache, &user.session_id, "logout", ctx, now).await?;
+            revoke(
+                store,
+                cache,
+                &user.session_id,
+                RevocationReason::Logout,
+                ctx,
+                now,
+            )
+            .await?;
             if all {
-                revoke_all(store, cache, &user.user_id, None, "logout_all", ctx, now).await?;
+                revoke_all(
+                    store,
+                    cache,
+                    &user.user_id,
+                    None,
+                    RevocationReason::LogoutAll,
+                    ctx,
+                    now,
+                )
+                .await?;
             }
             Ok(())
         }
@@ -434,13 +519,28 @@ pub async fn logout(
                 )
                 .target("session", &t.session_id);
                 audit::record(&mut *tx, ctx, &entry, now).await?;
-                revoke_in(&mut tx, &t.session_id, "refresh_token_reuse", ctx, now).await?;
+                revoke_in(
+                    &mut tx,
+                    &t.session_id,
+                    RevocationReason::RefreshTokenReuse,
+                    ctx,
+                    now,
+                )
+                .await?;
                 tx.commit().await?;
                 cache.mark_revoked(&t.session_id).await;
                 tracing::warn!(session_id = %t.session_id, "rotated-out refresh token at logout: session revoked");
                 return Ok(());
             }
-            revoke(store, cache, &t.session_id, "logout", ctx, now).await
+            revoke(
+                store,
+                cache,
+                &t.session_id,
+                RevocationReason::Logout,
+                ctx,
+                now,
+            )
+            .await
         }
     }
 }
@@ -450,7 +550,7 @@ pub async fn revoke(
     store: &Store,
     cache: &SessionCache,
     session_id: &str,
-    reason: &str,
+    reason: RevocationReason,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
@@ -465,18 +565,18 @@ pub async fn revoke(
 pub(crate) async fn revoke_in(
     tx: &mut crate::store::Tx,
     session_id: &str,
-    reason: &str,
+    reason: RevocationReason,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
     if let Some(user_id) =
-        store_sessions::revoke_session(&mut **tx, session_id, reason, now).await?
+        store_sessions::revoke_session(&mut **tx, session_id, reason.as_str(), now).await?
     {
         record_revocation(tx, &user_id, session_id, reason, ctx, now).await?;
         let event = SessionRevokedV1 {
             user_id,
             session_id: session_id.to_string(),
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
         };
         events::append(tx, ctx, &event, now).await?;
     }
@@ -488,14 +588,14 @@ async fn record_revocation(
     tx: &mut crate::store::Tx,
     user_id: &str,
     session_id: &str,
-    reason: &str,
+    reason: RevocationReason,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
     let (actor, action) = audit::session_revocation(user_id, reason);
     let entry = Entry::success(actor, action)
         .target("session", session_id)
-        .reason(reason);
+        .reason(reason.as_str());
     audit::record(&mut **tx, ctx, &entry, now).await
 }
 
@@ -505,17 +605,17 @@ pub async fn revoke_all_in(
     tx: &mut crate::store::Tx,
     user_id: &str,
     keep: Option<&str>,
-    reason: &str,
+    reason: RevocationReason,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<Vec<String>> {
-    let ids = store_sessions::revoke_user_sessions(tx, user_id, keep, reason, now).await?;
+    let ids = store_sessions::revoke_user_sessions(tx, user_id, keep, reason.as_str(), now).await?;
     for id in &ids {
         record_revocation(tx, user_id, id, reason, ctx, now).await?;
         let event = SessionRevokedV1 {
             user_id: user_id.to_string(),
             session_id: id.clone(),
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
         };
         events::append(tx, ctx, &event, now).await?;
     }
@@ -528,7 +628,7 @@ pub async fn revoke_all(
     cache: &SessionCache,
     user_id: &str,
     keep: Option<&str>,
-    reason: &str,
+    reason: RevocationReason,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
@@ -562,7 +662,15 @@ pub async fn revoke_own(
     }
     match store_sessions::find_session(store.pool(), session_id).await? {
         Some(s) if s.user_id == user_id && s.revoked_at.is_none() => {
-            revoke(store, cache, session_id, "revoked_by_user", ctx, now).await
+            revoke(
+                store,
+                cache,
+                session_id,
+                RevocationReason::RevokedByUser,
+                ctx,
+                now,
+            )
+            .await
         }
         _ => Err(Error::NotFound),
     }
