@@ -531,6 +531,13 @@ impl Server {
         if raise_limits {
             // The bounded hash queue answers 429 past it: out of reach too.
             cmd.env("TESSERA_PASSWORD__MAX_QUEUED_HASHES", RAISED_LIMIT);
+            // So is the lockout's bound on checks in flight per account (the memory scenario
+            // logs one account in from 64 clients at once).
+            cmd.env("TESSERA_RATE_LIMIT__LOCKOUT_THRESHOLD", RAISED_LIMIT);
+            cmd.env(
+                "TESSERA_RATE_LIMIT__LOCKOUT_ACCOUNT_THRESHOLD",
+                RAISED_LIMIT,
+            );
         }
         for class in RATE_LIMIT_CLASSES.iter().filter(|_| raise_limits) {
             for field in ["BURST", "PER_MINUTE"] {
