@@ -355,7 +355,12 @@ async fn events(cmd: EventsCommand, config: Config, clock: Clock) -> anyhow::Res
             Ok(())
         }
         EventsCommand::RetryFailed => {
-            let n = tessera::store::outbox::unpark(store.pool(), clock.now()).await?;
+            let n = tessera::store::jobs::unpark(
+                store.pool(),
+                tessera::store::jobs::OUTBOX,
+                clock.now(),
+            )
+            .await?;
             println!("{n} parked events queued again");
             Ok(())
         }

@@ -182,7 +182,7 @@ pub async fn stats(
     authz::require(principal, Permission::ReadEvents)?;
     let outbox = counts(store).await?;
     let mail: serde_json::Map<String, serde_json::Value> =
-        crate::store::mail::count_by_status(store.pool())
+        crate::store::jobs::count_by_status(store.pool(), crate::store::jobs::MAIL)
             .await?
             .into_iter()
             .map(|(k, v)| (k, v.into()))
@@ -193,12 +193,13 @@ pub async fn stats(
 /// Outbox rows per status (for jobs and tests; operators read [`stats`]).
 pub async fn counts(store: &crate::store::Store) -> Result<Counts> {
     let mut c = Counts::default();
-    for (status, n) in store_outbox::count_by_status(store.pool()).await? {
-        match status.as_str() {
-            "pending" => c.pending = n,
-            "published" => c.published = n,
-            "parked" => c.parked = n,
-            _ => {}
+    use crate::store::jobs::{self, Status};
+    for (status, n) in jobs::count_by_status(store.pool(), jobs::OUTBOX).await? {
+        match Status::parse(jobs::OUTBOX, &status) {
+            Some(Status::Pending) => c.pending = n,
+            Some(Status::Done) => c.published = n,
+            Some(Status::Parked) => c.parked = n,
+            None => {}
         }
     }
     Ok(c)

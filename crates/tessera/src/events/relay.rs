@@ -129,7 +129,7 @@ pub async fn round(
 ) -> anyhow::Result<Round> {
     let now = clock.now();
     let pool = store.pool();
-    if !store_outbox::any_due(pool, now).await? {
+    if !crate::store::jobs::any_due(pool, crate::store::jobs::OUTBOX, now).await? {
         return Ok(Round::default());
     }
     let rows = store_outbox::claim(pool, owner, now, now + cfg.lease_secs, cfg.batch_size).await?;
@@ -168,8 +168,9 @@ pub async fn round(
                 failed = true;
                 let attempts = row.attempts + 1;
                 let now = clock.now();
-                let parked = store_outbox::mark_failed(
+                let parked = crate::store::jobs::mark_failed(
                     pool,
+                    crate::store::jobs::OUTBOX,
                     owner,
                     row.seq,
                     &format!("{e:#}"),

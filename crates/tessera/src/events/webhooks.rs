@@ -209,7 +209,7 @@ async fn claim(
     limit: usize,
 ) -> anyhow::Result<Vec<store_webhooks::Delivery>> {
     let now = state.clock.now();
-    if !store_webhooks::any_due(state.store.pool(), now).await? {
+    if !crate::store::jobs::any_due(state.store.pool(), crate::store::jobs::WEBHOOKS, now).await? {
         return Ok(Vec::new());
     }
     let e = &state.config.events;
@@ -234,8 +234,9 @@ async fn deliver_and_record(
             .map(|_| ()),
         Err(e) => {
             let attempts = d.attempts + 1;
-            let parked = store_webhooks::mark_failed(
+            let parked = crate::store::jobs::mark_failed(
                 state.store.pool(),
+                crate::store::jobs::WEBHOOKS,
                 owner,
                 &d.id,
                 &format!("{e:#}"),

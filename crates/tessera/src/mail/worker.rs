@@ -116,7 +116,7 @@ pub async fn round(
     cfg: &MailConfig,
 ) -> anyhow::Result<usize> {
     let now = state.clock.now();
-    if !store_mail::any_due(state.store.pool(), now).await? {
+    if !crate::store::jobs::any_due(state.store.pool(), crate::store::jobs::MAIL, now).await? {
         return Ok(0);
     }
     let jobs = store_mail::claim(state.store.pool(), owner, now, now + 120, 20).await?;
@@ -124,13 +124,15 @@ pub async fn round(
         let outcome = send_job(state, transport, job).await;
         let now = state.clock.now();
         match outcome {
-            Ok(()) => store_mail::mark_sent(state.store.pool(), owner, &job.id, now).await?,
+            Ok(()) => {
+                store_mail::mark_sent(state.store.pool(), &job.lease_owner, &job.id, now).await?
+            }
             Err(e) => {
                 let attempts = job.attempts + 1;
                 let next = now + 30 * crate::events::backoff(attempts).min(120);
                 let gave_up = store_mail::mark_failed(
                     state.store.pool(),
-                    owner,
+                    &job.lease_owner,
                     &job.id,
                     &format!("{e:#}"),
                     now,
@@ -139,7 +141,7 @@ pub async fn round(
                 )
                 .await?;
                 if gave_up {
-                    tracing::error!(job = %job.id, error = %format!("{e:#}"), attempts, "mail job failed for good");
+                    tracing::error!(job = %job.id, error = %format!("{e:#}"), attempts, "mail job parked after too many failures");
                 } else {
                     tracing::warn!(job = %job.id, error = %format!("{e:#}"), attempts, "mail delivery failed; will retry");
                 }

@@ -3,6 +3,8 @@
 
 use sqlx::{Any, Executor};
 
+use super::jobs;
+
 pub async fn insert(
     tx: &mut super::Tx,
     id: &str,
@@ -29,9 +31,11 @@ pub struct MailJob {
     pub template: String,
     pub payload: Option<Vec<u8>>,
     pub attempts: i64,
+    /// This claim's lease token (see [`jobs::lease_token`]).
+    pub lease_owner: String,
 }
 
-/// Claims up to `limit` due jobs for `owner`.
+/// Claims up to `limit` due jobs for `owner`, oldest due first.
 pub async fn claim<'e>(
     db: impl Executor<'e, Database = Any>,
     owner: &str,
@@ -39,16 +43,13 @@ pub async fn claim<'e>(
     lease_until: i64,
     limit: i64,
 ) -> Result<Vec<MailJob>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE mail_jobs SET lease_owner = $1, lease_until = $2 \
-         WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
-           AND next_attempt_at <= $3 AND id IN ( \
-             SELECT id FROM mail_jobs WHERE status = 'pending' \
-               AND (lease_until IS NULL OR lease_until < $3) AND next_attempt_at <= $3 \
-             ORDER BY next_attempt_at, id LIMIT $4) \
-         RETURNING id, template, payload, attempts",
-    )
-    .bind(owner)
+    sqlx::query_as(sqlx::AssertSqlSafe(jobs::claim_sql(
+        jobs::MAIL,
+        "",
+        "c.next_attempt_at, c.id",
+        "id, template, payload, attempts, lease_owner",
+    )))
+    .bind(jobs::lease_token(owner))
     .bind(lease_until)
     .bind(now)
     .bind(limit)
@@ -75,10 +76,10 @@ pub async fn mark_sent<'e>(
     .map(|_| ())
 }
 
-/// Records a failed attempt; after `max_attempts` the job fails for good and its payload is
-/// wiped. Returns true when it failed for good.
-pub async fn mark_failed<'e>(
-    db: impl Executor<'e, Database = Any>,
+/// Records a failed attempt (see [`jobs::mark_failed`]); a job parked after `max_attempts` has
+/// its payload wiped. Returns true when it was parked.
+pub async fn mark_failed(
+    pool: &sqlx::AnyPool,
     owner: &str,
     id: &str,
     error: &str,
@@ -86,44 +87,24 @@ pub async fn mark_failed<'e>(
     next_attempt_at: i64,
     max_attempts: i64,
 ) -> Result<bool, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "UPDATE mail_jobs SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
-         lease_owner = NULL, lease_until = NULL, \
-         status = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'pending' END, \
-         payload = CASE WHEN attempts + 1 >= $3 THEN NULL ELSE payload END, \
-         done_at = CASE WHEN attempts + 1 >= $3 THEN $4 ELSE NULL END \
-         WHERE id = $5 AND lease_owner = $6 RETURNING status",
+    let parked = jobs::mark_failed(
+        pool,
+        jobs::MAIL,
+        owner,
+        id,
+        error,
+        next_attempt_at,
+        max_attempts,
     )
-    .bind(error)
-    .bind(next_attempt_at)
-    .bind(max_attempts)
-    .bind(now)
-    .bind(id)
-    .bind(owner)
-    .fetch_optional(db)
     .await?;
-    Ok(row.is_some_and(|(s,)| s == "failed"))
-}
-
-/// Job counts per status.
-pub async fn count_by_status<'e>(
-    db: impl Executor<'e, Database = Any>,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, COUNT(*) FROM mail_jobs GROUP BY status")
-        .fetch_all(db)
-        .await
-}
-
-/// Whether any row is due (a read, so idle workers never take SQLite's write lock).
-pub async fn any_due<'e>(
-    db: impl Executor<'e, Database = Any>,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT 1 FROM mail_jobs WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1",
-    )
-    .bind(now)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.is_some())
+    if parked {
+        sqlx::query(
+            "UPDATE mail_jobs SET payload = NULL, done_at = $1 WHERE id = $2 AND status = 'parked'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    }
+    Ok(parked)
 }

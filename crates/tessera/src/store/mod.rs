@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod housekeeping;
+pub mod jobs;
 pub mod keys;
 pub mod mail;
 pub mod oauth;

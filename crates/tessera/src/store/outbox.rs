@@ -87,14 +87,6 @@ pub async fn list_for_subject<'e>(
     .await
 }
 
-pub async fn count_by_status<'e>(
-    db: impl Executor<'e, Database = Any>,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status")
-        .fetch_all(db)
-        .await
-}
-
 /// Claims up to `limit` due events for `owner` until `lease_until`, oldest first, skipping any
 /// whose subject has an earlier pending event that is leased by someone else or waiting for a
 /// retry (so a subject's events go out in order). The outer conditions are checked again on the
@@ -106,19 +98,14 @@ pub async fn claim<'e>(
     lease_until: i64,
     limit: i64,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    let mut rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE outbox SET lease_owner = $1, lease_until = $2 \
-         WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
-           AND next_attempt_at <= $3 AND seq IN ( \
-             SELECT o.seq FROM outbox o \
-             WHERE o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until < $3) \
-               AND o.next_attempt_at <= $3 \
-               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subject = o.subject \
-                   AND p.seq < o.seq AND p.status = 'pending' \
-                   AND ((p.lease_until IS NOT NULL AND p.lease_until >= $3) \
-                        OR p.next_attempt_at > $3)) \
-             ORDER BY o.seq LIMIT $4) \
-         RETURNING {COLUMNS}"
+    let mut rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(super::jobs::claim_sql(
+        super::jobs::OUTBOX,
+        "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subject = c.subject \
+             AND p.seq < c.seq AND p.status = 'pending' \
+             AND ((p.lease_until IS NOT NULL AND p.lease_until >= $3) \
+                  OR p.next_attempt_at > $3))",
+        "c.seq",
+        COLUMNS,
     )))
     .bind(owner)
     .bind(lease_until)
@@ -194,59 +181,4 @@ pub async fn release<'e>(
     .execute(db)
     .await
     .map(|_| ())
-}
-
-/// Records a failed attempt: retry at `next_attempt_at`, or park the event once `attempts`
-/// reaches `max_attempts`. Returns true when it was parked.
-pub async fn mark_failed<'e>(
-    db: impl Executor<'e, Database = Any>,
-    owner: &str,
-    seq: i64,
-    error: &str,
-    next_attempt_at: i64,
-    max_attempts: i64,
-) -> Result<bool, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
-         lease_owner = NULL, lease_until = NULL, \
-         status = CASE WHEN attempts + 1 >= $3 THEN 'parked' ELSE 'pending' END \
-         WHERE seq = $4 AND lease_owner = $5 RETURNING status",
-    )
-    .bind(error)
-    .bind(next_attempt_at)
-    .bind(max_attempts)
-    .bind(seq)
-    .bind(owner)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.is_some_and(|(s,)| s == "parked"))
-}
-
-/// Puts parked events back in the queue (`tessera events retry`).
-pub async fn unpark<'e>(
-    db: impl Executor<'e, Database = Any>,
-    now: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1 \
-         WHERE status = 'parked'",
-    )
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Whether any row is due (a read, so idle workers never take SQLite's write lock).
-pub async fn any_due<'e>(
-    db: impl Executor<'e, Database = Any>,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT 1 FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1",
-    )
-    .bind(now)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.is_some())
 }

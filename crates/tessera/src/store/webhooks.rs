@@ -71,16 +71,13 @@ pub async fn claim(
     lease_until: i64,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
-    let token = format!("{owner}.{}", uuid::Uuid::new_v4().simple());
-    let ids: Vec<(String,)> = sqlx::query_as(
-        "UPDATE webhook_deliveries SET lease_owner = $1, lease_until = $2 \
-         WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
-           AND next_attempt_at <= $3 AND id IN ( \
-             SELECT id FROM webhook_deliveries WHERE status = 'pending' \
-               AND (lease_until IS NULL OR lease_until < $3) AND next_attempt_at <= $3 \
-             ORDER BY event_seq LIMIT $4) \
-         RETURNING id",
-    )
+    let token = super::jobs::lease_token(owner);
+    let ids: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(super::jobs::claim_sql(
+        super::jobs::WEBHOOKS,
+        "",
+        "c.event_seq",
+        "id",
+    )))
     .bind(&token)
     .bind(lease_until)
     .bind(now)
@@ -120,31 +117,6 @@ pub async fn mark_delivered<'e>(
     .map(|_| ())
 }
 
-/// Records a failed attempt; parks the delivery after `max_attempts`. True when parked.
-pub async fn mark_failed<'e>(
-    db: impl Executor<'e, Database = Any>,
-    owner: &str,
-    id: &str,
-    error: &str,
-    next_attempt_at: i64,
-    max_attempts: i64,
-) -> Result<bool, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $1, \
-         next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, \
-         status = CASE WHEN attempts + 1 >= $3 THEN 'parked' ELSE 'pending' END \
-         WHERE id = $4 AND lease_owner = $5 RETURNING status",
-    )
-    .bind(error)
-    .bind(next_attempt_at)
-    .bind(max_attempts)
-    .bind(id)
-    .bind(owner)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.is_some_and(|(s,)| s == "parked"))
-}
-
 /// Delivery counts per status for one webhook.
 pub async fn delivery_counts<'e>(
     db: impl Executor<'e, Database = Any>,
@@ -156,18 +128,4 @@ pub async fn delivery_counts<'e>(
     .bind(webhook_id)
     .fetch_all(db)
     .await
-}
-
-/// Whether any row is due (a read, so idle workers never take SQLite's write lock).
-pub async fn any_due<'e>(
-    db: impl Executor<'e, Database = Any>,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1",
-    )
-    .bind(now)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.is_some())
 }

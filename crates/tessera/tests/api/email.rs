@@ -19,6 +19,7 @@ on_both_backends!(
     bad_tokens_get_4xx_json_and_change_nothing,
     login_can_require_a_verified_email,
     reset_password_applies_the_password_policy,
+    undeliverable_mail_is_parked_like_any_job_and_its_payload_wiped,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -389,9 +390,10 @@ async fn tokens_are_single_use_superseded_and_expire(b: Backend) {
         StatusCode::NO_CONTENT
     );
     // No mail jobs with event-driven mail.
-    let jobs = tessera::store::mail::count_by_status(app.state.store.pool())
-        .await
-        .unwrap();
+    let jobs =
+        tessera::store::jobs::count_by_status(app.state.store.pool(), tessera::store::jobs::MAIL)
+            .await
+            .unwrap();
     assert!(jobs.is_empty(), "{jobs:?}");
 }
 
@@ -557,4 +559,44 @@ async fn reset_password_applies_the_password_policy(b: Backend) {
         app.login("fay@example.com", NEW_PASSWORD).await.status,
         StatusCode::OK
     );
+}
+
+/// Mail is one of the three leased queues (`store/jobs.rs`): a job that cannot be delivered is
+/// parked after its attempts, as events and webhook deliveries are, and its sealed payload (the
+/// link) is wiped.
+async fn undeliverable_mail_is_parked_like_any_job_and_its_payload_wiped(b: Backend) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::spawn_with(b, |c| {
+        c.mail.transport = "smtp".into();
+        c.mail.smtp_host = Some("127.0.0.1".into());
+        c.mail.smtp_port = Some(closed);
+        c.mail.smtp_tls = "none".into();
+        c.mail.max_attempts = 1;
+    })
+    .await;
+    assert_eq!(
+        app.register("lost@example.com").await.status,
+        StatusCode::CREATED
+    );
+    let pool = app.state.store.pool().clone();
+    crate::helpers::eventually(20, "the mail job to be parked", || {
+        let pool = pool.clone();
+        async move {
+            let counts = tessera::store::jobs::count_by_status(&pool, tessera::store::jobs::MAIL)
+                .await
+                .unwrap();
+            counts == vec![("parked".to_string(), 1)]
+        }
+    })
+    .await;
+    let (payloads,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM mail_jobs WHERE payload IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(payloads, 0, "the parked job's payload is wiped");
 }
