@@ -15,11 +15,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{Backoff, Held, Limit, RESERVATION_SECS, Refusal};
 
 /// How long one Redis command may take before it counts as a failure.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Replicas publish a heartbeat this often; a subscription that hears nothing (not even its
 /// own heartbeat) for [`SILENCE`] is treated as lost.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-const SILENCE: Duration = Duration::from_secs(16);
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+pub const SILENCE: Duration = Duration::from_secs(16);
 const HEARTBEAT_MESSAGE: &str = "p:";
 
 const TAKE: &str = r"
