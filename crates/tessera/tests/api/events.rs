@@ -340,7 +340,21 @@ async fn webhooks_receive_signed_events_and_retry_failures(b: Backend) {
         seen.lock().unwrap().len() == 1
     })
     .await;
-    // The retry waits for its backoff (the test clock is fixed until we move it).
+    // The failure is recorded (its retry time set from the clock as it was) before the clock
+    // moves; then the retry waits for its backoff (the test clock is fixed until we move it).
+    let pool = app.state.store.pool().clone();
+    eventually(10, "the failed attempt to be recorded", || {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(i64,)> =
+                sqlx::query_as("SELECT attempts FROM webhook_deliveries WHERE lease_owner IS NULL")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            rows == vec![(1,)]
+        }
+    })
+    .await;
     app.clock.advance(60);
     eventually(10, "the retried delivery", || async {
         seen.lock().unwrap().len() == 2
