@@ -68,13 +68,14 @@ pub async fn run(cmd: KeysCommand, config: &Config, now: i64) -> anyhow::Result<
     match cmd {
         KeysCommand::List { json } => {
             for k in tessera::store::keys::list_all_keys(store.pool()).await? {
-                let state = match (k.state.as_str(), k.retired_at) {
-                    ("active", _) => "current".to_string(),
-                    ("next", _) => format!(
+                use tessera::store::keys::KeyState;
+                let state = match (k.state(), k.retired_at) {
+                    (Some(KeyState::Active), _) => "current".to_string(),
+                    (Some(KeyState::Next), _) => format!(
                         "published, current from {}",
                         rfc3339(k.created_at + PREPUBLISH)
                     ),
-                    ("revoked", _) => "revoked".to_string(),
+                    (Some(KeyState::Revoked), _) => "revoked".to_string(),
                     (_, Some(at)) if at + retention > now => {
                         format!("retired, published until {}", rfc3339(at + retention))
                     }

@@ -180,7 +180,7 @@ async fn insert_in(
         email: new.email.to_string(),
         email_verified_at: new.email_verified_at,
         password_hash: None,
-        status: "active".into(),
+        status: users::AccountStatus::Active.as_str().into(),
         created_at: new.now,
         updated_at: new.now,
     })

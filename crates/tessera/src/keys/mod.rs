@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::crypto::{MasterKey, b64url};
 use crate::store::Store;
-use crate::store::keys::{self as key_store, SigningKeyRow};
+use crate::store::keys::{self as key_store, KeyState, SigningKeyRow};
 
 /// Seconds between background reloads of the key set.
 pub const RELOAD_INTERVAL: i64 = 10;
@@ -252,10 +252,10 @@ impl Keys {
             return Ok(());
         }
         let rows = key_store::list_keys(self.inner.store.pool(), now).await?;
-        let next = rows.iter().find(|r| r.state == "next");
+        let next = rows.iter().find(|r| r.state() == Some(KeyState::Next));
         let due = rows
             .iter()
-            .find(|r| r.state == "active")
+            .find(|r| r.state() == Some(KeyState::Active))
             .map(|r| r.activated_at.unwrap_or(r.created_at) + cfg.rotation_period)
             .unwrap_or(now);
         match next {
@@ -326,7 +326,7 @@ impl Keys {
         let next = key_store::list_keys(&mut *tx, now)
             .await?
             .into_iter()
-            .find(|r| r.state == "next");
+            .find(|r| r.state() == Some(KeyState::Next));
         if let Some(next) = next {
             key_store::promote_next(&mut tx, now).await?;
             audit_key(
@@ -366,7 +366,9 @@ impl Keys {
             now,
         )
         .await?;
-        if previous == "active" && !key_store::promote_next(&mut tx, now).await? {
+        if KeyState::parse(&previous) == Some(KeyState::Active)
+            && !key_store::promote_next(&mut tx, now).await?
+        {
             let row = generate(master, alg, now)?;
             key_store::rotate(&mut tx, &row, now).await?;
             audit_key(
@@ -461,7 +463,7 @@ async fn ensure_active_key(
     now: i64,
 ) -> anyhow::Result<()> {
     let rows = key_store::list_keys(store.pool(), now).await?;
-    let active = rows.iter().find(|r| r.state == "active");
+    let active = rows.iter().find(|r| r.state() == Some(KeyState::Active));
     if active.is_some_and(|r| r.alg == alg.as_str()) {
         return Ok(());
     }
@@ -506,7 +508,7 @@ async fn build_set(
             serde_json::from_str(&row.public_jwk).context("parsing a stored JWK")?;
         verify.insert(row.kid.clone(), verify_key(alg, &jwk, config)?);
         jwks.push(jwk);
-        if row.state == "active" {
+        if row.state() == Some(KeyState::Active) {
             current = Some(open_signing_key(master, row, alg)?);
         }
     }
@@ -662,7 +664,7 @@ pub fn generate(master: &MasterKey, alg: Alg, now: i64) -> anyhow::Result<Signin
         private_key: master.seal(&kid, &pkcs8),
         kid,
         alg: alg.as_str().into(),
-        state: "active".into(),
+        state: KeyState::Active.as_str().into(),
         public_jwk: jwk.to_string(),
         created_at: now,
         activated_at: Some(now),

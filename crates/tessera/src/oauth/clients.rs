@@ -20,6 +20,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::shared::{Invalidation, Shared};
 use crate::store::Store;
 use crate::store::oauth::{self as store, ClientRow};
+use crate::store::users::AccountStatus;
 
 /// An OAuth grant a client may be registered for (RFC 6749 §4, §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -131,7 +132,7 @@ impl From<ClientRow> for Client {
 
 impl Client {
     pub fn is_active(&self) -> bool {
-        self.status == "active"
+        AccountStatus::parse(&self.status) == AccountStatus::Active
     }
 
     pub fn allows_grant(&self, grant: GrantType) -> bool {
@@ -251,7 +252,7 @@ pub async fn create(
         grant_types: "authorization_code".into(),
         scopes: "openid profile email".into(),
         resources: String::new(),
-        status: "active".into(),
+        status: AccountStatus::Active.as_str().into(),
         created_at: now,
         updated_at: now,
         first_party: 0,
@@ -547,7 +548,7 @@ pub async fn deactivate(
 ) -> Result<Client> {
     authz::require(by.principal, Permission::ManageClients)?;
     let mut row = find_row(store, id).await?;
-    row.status = "deactivated".into();
+    row.status = AccountStatus::Deactivated.as_str().into();
     row.updated_at = now;
     save(store, &row, false, action::DEACTIVATE_CLIENT, by, now).await?;
     cache.invalidate(id).await;

@@ -55,7 +55,8 @@ pub async fn introspect(
         let live = t.used_at.is_none()
             && t.token_expires_at > now
             && t.session_expires_at > now
-            && t.user_status == "active"
+            && crate::store::users::AccountStatus::parse(&t.user_status)
+                == crate::store::users::AccountStatus::Active
             && t.client_id.as_deref() == Some(client.client_id.as_str())
             // The same query read the session: no second look-up.
             && t.session_revoked_at.is_none();

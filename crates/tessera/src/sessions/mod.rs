@@ -374,7 +374,8 @@ async fn rotate_in(
     if t.session_revoked_at.is_some()
         || t.token_expires_at <= now
         || t.session_expires_at <= now
-        || t.user_status != "active"
+        || crate::store::users::AccountStatus::parse(&t.user_status)
+            != crate::store::users::AccountStatus::Active
     {
         return Err(Error::invalid_grant());
     }

@@ -5,6 +5,36 @@
 
 use sqlx::{Any, Executor};
 
+/// Where a signing key is in its lifecycle; stored as text in `signing_keys.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published in the JWKS ahead of use.
+    Next,
+    /// Signs new tokens (at most one: a unique index).
+    Active,
+    /// Published until every token it signed has expired.
+    Retired,
+    /// Withdrawn at once.
+    Revoked,
+}
+
+impl KeyState {
+    pub const ALL: [Self; 4] = [Self::Next, Self::Active, Self::Retired, Self::Revoked];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Active => "active",
+            Self::Retired => "retired",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 #[derive(Clone, sqlx::FromRow)]
 pub struct SigningKeyRow {
     pub kid: String,
@@ -15,6 +45,13 @@ pub struct SigningKeyRow {
     pub created_at: i64,
     pub activated_at: Option<i64>,
     pub retired_at: Option<i64>,
+}
+
+impl SigningKeyRow {
+    /// The stored state; `None` for text this version does not know.
+    pub fn state(&self) -> Option<KeyState> {
+        KeyState::parse(&self.state)
+    }
 }
 
 /// Keys that may verify tokens: next, active, and those retired after `retired_since`.
@@ -56,7 +93,7 @@ pub async fn fingerprint<'e>(db: impl Executor<'e, Database = Any>) -> Result<St
 async fn insert(
     tx: &mut super::Tx,
     new: &SigningKeyRow,
-    state: &str,
+    state: KeyState,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -65,11 +102,11 @@ async fn insert(
     )
     .bind(&new.kid)
     .bind(&new.alg)
-    .bind(state)
+    .bind(state.as_str())
     .bind(&new.private_key)
     .bind(&new.public_jwk)
     .bind(now)
-    .bind((state == "active").then_some(now))
+    .bind((state == KeyState::Active).then_some(now))
     .execute(&mut **tx)
     .await
     .map(|_| ())
@@ -78,7 +115,7 @@ async fn insert(
 /// Retires the current key and inserts `new` as the active one.
 pub async fn rotate(tx: &mut super::Tx, new: &SigningKeyRow, now: i64) -> Result<(), sqlx::Error> {
     retire_active(tx, now).await?;
-    insert(tx, new, "active", now).await
+    insert(tx, new, KeyState::Active, now).await
 }
 
 /// Publishes `new` ahead of use (at most one such key: a unique index).
@@ -87,7 +124,7 @@ pub async fn prepublish(
     new: &SigningKeyRow,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    insert(tx, new, "next", now).await
+    insert(tx, new, KeyState::Next, now).await
 }
 
 async fn retire_active(tx: &mut super::Tx, now: i64) -> Result<(), sqlx::Error> {
@@ -133,4 +170,17 @@ pub async fn revoke(
         .execute(&mut **tx)
         .await?;
     Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyState;
+
+    #[test]
+    fn key_states_round_trip_and_unknown_text_is_no_state() {
+        for state in KeyState::ALL {
+            assert_eq!(KeyState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(KeyState::parse("current"), None);
+    }
 }

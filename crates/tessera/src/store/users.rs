@@ -24,9 +24,34 @@ impl std::fmt::Debug for User {
     }
 }
 
+/// Whether a user or an OAuth client may act; stored as text in their `status` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Deactivated,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deactivated => "deactivated",
+        }
+    }
+
+    /// The stored text; anything unknown counts as deactivated (fail closed).
+    pub fn parse(s: &str) -> Self {
+        if s == Self::Active.as_str() {
+            Self::Active
+        } else {
+            Self::Deactivated
+        }
+    }
+}
+
 impl User {
     pub fn is_active(&self) -> bool {
-        self.status == "active"
+        AccountStatus::parse(&self.status) == AccountStatus::Active
     }
 }
 
@@ -209,4 +234,18 @@ pub async fn update_profile<'e>(
     .execute(db)
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::AccountStatus;
+
+    #[test]
+    fn only_active_is_active_and_unknown_text_fails_closed() {
+        for status in [AccountStatus::Active, AccountStatus::Deactivated] {
+            assert_eq!(AccountStatus::parse(status.as_str()), status);
+        }
+        assert_eq!(AccountStatus::parse("Active"), AccountStatus::Deactivated);
+        assert_eq!(AccountStatus::parse(""), AccountStatus::Deactivated);
+    }
 }
