@@ -19,8 +19,23 @@ pub fn private_file(path: &Path) -> anyhow::Result<()> {
     set_mode(path, 0o600)
 }
 
-/// Writes a new file that is owner-only (0600) from its creation, and syncs it.
+/// Writes a new file that is owner-only (0600) from its creation, and syncs it to disk.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    create_private(path, bytes)?.sync_all()?;
+    Ok(())
+}
+
+/// Writes `bytes` owner-only under a temporary name, then renames it to `path`: a reader of the
+/// folder never sees a partial file. Not synced: for development mail, whose job is recorded in
+/// the database anyway.
+pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    create_private(&partial, bytes)?;
+    std::fs::rename(&partial, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+fn create_private(path: &Path, bytes: &[u8]) -> anyhow::Result<std::fs::File> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -30,17 +45,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// [`write_private`] under a temporary name, then renamed to `path`: a reader of the folder
-/// never sees a partial file.
-pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let partial = path.with_file_name(format!(".{name}.partial"));
-    write_private(&partial, bytes)?;
-    std::fs::rename(&partial, path).with_context(|| format!("renaming to {}", path.display()))
+    Ok(file)
 }
 
 #[cfg(unix)]
