@@ -9,11 +9,11 @@ use super::{OAuthError, Params, scope};
 use crate::authz::Role;
 use crate::context::RequestContext;
 use crate::core::Core;
-use crate::crypto::{REFRESH_TOKEN_PREFIX, b64url, new_token, token_hash};
+use crate::crypto::{b64url, token_hash};
 use crate::keys::{Alg, jwt};
 use crate::sessions::{self, Grant, RefreshRequest, Subject};
 use crate::store::oauth as store;
-use crate::store::sessions::{self as store_sessions, NewSession};
+use crate::store::sessions::NewSession;
 use crate::store::users::{self, User};
 
 /// RFC 6749 §5.1.
@@ -378,7 +378,10 @@ async fn start_family(
     } else {
         now + settings.access_ttl
     };
-    store_sessions::insert_session(
+    let refresh_expires = family
+        .refresh
+        .then(|| (now + settings.refresh_ttl).min(expires_at));
+    let refresh_token = sessions::open_in(
         tx,
         &NewSession {
             id: &session_id,
@@ -394,23 +397,9 @@ async fn start_family(
             auth_time: Some(family.auth_time),
             browser_token_hash: None,
         },
+        refresh_expires,
     )
     .await?;
-    let refresh_token = if family.refresh {
-        let token = new_token(REFRESH_TOKEN_PREFIX);
-        let token_expires = (now + settings.refresh_ttl).min(expires_at);
-        store_sessions::insert_refresh_token(
-            tx,
-            &token_hash(&token),
-            &session_id,
-            now,
-            token_expires,
-        )
-        .await?;
-        Some(token)
-    } else {
-        None
-    };
     let subject = Subject {
         user_id: &user.id,
         roles,

@@ -16,7 +16,7 @@ use crate::oauth::authorize::BrowserSession;
 use crate::oauth::clients::{self, Client};
 use crate::oauth::scope;
 use crate::store::oauth as store;
-use crate::store::sessions::{self as store_sessions, NewSession};
+use crate::store::sessions::NewSession;
 use crate::store::users;
 
 /// The browser session cookie.
@@ -90,7 +90,7 @@ pub async fn start_browser_session(
     let token = new_token(BROWSER_TOKEN_PREFIX);
     let id = uuid::Uuid::now_v7().to_string();
     let mut tx = state.store.begin().await?;
-    store_sessions::insert_session(
+    crate::sessions::open_in(
         &mut tx,
         &NewSession {
             id: &id,
@@ -106,6 +106,7 @@ pub async fn start_browser_session(
             auth_time: Some(now),
             browser_token_hash: Some(&token_hash(&token)),
         },
+        None,
     )
     .await?;
     crate::sessions::record_login(&mut tx, user_id, &id, ctx, now).await?;

@@ -137,6 +137,30 @@ pub struct Grant<'a> {
     pub audience: Option<&'a str>,
 }
 
+/// Opens a session row in `tx`, with its first refresh token when `refresh_expires_at` is given
+/// (returned raw; only its hash is stored). Every path that starts a session comes here: JSON
+/// login ([`start`]), the hosted pages' browser session and OAuth token families.
+pub async fn open_in(
+    tx: &mut crate::store::Tx,
+    new: &NewSession<'_>,
+    refresh_expires_at: Option<i64>,
+) -> Result<Option<String>> {
+    store_sessions::insert_session(tx, new).await?;
+    let Some(refresh_expires_at) = refresh_expires_at else {
+        return Ok(None);
+    };
+    let token = new_token(REFRESH_TOKEN_PREFIX);
+    store_sessions::insert_refresh_token(
+        tx,
+        &token_hash(&token),
+        new.id,
+        new.now,
+        refresh_expires_at,
+    )
+    .await?;
+    Ok(Some(token))
+}
+
 /// Starts a first-party session for an authenticated user and issues its first token pair.
 pub async fn start(
     store: &Store,
@@ -148,10 +172,9 @@ pub async fn start(
 ) -> Result<TokenPair> {
     let session_id = uuid::Uuid::now_v7().to_string();
     let expires_at = now + settings.max_age;
-    let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
     let refresh_expires_at = (now + settings.refresh_ttl).min(expires_at);
     let mut tx = store.begin().await?;
-    store_sessions::insert_session(
+    let refresh_token = open_in(
         &mut tx,
         &NewSession {
             id: &session_id,
@@ -167,16 +190,10 @@ pub async fn start(
             auth_time: Some(now),
             browser_token_hash: None,
         },
+        Some(refresh_expires_at),
     )
-    .await?;
-    store_sessions::insert_refresh_token(
-        &mut tx,
-        &token_hash(&refresh_token),
-        &session_id,
-        now,
-        refresh_expires_at,
-    )
-    .await?;
+    .await?
+    .ok_or_else(|| Error::internal(anyhow::anyhow!("no refresh token issued")))?;
     record_login(&mut tx, subject.user_id, &session_id, ctx, now).await?;
     tx.commit().await?;
     let claims = access_claims(settings, &subject, Some(&session_id), Grant::default(), now);

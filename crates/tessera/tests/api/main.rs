@@ -9,6 +9,7 @@ mod logs;
 
 mod abuse;
 mod accounts;
+mod architecture;
 mod audit;
 mod authz;
 mod bad_input;
