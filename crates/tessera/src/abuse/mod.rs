@@ -290,6 +290,19 @@ impl LoginGuard {
     /// before the lock (at least one). The check and the reservation are one atomic step, so N
     /// concurrent wrong guesses never get more password checks than the threshold allows.
     pub async fn reserve(&self, account: &str, ip: &str, now: i64) -> Result<Reservation, Error> {
+        let known = self.is_known(account, ip).await;
+        self.reserve_known(account, ip, known, now).await
+    }
+
+    /// [`Self::reserve`] when the caller has already asked [`Self::is_known`] (one shared-state
+    /// read per login, not two).
+    pub async fn reserve_known(
+        &self,
+        account: &str,
+        ip: &str,
+        known: bool,
+        now: i64,
+    ) -> Result<Reservation, Error> {
         let mut reservation = Reservation {
             shared: self.shared.clone(),
             held: Vec::new(),
@@ -298,7 +311,6 @@ impl LoginGuard {
             return Ok(reservation);
         }
         let pair = self.pair_key(account, ip);
-        let known = self.shared.is_known(&pair).await;
         let mut tiers = vec![(pair, self.config.lockout_threshold)];
         if !known {
             tiers.push((

@@ -257,13 +257,14 @@ pub async fn authenticate(
     let ip = ctx.ip.as_deref().unwrap_or("");
     state.limiter.check(Class::LoginIp, ip, now).await?;
     // An account under attack is throttled everywhere except on devices it signed in from.
-    if !state.guard.is_known(&account, ip).await {
+    let known = state.guard.is_known(&account, ip).await;
+    if !known {
         state
             .limiter
             .check(Class::LoginAccount, &account, now)
             .await?;
     }
-    let _attempt = state.guard.reserve(&account, ip, now).await?;
+    let _attempt = state.guard.reserve_known(&account, ip, known, now).await?;
     let user = users::find_by_email(state.store.pool(), email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let verification = state.passwords.verify(password, stored).await?;
