@@ -1264,17 +1264,7 @@ async fn foundation(
             .push(refresh_load("refresh RS256", &server, &api, c, USERS, options).await?);
     }
     let me_tokens = login_sessions(&api, 16, USERS).await?;
-    let me_tasks = |c: usize| -> anyhow::Result<Vec<Task>> {
-        (0..c)
-            .map(|i| {
-                let authorization = HeaderValue::from_str(&format!(
-                    "Bearer {}",
-                    me_tokens[i % me_tokens.len()].1.access
-                ))?;
-                Ok(Task::Me { authorization })
-            })
-            .collect()
-    };
+    let me_tasks = |c: usize| me_tasks(&me_tokens, c);
     for c in LEVELS {
         results.loads.push(
             run_load(
@@ -1356,6 +1346,19 @@ async fn foundation(
     results.memory = Some(memory);
     results.logs.push(log);
     Ok(())
+}
+
+/// `GET /identity/me` tasks at concurrency `c`, cycling over the signed-in `sessions`.
+fn me_tasks(sessions: &[(Creds, TokenPair)], c: usize) -> anyhow::Result<Vec<Task>> {
+    (0..c)
+        .map(|i| {
+            let authorization = HeaderValue::from_str(&format!(
+                "Bearer {}",
+                sessions[i % sessions.len()].1.access
+            ))?;
+            Ok(Task::Me { authorization })
+        })
+        .collect()
 }
 
 /// Refresh-token rotation at concurrency `c`: each client rotates its own chain, started from

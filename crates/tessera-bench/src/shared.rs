@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::{
     Api, Creds, LEVELS, Length, Load, Options, Report, Results, Server, Task, USERS,
-    login_sessions, progress, refresh_load, register_users, run_load,
+    login_sessions, me_tasks, progress, refresh_load, register_users, run_load,
 };
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -96,15 +96,7 @@ pub async fn run(
     }
     let tokens = login_sessions(&api, 16, USERS).await?;
     for c in LEVELS {
-        let tasks = (0..c)
-            .map(|i| {
-                let authorization = reqwest::header::HeaderValue::from_str(&format!(
-                    "Bearer {}",
-                    tokens[i % tokens.len()].1.access
-                ))?;
-                Ok(Task::Me { authorization })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tasks = me_tasks(&tokens, c)?;
         loads.push(run_load("me RS256", &server, &api, tasks, options.warmup, seconds).await?);
     }
     results.logs.push(server.stop().await?);
