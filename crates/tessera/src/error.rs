@@ -4,6 +4,93 @@
 
 use serde::Serialize;
 
+/// Declares a closed set of wire codes, each variant's string written once, with `ALL`,
+/// `as_str`, `Display` and `Serialize` (as the string).
+macro_rules! wire_codes {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $($(#[$doc:meta])* $variant:ident => $text:literal,)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl $name {
+            /// Every code, for the documentation test.
+            pub const ALL: &[$name] = &[$($name::$variant,)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use wire_codes;
+
+wire_codes! {
+/// The `error` member of a JSON API error body: a closed set, listed in `docs/errors.md`,
+/// that clients may match on.
+pub enum Code {
+    /// 422: one or more fields break a rule (`fields` lists them).
+    ValidationFailed => "validation_failed",
+    /// 400: the body is not valid JSON.
+    MalformedJson => "malformed_json",
+    /// 400: the body is JSON of the wrong shape.
+    InvalidBody => "invalid_body",
+    /// 400: any other request the server cannot understand.
+    BadRequest => "bad_request",
+    /// 401: wrong email or password, or an account that cannot sign in.
+    InvalidCredentials => "invalid_credentials",
+    /// 401: the current password given to confirm a change is wrong.
+    InvalidCurrentPassword => "invalid_current_password",
+    /// 401: a refresh token that is unknown, expired, revoked or reused.
+    InvalidGrant => "invalid_grant",
+    /// 401 (access tokens, RFC 6750 §3.1) or 400 (single-use mail tokens).
+    InvalidToken => "invalid_token",
+    /// 401: no credential was sent.
+    Unauthenticated => "unauthenticated",
+    /// 400: a scope beyond what was granted.
+    InvalidScope => "invalid_scope",
+    /// 403: the token lacks a scope the route needs (RFC 6750 §3.1).
+    InsufficientScope => "insufficient_scope",
+    /// 403: the principal may not do this.
+    Forbidden => "forbidden",
+    /// 403: the address must be verified first.
+    EmailNotVerified => "email_not_verified",
+    /// 404.
+    NotFound => "not_found",
+    /// 405.
+    MethodNotAllowed => "method_not_allowed",
+    /// 409: the address belongs to another account.
+    EmailTaken => "email_taken",
+    /// 413.
+    PayloadTooLarge => "payload_too_large",
+    /// 415.
+    UnsupportedMediaType => "unsupported_media_type",
+    /// 429: throttled or locked; `Retry-After` says for how long.
+    TooManyRequests => "too_many_requests",
+    /// 503: a dependency (database, shared state) is unreachable.
+    Unavailable => "unavailable",
+    /// 500: the cause is logged under the body's `correlation_id`, never sent.
+    InternalError => "internal_error",
+}
+}
+
 /// One invalid field of a request.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FieldError {
@@ -27,29 +114,23 @@ pub enum Error {
     Validation(Vec<FieldError>),
     /// 400: the request cannot be understood (malformed JSON, invalid token format, …).
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: Code, message: String },
     /// 401: credentials or token missing or wrong. `bearer` adds RFC 6750 `WWW-Authenticate`.
     #[error("{message}")]
     Unauthenticated {
-        code: &'static str,
+        code: Code,
         message: &'static str,
         bearer: bool,
     },
     /// 403: authenticated but not allowed.
     #[error("{message}")]
-    Forbidden {
-        code: &'static str,
-        message: &'static str,
-    },
+    Forbidden { code: Code, message: &'static str },
     /// 404.
     #[error("not found")]
     NotFound,
     /// 409: conflicts with existing state (`email_taken`).
     #[error("{message}")]
-    Conflict {
-        code: &'static str,
-        message: &'static str,
-    },
+    Conflict { code: Code, message: &'static str },
     /// 429: throttled or locked; retry after this many seconds.
     #[error("too many requests")]
     TooManyRequests { retry_after: u64 },
@@ -73,7 +154,7 @@ impl Error {
         Self::Validation(vec![FieldError::new(field, message)])
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: Code, message: impl Into<String>) -> Self {
         Self::BadRequest {
             code,
             message: message.into(),
@@ -83,7 +164,7 @@ impl Error {
     /// The one answer for every failed login: wrong password, unknown email, deactivated account.
     pub fn invalid_credentials() -> Self {
         Self::Unauthenticated {
-            code: "invalid_credentials",
+            code: Code::InvalidCredentials,
             message: "invalid email or password",
             bearer: false,
         }
@@ -92,7 +173,7 @@ impl Error {
     /// A refresh token that is unknown, expired, revoked or reused.
     pub fn invalid_grant() -> Self {
         Self::Unauthenticated {
-            code: "invalid_grant",
+            code: Code::InvalidGrant,
             message: "the refresh token is invalid, expired or revoked",
             bearer: false,
         }
@@ -101,7 +182,7 @@ impl Error {
     /// RFC 6750 §3.1 `invalid_token`.
     pub fn invalid_token() -> Self {
         Self::Unauthenticated {
-            code: "invalid_token",
+            code: Code::InvalidToken,
             message: "the access token is invalid, expired or revoked",
             bearer: true,
         }
@@ -113,3 +194,58 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The codes in the first column of the table under `heading` in `docs/errors.md`.
+    fn documented(heading: &str) -> BTreeSet<String> {
+        let doc = include_str!("../../../docs/errors.md");
+        let section = doc
+            .split("\n## ")
+            .find(|s| s.starts_with(heading))
+            .unwrap_or_else(|| panic!("docs/errors.md has no section {heading:?}"));
+        section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(code, _)| code.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_api_error_code_is_documented_and_no_other() {
+        let codes: BTreeSet<String> = super::Code::ALL
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        assert_eq!(
+            codes.len(),
+            super::Code::ALL.len(),
+            "a wire string is used twice"
+        );
+        assert_eq!(codes, documented("JSON API"));
+    }
+
+    #[test]
+    fn every_oauth_error_code_is_documented_and_no_other() {
+        let codes: BTreeSet<String> = crate::oauth::ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        assert_eq!(codes.len(), crate::oauth::ErrorCode::ALL.len());
+        assert_eq!(codes, documented("OAuth 2.0"));
+    }
+
+    #[test]
+    fn codes_serialize_as_their_wire_string() {
+        assert_eq!(
+            serde_json::to_value(super::Code::InvalidCredentials).unwrap(),
+            "invalid_credentials"
+        );
+        assert_eq!(
+            serde_json::to_value(crate::oauth::ErrorCode::InvalidTarget).unwrap(),
+            "invalid_target"
+        );
+    }
+}

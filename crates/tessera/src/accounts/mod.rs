@@ -162,7 +162,7 @@ async fn insert_in(
         Ok(()) => {}
         Err(e) if is_unique_violation(&e) => {
             return Err(Error::Conflict {
-                code: "email_taken",
+                code: crate::error::Code::EmailTaken,
                 message: "an account with this email already exists",
             });
         }
@@ -300,7 +300,7 @@ pub async fn authenticate(
         )
         .await?;
         return Err(Error::Forbidden {
-            code: "email_not_verified",
+            code: crate::error::Code::EmailNotVerified,
             message: "verify your email address before logging in",
         });
     }
@@ -458,7 +458,7 @@ pub async fn change_password(
             .target("user", user_id);
             audit::record(state.store.pool(), ctx, &entry, now).await?;
             return Err(Error::Forbidden {
-                code: "invalid_current_password",
+                code: crate::error::Code::InvalidCurrentPassword,
                 message: "the current password is wrong",
             });
         }

@@ -65,7 +65,7 @@ pub fn well_formed(purpose: Purpose, token: &str) -> bool {
 /// 400 `invalid_token`: unknown, used, superseded, expired or malformed.
 pub fn invalid_token() -> Error {
     Error::bad_request(
-        "invalid_token",
+        crate::error::Code::InvalidToken,
         "the token is invalid, expired or already used",
     )
 }

@@ -225,7 +225,7 @@ pub fn require_user(
         && !user.roles.contains(&role)
     {
         return Err(Error::Forbidden {
-            code: "forbidden",
+            code: crate::error::Code::Forbidden,
             message: "this endpoint requires the admin role",
         });
     }
@@ -234,7 +234,7 @@ pub fn require_user(
 
 fn insufficient_scope() -> Error {
     Error::Forbidden {
-        code: "insufficient_scope",
+        code: crate::error::Code::InsufficientScope,
         message: "the access token was not issued for this endpoint",
     }
 }

@@ -128,7 +128,7 @@ async fn logout(
         LogoutWith::Bearer(&principal)
     } else if !body.is_empty() {
         let body: LogoutBody = serde_json::from_slice(&body)
-            .map_err(|e| Error::bad_request("malformed_json", e.to_string()))?;
+            .map_err(|e| Error::bad_request(crate::error::Code::MalformedJson, e.to_string()))?;
         let Some(token) = body.refresh_token else {
             return Err(Error::invalid(
                 "refresh_token",
@@ -139,7 +139,7 @@ async fn logout(
         LogoutWith::RefreshToken(&refresh_token)
     } else {
         return Err(Error::Unauthenticated {
-            code: "unauthenticated",
+            code: crate::error::Code::Unauthenticated,
             message: "send a bearer access token or a refresh_token",
             bearer: true,
         });

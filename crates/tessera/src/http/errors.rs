@@ -9,19 +9,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::{Error, FieldError};
+use crate::error::{Code, Error, FieldError};
 
 /// `{"error", "message", "fields"?}`; `correlation_id` is added by the middleware.
 #[derive(Clone, Debug, Serialize)]
 pub struct ErrorBody {
-    pub error: &'static str,
+    pub error: Code,
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
 }
 
 impl ErrorBody {
-    pub fn new(error: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(error: Code, message: impl Into<String>) -> Self {
         Self {
             error,
             message: message.into(),
@@ -39,22 +39,23 @@ impl ErrorBody {
     /// The generic body for a status produced outside our error type.
     pub fn for_status(status: StatusCode) -> Self {
         match status {
-            StatusCode::NOT_FOUND => Self::new("not_found", "no such resource"),
+            StatusCode::NOT_FOUND => Self::new(Code::NotFound, "no such resource"),
             StatusCode::METHOD_NOT_ALLOWED => Self::new(
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 "this method is not allowed on this resource",
             ),
             StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new("payload_too_large", "the request body is too large")
+                Self::new(Code::PayloadTooLarge, "the request body is too large")
             }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "the request body must be application/json",
             ),
-            s if s.is_client_error() => {
-                Self::new("bad_request", s.canonical_reason().unwrap_or("bad request"))
-            }
-            _ => Self::new("internal_error", "an internal error occurred"),
+            s if s.is_client_error() => Self::new(
+                Code::BadRequest,
+                s.canonical_reason().unwrap_or("bad request"),
+            ),
+            _ => Self::new(Code::InternalError, "an internal error occurred"),
         }
     }
 }
@@ -87,7 +88,7 @@ impl IntoResponse for Error {
                 (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     ErrorBody {
-                        error: "validation_failed",
+                        error: Code::ValidationFailed,
                         message,
                         fields: fields.clone(),
                     },
@@ -95,24 +96,24 @@ impl IntoResponse for Error {
             }
             Error::BadRequest { code, message } => (
                 StatusCode::BAD_REQUEST,
-                ErrorBody::new(code, message.clone()),
+                ErrorBody::new(*code, message.clone()),
             ),
             Error::Unauthenticated { code, message, .. } => {
-                (StatusCode::UNAUTHORIZED, ErrorBody::new(code, *message))
+                (StatusCode::UNAUTHORIZED, ErrorBody::new(*code, *message))
             }
             Error::Forbidden { code, message } => {
-                (StatusCode::FORBIDDEN, ErrorBody::new(code, *message))
+                (StatusCode::FORBIDDEN, ErrorBody::new(*code, *message))
             }
             Error::NotFound => (
                 StatusCode::NOT_FOUND,
-                ErrorBody::new("not_found", "no such resource"),
+                ErrorBody::new(Code::NotFound, "no such resource"),
             ),
             Error::Conflict { code, message } => {
-                (StatusCode::CONFLICT, ErrorBody::new(code, *message))
+                (StatusCode::CONFLICT, ErrorBody::new(*code, *message))
             }
             Error::TooManyRequests { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
-                ErrorBody::new("too_many_requests", "too many attempts; try again later"),
+                ErrorBody::new(Code::TooManyRequests, "too many attempts; try again later"),
             ),
             Error::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -120,11 +121,11 @@ impl IntoResponse for Error {
             ),
             Error::UnsupportedMediaType(m) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorBody::new("unsupported_media_type", m.clone()),
+                ErrorBody::new(Code::UnsupportedMediaType, m.clone()),
             ),
             Error::Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                ErrorBody::new("unavailable", *m),
+                ErrorBody::new(Code::Unavailable, *m),
             ),
             Error::Database(_) | Error::Internal(_) => {
                 tracing::error!(error = ?self, "request failed with an internal error");
@@ -144,7 +145,7 @@ impl IntoResponse for Error {
             code, bearer: true, ..
         } = &self
         {
-            let value = if *code == "invalid_token" {
+            let value = if *code == Code::InvalidToken {
                 r#"Bearer realm="tessera", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
             } else {
                 r#"Bearer realm="tessera""#

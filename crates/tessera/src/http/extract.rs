@@ -35,11 +35,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 fn json_rejection(rejection: &JsonRejection) -> Error {
     match rejection {
         JsonRejection::JsonDataError(e) => Error::BadRequest {
-            code: "invalid_body",
+            code: crate::error::Code::InvalidBody,
             message: e.body_text(),
         }
         .into_validation(),
-        JsonRejection::JsonSyntaxError(e) => Error::bad_request("malformed_json", e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => {
+            Error::bad_request(crate::error::Code::MalformedJson, e.body_text())
+        }
         JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType(
             "the request body must be JSON with Content-Type: application/json".into(),
         ),
@@ -48,7 +50,7 @@ fn json_rejection(rejection: &JsonRejection) -> Error {
         {
             Error::PayloadTooLarge
         }
-        other => Error::bad_request("invalid_body", other.body_text()),
+        other => Error::bad_request(crate::error::Code::InvalidBody, other.body_text()),
     }
 }
 
@@ -84,7 +86,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let Some(token) = bearer_token(&parts.headers)? else {
             return Err(Error::Unauthenticated {
-                code: "unauthenticated",
+                code: crate::error::Code::Unauthenticated,
                 message: "a bearer access token is required",
                 bearer: true,
             });

@@ -16,7 +16,7 @@ use crate::abuse::Class;
 use crate::app::AppState;
 use crate::oauth::authorize::{self, BrowserSession, Interaction, Next, Refusal};
 use crate::oauth::clients::{self, Credentials};
-use crate::oauth::{OAuthError, Params, introspect, parse_params, token};
+use crate::oauth::{ErrorCode, OAuthError, Params, introspect, parse_params, token};
 use crate::oidc::{self, SESSION_COOKIE};
 
 const CSRF_COOKIE: &str = "tessera_csrf";
@@ -57,7 +57,7 @@ fn oauth_error(e: &OAuthError) -> Response {
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if e.code == "invalid_client" {
+    if e.code == ErrorCode::InvalidClient {
         res.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"Basic realm="tessera""#),
@@ -67,7 +67,7 @@ fn oauth_error(e: &OAuthError) -> Response {
 }
 
 /// RFC 6750 §3 error for the UserInfo endpoint.
-fn bearer_error(status: StatusCode, code: &str, description: &str) -> Response {
+fn bearer_error(status: StatusCode, code: ErrorCode, description: &str) -> Response {
     let mut res = (
         status,
         axum::Json(json!({ "error": code, "error_description": description })),
@@ -382,7 +382,7 @@ async fn login(
         }
         // The password was right but the operator requires a verified address first.
         Err(crate::Error::Forbidden {
-            code: "email_not_verified",
+            code: crate::error::Code::EmailNotVerified,
             ..
         }) => {
             let mut req = request;
@@ -622,7 +622,7 @@ async fn userinfo(
         Err(_) => {
             return bearer_error(
                 StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 "malformed Authorization header",
             );
         }
@@ -631,7 +631,11 @@ async fn userinfo(
         match parse_params(&body) {
             Ok(p) => p.get("access_token").map(str::to_string),
             Err(e) => {
-                return bearer_error(StatusCode::BAD_REQUEST, "invalid_request", &e.description);
+                return bearer_error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    &e.description,
+                );
             }
         }
     } else {
@@ -641,13 +645,13 @@ async fn userinfo(
         (Some(_), Some(_)) => {
             return bearer_error(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "send the token once",
             );
         }
         (Some(t), None) | (None, Some(t)) => t,
         (None, None) => {
-            let mut res = (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_request", "error_description": "a bearer token is required"}))).into_response();
+            let mut res = (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": ErrorCode::InvalidRequest, "error_description": "a bearer token is required"}))).into_response();
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(r#"Bearer realm="tessera""#),
@@ -660,7 +664,7 @@ async fn userinfo(
         Err(_) => {
             return bearer_error(
                 StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 "the access token is invalid, expired or revoked",
             );
         }
@@ -669,12 +673,12 @@ async fn userinfo(
         Ok(info) => super::no_store(axum::Json(info).into_response()),
         Err(crate::Error::Forbidden { .. }) => bearer_error(
             StatusCode::FORBIDDEN,
-            "insufficient_scope",
+            ErrorCode::InsufficientScope,
             "the token was not issued for openid",
         ),
         Err(crate::Error::Unauthenticated { .. }) => bearer_error(
             StatusCode::UNAUTHORIZED,
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "the access token is invalid, expired or revoked",
         ),
         Err(e) => e.into_response(),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::clients::{self, Client, GrantType};
-use super::{OAuthError, Params, scope};
+use super::{ErrorCode, OAuthError, Params, scope};
 use crate::core::Core;
 use crate::crypto::{new_token, token_hash};
 use crate::error::Result;
@@ -62,7 +62,7 @@ pub fn redirect_to(uri: &str, params: &[(&str, &str)]) -> String {
 
 fn error_redirect(issuer: &str, redirect_uri: &str, state: Option<&str>, e: &OAuthError) -> String {
     let mut p = vec![
-        ("error", e.code),
+        ("error", e.code.as_str()),
         ("error_description", e.description.as_ref()),
         ("iss", issuer),
     ];
@@ -115,7 +115,7 @@ pub async fn validate(state: &Core, params: Params) -> Result<AuthorizationReque
         Some("code") => {}
         Some(_) => {
             return Err(fail(OAuthError::new(
-                "unsupported_response_type",
+                ErrorCode::UnsupportedResponseType,
                 "only response_type=code is supported",
             )));
         }
@@ -142,7 +142,7 @@ pub async fn validate(state: &Core, params: Params) -> Result<AuthorizationReque
     }
     if params.get("request").is_some() || params.get("request_uri").is_some() {
         return Err(fail(OAuthError::new(
-            "request_not_supported",
+            ErrorCode::RequestNotSupported,
             "request objects are not supported",
         )));
     }
@@ -218,7 +218,7 @@ pub async fn validate(state: &Core, params: Params) -> Result<AuthorizationReque
         Some(r) if client.allows_resource(r) => Some(r.to_string()),
         Some(_) => {
             return Err(fail(OAuthError::new(
-                "invalid_target",
+                ErrorCode::InvalidTarget,
                 "the resource is not registered for this client",
             )));
         }
@@ -300,7 +300,7 @@ pub async fn decide(
     let (Some(user), Some(browser)) = (user, browser) else {
         return Ok(if has("none") {
             fail(OAuthError::new(
-                "login_required",
+                ErrorCode::LoginRequired,
                 "the user is not logged in",
             ))
         } else {
@@ -310,7 +310,7 @@ pub async fn decide(
     if !interaction.fresh_login && (has("login") || stale) {
         return Ok(if has("none") {
             fail(OAuthError::new(
-                "login_required",
+                ErrorCode::LoginRequired,
                 "the user must log in again",
             ))
         } else {
@@ -320,7 +320,7 @@ pub async fn decide(
     match interaction.consent {
         Some(false) => {
             return Ok(fail(OAuthError::new(
-                "access_denied",
+                ErrorCode::AccessDenied,
                 "the user denied the request",
             )));
         }
@@ -336,7 +336,7 @@ pub async fn decide(
             if !covered || has("consent") {
                 return Ok(if has("none") {
                     fail(OAuthError::new(
-                        "consent_required",
+                        ErrorCode::ConsentRequired,
                         "the user has not consented",
                     ))
                 } else {

@@ -14,17 +14,56 @@ pub mod token;
 
 use std::borrow::Cow;
 
+crate::error::wire_codes! {
+/// The `error` codes of the OAuth endpoints (RFC 6749 §5.2 bodies and redirects), each from
+/// the section that defines it; listed in `docs/errors.md`.
+pub enum ErrorCode {
+    /// RFC 6749 §4.1.2.1, §5.2.
+    InvalidRequest => "invalid_request",
+    /// RFC 6749 §5.2: client authentication failed (401).
+    InvalidClient => "invalid_client",
+    /// RFC 6749 §5.2.
+    InvalidGrant => "invalid_grant",
+    /// RFC 6749 §4.1.2.1, §5.2.
+    UnauthorizedClient => "unauthorized_client",
+    /// RFC 6749 §5.2.
+    UnsupportedGrantType => "unsupported_grant_type",
+    /// RFC 6749 §4.1.2.1, §5.2.
+    InvalidScope => "invalid_scope",
+    /// RFC 6749 §4.1.2.1.
+    AccessDenied => "access_denied",
+    /// RFC 6749 §4.1.2.1.
+    UnsupportedResponseType => "unsupported_response_type",
+    /// RFC 6749 §4.1.2.1 (500 at the token-style endpoints).
+    ServerError => "server_error",
+    /// RFC 6749 §4.1.2.1 (503, or 429 with `Retry-After` when throttled).
+    TemporarilyUnavailable => "temporarily_unavailable",
+    /// RFC 8707 §2.
+    InvalidTarget => "invalid_target",
+    /// RFC 6750 §3.1 (401).
+    InvalidToken => "invalid_token",
+    /// RFC 6750 §3.1 (403).
+    InsufficientScope => "insufficient_scope",
+    /// OIDC Core §3.1.2.6.
+    LoginRequired => "login_required",
+    /// OIDC Core §3.1.2.6.
+    ConsentRequired => "consent_required",
+    /// OIDC Core §3.1.2.6.
+    RequestNotSupported => "request_not_supported",
+}
+}
+
 /// An RFC 6749 §5.2 error (plus RFC 8707 `invalid_target`, RFC 6750 bearer errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub description: Cow<'static, str>,
     /// Seconds to wait, for a throttled request (429 with `Retry-After`).
     pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
-    pub fn new(code: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
         Self {
             code,
             description: description.into(),
@@ -33,41 +72,42 @@ impl OAuthError {
     }
 
     pub fn invalid_request(d: impl Into<Cow<'static, str>>) -> Self {
-        Self::new("invalid_request", d)
+        Self::new(ErrorCode::InvalidRequest, d)
     }
 
     /// Client authentication failed (RFC 6749 §5.2): answered with 401.
     pub fn invalid_client() -> Self {
-        Self::new("invalid_client", "client authentication failed")
+        Self::new(ErrorCode::InvalidClient, "client authentication failed")
     }
 
     pub fn invalid_grant(d: impl Into<Cow<'static, str>>) -> Self {
-        Self::new("invalid_grant", d)
+        Self::new(ErrorCode::InvalidGrant, d)
     }
 
     pub fn invalid_scope(d: impl Into<Cow<'static, str>>) -> Self {
-        Self::new("invalid_scope", d)
+        Self::new(ErrorCode::InvalidScope, d)
     }
 
     pub fn unauthorized_client(d: impl Into<Cow<'static, str>>) -> Self {
-        Self::new("unauthorized_client", d)
+        Self::new(ErrorCode::UnauthorizedClient, d)
     }
 
     pub fn server_error() -> Self {
         Self::new(
-            "server_error",
+            ErrorCode::ServerError,
             "the authorization server encountered an error",
         )
     }
 
     /// The HTTP status for this error at the token-style endpoints.
     pub fn status(&self) -> u16 {
+        use ErrorCode as C;
         match self.code {
-            "invalid_client" | "invalid_token" => 401,
+            C::InvalidClient | C::InvalidToken => 401,
             _ if self.retry_after.is_some() => 429,
-            "insufficient_scope" => 403,
-            "server_error" => 500,
-            "temporarily_unavailable" => 503,
+            C::InsufficientScope => 403,
+            C::ServerError => 500,
+            C::TemporarilyUnavailable => 503,
             _ => 400,
         }
     }
@@ -84,12 +124,12 @@ impl From<crate::Error> for OAuthError {
         use crate::Error as E;
         match e {
             E::Unauthenticated {
-                code: "invalid_grant" | "invalid_credentials",
+                code: crate::error::Code::InvalidGrant | crate::error::Code::InvalidCredentials,
                 ..
             } => Self::invalid_grant("the grant is invalid, expired or revoked"),
-            E::Unauthenticated { .. } => Self::new("invalid_token", "the token is invalid"),
+            E::Unauthenticated { .. } => Self::new(ErrorCode::InvalidToken, "the token is invalid"),
             E::BadRequest {
-                code: "invalid_scope",
+                code: crate::error::Code::InvalidScope,
                 message,
             } => Self::invalid_scope(message),
             E::BadRequest { message, .. } => Self::invalid_request(message),
@@ -100,17 +140,20 @@ impl From<crate::Error> for OAuthError {
                     .collect::<Vec<_>>()
                     .join("; "),
             ),
-            E::Forbidden { message, .. } => Self::new("access_denied", message),
+            E::Forbidden { message, .. } => Self::new(ErrorCode::AccessDenied, message),
             E::NotFound | E::Conflict { .. } => Self::invalid_request("invalid request"),
             E::PayloadTooLarge => Self::invalid_request("the request is too large"),
             // RFC 6749 has no code for throttling; `temporarily_unavailable` with 429 and
             // `Retry-After` is what clients retry on.
             E::TooManyRequests { retry_after } => Self {
                 retry_after: Some(retry_after),
-                ..Self::new("temporarily_unavailable", "too many requests; retry later")
+                ..Self::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "too many requests; retry later",
+                )
             },
             E::UnsupportedMediaType(m) => Self::invalid_request(m),
-            E::Unavailable(m) => Self::new("temporarily_unavailable", m),
+            E::Unavailable(m) => Self::new(ErrorCode::TemporarilyUnavailable, m),
             e @ (E::Database(_) | E::Internal(_)) => {
                 tracing::error!(error = ?e, "OAuth request failed with an internal error");
                 Self::server_error()

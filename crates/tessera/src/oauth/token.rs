@@ -5,7 +5,7 @@ use aws_lc_rs::digest;
 use serde::Serialize;
 
 use super::clients::{Client, GrantType};
-use super::{OAuthError, Params, scope};
+use super::{ErrorCode, OAuthError, Params, scope};
 use crate::authz::Role;
 use crate::context::RequestContext;
 use crate::core::Core;
@@ -40,7 +40,7 @@ pub async fn exchange(
 ) -> Result<TokenResponse, OAuthError> {
     let Ok(grant_type) = params.require("grant_type")?.parse::<GrantType>() else {
         return Err(OAuthError::new(
-            "unsupported_grant_type",
+            ErrorCode::UnsupportedGrantType,
             "the grant type is not supported",
         ));
     };
@@ -130,7 +130,7 @@ async fn authorization_code(
         && row.resource.as_deref() != Some(r)
     {
         return Err(OAuthError::new(
-            "invalid_target",
+            ErrorCode::InvalidTarget,
             "the resource differs from the authorized one",
         ));
     }
@@ -323,7 +323,7 @@ fn resource(client: &Client, params: &Params) -> Result<Option<String>, OAuthErr
     match params.get("resource") {
         Some(r) if client.allows_resource(r) => Ok(Some(r.to_string())),
         Some(_) => Err(OAuthError::new(
-            "invalid_target",
+            ErrorCode::InvalidTarget,
             "the resource is not registered for this client",
         )),
         None => Ok(None),

@@ -402,7 +402,7 @@ async fn rotate_in(
         }
         (Some(_), _) => {
             return Err(Error::bad_request(
-                "invalid_scope",
+                crate::error::Code::InvalidScope,
                 "the scope exceeds what was granted",
             ));
         }
@@ -508,7 +508,7 @@ pub async fn logout(
             Ok(())
         }
         LogoutWith::RefreshToken(_) if all => Err(Error::Unauthenticated {
-            code: "unauthenticated",
+            code: crate::error::Code::Unauthenticated,
             message: "ending every session needs a bearer access token",
             bearer: true,
         }),
