@@ -88,6 +88,9 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key and channel (several deployments on one Redis).
     pub redis_prefix: String,
+    /// PEM file of the certificate authorities that sign a `rediss://` server's certificate.
+    /// Unset: the system's trust store.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 /// The audit log's retention.
@@ -262,6 +265,7 @@ impl Default for Config {
             key_rotation_days: 30,
             redis_url: None,
             redis_prefix: "tessera:".into(),
+            redis_ca_file: None,
             audit: AuditConfig::default(),
         }
     }
@@ -392,6 +396,7 @@ impl Config {
             "AUDIT__PURGE_INTERVAL_SECS",
             "REDIS_URL",
             "REDIS_PREFIX",
+            "REDIS_CA_FILE",
         ];
         env.iter()
             .map(|(k, _)| k)
@@ -414,6 +419,17 @@ impl Config {
                     "must be a redis:// or rediss:// URL",
                 ));
             }
+        }
+        if self.redis_ca_file.is_some()
+            && !self
+                .redis_url
+                .as_ref()
+                .is_some_and(|u| u.expose_secret().starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "TESSERA_REDIS_CA_FILE",
+                "needs a rediss:// TESSERA_REDIS_URL (the file is only used for TLS)",
+            ));
         }
         for net in self
             .trusted_proxies
@@ -836,6 +852,7 @@ impl Config {
             "redis": {
                 "url": self.redis_url.as_ref().map(|u| redact_url(u.expose_secret())),
                 "prefix": self.redis_prefix,
+                "ca_file": self.redis_ca_file,
             },
         })
     }

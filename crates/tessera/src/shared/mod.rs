@@ -144,10 +144,16 @@ impl Shared {
         Self::with(Backend::Local, true)
     }
 
-    /// State in the Redis at `url` (`redis://` or `rediss://`), keys under `prefix`. Fails if
-    /// the server cannot be reached now (a misconfiguration is caught at start-up).
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let redis = redis::Redis::connect(url, prefix).await?;
+    /// State in the Redis at `url` (`redis://` or `rediss://`, TLS by rustls on aws-lc-rs,
+    /// verified against the PEM authorities in `ca_file` or else the system's trust store), keys
+    /// under `prefix`. Fails if the server cannot be reached now (a misconfiguration is caught at
+    /// start-up).
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let redis = redis::Redis::connect(url, prefix, ca_file).await?;
         Ok(Self::with(Backend::Redis(Box::new(redis)), false))
     }
 
@@ -155,7 +161,14 @@ impl Shared {
     pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<Self> {
         use secrecy::ExposeSecret;
         match &config.redis_url {
-            Some(url) => Self::connect(url.expose_secret(), &config.redis_prefix).await,
+            Some(url) => {
+                Self::connect(
+                    url.expose_secret(),
+                    &config.redis_prefix,
+                    config.redis_ca_file.as_deref(),
+                )
+                .await
+            }
             None => Ok(Self::local()),
         }
     }

@@ -95,10 +95,31 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let shown = crate::config::redact_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("TESSERA_REDIS_URL ({shown}) is not usable: {e}"))?;
+        let client = match ca_file {
+            None => redis::Client::open(url),
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "TESSERA_REDIS_CA_FILE ({}) cannot be read: {e}",
+                        path.display()
+                    )
+                })?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("TESSERA_REDIS_URL ({shown}) is not usable: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))

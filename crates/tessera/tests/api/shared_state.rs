@@ -24,7 +24,7 @@ enum Kind {
 async fn shared(kind: Kind) -> Shared {
     match kind {
         Kind::InProcess => Shared::local(),
-        Kind::Redis => Shared::connect(&redis_url().await, &unique_redis_prefix())
+        Kind::Redis => Shared::connect(&redis_url().await, &unique_redis_prefix(), None)
             .await
             .unwrap(),
     }
@@ -215,8 +215,8 @@ impl Listener for Heard {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_redis_share_limits_lockouts_devices_and_invalidations() {
     let (url, prefix) = (redis_url().await, unique_redis_prefix());
-    let a = Shared::connect(&url, &prefix).await.unwrap();
-    let b = Shared::connect(&url, &prefix).await.unwrap();
+    let a = Shared::connect(&url, &prefix, None).await.unwrap();
+    let b = Shared::connect(&url, &prefix, None).await.unwrap();
     let cfg = RateLimitConfig {
         login_ip: Limit::new(4, 1),
         lockout_threshold: 2,
@@ -258,7 +258,9 @@ async fn replicas_on_one_redis_share_limits_lockouts_devices_and_invalidations()
     // Invalidations published by A reach B, and not another deployment's prefix.
     let heard = Arc::new(Heard::default());
     tokio::spawn(b.clone().listen(heard.clone()));
-    let other = Shared::connect(&url, &unique_redis_prefix()).await.unwrap();
+    let other = Shared::connect(&url, &unique_redis_prefix(), None)
+        .await
+        .unwrap();
     eventually(5, "B's subscription", || {
         let b = b.clone();
         async move { b.caches_trusted() }
@@ -284,7 +286,7 @@ async fn replicas_on_one_redis_share_limits_lockouts_devices_and_invalidations()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_goes_away_limits_fall_back_lockout_fails_closed_and_caches_are_bypassed() {
     let mut server = PrivateRedis::start().await;
-    let state = Shared::connect(&server.url(), "t:").await.unwrap();
+    let state = Shared::connect(&server.url(), "t:", None).await.unwrap();
     let heard = Arc::new(Heard::default());
     tokio::spawn(state.clone().listen(heard.clone()));
     let trusted = |want: bool| {
@@ -340,7 +342,11 @@ async fn an_unreachable_redis_at_start_up_is_an_error_naming_it() {
         .unwrap()
         .port();
     let url = format!("redis://:hunter2@127.0.0.1:{port}");
-    let err = Shared::connect(&url, "t:").await.err().unwrap().to_string();
+    let err = Shared::connect(&url, "t:", None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("redis-server"), "says how to start it: {err}");
     assert!(
@@ -372,4 +378,36 @@ async fn a_password_login_is_refused_with_503_while_redis_is_down_and_tokens_kee
         )
         .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+}
+
+/// `rediss://` goes through rustls (aws-lc-rs) and verifies the server's certificate: against
+/// `TESSERA_REDIS_CA_FILE` when set, so a server signed by an unknown authority is refused at
+/// start-up with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_verifies_the_server_against_the_configured_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = PrivateRedis::start_tls(dir.path()).await;
+    let url = server.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+
+    let err = Shared::connect(&url, "t:", None)
+        .await
+        .err()
+        .expect("a certificate from an unknown authority is refused")
+        .to_string();
+    assert!(err.contains(&format!("localhost:{}", server.port)), "{err}");
+
+    let ca = server.ca_file();
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.redis_url = Some(url.into());
+        c.redis_prefix = unique_redis_prefix();
+        c.redis_ca_file = Some(ca);
+    })
+    .await;
+    app.register("ada@example.com").await;
+    // A password login reserves its attempt in Redis: it fails closed (503) if TLS does not work.
+    let res = app.login("ada@example.com", PASSWORD).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let wrong = app.login("ada@example.com", "not the password").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.text);
 }
