@@ -418,7 +418,13 @@ fn events_webhooks_and_deactivation_commands_work() {
     let out = run(tessera(dir.path()).args(["events", "list", "--json"]), None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let events = json_lines(&out);
-    assert_eq!(events.len(), 1);
+    // The user, then their personal tenant.
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        events[1]["envelope"]["event_type"],
+        "identity.tenant.created.v1"
+    );
+    assert_eq!(events[1]["envelope"]["data"]["created_by"], user["id"]);
     assert_eq!(events[0]["status"], "pending");
     assert_eq!(
         events[0]["envelope"]["event_type"],
@@ -485,6 +491,7 @@ fn events_webhooks_and_deactivation_commands_work() {
         types,
         [
             "identity.user.registered.v1",
+            "identity.tenant.created.v1",
             "identity.user.deactivated.v1"
         ]
     );

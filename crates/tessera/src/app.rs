@@ -130,6 +130,7 @@ impl App {
                 revoked: state.revoked.clone(),
                 users: state.users.clone(),
                 clients: state.clients.clone(),
+                tenants: state.tenants.clone(),
             },
         ))));
         tasks.push(tokio::spawn(housekeeping(state.clone())));
@@ -158,6 +159,7 @@ struct Caches {
     revoked: RevokedTokens,
     users: UserCache,
     clients: ClientCache,
+    tenants: crate::tenants::TenantCaches,
 }
 
 impl Listener for Caches {
@@ -167,10 +169,13 @@ impl Listener for Caches {
             Invalidation::Token(jti) => self.revoked.heard(jti),
             Invalidation::User(id) => self.users.forget(id),
             Invalidation::Client(id) => self.clients.forget(id),
+            Invalidation::Tenant(id) => self.tenants.forget_tenant(id),
+            Invalidation::Member(key) => self.tenants.forget_member(key),
         }
     }
 
     fn forget_all(&self) {
+        self.tenants.forget_all();
         self.sessions.forget_live();
         self.users.forget_all();
         self.clients.forget_all();

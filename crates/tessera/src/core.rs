@@ -46,6 +46,8 @@ pub struct Core {
     pub limiter: crate::abuse::Limiter,
     /// Brute-force protection for password logins.
     pub guard: crate::abuse::LoginGuard,
+    /// Tenants and memberships read per request.
+    pub tenants: crate::tenants::TenantCaches,
 }
 
 impl Core {
@@ -73,6 +75,7 @@ impl Core {
             revoked,
             sessions: SessionCache::new(config.access_token_ttl as i64, &shared),
             users: accounts::user_cache(&shared),
+            tenants: crate::tenants::TenantCaches::new(&shared),
             shared,
             settings: Arc::new(Settings::from_config(&config)),
             config: Arc::new(config),

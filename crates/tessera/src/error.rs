@@ -72,12 +72,20 @@ pub enum Code {
     Forbidden => "forbidden",
     /// 403: the address must be verified first.
     EmailNotVerified => "email_not_verified",
+    /// 403: the token's active tenant (`tid`) is not the tenant of the route.
+    TenantMismatch => "tenant_mismatch",
+    /// 403: the tenant is suspended.
+    TenantSuspended => "tenant_suspended",
     /// 404.
     NotFound => "not_found",
     /// 405.
     MethodNotAllowed => "method_not_allowed",
     /// 409: the address belongs to another account.
     EmailTaken => "email_taken",
+    /// 409: the slug belongs to another tenant.
+    SlugTaken => "slug_taken",
+    /// 409: the change would leave the tenant without an owner.
+    LastOwner => "last_owner",
     /// 413.
     PayloadTooLarge => "payload_too_large",
     /// 415.

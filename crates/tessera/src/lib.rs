@@ -27,6 +27,7 @@ pub mod sessions;
 pub mod shared;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;
 pub mod urls;
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ fn fixture() -> &'static Fixture {
             roles: vec![],
             email_verified: Some(true),
             tid: None,
+            tenant_roles: Vec::new(),
         };
         let token = keys.sign_access_token(&claims).expect("sign");
         Fixture {

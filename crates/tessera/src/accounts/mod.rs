@@ -175,6 +175,7 @@ async fn insert_in(
         source: source.to_string(),
     };
     events::append(tx, ctx, &event, new.now).await?;
+    crate::tenants::create_personal_in(tx, new.id, ctx, new.now).await?;
     Ok(User {
         id: new.id.to_string(),
         email: new.email.to_string(),
@@ -314,26 +315,36 @@ pub async fn authenticate(
 
 /// Logs in with email and password: [`authenticate`], then a new session and its first tokens.
 #[tracing::instrument(skip_all)]
+///
+/// The tokens are for `tenant` (id or slug) when given, else for the tenant used last, else for
+/// the personal tenant (see [`crate::tenants::choose`]).
 pub async fn login(
     state: &Core,
     email: &str,
     password: &str,
+    tenant: Option<&str>,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
     let user = authenticate(state, email, password, ctx, now).await?;
     let roles = crate::store::roles::roles_of(state.store.pool(), &user.id).await?;
+    let (tenant_id, tenant_roles) = crate::tenants::choose(state, &user.id, tenant).await?;
+    if tenant.is_some() {
+        crate::tenants::remember(state, &user.id, &tenant_id).await?;
+    }
     let subject = Subject {
         user_id: &user.id,
         roles,
         email_verified: user.email_verified_at.is_some(),
-        tenant_id: None,
+        tenant_id: Some(tenant_id),
+        tenant_roles,
     };
     sessions::start(
         &state.store,
         &state.keys,
         &state.settings,
         subject,
+        sessions::Start::Login,
         ctx,
         now,
     )

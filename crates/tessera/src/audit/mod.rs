@@ -60,6 +60,16 @@ pub mod action {
     pub const DELETE_WEBHOOK: &str = "webhook.delete";
     /// Old entries were deleted by the retention purge.
     pub const PURGE: &str = "audit.purge";
+    pub const CREATE_TENANT: &str = "tenant.create";
+    pub const UPDATE_TENANT: &str = "tenant.update";
+    pub const DELETE_TENANT: &str = "tenant.delete";
+    pub const SUSPEND_TENANT: &str = "tenant.suspend";
+    pub const REACTIVATE_TENANT: &str = "tenant.reactivate";
+    /// A token pair was issued for another tenant of the user.
+    pub const SWITCH_TENANT: &str = "tenant.switch";
+    pub const CHANGE_MEMBER_ROLES: &str = "member.roles_change";
+    /// A member was removed, or left (`reason`: `removed` / `left`).
+    pub const REMOVE_MEMBER: &str = "member.remove";
 }
 
 /// Who acted.
@@ -96,6 +106,8 @@ pub struct Entry<'a> {
     pub success: bool,
     /// A reason code, such as `invalid_password` or `logout`. Never text from a request.
     pub reason: Option<&'a str>,
+    /// The tenant it happened in.
+    pub tenant: Option<&'a str>,
 }
 
 impl<'a> Entry<'a> {
@@ -106,6 +118,7 @@ impl<'a> Entry<'a> {
             target: None,
             success: true,
             reason: None,
+            tenant: None,
         }
     }
 
@@ -116,11 +129,17 @@ impl<'a> Entry<'a> {
             target: None,
             success: false,
             reason: Some(reason),
+            tenant: None,
         }
     }
 
     pub fn target(mut self, kind: &'static str, id: &'a str) -> Self {
         self.target = Some((kind, id));
+        self
+    }
+
+    pub fn tenant(mut self, tenant_id: &'a str) -> Self {
+        self.tenant = Some(tenant_id);
         self
     }
 
@@ -153,6 +172,7 @@ pub async fn record<'e>(
             ip: ctx.ip.as_deref(),
             user_agent: ctx.user_agent.as_deref(),
             correlation_id: &ctx.correlation_id,
+            tenant_id: entry.tenant,
         },
     )
     .await?;

@@ -87,18 +87,26 @@ pub enum Permission {
     ReadAuditLog,
     /// Read the outbox and its statistics.
     ReadEvents,
+    /// Create, list and join tenants; act inside the token's tenant (what exactly is decided
+    /// by the tenant's roles, [`require_in_tenant`]).
+    UseTenants,
+    /// System administration of tenants: enterprise tenants, suspension, reactivation.
+    ManageTenants,
 }
 
 impl Permission {
     /// The scope a first-party client's token needs for this permission.
     fn scope(self) -> &'static str {
         match self {
-            Permission::ReadOwnAccount | Permission::ManageOwnAccount => SCOPE_ACCOUNT,
+            Permission::ReadOwnAccount | Permission::ManageOwnAccount | Permission::UseTenants => {
+                SCOPE_ACCOUNT
+            }
             Permission::ReadUserInfo => "openid",
             Permission::ManageClients
             | Permission::ManageUsers
             | Permission::ReadAuditLog
-            | Permission::ReadEvents => SCOPE_ADMIN,
+            | Permission::ReadEvents
+            | Permission::ManageTenants => SCOPE_ADMIN,
         }
     }
 
@@ -107,11 +115,13 @@ impl Permission {
         match self {
             Permission::ReadOwnAccount
             | Permission::ManageOwnAccount
-            | Permission::ReadUserInfo => None,
+            | Permission::ReadUserInfo
+            | Permission::UseTenants => None,
             Permission::ManageClients
             | Permission::ManageUsers
             | Permission::ReadAuditLog
-            | Permission::ReadEvents => Some(Role::Admin),
+            | Permission::ReadEvents
+            | Permission::ManageTenants => Some(Role::Admin),
         }
     }
 }
@@ -139,6 +149,8 @@ pub struct UserPrincipal {
     pub roles: Vec<Role>,
     /// Granted scopes (OAuth tokens; empty for Tessera's own login).
     pub scopes: Vec<String>,
+    /// The token's active tenant (`tid`).
+    pub tenant_id: Option<String>,
 }
 
 /// An OAuth client acting for itself (client credentials).
@@ -277,6 +289,7 @@ pub fn principal_from_claims(
         channel,
         roles,
         scopes,
+        tenant_id: claims.tid,
     })
 }
 
@@ -293,6 +306,122 @@ pub fn role_names(roles: &[Role]) -> Vec<String> {
     roles.iter().map(|r| r.as_str().to_string()).collect()
 }
 
+// ---------------------------------------------------------------- tenants
+
+crate::error::wire_codes! {
+/// A built-in permission inside a tenant. Tenants add their own (application permissions such
+/// as `invoices:approve`) and custom roles made of both; see `docs/tenants.md`.
+pub enum TenantPermission {
+    /// See the tenant (name, slug, type, status).
+    TenantRead => "tenant:read",
+    /// Rename the tenant, change its slug and settings.
+    TenantManage => "tenant:manage",
+    /// Delete the tenant.
+    TenantDelete => "tenant:delete",
+    /// List members and their roles.
+    MembersRead => "members:read",
+    /// Invite people by email.
+    MembersInvite => "members:invite",
+    /// Change members' roles and remove members.
+    MembersManage => "members:manage",
+    /// Define custom roles and application permissions.
+    RolesManage => "roles:manage",
+    /// Create, rotate and revoke the tenant's API keys.
+    ApiKeysManage => "api_keys:manage",
+    /// Read the tenant's audit log.
+    AuditRead => "audit:read",
+}
+}
+
+crate::error::wire_codes! {
+/// The roles every tenant has. Custom roles sit beside them.
+pub enum TenantRole {
+    /// Everything, including deleting the tenant and naming other owners. A tenant always
+    /// keeps at least one.
+    Owner => "owner",
+    /// Everything but deleting the tenant and granting or taking the owner role.
+    Admin => "admin",
+    /// Sees the tenant and its members.
+    Member => "member",
+    /// Sees the tenant.
+    Viewer => "viewer",
+}
+}
+
+impl TenantRole {
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == s)
+    }
+
+    /// The built-in permissions of the role (an owner also holds every application permission
+    /// of the tenant).
+    pub fn permissions(self) -> &'static [TenantPermission] {
+        use TenantPermission as P;
+        match self {
+            TenantRole::Owner => P::ALL,
+            TenantRole::Admin => &[
+                P::TenantRead,
+                P::TenantManage,
+                P::MembersRead,
+                P::MembersInvite,
+                P::MembersManage,
+                P::RolesManage,
+                P::ApiKeysManage,
+                P::AuditRead,
+            ],
+            TenantRole::Member => &[P::TenantRead, P::MembersRead],
+            TenantRole::Viewer => &[P::TenantRead],
+        }
+    }
+}
+
+impl TenantPermission {
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.as_str() == s)
+    }
+}
+
+/// What a user may do in one tenant, resolved from the live membership (not from the token's
+/// claims, so a removed member or a lowered role takes effect at the next request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantAccess {
+    pub tenant_id: String,
+    /// The member's roles (built-in and custom names).
+    pub roles: Vec<String>,
+    /// Every permission those roles give (built-in and application permissions).
+    pub permissions: std::collections::BTreeSet<String>,
+}
+
+impl TenantAccess {
+    pub fn has(&self, permission: &str) -> bool {
+        self.permissions.contains(permission)
+    }
+}
+
+/// Checks that `principal` may do `permission` in the tenant of `access`: a user whose token
+/// may use tenants ([`Permission::UseTenants`]), whose token is for this tenant (`tid`: a token
+/// for tenant A is not a token for tenant B), and whose roles there give the permission.
+pub fn require_in_tenant<'p>(
+    principal: &'p Principal,
+    access: &TenantAccess,
+    permission: TenantPermission,
+) -> Result<&'p UserPrincipal, Error> {
+    let user = require_user(principal, Permission::UseTenants)?;
+    if user.tenant_id.as_deref() != Some(access.tenant_id.as_str()) {
+        return Err(Error::Forbidden {
+            code: crate::error::Code::TenantMismatch,
+            message: "the token is for another tenant; switch to this one first",
+        });
+    }
+    if !access.has(permission.as_str()) {
+        return Err(Error::Forbidden {
+            code: crate::error::Code::Forbidden,
+            message: "your roles in this tenant do not allow this",
+        });
+    }
+    Ok(user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +433,7 @@ mod tests {
             channel,
             roles,
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            tenant_id: None,
         })
     }
 

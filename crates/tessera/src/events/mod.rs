@@ -34,8 +34,12 @@ pub struct Envelope<T> {
     pub occurred_at: String,
     /// The `X-Correlation-ID` of the request that caused the change.
     pub correlation_id: String,
-    /// The aggregate: the user id (empty for a failed login naming no known account).
+    /// The aggregate: the user id (empty for a failed login naming no known account), or the
+    /// tenant id for tenant events.
     pub subject: String,
+    /// The tenant the event happened in, for tenant events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     /// The event's own fields.
     pub data: T,
 }
@@ -44,8 +48,12 @@ pub struct Envelope<T> {
 pub trait DomainEvent: Serialize + JsonSchema {
     /// The `event_type`, such as `identity.user.registered.v1`.
     const TYPE: &'static str;
-    /// The aggregate id (the user id).
+    /// The aggregate id (the user id, or the tenant id).
     fn subject(&self) -> &str;
+    /// The tenant the event belongs to, if any.
+    fn tenant(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Appends `event` to the outbox inside `tx`, and a delivery row for every webhook that
@@ -63,6 +71,7 @@ pub async fn append<E: DomainEvent>(
         occurred_at: rfc3339(now),
         correlation_id: ctx.correlation_id.clone(),
         subject: event.subject().to_string(),
+        tenant_id: event.tenant().map(str::to_string),
         data: event,
     };
     let json = serde_json::to_string(&envelope).map_err(crate::Error::internal)?;

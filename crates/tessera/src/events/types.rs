@@ -18,6 +18,79 @@ macro_rules! event {
     };
 }
 
+macro_rules! tenant_event {
+    ($ty:ident, $name:literal) => {
+        impl DomainEvent for $ty {
+            const TYPE: &'static str = $name;
+            fn subject(&self) -> &str {
+                &self.tenant_id
+            }
+            fn tenant(&self) -> Option<&str> {
+                Some(&self.tenant_id)
+            }
+        }
+    };
+}
+
+/// A tenant was created (a personal one at registration, or a team or enterprise tenant).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TenantCreatedV1 {
+    pub tenant_id: String,
+    pub slug: String,
+    pub name: String,
+    /// `personal`, `team` or `enterprise`.
+    pub tenant_type: String,
+    /// The user who created it and became its first owner.
+    pub created_by: Option<String>,
+}
+tenant_event!(TenantCreatedV1, "identity.tenant.created.v1");
+
+/// A tenant was suspended: its tokens and API keys stopped working.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TenantSuspendedV1 {
+    pub tenant_id: String,
+}
+tenant_event!(TenantSuspendedV1, "identity.tenant.suspended.v1");
+
+/// A tenant was deleted (softly; it is purged later).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TenantDeletedV1 {
+    pub tenant_id: String,
+}
+tenant_event!(TenantDeletedV1, "identity.tenant.deleted.v1");
+
+/// A user joined a tenant (by invitation, or just in time by a claimed email domain).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MemberAddedV1 {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub roles: Vec<String>,
+}
+tenant_event!(MemberAddedV1, "identity.tenant.member_added.v1");
+
+/// A member left or was removed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MemberRemovedV1 {
+    pub tenant_id: String,
+    pub user_id: String,
+    /// True when the member left on their own.
+    pub left: bool,
+}
+tenant_event!(MemberRemovedV1, "identity.tenant.member_removed.v1");
+
+/// A member's roles changed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MemberRolesChangedV1 {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub roles: Vec<String>,
+    pub previous_roles: Vec<String>,
+}
+tenant_event!(
+    MemberRolesChangedV1,
+    "identity.tenant.member_roles_changed.v1"
+);
+
 /// A user account was created (self-registration or by an operator).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct UserRegisteredV1 {
@@ -148,6 +221,12 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<SessionRevokedV1>(),
         one::<UserDeactivatedV1>(),
         one::<AccountLockedV1>(),
+        one::<TenantCreatedV1>(),
+        one::<TenantSuspendedV1>(),
+        one::<TenantDeletedV1>(),
+        one::<MemberAddedV1>(),
+        one::<MemberRemovedV1>(),
+        one::<MemberRolesChangedV1>(),
     ]
 }
 

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 
-use super::extract::{Context, Json, bearer_token};
+use super::extract::{Caller, Context, Json, bearer_token};
 use super::{no_content, no_store};
 use crate::abuse::Class;
 use crate::accounts::recovery;
@@ -22,6 +22,11 @@ pub fn router() -> super::Routes {
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
+        .guarded(
+            "/auth/switch-tenant",
+            post(switch_tenant),
+            crate::authz::Permission::UseTenants,
+        )
         .route("/auth/verify-email", post(verify_email))
         .route("/auth/resend-verification", post(resend_verification))
         .route("/auth/request-password-reset", post(request_password_reset))
@@ -59,6 +64,8 @@ async fn register(
 struct LoginBody {
     email: String,
     password: String,
+    /// The tenant (id or slug) the tokens are for.
+    tenant: Option<String>,
 }
 
 async fn login(
@@ -66,8 +73,27 @@ async fn login(
     Context(ctx): Context,
     Json(body): Json<LoginBody>,
 ) -> Result<Response> {
-    let pair =
-        accounts::login(&state, &body.email, &body.password, &ctx, state.clock.now()).await?;
+    let now = state.clock.now();
+    let tenant = body.tenant.as_deref();
+    let pair = accounts::login(&state, &body.email, &body.password, tenant, &ctx, now).await?;
+    Ok(no_store(axum::Json(pair).into_response()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    tenant: String,
+}
+
+/// `POST /auth/switch-tenant` `{tenant}`: a new token pair for another tenant of the caller.
+async fn switch_tenant(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Json(body): Json<SwitchBody>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let pair = crate::tenants::switch(&state, &principal, &body.tenant, &ctx, now).await?;
     Ok(no_store(axum::Json(pair).into_response()))
 }
 

@@ -12,6 +12,7 @@ mod oauth;
 mod ops;
 pub mod pages;
 mod recovery_pages;
+mod tenants;
 
 use std::time::Instant;
 
@@ -77,6 +78,7 @@ fn routes() -> Routes {
         .merge(recovery_pages::router())
         .merge(admin_events::router())
         .merge(admin::router())
+        .merge(tenants::router())
 }
 
 /// The path of every route, as registered (`{id}` for path parameters).

@@ -39,9 +39,13 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
-    /// The active tenant, once tenants exist.
+    /// The active tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<String>,
+    /// The user's roles in the active tenant when the token was issued (for resource servers;
+    /// Tessera itself decides from the live membership).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenant_roles: Vec<String>,
 }
 
 /// Why a token was refused. Never shown to the client beyond `invalid_token`.

@@ -68,8 +68,20 @@ pub async fn is_live(state: &Core, claims: &AccessClaims, now: i64) -> Result<bo
     if state.revoked.contains(&claims.jti) {
         return Ok(false);
     }
-    match &claims.sid {
-        Some(sid) => state.sessions.is_live(&state.store, sid, now).await,
+    let session_live = match &claims.sid {
+        Some(sid) => state.sessions.is_live(&state.store, sid, now).await?,
+        None => true,
+    };
+    if !session_live {
+        return Ok(false);
+    }
+    // A token scoped to a tenant stands only while the tenant is active and, for a user, while
+    // they are still a member (at once on every replica: the caches are invalidated).
+    match &claims.tid {
+        Some(tid) => {
+            let user = claims.sid.as_ref().map(|_| claims.sub.as_str());
+            crate::tenants::token_tenant_live(state, tid, user).await
+        }
         None => Ok(true),
     }
 }

@@ -239,6 +239,7 @@ fn client_credentials(
         roles: Vec::new(),
         email_verified: false,
         tenant_id: None,
+        tenant_roles: Vec::new(),
     };
     let grant = Grant {
         client_id: Some(&client.client_id),
@@ -396,6 +397,7 @@ async fn start_family(
             parent_id: family.parent_id,
             auth_time: Some(family.auth_time),
             browser_token_hash: None,
+            tenant_id: None,
         },
         refresh_expires,
     )
@@ -405,6 +407,7 @@ async fn start_family(
         roles,
         email_verified: user.email_verified_at.is_some(),
         tenant_id: None,
+        tenant_roles: Vec::new(),
     };
     let claims = sessions::access_claims(settings, &subject, Some(&session_id), grant, now);
     Ok(Issued {

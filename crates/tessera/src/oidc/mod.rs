@@ -105,6 +105,7 @@ pub async fn start_browser_session(
             parent_id: None,
             auth_time: Some(now),
             browser_token_hash: Some(&token_hash(&token)),
+            tenant_id: None,
         },
         None,
     )

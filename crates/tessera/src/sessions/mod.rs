@@ -123,7 +123,9 @@ pub struct Subject<'a> {
     /// Roles for the token: only first-party tokens carry them.
     pub roles: Vec<Role>,
     pub email_verified: bool,
+    /// The active tenant and the user's roles there.
     pub tenant_id: Option<String>,
+    pub tenant_roles: Vec<String>,
 }
 
 /// What a token family was granted: to which client, which scopes, for which audience.
@@ -161,12 +163,22 @@ pub async fn open_in(
     Ok(Some(token))
 }
 
+/// Why a first-party session starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// A password login: `LoginSucceededV1` and a `user.login` audit entry.
+    Login,
+    /// A switch to another tenant from session `from`: a `tenant.switch` audit entry.
+    Switch { from: &'a str },
+}
+
 /// Starts a first-party session for an authenticated user and issues its first token pair.
 pub async fn start(
     store: &Store,
     keys: &Keys,
     settings: &Settings,
     subject: Subject<'_>,
+    how: Start<'_>,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
@@ -189,12 +201,21 @@ pub async fn start(
             parent_id: None,
             auth_time: Some(now),
             browser_token_hash: None,
+            tenant_id: subject.tenant_id.as_deref(),
         },
         Some(refresh_expires_at),
     )
     .await?
     .ok_or_else(|| Error::internal(anyhow::anyhow!("no refresh token issued")))?;
-    record_login(&mut tx, subject.user_id, &session_id, ctx, now).await?;
+    match how {
+        Start::Login => record_login(&mut tx, subject.user_id, &session_id, ctx, now).await?,
+        Start::Switch { from } => {
+            let entry = Entry::success(Actor::User(subject.user_id), audit::action::SWITCH_TENANT)
+                .target("session", from)
+                .tenant(subject.tenant_id.as_deref().unwrap_or_default());
+            audit::record(&mut *tx, ctx, &entry, now).await?;
+        }
+    }
     tx.commit().await?;
     let claims = access_claims(settings, &subject, Some(&session_id), Grant::default(), now);
     pair(
@@ -250,6 +271,7 @@ pub fn access_claims(
         roles: authz::role_names(&subject.roles),
         email_verified: Some(subject.email_verified),
         tid: subject.tenant_id.clone(),
+        tenant_roles: subject.tenant_roles.clone(),
     }
 }
 
@@ -441,11 +463,30 @@ async fn rotate_in(
     } else {
         Vec::new()
     };
+    // A session in a tenant refreshes only while the tenant is active and the user a member;
+    // the new access token carries the roles held now.
+    let tenant_roles = match &t.tenant_id {
+        Some(tid) => {
+            let active = crate::store::tenants::find(&mut **tx, tid)
+                .await?
+                .is_some_and(|row| {
+                    crate::tenants::TenantStatus::parse(&row.status)
+                        == crate::tenants::TenantStatus::Active
+                });
+            let roles = crate::store::tenants::member_roles(&mut **tx, tid, &t.user_id).await?;
+            match roles.filter(|_| active) {
+                Some(roles) => roles,
+                None => return Err(Error::invalid_grant()),
+            }
+        }
+        None => Vec::new(),
+    };
     let subject = Subject {
         user_id: &t.user_id,
         roles,
         email_verified: t.email_verified_at.is_some(),
         tenant_id: t.tenant_id.clone(),
+        tenant_roles,
     };
     let grant = Grant {
         client_id: t.client_id.as_deref(),

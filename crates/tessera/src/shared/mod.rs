@@ -80,6 +80,10 @@ pub enum Invalidation {
     User(String),
     /// An OAuth client changed (secret, status, settings).
     Client(String),
+    /// A tenant changed (status, name, custom roles, permissions).
+    Tenant(String),
+    /// A membership changed: `tenant_id:user_id`.
+    Member(String),
 }
 
 impl Invalidation {
@@ -89,6 +93,8 @@ impl Invalidation {
             Self::Token(id) => format!("t:{id}"),
             Self::User(id) => format!("u:{id}"),
             Self::Client(id) => format!("c:{id}"),
+            Self::Tenant(id) => format!("n:{id}"),
+            Self::Member(key) => format!("m:{key}"),
         }
     }
 
@@ -100,6 +106,8 @@ impl Invalidation {
             "t" => Self::Token(id),
             "u" => Self::User(id),
             "c" => Self::Client(id),
+            "n" => Self::Tenant(id),
+            "m" => Self::Member(id),
             _ => return None,
         })
     }

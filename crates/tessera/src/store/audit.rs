@@ -16,6 +16,7 @@ pub struct NewAuditRow<'a> {
     pub ip: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub correlation_id: &'a str,
+    pub tenant_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -56,8 +57,8 @@ pub async fn insert<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_log (occurred_at, actor_type, actor_id, action, target_type, \
-         target_id, result, reason, ip, user_agent, correlation_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         target_id, result, reason, ip, user_agent, correlation_id, tenant_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(row.occurred_at)
     .bind(row.actor_type)
@@ -70,6 +71,7 @@ pub async fn insert<'e>(
     .bind(row.ip)
     .bind(row.user_agent)
     .bind(row.correlation_id)
+    .bind(row.tenant_id)
     .execute(db)
     .await?;
     Ok(())

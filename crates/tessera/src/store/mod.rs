@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod roles;
 pub mod secrets;
 pub mod sessions;
+pub mod tenants;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;

@@ -34,13 +34,15 @@ pub struct NewSession<'a> {
     pub auth_time: Option<i64>,
     /// Set for browser (SSO) sessions of the hosted pages: digest of the cookie token.
     pub browser_token_hash: Option<&'a str>,
+    /// The active tenant of the session's tokens.
+    pub tenant_id: Option<&'a str>,
 }
 
 pub async fn insert_session(tx: &mut super::Tx, s: &NewSession<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip, \
-         client_id, scope, audience, parent_id, auth_time, browser_token_hash) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         client_id, scope, audience, parent_id, auth_time, browser_token_hash, tenant_id) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(s.id)
     .bind(s.user_id)
@@ -54,6 +56,7 @@ pub async fn insert_session(tx: &mut super::Tx, s: &NewSession<'_>) -> Result<()
     .bind(s.parent_id)
     .bind(s.auth_time)
     .bind(s.browser_token_hash)
+    .bind(s.tenant_id)
     .execute(&mut **tx)
     .await
     .map(|_| ())

@@ -513,11 +513,12 @@ async fn relay_delivers_every_event_once_in_order_after_a_broker_outage(b: Backe
         c.rate_limit.enabled = false;
     })
     .await;
+    // Three events per registration: the user, their personal tenant, the verification mail.
     let ids = register_many(&app, 200).await;
     let counts = tessera::events::counts(&app.state.store).await.unwrap();
     assert_eq!(
         (counts.pending, counts.published, counts.parked),
-        (400, 0, 0)
+        (600, 0, 0)
     );
 
     // The broker "comes back": a relay with the real address.
@@ -526,19 +527,19 @@ async fn relay_delivers_every_event_once_in_order_after_a_broker_outage(b: Backe
         app.clock.clone(),
         relay_config(&url, &stream, &prefix),
     ));
-    eventually(60, "all 400 events published", || async {
+    eventually(60, "all 600 events published", || async {
         tessera::events::counts(&app.state.store)
             .await
             .unwrap()
             .published
-            == 400
+            == 600
     })
     .await;
     task.abort();
     let js = jetstream::new(async_nats::connect(&url).await.unwrap());
-    let received = consume_all(&js, &stream, 400).await;
+    let received = consume_all(&js, &stream, 600).await;
     js.delete_stream(&stream).await.unwrap();
-    assert_eq!(received.len(), 400);
+    assert_eq!(received.len(), 600);
     assert_exactly_once_in_order(&app, &received, &ids).await;
 }
 
@@ -546,6 +547,7 @@ async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Back
     let url = nats_url().await;
     let (stream, prefix) = unique_stream();
     let app = TestApp::spawn_with(b, |c| c.rate_limit.enabled = false).await;
+    // Three events per registration: the user, their personal tenant, the verification mail.
     let ids = register_many(&app, 200).await;
     let cfg = relay_config(&url, &stream, &prefix);
 
@@ -608,7 +610,7 @@ async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Back
         .await
         .unwrap()
         .published
-        < 400
+        < 600
     {
         relay::round(&app.state.store, &app.clock, &js, &cfg, "relay-a")
             .await
@@ -619,9 +621,9 @@ async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Back
             "the outbox drains in a bounded number of rounds"
         );
     }
-    let received = consume_all(&js, &stream, 400).await;
+    let received = consume_all(&js, &stream, 600).await;
     js.delete_stream(&stream).await.unwrap();
-    assert_eq!(received.len(), 400);
+    assert_eq!(received.len(), 600);
     assert_exactly_once_in_order(&app, &received, &ids).await;
 }
 

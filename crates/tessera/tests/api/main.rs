@@ -22,4 +22,5 @@ mod password_policy;
 mod schema;
 mod sessions;
 mod shared_state;
+mod tenants;
 mod tokens;
