@@ -52,6 +52,7 @@ use tokio::task::JoinSet;
 
 mod abuse;
 mod events;
+mod instructions;
 mod oauth;
 mod shared;
 
@@ -97,6 +98,15 @@ fn main() -> anyhow::Result<()> {
         return runtime.block_on(serve_child());
     }
     let options = Options::parse(&args)?;
+    if let Some(count) = &options.instructions {
+        let binary = match &count.server {
+            Some(path) => path.clone(),
+            None => instructions::default_server_binary()?,
+        };
+        let report = runtime.block_on(instructions::run(&binary, count.compare.as_deref()))?;
+        print!("{report}");
+        return Ok(());
+    }
     let report = runtime.block_on(run(&options))?;
     print!("{report}");
     Ok(())
@@ -131,6 +141,15 @@ struct Options {
     quick: bool,
     /// Scenario groups to run.
     groups: Vec<Group>,
+    /// `--instructions`: count instructions per request under callgrind instead.
+    instructions: Option<InstructionCount>,
+}
+
+/// `--instructions [--server BIN] [--compare OLD_BIN]`.
+#[derive(Default)]
+struct InstructionCount {
+    server: Option<PathBuf>,
+    compare: Option<PathBuf>,
 }
 
 /// A group of scenarios, selected with `--only`.
@@ -186,10 +205,24 @@ impl Options {
         let mut quick = false;
         let mut seconds = None;
         let mut groups = Group::ALL.to_vec();
+        let mut instructions: Option<InstructionCount> = None;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
+                "--instructions" => {
+                    instructions.get_or_insert_with(InstructionCount::default);
+                }
+                "--server" | "--compare" => {
+                    let value = it.next().with_context(|| format!("{arg} needs a binary"))?;
+                    let count = instructions.get_or_insert_with(InstructionCount::default);
+                    let path = Some(PathBuf::from(value));
+                    if arg == "--server" {
+                        count.server = path;
+                    } else {
+                        count.compare = path;
+                    }
+                }
                 "--seconds" => {
                     let value = it.next().context("--seconds needs a value")?;
                     let s: f64 = value
@@ -223,6 +256,7 @@ impl Options {
                 signatures: 200,
                 quick,
                 groups,
+                instructions: None,
             }
         } else {
             Self {
@@ -233,8 +267,10 @@ impl Options {
                 signatures: 2000,
                 quick,
                 groups,
+                instructions: None,
             }
         };
+        options.instructions = instructions;
         if let Some(s) = seconds {
             options.measure = s;
         }
@@ -246,8 +282,8 @@ impl Options {
     }
 }
 
-const USAGE: &str =
-    "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared]";
+const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared]\n   \
+     or: tessera-bench --instructions [--server TESSERA_BIN] [--compare OLD_TESSERA_BIN]";
 
 struct Hardware {
     cores: usize,
