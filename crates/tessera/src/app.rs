@@ -171,6 +171,7 @@ impl Listener for Caches {
             Invalidation::Client(id) => self.clients.forget(id),
             Invalidation::Tenant(id) => self.tenants.forget_tenant(id),
             Invalidation::Member(key) => self.tenants.forget_member(key),
+            Invalidation::ApiKey(hash) => self.tenants.forget_key(hash),
         }
     }
 

@@ -65,6 +65,11 @@ pub struct Config {
     pub verify_email_url: Option<String>,
     /// Link template of password-reset emails, with `{token}`.
     pub reset_password_url: Option<String>,
+    /// Link template of invitation emails, with `{token}` (the application's page that calls
+    /// `POST /invitations/accept`).
+    pub invitation_url: Option<String>,
+    /// Seconds an invitation stays valid (default 7 days).
+    pub invitation_ttl: u64,
     /// Refuse login (403 `email_not_verified`) until the email is verified.
     pub require_verified_email: bool,
     /// Lifetime of email-verification tokens, seconds.
@@ -254,6 +259,8 @@ impl Default for Config {
             public_url: None,
             verify_email_url: None,
             reset_password_url: None,
+            invitation_url: None,
+            invitation_ttl: 7 * 24 * 3600,
             require_verified_email: false,
             verification_token_ttl: 24 * 3600,
             reset_token_ttl: 3600,
@@ -365,6 +372,8 @@ impl Config {
             "PUBLIC_URL",
             "VERIFY_EMAIL_URL",
             "RESET_PASSWORD_URL",
+            "INVITATION_URL",
+            "INVITATION_TTL",
             "REQUIRE_VERIFIED_EMAIL",
             "VERIFICATION_TOKEN_TTL",
             "RESET_TOKEN_TTL",
@@ -617,6 +626,7 @@ impl Config {
         for (key, url) in [
             ("TESSERA_VERIFY_EMAIL_URL", &self.verify_email_url),
             ("TESSERA_RESET_PASSWORD_URL", &self.reset_password_url),
+            ("TESSERA_INVITATION_URL", &self.invitation_url),
         ] {
             let Some(url) = url else { continue };
             if crate::urls::http_url(&url.replace("{token}", "TOKEN")).is_err()
@@ -634,6 +644,7 @@ impl Config {
                 self.verification_token_ttl,
             ),
             ("TESSERA_RESET_TOKEN_TTL", self.reset_token_ttl),
+            ("TESSERA_INVITATION_TTL", self.invitation_ttl),
         ] {
             if !(60..=30 * 24 * 3600).contains(&v) {
                 return Err(invalid(key, "must be between 60 seconds and 30 days"));
@@ -822,6 +833,8 @@ impl Config {
             "public_url": self.public_url(),
             "verify_email_url": self.verify_email_url,
             "reset_password_url": self.reset_password_url,
+            "invitation_url": self.invitation_url,
+            "invitation_ttl": self.invitation_ttl,
             "require_verified_email": self.require_verified_email,
             "verification_token_ttl": self.verification_token_ttl,
             "reset_token_ttl": self.reset_token_ttl,

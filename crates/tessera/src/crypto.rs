@@ -24,6 +24,36 @@ pub fn new_token(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
 }
 
+/// A new long-lived secret that can be recognised offline: `prefix`, 192 random bits
+/// (base64url, 32 characters), then a 6-character checksum, base64url of the first 4 bytes of
+/// SHA-256(`prefix` + random part). A secret scanner (or Tessera, before any look-up) checks
+/// the checksum to tell a real key from a look-alike.
+pub fn new_checked_token(prefix: &str) -> String {
+    let body = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_bytes::<24>()));
+    let sum = checksum(&body);
+    format!("{body}{sum}")
+}
+
+fn checksum(body: &str) -> String {
+    let d = digest::digest(&digest::SHA256, body.as_bytes());
+    URL_SAFE_NO_PAD.encode(&d.as_ref()[..4])
+}
+
+/// Whether `token` has the shape and checksum of [`new_checked_token`]`(prefix)`.
+pub fn checked_token_ok(prefix: &str, token: &str) -> bool {
+    let len = prefix.len() + 32 + 6;
+    if token.len() != len
+        || !token.starts_with(prefix)
+        || !token[prefix.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return false;
+    }
+    let (body, sum) = token.split_at(len - 6);
+    ct_eq(checksum(body).as_bytes(), sum.as_bytes())
+}
+
 /// The digest under which a bearer token is stored: base64url(SHA-256(token)).
 pub fn token_hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, token.as_bytes()))
@@ -136,6 +166,26 @@ impl MasterKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_tokens_carry_a_checksum() {
+        let t = new_checked_token("tsk_");
+        assert_eq!(t.len(), 4 + 32 + 6);
+        assert!(checked_token_ok("tsk_", &t));
+        assert!(!checked_token_ok("tsx_", &t));
+        // One character changed in the random part breaks the checksum.
+        let mut bytes = t.clone().into_bytes();
+        bytes[10] = if bytes[10] == b'A' { b'B' } else { b'A' };
+        assert!(!checked_token_ok(
+            "tsk_",
+            &String::from_utf8(bytes).unwrap()
+        ));
+        assert!(!checked_token_ok("tsk_", &t[..t.len() - 1]));
+        assert!(!checked_token_ok(
+            "tsk_",
+            &format!("{}é", &t[..t.len() - 2])
+        ));
+    }
 
     #[test]
     fn sealed_secret_opens_only_with_same_key_and_context() {

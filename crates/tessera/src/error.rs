@@ -76,6 +76,8 @@ pub enum Code {
     TenantMismatch => "tenant_mismatch",
     /// 403: the tenant is suspended.
     TenantSuspended => "tenant_suspended",
+    /// 403: the tenant (or the API key) does not allow the caller's address.
+    IpNotAllowed => "ip_not_allowed",
     /// 404.
     NotFound => "not_found",
     /// 405.
@@ -86,6 +88,10 @@ pub enum Code {
     SlugTaken => "slug_taken",
     /// 409: the change would leave the tenant without an owner.
     LastOwner => "last_owner",
+    /// 409: the address already belongs to a member of the tenant.
+    AlreadyMember => "already_member",
+    /// 409: the tenant's plan allows no more of this (members, API keys, custom roles).
+    LimitReached => "limit_reached",
     /// 413.
     PayloadTooLarge => "payload_too_large",
     /// 415.

@@ -3,6 +3,7 @@
 //! The library holds everything the `tessera` binary runs: configuration, the store on SQLite or
 //! PostgreSQL, accounts, sessions, signing keys, email flows, domain events and the HTTP API. [`app::App::build`] is the one
 //! entry point shared by `tessera serve`, the API tests and the benchmark.
+#![recursion_limit = "256"]
 
 pub mod abuse;
 pub mod accounts;

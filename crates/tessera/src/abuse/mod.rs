@@ -122,6 +122,8 @@ pub enum Class {
     TokenIp,
     TokenClient,
     IntrospectClient,
+    /// Requests authenticated by a tenant's API keys (the plan's rate, per tenant).
+    ApiKeyTenant,
 }
 
 impl Class {
@@ -147,6 +149,7 @@ impl Class {
             Class::TokenIp => "token_ip",
             Class::TokenClient => "token_client",
             Class::IntrospectClient => "introspect_client",
+            Class::ApiKeyTenant => "api_key_tenant",
         }
     }
 }
@@ -184,6 +187,7 @@ impl Limiter {
             Class::TokenIp => c.token_ip,
             Class::TokenClient => c.token_client,
             Class::IntrospectClient => c.introspect_client,
+            Class::ApiKeyTenant => Limit::new(600, 600),
         }
     }
 

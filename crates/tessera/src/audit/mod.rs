@@ -9,7 +9,7 @@
 //! [`purge`] (hourly in `tessera serve`, and `tessera audit purge`) drops entries older than
 //! `TESSERA_AUDIT__RETENTION_DAYS`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{Any, Executor};
 
 use crate::authz::Principal;
@@ -70,6 +70,19 @@ pub mod action {
     pub const CHANGE_MEMBER_ROLES: &str = "member.roles_change";
     /// A member was removed, or left (`reason`: `removed` / `left`).
     pub const REMOVE_MEMBER: &str = "member.remove";
+    /// A member joined: by invitation (`reason`: `invitation`) or by a verified domain
+    /// (`domain`).
+    pub const ADD_MEMBER: &str = "member.add";
+    pub const INVITE_MEMBER: &str = "invitation.create";
+    pub const REVOKE_INVITATION: &str = "invitation.revoke";
+    pub const PUT_ROLE: &str = "role.put";
+    pub const DELETE_ROLE: &str = "role.delete";
+    pub const ADD_PERMISSION: &str = "permission.add";
+    pub const CREATE_API_KEY: &str = "api_key.create";
+    pub const ROTATE_API_KEY: &str = "api_key.rotate";
+    pub const REVOKE_API_KEY: &str = "api_key.revoke";
+    /// An enterprise tenant's allow-list, plan overrides, domains or type changed.
+    pub const CHANGE_TENANT_POLICY: &str = "tenant.policy_change";
 }
 
 /// Who acted.
@@ -79,6 +92,8 @@ pub enum Actor<'a> {
     User(&'a str),
     /// An OAuth client, by client id.
     Client(&'a str),
+    /// A tenant's API key, by key id.
+    ApiKey(&'a str),
     /// Tessera itself or an operator at the command line.
     System,
     /// Nobody known: a login naming no account, a replayed token.
@@ -90,6 +105,7 @@ impl Actor<'_> {
         match self {
             Actor::User(id) => ("user", Some(id)),
             Actor::Client(id) => ("client", Some(id)),
+            Actor::ApiKey(id) => ("api_key", Some(id)),
             Actor::System => ("system", None),
             Actor::None => ("none", None),
         }
@@ -215,6 +231,8 @@ pub struct AuditView {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub correlation_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
 }
 
 impl From<AuditRow> for AuditView {
@@ -232,12 +250,14 @@ impl From<AuditRow> for AuditView {
             ip: r.ip,
             user_agent: r.user_agent,
             correlation_id: r.correlation_id,
+            tenant_id: r.tenant_id,
         }
     }
 }
 
-/// Filters of a listing, as given by an operator (`GET /admin/audit`, `tessera audit list`).
-#[derive(Debug, Clone, Default)]
+/// Filters of a listing, as given by an operator (`GET /admin/audit`, `tessera audit list`)
+/// or a tenant administrator (`GET /tenants/{id}/audit`), from the query string.
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Filter {
     /// The actor's id (a user id or client id).
     pub actor: Option<String>,
@@ -272,6 +292,16 @@ pub async fn list(
     filter: &Filter,
 ) -> Result<(Vec<AuditView>, Option<String>)> {
     crate::authz::require(principal, crate::authz::Permission::ReadAuditLog)?;
+    list_in(store, filter, None).await
+}
+
+/// [`list`] without the authorization check, limited to `tenant` when given (the caller has
+/// checked `audit:read` in that tenant: `GET /tenants/{id}/audit`).
+pub async fn list_in(
+    store: &Store,
+    filter: &Filter,
+    tenant: Option<&str>,
+) -> Result<(Vec<AuditView>, Option<String>)> {
     fn nonempty(v: &Option<String>) -> Option<&str> {
         v.as_deref().filter(|s| !s.is_empty())
     }
@@ -312,6 +342,7 @@ pub async fn list(
             to,
             after,
             limit,
+            tenant_id: tenant,
         },
     )
     .await?;

@@ -87,9 +87,12 @@ pub enum Permission {
     ReadAuditLog,
     /// Read the outbox and its statistics.
     ReadEvents,
-    /// Create, list and join tenants; act inside the token's tenant (what exactly is decided
-    /// by the tenant's roles, [`require_in_tenant`]).
+    /// Create, list, join and switch tenants: a user's own business.
     UseTenants,
+    /// Act inside the tenant named in the path, as a member (through the token's tenant) or as
+    /// one of its API keys; what exactly is decided by the tenant's roles or the key's
+    /// permissions, [`require_in_tenant`].
+    ActInTenant,
     /// System administration of tenants: enterprise tenants, suspension, reactivation.
     ManageTenants,
 }
@@ -98,9 +101,10 @@ impl Permission {
     /// The scope a first-party client's token needs for this permission.
     fn scope(self) -> &'static str {
         match self {
-            Permission::ReadOwnAccount | Permission::ManageOwnAccount | Permission::UseTenants => {
-                SCOPE_ACCOUNT
-            }
+            Permission::ReadOwnAccount
+            | Permission::ManageOwnAccount
+            | Permission::UseTenants
+            | Permission::ActInTenant => SCOPE_ACCOUNT,
             Permission::ReadUserInfo => "openid",
             Permission::ManageClients
             | Permission::ManageUsers
@@ -116,7 +120,8 @@ impl Permission {
             Permission::ReadOwnAccount
             | Permission::ManageOwnAccount
             | Permission::ReadUserInfo
-            | Permission::UseTenants => None,
+            | Permission::UseTenants
+            | Permission::ActInTenant => None,
             Permission::ManageClients
             | Permission::ManageUsers
             | Permission::ReadAuditLog
@@ -165,8 +170,19 @@ pub struct ClientPrincipal {
 pub enum Principal {
     User(UserPrincipal),
     Client(ClientPrincipal),
+    /// A tenant's API key (`Authorization: Bearer tsk_…`): acts only in its tenant, with its
+    /// own permissions there, never on account or admin routes.
+    ApiKey(ApiKeyPrincipal),
     /// The operator at the host: the CLI and background jobs, never reachable over HTTP.
     System,
+}
+
+/// An API key's identity and what it may do in its tenant.
+#[derive(Clone, Debug)]
+pub struct ApiKeyPrincipal {
+    pub key_id: String,
+    pub tenant_id: String,
+    pub permissions: Vec<String>,
 }
 
 impl Principal {
@@ -174,7 +190,7 @@ impl Principal {
     pub fn user(&self) -> Option<&UserPrincipal> {
         match self {
             Principal::User(u) => Some(u),
-            Principal::Client(_) | Principal::System => None,
+            Principal::Client(_) | Principal::ApiKey(_) | Principal::System => None,
         }
     }
 
@@ -183,7 +199,17 @@ impl Principal {
         match self {
             Principal::User(u) => crate::audit::Actor::User(&u.user_id),
             Principal::Client(c) => crate::audit::Actor::Client(&c.client_id),
+            Principal::ApiKey(k) => crate::audit::Actor::ApiKey(&k.key_id),
             Principal::System => crate::audit::Actor::System,
+        }
+    }
+
+    /// The tenant the credential is scoped to: a token's `tid`, an API key's tenant.
+    pub fn tenant_id(&self) -> Option<&str> {
+        match self {
+            Principal::User(u) => u.tenant_id.as_deref(),
+            Principal::ApiKey(k) => Some(&k.tenant_id),
+            Principal::Client(_) | Principal::System => None,
         }
     }
 }
@@ -202,7 +228,11 @@ pub fn require(principal: &Principal, permission: Permission) -> Result<(), Erro
     match principal {
         Principal::System if permission.role().is_some() => Ok(()),
         Principal::User(_) => require_user(principal, permission).map(|_| ()),
-        Principal::System | Principal::Client(_) => Err(insufficient_scope()),
+        // An API key reaches tenant routes only; the tenant decides the rest.
+        Principal::ApiKey(_) if permission == Permission::ActInTenant => Ok(()),
+        Principal::System | Principal::Client(_) | Principal::ApiKey(_) => {
+            Err(insufficient_scope())
+        }
     }
 }
 
@@ -398,16 +428,17 @@ impl TenantAccess {
     }
 }
 
-/// Checks that `principal` may do `permission` in the tenant of `access`: a user whose token
-/// may use tenants ([`Permission::UseTenants`]), whose token is for this tenant (`tid`: a token
-/// for tenant A is not a token for tenant B), and whose roles there give the permission.
-pub fn require_in_tenant<'p>(
-    principal: &'p Principal,
+/// Checks that `principal` may do `permission` in the tenant of `access`: a user or API key
+/// that may act in tenants ([`Permission::ActInTenant`]), whose token is for this tenant (`tid`:
+/// a token for tenant A is not a token for tenant B; a key belongs to one tenant), and whose
+/// roles (or the key's permissions) there give the permission.
+pub fn require_in_tenant(
+    principal: &Principal,
     access: &TenantAccess,
     permission: TenantPermission,
-) -> Result<&'p UserPrincipal, Error> {
-    let user = require_user(principal, Permission::UseTenants)?;
-    if user.tenant_id.as_deref() != Some(access.tenant_id.as_str()) {
+) -> Result<(), Error> {
+    require(principal, Permission::ActInTenant)?;
+    if principal.tenant_id() != Some(access.tenant_id.as_str()) {
         return Err(Error::Forbidden {
             code: crate::error::Code::TenantMismatch,
             message: "the token is for another tenant; switch to this one first",
@@ -419,7 +450,7 @@ pub fn require_in_tenant<'p>(
             message: "your roles in this tenant do not allow this",
         });
     }
-    Ok(user)
+    Ok(())
 }
 
 #[cfg(test)]

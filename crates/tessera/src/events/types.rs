@@ -59,6 +59,58 @@ pub struct TenantDeletedV1 {
 }
 tenant_event!(TenantDeletedV1, "identity.tenant.deleted.v1");
 
+/// An invitation to a tenant was created (and, unless mail goes out as events, mailed).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InvitationSentV1 {
+    pub tenant_id: String,
+    pub invitation_id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub invited_by: Option<String>,
+    /// When the invitation expires (RFC 3339).
+    pub expires_at: String,
+    /// The invitation link with its raw token: present only with event-driven mail
+    /// (`TESSERA_MAIL__TRANSPORT=events`). Treat it as a secret.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<String>,
+}
+tenant_event!(InvitationSentV1, "identity.tenant.invitation_sent.v1");
+
+/// An invitation was accepted (the member joined; `member_added` follows unless they were a
+/// member already).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InvitationAcceptedV1 {
+    pub tenant_id: String,
+    pub invitation_id: String,
+    pub user_id: String,
+}
+tenant_event!(
+    InvitationAcceptedV1,
+    "identity.tenant.invitation_accepted.v1"
+);
+
+/// An API key was created (or made by rotating another).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ApiKeyCreatedV1 {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub name: String,
+    pub permissions: Vec<String>,
+    /// The user who created it (or `api_key:<id>` for a key made with a key).
+    pub created_by: Option<String>,
+    /// The key it replaces, which keeps working until the end of the overlap.
+    pub rotated_from: Option<String>,
+}
+tenant_event!(ApiKeyCreatedV1, "identity.tenant.api_key_created.v1");
+
+/// An API key was revoked: it stopped working at once.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ApiKeyRevokedV1 {
+    pub tenant_id: String,
+    pub key_id: String,
+}
+tenant_event!(ApiKeyRevokedV1, "identity.tenant.api_key_revoked.v1");
+
 /// A user joined a tenant (by invitation, or just in time by a claimed email domain).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MemberAddedV1 {
@@ -227,6 +279,10 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<MemberAddedV1>(),
         one::<MemberRemovedV1>(),
         one::<MemberRolesChangedV1>(),
+        one::<InvitationSentV1>(),
+        one::<InvitationAcceptedV1>(),
+        one::<ApiKeyCreatedV1>(),
+        one::<ApiKeyRevokedV1>(),
     ]
 }
 

@@ -91,9 +91,29 @@ impl FromRequestParts<AppState> for Caller {
                 bearer: true,
             });
         };
-        let principal = principal(state, token).await?;
+        let principal = if crate::tenants::api_keys::is_api_key(token) {
+            let ip = client_ip(parts, state);
+            let now = state.clock.now();
+            let key = crate::tenants::api_keys::authenticate(state, token, ip.as_deref(), now);
+            Principal::ApiKey(key.await?)
+        } else {
+            principal(state, token).await?
+        };
         if let Some(Required(permission)) = parts.extensions.get::<Required>() {
             authz::require(&principal, *permission)?;
+        }
+        // A key's tenant is the only one that exists for it: say so before any body is read
+        // (the domain function checks again, `tenants::require`).
+        if let Principal::ApiKey(key) = &principal {
+            let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+                .await
+                .map_err(|_| Error::NotFound)?;
+            if params
+                .iter()
+                .any(|(name, value)| name == "id" && value != key.tenant_id)
+            {
+                return Err(Error::NotFound);
+            }
         }
         Ok(Caller(principal))
     }
@@ -154,6 +174,16 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, Err
     }
 }
 
+/// The client's address: the socket's, or the trusted proxies' `X-Forwarded-For` hop.
+fn client_ip(parts: &Parts, state: &AppState) -> Option<String> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
+        state
+            .proxies
+            .client_ip(c.0.ip(), &parts.headers)
+            .to_string()
+    })
+}
+
 /// The request's context: correlation id, user agent (truncated) and socket address.
 pub struct Context(pub RequestContext);
 
@@ -169,12 +199,7 @@ impl FromRequestParts<AppState> for Context {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect());
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
-            state
-                .proxies
-                .client_ip(c.0.ip(), &parts.headers)
-                .to_string()
-        });
+        let ip = client_ip(parts, state);
         let correlation_id = parts
             .extensions
             .get::<super::CorrelationId>()

@@ -41,8 +41,11 @@ pub struct Routes {
 
 impl Routes {
     fn route(mut self, path: &'static str, method_router: MethodRouter<AppState>) -> Self {
+        // A path registered again (another method with another guard) merges into one route.
         self.router = self.router.route(path, method_router);
-        self.paths.push(path);
+        if !self.paths.contains(&path) {
+            self.paths.push(path);
+        }
         self
     }
 

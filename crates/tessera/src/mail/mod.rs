@@ -25,6 +25,7 @@ use crate::store::Tx;
 pub enum Template {
     VerifyEmail,
     ResetPassword,
+    Invitation,
 }
 
 impl Template {
@@ -32,6 +33,7 @@ impl Template {
         match self {
             Self::VerifyEmail => "verify_email",
             Self::ResetPassword => "reset_password",
+            Self::Invitation => "invitation",
         }
     }
 
@@ -39,6 +41,7 @@ impl Template {
         match s {
             "verify_email" => Some(Self::VerifyEmail),
             "reset_password" => Some(Self::ResetPassword),
+            "invitation" => Some(Self::Invitation),
             _ => None,
         }
     }
@@ -75,6 +78,22 @@ const DEFAULTS: &[(&str, &str)] = &[
          everywhere. If you did not ask for this, you can ignore this message.</p>\n\
          </body></html>\n",
     ),
+    ("invitation.subject", "You are invited to {{ tenant }}"),
+    (
+        "invitation.txt",
+        "Hello,\n\nyou are invited to join {{ tenant }} as {{ email }}. To accept, open this \
+         link and sign in (or create an account) with this address:\n\n{{ link }}\n\n\
+         The link works once and expires at {{ expires_at }}.\n\
+         If you did not expect this invitation, you can ignore this message.\n",
+    ),
+    (
+        "invitation.html",
+        "<!doctype html>\n<html><body>\n<p>Hello,</p>\n<p>you are invited to join {{ tenant }} \
+         as {{ email }}.</p>\n<p><a href=\"{{ link }}\">Accept the invitation</a></p>\n<p>Sign \
+         in (or create an account) with this address. The link works once and expires at \
+         {{ expires_at }}. If you did not expect this invitation, you can ignore this \
+         message.</p>\n</body></html>\n",
+    ),
 ];
 
 /// Links, templates and the sealing key: what request handlers need to queue mail.
@@ -85,6 +104,7 @@ pub struct Mailer {
     public_url: String,
     verify_url: Option<String>,
     reset_url: Option<String>,
+    invitation_url: Option<String>,
     event_driven: bool,
 }
 
@@ -111,6 +131,9 @@ struct Payload {
     to: String,
     link: String,
     expires_at: i64,
+    /// The tenant's name, for invitations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
 }
 
 impl Mailer {
@@ -144,11 +167,22 @@ impl Mailer {
             public_url: config.public_url().to_string(),
             verify_url: config.verify_email_url.clone(),
             reset_url: config.reset_password_url.clone(),
+            invitation_url: config.invitation_url.clone(),
             event_driven: config.mail.transport == "events",
         };
-        for t in [Template::VerifyEmail, Template::ResetPassword] {
+        for t in [
+            Template::VerifyEmail,
+            Template::ResetPassword,
+            Template::Invitation,
+        ] {
             mailer
-                .render(t, "user@example.com", "https://example.com/x?token=t", 0)
+                .render(
+                    t,
+                    "user@example.com",
+                    "https://example.com/x?token=t",
+                    Some("Acme"),
+                    0,
+                )
                 .with_context(|| format!("rendering the {} templates", t.name()))?;
         }
         Ok(mailer)
@@ -163,6 +197,15 @@ impl Mailer {
         match template {
             Some(t) => t.replace("{token}", token),
             None => format!("{}/{page}?token={token}", self.public_url),
+        }
+    }
+
+    /// The link of an invitation: `TESSERA_INVITATION_URL`, else Tessera's own
+    /// `/accept-invitation` page under `public_url`.
+    pub fn invitation_link(&self, token: &str) -> String {
+        match &self.invitation_url {
+            Some(t) => t.replace("{token}", token),
+            None => format!("{}/accept-invitation?token={token}", self.public_url),
         }
     }
 
@@ -181,11 +224,13 @@ impl Mailer {
         template: Template,
         to: &str,
         link: &str,
+        tenant: Option<&str>,
         expires_at: i64,
     ) -> anyhow::Result<Rendered> {
         let ctx = minijinja::context! {
             email => to,
             link => link,
+            tenant => tenant.unwrap_or(""),
             expires_at => crate::clock::rfc3339(expires_at),
         };
         let get = |ext: &str| -> anyhow::Result<String> {
@@ -224,6 +269,7 @@ pub fn decoy_payload(mailer: &Mailer, expires_at: i64) -> Result<Option<Vec<u8>>
         to: "nobody@invalid".into(),
         link: mailer.link(Purpose::ResetPassword, &"x".repeat(47)),
         expires_at,
+        tenant: None,
     };
     Ok(Some(mailer.seal(&id, &payload)?))
 }
@@ -237,6 +283,21 @@ pub async fn enqueue(
     expires_at: i64,
     now: i64,
 ) -> Result<()> {
+    enqueue_for_tenant(tx, mailer, template, to, link, None, expires_at, now).await
+}
+
+/// [`enqueue`] with the name of the tenant the mail is about (invitations).
+#[allow(clippy::too_many_arguments)]
+pub async fn enqueue_for_tenant(
+    tx: &mut Tx,
+    mailer: &Mailer,
+    template: Template,
+    to: &str,
+    link: &str,
+    tenant: Option<&str>,
+    expires_at: i64,
+    now: i64,
+) -> Result<()> {
     let id = uuid::Uuid::now_v7().to_string();
     let sealed = mailer.seal(
         &id,
@@ -244,6 +305,7 @@ pub async fn enqueue(
             to: to.to_string(),
             link: link.to_string(),
             expires_at,
+            tenant: tenant.map(str::to_string),
         },
     )?;
     crate::store::mail::insert(tx, &id, template.name(), &sealed, now).await?;

@@ -159,9 +159,13 @@ async fn send_job(
     let template = Template::parse(&job.template).context("unknown mail template")?;
     let sealed = job.payload.as_deref().context("mail job without payload")?;
     let payload = state.mail.open(&job.id, sealed)?;
-    let rendered = state
-        .mail
-        .render(template, &payload.to, &payload.link, payload.expires_at)?;
+    let rendered = state.mail.render(
+        template,
+        &payload.to,
+        &payload.link,
+        payload.tenant.as_deref(),
+        payload.expires_at,
+    )?;
     let message = build_message(&state.mail, &payload.to, rendered)?;
     transport.send(message).await
 }

@@ -84,6 +84,8 @@ pub enum Invalidation {
     Tenant(String),
     /// A membership changed: `tenant_id:user_id`.
     Member(String),
+    /// An API key changed (revoked, rotated), by the digest of its secret.
+    ApiKey(String),
 }
 
 impl Invalidation {
@@ -95,6 +97,7 @@ impl Invalidation {
             Self::Client(id) => format!("c:{id}"),
             Self::Tenant(id) => format!("n:{id}"),
             Self::Member(key) => format!("m:{key}"),
+            Self::ApiKey(hash) => format!("k:{hash}"),
         }
     }
 
@@ -108,6 +111,7 @@ impl Invalidation {
             "c" => Self::Client(id),
             "n" => Self::Tenant(id),
             "m" => Self::Member(id),
+            "k" => Self::ApiKey(id),
             _ => return None,
         })
     }

@@ -33,6 +33,7 @@ pub struct AuditRow {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub correlation_id: String,
+    pub tenant_id: Option<String>,
 }
 
 /// Filters of a listing; empty strings and `None` match everything.
@@ -49,6 +50,8 @@ pub struct AuditQuery<'a> {
     /// Only rows with a larger id.
     pub after: i64,
     pub limit: i64,
+    /// Only entries of this tenant.
+    pub tenant_id: Option<&'a str>,
 }
 
 pub async fn insert<'e>(
@@ -84,8 +87,8 @@ pub async fn list<'e>(
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, occurred_at, actor_type, actor_id, action, target_type, target_id, result, \
-         reason, ip, user_agent, correlation_id FROM audit_log \
-         WHERE id > $1 AND ($2 = '' OR actor_id = $2) AND ($3 = '' OR action = $3) \
+         reason, ip, user_agent, correlation_id, tenant_id FROM audit_log \
+         WHERE id > $1 AND ($9 = '' OR tenant_id = $9) AND ($2 = '' OR actor_id = $2) AND ($3 = '' OR action = $3) \
            AND ($4 = '' OR target_id = $4) AND ($5 = '' OR result = $5) \
            AND occurred_at >= $6 AND occurred_at < $7 \
          ORDER BY id LIMIT $8",
@@ -98,6 +101,7 @@ pub async fn list<'e>(
     .bind(q.from.unwrap_or(i64::MIN))
     .bind(q.to.unwrap_or(i64::MAX))
     .bind(q.limit)
+    .bind(q.tenant_id.unwrap_or(""))
     .fetch_all(db)
     .await
 }

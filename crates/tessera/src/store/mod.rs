@@ -3,8 +3,10 @@
 //! through sqlx's `Any` driver; a query branches per backend only where the dialect differs.
 //! Functions take any executor, so the same one runs on the pool or inside a transaction.
 
+pub mod api_keys;
 pub mod audit;
 pub mod housekeeping;
+pub mod invitations;
 pub mod jobs;
 pub mod keys;
 pub mod mail;

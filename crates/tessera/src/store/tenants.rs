@@ -488,3 +488,31 @@ pub async fn last_tenant<'e>(
             .await?;
     Ok(row.and_then(|(t,)| t))
 }
+
+/// How many members `tenant_id` has.
+pub async fn count_members<'e>(
+    db: impl Executor<'e, Database = Any>,
+    tenant_id: &str,
+) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(db)
+        .await?;
+    Ok(n)
+}
+
+/// Replaces a tenant's settings JSON.
+pub async fn set_settings<'e>(
+    db: impl Executor<'e, Database = Any>,
+    tenant_id: &str,
+    settings: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET settings = $2, updated_at = $3 WHERE id = $1")
+        .bind(tenant_id)
+        .bind(settings)
+        .bind(now)
+        .execute(db)
+        .await
+        .map(|_| ())
+}

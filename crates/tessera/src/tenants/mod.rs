@@ -4,7 +4,11 @@
 //! lowering their roles takes effect at their next request, and a suspended tenant's tokens stop
 //! working at once on every replica (the caches here are dropped by shared invalidations).
 
+pub mod api_keys;
+pub mod invitations;
 pub mod members;
+pub mod policy;
+pub mod roles;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -95,7 +99,10 @@ impl From<&TenantRow> for TenantView {
 #[derive(Debug, Clone)]
 pub struct TenantInfo {
     pub row: TenantRow,
+    pub kind: TenantType,
     pub status: TenantStatus,
+    /// The parsed `settings`: allow-list and plan overrides.
+    pub settings: policy::TenantSettings,
     /// Custom role → its permissions.
     pub custom_roles: HashMap<String, Vec<String>>,
     /// Application permissions registered in the tenant.
@@ -108,6 +115,10 @@ pub struct TenantInfo {
 pub struct TenantCaches {
     tenants: crate::shared::Cache<Option<Arc<TenantInfo>>>,
     members: crate::shared::Cache<Option<Arc<Vec<String>>>>,
+    /// API keys by the digest of their secret.
+    pub(crate) keys: crate::shared::Cache<Option<Arc<crate::store::api_keys::ApiKeyRow>>>,
+    /// `key id|address` pairs whose last use was written in the last minute.
+    pub(crate) touched: moka::sync::Cache<String, ()>,
 }
 
 impl TenantCaches {
@@ -125,7 +136,26 @@ impl TenantCaches {
                 Duration::from_secs(10),
                 Invalidation::Member,
             ),
+            keys: crate::shared::Cache::new(
+                shared,
+                100_000,
+                Duration::from_secs(10),
+                Invalidation::ApiKey,
+            ),
+            touched: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
         }
+    }
+
+    /// Drops an API key (by secret digest) heard from another replica.
+    pub fn forget_key(&self, hash: &str) {
+        self.keys.forget(hash);
+    }
+
+    pub(crate) async fn key_changed(&self, hash: &str) {
+        self.keys.invalidate(hash).await;
     }
 
     /// Drops a tenant heard from another replica.
@@ -141,6 +171,7 @@ impl TenantCaches {
     pub fn forget_all(&self) {
         self.tenants.forget_all();
         self.members.forget_all();
+        self.keys.forget_all();
     }
 
     pub(crate) async fn tenant_changed(&self, id: &str) {
@@ -179,6 +210,8 @@ pub async fn info(core: &Core, id: &str) -> Result<Option<Arc<TenantInfo>>> {
                 .collect();
             Some(Arc::new(TenantInfo {
                 status: TenantStatus::parse(&row.status),
+                kind: TenantType::parse(&row.kind).unwrap_or(TenantType::Team),
+                settings: policy::TenantSettings::parse(&row.settings),
                 row,
                 custom_roles,
                 app_permissions,
@@ -245,7 +278,7 @@ pub async fn access(core: &Core, tenant_id: &str, user_id: &str) -> Result<Optio
     }))
 }
 
-fn suspended() -> Error {
+pub(crate) fn suspended() -> Error {
     Error::Forbidden {
         code: Code::TenantSuspended,
         message: "this tenant is suspended",
@@ -280,12 +313,42 @@ pub async fn require(
     tenant_id: &str,
     permission: TenantPermission,
 ) -> Result<TenantAccess> {
-    let user = authz::require_user(principal, Permission::UseTenants)?;
+    if let Principal::ApiKey(key) = principal {
+        // A key acts only in its own tenant; any other tenant does not exist for it.
+        if key.tenant_id != tenant_id {
+            return Err(Error::NotFound);
+        }
+        let tenant = info(core, tenant_id).await?.ok_or(Error::NotFound)?;
+        match tenant.status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => return Err(suspended()),
+            TenantStatus::Deleted => return Err(Error::NotFound),
+        }
+        let access = TenantAccess {
+            tenant_id: tenant_id.to_string(),
+            roles: Vec::new(),
+            permissions: key.permissions.iter().cloned().collect(),
+        };
+        authz::require_in_tenant(principal, &access, permission)?;
+        return Ok(access);
+    }
+    let user = authz::require_user(principal, Permission::ActInTenant)?;
     let access = access(core, tenant_id, &user.user_id)
         .await?
         .ok_or(Error::NotFound)?;
     authz::require_in_tenant(principal, &access, permission)?;
     Ok(access)
+}
+
+/// `GET /tenants/{id}/audit` (`audit:read`): the tenant's audit entries, oldest first.
+pub async fn audit_log(
+    core: &Core,
+    principal: &Principal,
+    tenant_id: &str,
+    filter: &audit::Filter,
+) -> Result<(Vec<audit::AuditView>, Option<String>)> {
+    require(core, principal, tenant_id, TenantPermission::AuditRead).await?;
+    audit::list_in(&core.store, filter, Some(tenant_id)).await
 }
 
 // ---------------------------------------------------------------- slugs and names
@@ -796,6 +859,8 @@ mod tests {
                 deleted_at: None,
             },
             status: TenantStatus::Active,
+            kind: TenantType::Team,
+            settings: policy::TenantSettings::default(),
             custom_roles: HashMap::from([(
                 "approver".to_string(),
                 vec!["invoices:approve".to_string()],

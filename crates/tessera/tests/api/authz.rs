@@ -32,21 +32,30 @@ enum Class {
     UserInfo,
     /// Client-authenticated OAuth endpoints and public pages: a bearer token changes nothing.
     Unaffected,
+    /// Inside one tenant (`/tenants/{id}/…`): as Account for users, and open to the tenant's own
+    /// API keys (what a member or key may do there is the tenant matrix's business,
+    /// tests/api/tenants.rs); the matrix's tenant is not the key's, so a key gets 404.
+    Tenant,
 }
 
-fn class_of(path: &str) -> Option<Class> {
+fn class_of(method: &Method, path: &str) -> Option<Class> {
     if path.starts_with("/admin/") {
         return Some(Class::Admin);
     }
     if path.starts_with("/identity/") {
         return Some(Class::Account);
     }
-    // Suspension is for system administrators; the rest of /tenants is the user's own (what a
-    // member may do inside a tenant is the tenant matrix's business, tests/api/tenants.rs).
-    if path.starts_with("/tenants/{id}/suspend") || path.starts_with("/tenants/{id}/reactivate") {
+    // Suspension and plan overrides are for system administrators.
+    if path.starts_with("/tenants/{id}/suspend")
+        || path.starts_with("/tenants/{id}/reactivate")
+        || (path == "/tenants/{id}/plan" && *method == Method::PATCH)
+    {
         return Some(Class::Admin);
     }
-    if path == "/tenants" || path.starts_with("/tenants/") || path == "/auth/switch-tenant" {
+    if path.starts_with("/tenants/{id}") {
+        return Some(Class::Tenant);
+    }
+    if path == "/tenants" || path == "/auth/switch-tenant" || path == "/invitations/accept" {
         return Some(Class::Account);
     }
     Some(match path {
@@ -92,6 +101,8 @@ enum Caller {
     FirstPartyAdminScope,
     /// A user's token from a first-party client granted `openid tessera:account`.
     FirstPartyAccountScope,
+    /// An API key (`tsk_…`) of the user's personal tenant.
+    ApiKey,
 }
 
 const CALLERS: &[Caller] = &[
@@ -102,6 +113,7 @@ const CALLERS: &[Caller] = &[
     Caller::Machine,
     Caller::FirstPartyAdminScope,
     Caller::FirstPartyAccountScope,
+    Caller::ApiKey,
 ];
 
 /// What a caller should get: allowed (anything but 401/403/5xx), or exactly this status.
@@ -122,6 +134,12 @@ fn expect(class: Class, caller: Caller) -> Expect {
         // `{}` without a refresh token.
         (Class::Logout, Nobody) => Expect::Status(StatusCode::UNPROCESSABLE_ENTITY),
         (_, Nobody) => UNAUTHORIZED,
+        // An API key is no user and no OAuth token: only its own tenant's routes take it.
+        (Class::Tenant, ApiKey) => Expect::Status(StatusCode::NOT_FOUND),
+        // RFC 6750 §3.1: not an access token UserInfo or logout can use.
+        (Class::UserInfo | Class::Logout, ApiKey) => UNAUTHORIZED,
+        (Class::Tenant, User | Admin | FirstPartyAccountScope) => Expect::Allowed,
+        (Class::Tenant, _) => FORBIDDEN,
         (Class::Admin, Admin | FirstPartyAdminScope) => Expect::Allowed,
         (Class::Admin, _) => FORBIDDEN,
         (Class::Account | Class::Logout, User | Admin | FirstPartyAccountScope) => Expect::Allowed,
@@ -138,6 +156,7 @@ struct Callers {
     machine: String,
     first_party_admin: String,
     first_party_account: String,
+    api_key: String,
 }
 
 impl Callers {
@@ -150,6 +169,7 @@ impl Callers {
             Caller::Machine => &self.machine,
             Caller::FirstPartyAdminScope => &self.first_party_admin,
             Caller::FirstPartyAccountScope => &self.first_party_account,
+            Caller::ApiKey => &self.api_key,
         })
     }
 }
@@ -251,11 +271,31 @@ async fn machine_token(app: &TestApp) -> String {
     body["access_token"].as_str().unwrap().to_string()
 }
 
+/// An API key of the user's personal tenant, with every permission the owner holds.
+async fn api_key_of_personal_tenant(app: &TestApp, user_token: &str) -> String {
+    let tid = crate::tenants::claims(user_token)["tid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/tenants/{tid}/api-keys"),
+            Some(user_token),
+            Some(json!({"name": "matrix", "permissions": ["tenant:read", "members:read"]})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    res.body["key"].as_str().unwrap().to_string()
+}
+
 async fn callers(app: &TestApp) -> Callers {
     create_admin(app, "root@example.com").await;
     let admin = Tokens::from(&app.login("root@example.com", PASSWORD).await.body).access;
     let user = app.signed_in("user@example.com").await.access;
+    let api_key = api_key_of_personal_tenant(app, &user).await;
     Callers {
+        api_key,
         third_party: third_party_token_via_hosted_login(app, "root@example.com").await,
         machine: machine_token(app).await,
         first_party_admin: first_party_token(app, "root@example.com", "tessera:admin").await,
@@ -308,13 +348,18 @@ async fn every_route_answers_each_kind_of_caller_as_the_authorization_model_says
     let mut checked = 0;
     let mut failures = Vec::new();
     for path in paths {
-        let class = class_of(path).unwrap_or_else(|| {
-            panic!("{path} is not in the access matrix: add it to class_of in tests/api/authz.rs")
-        });
         let concrete = path
             .replace("{id}", "00000000-0000-7000-8000-000000000000")
-            .replace("{user_id}", "00000000-0000-7000-8000-000000000001");
+            .replace("{user_id}", "00000000-0000-7000-8000-000000000001")
+            .replace("{invitation_id}", "00000000-0000-7000-8000-000000000002")
+            .replace("{key_id}", "00000000-0000-7000-8000-000000000003")
+            .replace("{name}", "custom");
         for method in methods_of(&app, &concrete).await {
+            let class = class_of(&method, path).unwrap_or_else(|| {
+                panic!(
+                    "{method} {path} is not in the access matrix: add it to class_of in tests/api/authz.rs"
+                )
+            });
             let nobody = send(&app, &method, &concrete, None).await;
             for &caller in CALLERS {
                 let status = match caller {
