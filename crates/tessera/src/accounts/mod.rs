@@ -328,7 +328,8 @@ pub async fn login(
 ) -> Result<TokenPair> {
     let user = authenticate(state, email, password, ctx, now).await?;
     let roles = crate::store::roles::roles_of(state.store.pool(), &user.id).await?;
-    let (tenant_id, tenant_roles) = crate::tenants::choose(state, &user.id, tenant).await?;
+    let ip = ctx.ip.as_deref();
+    let (tenant_id, tenant_roles) = crate::tenants::choose(state, &user.id, tenant, ip).await?;
     if tenant.is_some() {
         crate::tenants::remember(state, &user.id, &tenant_id).await?;
     }

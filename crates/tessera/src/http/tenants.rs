@@ -221,7 +221,7 @@ async fn accept_invitation(
 ) -> Result<Response> {
     let now = state.clock.now();
     let tenant = invitations::accept(&state, &principal, input, &ctx, now).await?;
-    Ok(axum::Json(json!({ "tenant": tenant })).into_response())
+    Ok(axum::Json(tenant).into_response())
 }
 
 async fn list_roles(

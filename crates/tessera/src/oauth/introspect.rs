@@ -35,6 +35,19 @@ pub struct Introspection {
     pub jti: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The token's tenant (Tessera's `tid` claim; RFC 7662 §2.2 allows further members).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
+    /// The tenant's roles of the user, for an access token in a tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_roles: Option<Vec<String>>,
+    /// An API key's permissions in its tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
+    /// The tenant's features (plan entitlements such as `sso`), so that resource servers can
+    /// gate tenant-specific functions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
 }
 
 /// Introspects an access token or a refresh token (only the owning client's). Expired, revoked
@@ -75,6 +88,9 @@ pub async fn introspect(
             ..Default::default()
         });
     }
+    if crate::tenants::api_keys::is_api_key(token) {
+        return api_key(state, client, token, now).await;
+    }
     let Ok(claims) = state.keys.verify_access_token_for(token, now, None).await else {
         return Ok(Introspection::default());
     };
@@ -84,8 +100,17 @@ pub async fn introspect(
     if !super::revocation::is_live(state, &claims, now).await? {
         return Ok(Introspection::default());
     }
+    let features = match &claims.tid {
+        Some(tid) => crate::tenants::info(state, tid)
+            .await?
+            .map(|t| t.features()),
+        None => None,
+    };
     Ok(Introspection {
         active: true,
+        tenant_roles: claims.tid.as_ref().map(|_| claims.tenant_roles.clone()),
+        tid: claims.tid,
+        features,
         scope: claims.scope,
         client_id: Some(claims.client_id),
         token_type: Some("Bearer"),
@@ -97,6 +122,36 @@ pub async fn introspect(
         iss: Some(claims.iss),
         jti: Some(claims.jti),
         sid: claims.sid,
+        ..Default::default()
+    })
+}
+
+/// A tenant API key (`tsk_…`): active while neither revoked nor expired and its tenant active.
+/// Only resource-server clients (`may_introspect`) see keys, which belong to no client.
+async fn api_key(state: &Core, client: &Client, token: &str, now: i64) -> Result<Introspection> {
+    if !client.may_introspect {
+        return Ok(Introspection::default());
+    }
+    let Some((key, features)) = crate::tenants::api_keys::introspect(state, token, now).await?
+    else {
+        return Ok(Introspection::default());
+    };
+    Ok(Introspection {
+        active: true,
+        token_type: Some("api_key"),
+        sub: Some(key.id.clone()),
+        iat: Some(key.created_at),
+        exp: key.expires_at,
+        iss: Some(state.settings.issuer.clone()),
+        tid: Some(key.tenant_id.clone()),
+        permissions: Some(
+            key.permissions
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+        ),
+        features: Some(features),
+        ..Default::default()
     })
 }
 

@@ -355,7 +355,8 @@ pub async fn refresh(
     }
     let hash = token_hash(refresh_token);
     let mut tx = store.begin().await?;
-    let outcome = rotate_in(&mut tx, settings, &hash, request, now).await;
+    let ip = ctx.ip.as_deref();
+    let outcome = rotate_in(&mut tx, settings, &hash, request, ip, now).await;
     match outcome {
         Ok(Rotation::Rotated {
             claims,
@@ -402,6 +403,7 @@ async fn rotate_in(
     settings: &Settings,
     hash: &str,
     request: RefreshRequest<'_>,
+    ip: Option<&str>,
     now: i64,
 ) -> Result<Rotation> {
     let Some(t) = store_sessions::find_refresh_token(&mut **tx, hash).await? else {
@@ -463,16 +465,22 @@ async fn rotate_in(
     } else {
         Vec::new()
     };
-    // A session in a tenant refreshes only while the tenant is active and the user a member;
-    // the new access token carries the roles held now.
+    // A session in a tenant refreshes only while the tenant is active, the user a member and
+    // the caller's address on the tenant's allow-list; the new access token carries the roles
+    // held now.
     let tenant_roles = match &t.tenant_id {
         Some(tid) => {
-            let active = crate::store::tenants::find(&mut **tx, tid)
-                .await?
-                .is_some_and(|row| {
-                    crate::tenants::TenantStatus::parse(&row.status)
-                        == crate::tenants::TenantStatus::Active
-                });
+            let row = crate::store::tenants::find(&mut **tx, tid).await?;
+            let active = row.as_ref().is_some_and(|row| {
+                crate::tenants::TenantStatus::parse(&row.status)
+                    == crate::tenants::TenantStatus::Active
+            });
+            if let Some(row) = &row {
+                let policy = crate::tenants::policy::TenantSettings::parse(&row.settings);
+                if !crate::tenants::policy::admits(&policy.allowed_cidrs, ip) {
+                    return Err(crate::tenants::policy::ip_not_allowed());
+                }
+            }
             let roles = crate::store::tenants::member_roles(&mut **tx, tid, &t.user_id).await?;
             match roles.filter(|_| active) {
                 Some(roles) => roles,

@@ -727,6 +727,7 @@ pub async fn choose(
     core: &Core,
     user_id: &str,
     wanted: Option<&str>,
+    ip: Option<&str>,
 ) -> Result<(String, Vec<String>)> {
     let db = core.store.pool();
     let tenant_id = match wanted {
@@ -738,8 +739,13 @@ pub async fn choose(
         }
         None => {
             let last = store::last_tenant(db, user_id).await?;
+            // The last tenant only if it still takes the user, from this address; else the
+            // personal one (a tenant asked for by name says why it refuses).
             let usable = match &last {
-                Some(t) => matches!(access(core, t, user_id).await, Ok(Some(_))),
+                Some(t) => {
+                    matches!(access(core, t, user_id).await, Ok(Some(_)))
+                        && policy::check_ip(core, t, ip).await.is_ok()
+                }
                 None => false,
             };
             match last.filter(|_| usable) {
@@ -754,6 +760,7 @@ pub async fn choose(
     let access = access(core, &tenant_id, user_id)
         .await?
         .ok_or_else(not_a_member)?;
+    policy::check_ip(core, &tenant_id, ip).await?;
     Ok((tenant_id, access.roles))
 }
 
@@ -781,7 +788,8 @@ pub async fn switch(
             message: "an OAuth client switches tenants with the refresh_token grant",
         });
     }
-    let (tenant_id, tenant_roles) = choose(core, &user.user_id, Some(wanted)).await?;
+    let ip = ctx.ip.as_deref();
+    let (tenant_id, tenant_roles) = choose(core, &user.user_id, Some(wanted), ip).await?;
     remember(core, &user.user_id, &tenant_id).await?;
     let account = crate::store::users::find_by_id(core.store.pool(), &user.user_id)
         .await?

@@ -27,7 +27,7 @@ pub(crate) fn claims(token: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -38,7 +38,7 @@ async fn send(
 }
 
 /// Creates a team tenant as `owner`; returns its id.
-async fn team(app: &TestApp, owner: &str, name: &str, slug: &str) -> String {
+pub(crate) async fn team(app: &TestApp, owner: &str, name: &str, slug: &str) -> String {
     let res = send(
         app,
         Method::POST,
@@ -52,7 +52,7 @@ async fn team(app: &TestApp, owner: &str, name: &str, slug: &str) -> String {
 }
 
 /// A token pair for `tenant`.
-async fn switch(app: &TestApp, token: &str, tenant: &str) -> Tokens {
+pub(crate) async fn switch(app: &TestApp, token: &str, tenant: &str) -> Tokens {
     let res = send(
         app,
         Method::POST,
@@ -66,7 +66,7 @@ async fn switch(app: &TestApp, token: &str, tenant: &str) -> Tokens {
 }
 
 /// Adds `user_id` to `tenant` with `roles`, as an accepted invitation would.
-async fn add_member(app: &TestApp, tenant: &str, user_id: &str, roles: &[&str]) {
+pub(crate) async fn add_member(app: &TestApp, tenant: &str, user_id: &str, roles: &[&str]) {
     let mut tx = app.state.store.begin().await.unwrap();
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
     tessera::store::tenants::add_member(&mut tx, tenant, user_id, &roles, 1)
@@ -78,7 +78,7 @@ async fn add_member(app: &TestApp, tenant: &str, user_id: &str, roles: &[&str]) 
         .forget_member(&format!("{tenant}:{user_id}"));
 }
 
-fn user_id(tokens: &Tokens) -> String {
+pub(crate) fn user_id(tokens: &Tokens) -> String {
     claims(&tokens.access)["sub"].as_str().unwrap().to_string()
 }
 
