@@ -186,7 +186,7 @@ async fn invitations_expire_are_revoked_superseded_and_checked(b: Backend) {
 
     // Superseded by a newer invitation of the same address.
     invite(&app, &ada_in.access, &acme, "bob@example.com", &["viewer"]).await;
-    let first = next_mailed(&app, "bob@example.com", &[expired.clone()]).await;
+    let first = next_mailed(&app, "bob@example.com", std::slice::from_ref(&expired)).await;
     invite(&app, &ada_in.access, &acme, "bob@example.com", &["member"]).await;
     let second = next_mailed(&app, "bob@example.com", &[expired, first.clone()]).await;
     let res = accept(&app, &bob.access, &first).await;
