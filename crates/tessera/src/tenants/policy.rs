@@ -357,6 +357,9 @@ pub async fn set_plan(
     }
     if let Some(features) = input.features {
         if let Some(list) = &features {
+            if list.len() > 100 {
+                return Err(Error::invalid("features", "at most 100 features"));
+            }
             for f in list {
                 let ok = (1..=64).contains(&f.len())
                     && f.bytes().all(|b| {
