@@ -55,8 +55,25 @@ enum Command {
     /// Read and purge the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Tenant housekeeping.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Remove for good the tenants deleted more than --older-than-days ago (memberships, roles,
+    /// invitations, API keys and domains go with them; audit entries stay).
+    Purge {
+        /// Keep tenants deleted more recently than this (0: purge every deleted tenant).
+        #[arg(long, default_value_t = 30)]
+        older_than_days: u32,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -240,6 +257,29 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Events(cmd) => events(cmd, config, clock).await,
         Command::Webhooks(cmd) => webhooks(cmd, config, clock).await,
         Command::Audit(cmd) => audit(cmd, config, clock).await,
+        Command::Tenants(cmd) => tenants(cmd, config, clock).await,
+    }
+}
+
+async fn tenants(cmd: TenantsCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
+    let store = tessera::app::open_store(&config).await?;
+    match cmd {
+        TenantsCommand::Purge {
+            older_than_days,
+            json,
+        } => {
+            let ctx = tessera::context::RequestContext::system();
+            let older_than = i64::from(older_than_days) * 24 * 3600;
+            let n = tessera::tenants::purge(&store, older_than, &ctx, clock.now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            if json {
+                println!("{}", serde_json::json!({ "purged": n }));
+            } else {
+                println!("{n} tenants deleted more than {older_than_days} days ago purged");
+            }
+            Ok(())
+        }
     }
 }
 

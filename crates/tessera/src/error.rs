@@ -86,6 +86,8 @@ pub enum Code {
     EmailTaken => "email_taken",
     /// 409: the slug belongs to another tenant.
     SlugTaken => "slug_taken",
+    /// 409: the email domain is claimed by a tenant already.
+    DomainTaken => "domain_taken",
     /// 409: the change would leave the tenant without an owner.
     LastOwner => "last_owner",
     /// 409: the address already belongs to a member of the tenant.

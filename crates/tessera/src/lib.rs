@@ -6,6 +6,7 @@
 #![recursion_limit = "256"]
 
 pub mod abuse;
+pub mod access;
 pub mod accounts;
 pub mod app;
 pub mod audit;

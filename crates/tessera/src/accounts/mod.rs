@@ -310,6 +310,8 @@ pub async fn authenticate(
         users::set_password_hash(state.store.pool(), &user.id, &hash, now).await?;
         tracing::info!(user_id = %user.id, "password hash upgraded to the configured Argon2id parameters");
     }
+    // Enterprise tenants of the address's domain take the user in before a tenant is chosen.
+    crate::tenants::domains::join_at_sign_in(state, &user, ctx, now).await?;
     Ok(user)
 }
 

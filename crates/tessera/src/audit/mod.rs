@@ -65,6 +65,8 @@ pub mod action {
     pub const DELETE_TENANT: &str = "tenant.delete";
     pub const SUSPEND_TENANT: &str = "tenant.suspend";
     pub const REACTIVATE_TENANT: &str = "tenant.reactivate";
+    /// Deleted tenants removed for good (`tessera tenants purge`).
+    pub const PURGE_TENANTS: &str = "tenant.purge";
     /// A token pair was issued for another tenant of the user.
     pub const SWITCH_TENANT: &str = "tenant.switch";
     pub const CHANGE_MEMBER_ROLES: &str = "member.roles_change";

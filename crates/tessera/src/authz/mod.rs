@@ -95,6 +95,10 @@ pub enum Permission {
     ActInTenant,
     /// System administration of tenants: enterprise tenants, suspension, reactivation.
     ManageTenants,
+    /// Ask the AuthZEN decision point (`/access/v1/*`): users (about themselves, or with
+    /// `access:evaluate` in the tenant), API keys, and resource servers (clients with the
+    /// introspection permission). Whom one may ask about is decided by [`crate::access`].
+    EvaluateAccess,
 }
 
 impl Permission {
@@ -104,7 +108,8 @@ impl Permission {
             Permission::ReadOwnAccount
             | Permission::ManageOwnAccount
             | Permission::UseTenants
-            | Permission::ActInTenant => SCOPE_ACCOUNT,
+            | Permission::ActInTenant
+            | Permission::EvaluateAccess => SCOPE_ACCOUNT,
             Permission::ReadUserInfo => "openid",
             Permission::ManageClients
             | Permission::ManageUsers
@@ -121,7 +126,8 @@ impl Permission {
             | Permission::ManageOwnAccount
             | Permission::ReadUserInfo
             | Permission::UseTenants
-            | Permission::ActInTenant => None,
+            | Permission::ActInTenant
+            | Permission::EvaluateAccess => None,
             Permission::ManageClients
             | Permission::ManageUsers
             | Permission::ReadAuditLog
@@ -163,6 +169,9 @@ pub struct UserPrincipal {
 pub struct ClientPrincipal {
     pub client_id: String,
     pub scopes: Vec<String>,
+    /// Registered with the introspection permission (`may_introspect`): a resource server
+    /// that may also ask the AuthZEN decision point about anyone.
+    pub may_evaluate: bool,
 }
 
 /// Who is calling.
@@ -229,7 +238,18 @@ pub fn require(principal: &Principal, permission: Permission) -> Result<(), Erro
         Principal::System if permission.role().is_some() => Ok(()),
         Principal::User(_) => require_user(principal, permission).map(|_| ()),
         // An API key reaches tenant routes only; the tenant decides the rest.
-        Principal::ApiKey(_) if permission == Permission::ActInTenant => Ok(()),
+        Principal::ApiKey(_)
+            if matches!(
+                permission,
+                Permission::ActInTenant | Permission::EvaluateAccess
+            ) =>
+        {
+            Ok(())
+        }
+        Principal::System if permission == Permission::EvaluateAccess => Ok(()),
+        Principal::Client(c) if c.may_evaluate && permission == Permission::EvaluateAccess => {
+            Ok(())
+        }
         Principal::System | Principal::Client(_) | Principal::ApiKey(_) => {
             Err(insufficient_scope())
         }
@@ -288,6 +308,7 @@ fn insufficient_scope() -> Error {
 pub fn principal_from_claims(
     claims: crate::keys::jwt::AccessClaims,
     channel: Channel,
+    may_evaluate: bool,
 ) -> Principal {
     let scopes = claims
         .scope
@@ -298,6 +319,7 @@ pub fn principal_from_claims(
         return Principal::Client(ClientPrincipal {
             client_id: claims.client_id,
             scopes,
+            may_evaluate,
         });
     };
     let first_party = matches!(
@@ -360,6 +382,8 @@ pub enum TenantPermission {
     ApiKeysManage => "api_keys:manage",
     /// Read the tenant's audit log.
     AuditRead => "audit:read",
+    /// Ask the AuthZEN decision point about other members (`/access/v1/*`).
+    AccessEvaluate => "access:evaluate",
 }
 }
 
@@ -398,6 +422,7 @@ impl TenantRole {
                 P::RolesManage,
                 P::ApiKeysManage,
                 P::AuditRead,
+                P::AccessEvaluate,
             ],
             TenantRole::Member => &[P::TenantRead, P::MembersRead],
             TenantRole::Viewer => &[P::TenantRead],
@@ -519,6 +544,7 @@ mod tests {
         let p = Principal::Client(ClientPrincipal {
             client_id: "tc_x".into(),
             scopes: vec!["openid".into(), SCOPE_ADMIN.into()],
+            may_evaluate: false,
         });
         assert!(require(&p, Permission::ReadUserInfo).is_err());
         assert!(require(&p, Permission::ReadOwnAccount).is_err());

@@ -127,18 +127,19 @@ pub struct Required(pub authz::Permission);
 /// as that client is registered now (a deactivated client's tokens stop working).
 pub async fn principal(state: &AppState, token: &str) -> Result<Principal, Error> {
     let claims = authenticate(state, token).await?;
-    let channel = if claims.client_id == FIRST_PARTY_CLIENT {
-        Channel::Tessera
+    let (channel, may_evaluate) = if claims.client_id == FIRST_PARTY_CLIENT {
+        (Channel::Tessera, false)
     } else {
         let client = clients::find_active(&state.store, &state.clients, &claims.client_id)
             .await?
             .ok_or_else(Error::invalid_token)?;
-        Channel::Client {
+        let channel = Channel::Client {
             client_id: claims.client_id.clone(),
             first_party: client.first_party,
-        }
+        };
+        (channel, client.may_introspect)
     };
-    Ok(authz::principal_from_claims(claims, channel))
+    Ok(authz::principal_from_claims(claims, channel, may_evaluate))
 }
 
 /// Validates an access token and checks that its session is still live.

@@ -1,6 +1,7 @@
 //! HTTP: the only module that knows axum. One router per area; handlers extract, call one domain
 //! function and shape the response.
 
+mod access;
 mod admin;
 mod admin_events;
 mod auth;
@@ -82,6 +83,7 @@ fn routes() -> Routes {
         .merge(admin_events::router())
         .merge(admin::router())
         .merge(tenants::router())
+        .merge(access::router())
 }
 
 /// The path of every route, as registered (`{id}` for path parameters).

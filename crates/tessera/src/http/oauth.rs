@@ -202,25 +202,32 @@ fn bad_page(state: &AppState, message: &str) -> Response {
 
 async fn authorize_get(
     State(state): State<AppState>,
+    Context(ctx): Context,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    authorize(state, headers, query.unwrap_or_default().as_bytes()).await
+    authorize(state, headers, &ctx, query.unwrap_or_default().as_bytes()).await
 }
 
 /// OIDC Core §3.1.2.1: the authorization endpoint accepts POST too.
 async fn authorize_post(
     State(state): State<AppState>,
+    Context(ctx): Context,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if !is_form(&headers) {
         return bad_page(&state, "The request must be form-encoded.");
     }
-    authorize(state, headers, &body).await
+    authorize(state, headers, &ctx, &body).await
 }
 
-async fn authorize(state: AppState, headers: HeaderMap, raw: &[u8]) -> Response {
+async fn authorize(
+    state: AppState,
+    headers: HeaderMap,
+    ctx: &crate::context::RequestContext,
+    raw: &[u8],
+) -> Response {
     let params = match parse_params(raw) {
         Ok(p) => p,
         Err(e) => return bad_page(&state, &e.description),
@@ -233,6 +240,7 @@ async fn authorize(state: AppState, headers: HeaderMap, raw: &[u8]) -> Response 
         params,
         browser,
         Interaction::default(),
+        ctx.ip.as_deref(),
         None,
     )
     .await
@@ -246,6 +254,7 @@ async fn proceed(
     params: Params,
     browser: Option<BrowserSession>,
     interaction: Interaction,
+    ip: Option<&str>,
     new_session: Option<&str>,
 ) -> Response {
     let request = match authorize::validate(state, params).await {
@@ -254,8 +263,8 @@ async fn proceed(
         Err(Refusal::Redirect(url)) => return see_other(&url),
     };
     let now = state.clock.now();
-    let mut res = match authorize::decide(state, request, browser.as_ref(), interaction, now).await
-    {
+    let decided = authorize::decide(state, request, browser.as_ref(), interaction, ip, now).await;
+    let mut res = match decided {
         Ok(Next::Redirect(url)) => see_other(&url),
         Ok(Next::Login(req)) => login_page(state, headers, &req, None),
         Ok(Next::Consent(req, user)) => {
@@ -267,6 +276,21 @@ async fn proceed(
                 set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
             }
             res
+        }
+        Ok(Next::PickTenant(req, tenants)) => {
+            let request = req.params.encode();
+            let choices: Vec<_> = tenants
+                .iter()
+                .map(|t| {
+                    let href = format!(
+                        "/oauth2/authorize?{request}&tenant={}",
+                        form_urlencoded::byte_serialize(t.id.as_bytes()).collect::<String>()
+                    );
+                    json!({ "name": t.name, "slug": t.slug, "kind": t.kind, "href": href })
+                })
+                .collect();
+            let ctx = json!({ "client_name": req.client.name, "tenants": choices });
+            state.pages.render(StatusCode::OK, "tenant.html", ctx)
         }
         Err(e) => {
             tracing::error!(error = ?e, "authorization failed");
@@ -422,13 +446,19 @@ async fn login(
         params,
         Some(session),
         interaction,
+        ctx.ip.as_deref(),
         Some(&token),
     )
     .await
 }
 
 /// The consent form: Allow or Deny, remembered per user, client and scope set.
-async fn consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn consent(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form = match parse_params(&body) {
         Ok(f) if is_form(&headers) => f,
         _ => return bad_page(&state, "The consent form was malformed."),
@@ -454,7 +484,8 @@ async fn consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         fresh_login: false,
         consent: browser.as_ref().map(|_| allow),
     };
-    proceed(&state, &headers, params, browser, interaction, None).await
+    let ip = ctx.ip.as_deref();
+    proceed(&state, &headers, params, browser, interaction, ip, None).await
 }
 
 // ---------------------------------------------------------------- token-style endpoints

@@ -13,6 +13,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("consent.html", include_str!("../../templates/consent.html")),
+    ("tenant.html", include_str!("../../templates/tenant.html")),
     ("logout.html", include_str!("../../templates/logout.html")),
     ("message.html", include_str!("../../templates/message.html")),
 ];

@@ -14,7 +14,7 @@ use crate::audit;
 use crate::authz::Permission;
 use crate::error::Result;
 use crate::tenants::{
-    self, CreateTenant, UpdateTenant, api_keys, invitations, members, policy, roles,
+    self, CreateTenant, UpdateTenant, api_keys, domains, invitations, members, policy, roles,
 };
 
 pub fn router() -> super::Routes {
@@ -80,6 +80,22 @@ pub fn router() -> super::Routes {
         // Plan overrides are the operator's: the same path, its own guard.
         .guarded("/tenants/{id}/plan", patch(set_plan), ManageTenants)
         .guarded("/tenants/{id}/usage", get(usage), ActInTenant)
+        .guarded(
+            "/tenants/{id}/domains",
+            get(list_domains).post(claim_domain),
+            ActInTenant,
+        )
+        .guarded(
+            "/tenants/{id}/domains/{domain}",
+            delete(release_domain),
+            ActInTenant,
+        )
+        // Verifying a domain is the operator's check.
+        .guarded(
+            "/tenants/{id}/domains/{domain}/verify",
+            post(verify_domain),
+            ManageTenants,
+        )
         .guarded("/tenants/{id}/audit", get(audit_log), ActInTenant)
 }
 
@@ -392,4 +408,46 @@ async fn audit_log(
 ) -> Result<Response> {
     let (entries, next) = tenants::audit_log(&state, &principal, &id, &filter).await?;
     Ok(axum::Json(json!({ "entries": entries, "next_cursor": next })).into_response())
+}
+
+async fn list_domains(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(axum::Json(domains::list(&state, &principal, &id).await?).into_response())
+}
+
+async fn claim_domain(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+    Json(input): Json<domains::ClaimDomain>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let view = domains::claim(&state, &principal, &id, input, &ctx, now).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+async fn release_domain(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path((id, domain)): Path<(String, String)>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    domains::release(&state, &principal, &id, &domain, &ctx, now).await?;
+    Ok(super::no_content())
+}
+
+async fn verify_domain(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path((id, domain)): Path<(String, String)>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let view = domains::verify(&state, &principal, &id, &domain, &ctx, now).await?;
+    Ok(axum::Json(view).into_response())
 }

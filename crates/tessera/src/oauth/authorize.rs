@@ -31,6 +31,8 @@ pub struct AuthorizationRequest {
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
     pub resource: Option<String>,
+    /// The tenant the tokens are for (id or slug), when the client names one.
+    pub tenant: Option<String>,
     /// The original parameters, carried through the login and consent pages.
     pub params: Params,
 }
@@ -230,6 +232,15 @@ pub async fn validate(state: &Core, params: Params) -> Result<AuthorizationReque
     {
         return Err(fail(OAuthError::invalid_request("nonce or state too long")));
     }
+    let tenant = params.get("tenant").map(str::to_string);
+    if tenant
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.len() > 320)
+    {
+        return Err(fail(OAuthError::invalid_request(
+            "tenant must be a tenant id or slug",
+        )));
+    }
     Ok(AuthorizationRequest {
         login_hint: params
             .get("login_hint")
@@ -243,6 +254,7 @@ pub async fn validate(state: &Core, params: Params) -> Result<AuthorizationReque
         prompt,
         max_age,
         resource,
+        tenant,
         params,
     })
 }
@@ -269,6 +281,9 @@ pub struct Interaction {
 pub enum Next {
     Login(AuthorizationRequest),
     Consent(AuthorizationRequest, User),
+    /// The request asks for the scope `tenant`, names none, and the user is in several: they
+    /// pick one (each choice is this request again with `tenant`).
+    PickTenant(AuthorizationRequest, Vec<crate::store::tenants::TenantRow>),
     Redirect(String),
 }
 
@@ -278,6 +293,7 @@ pub async fn decide(
     req: AuthorizationRequest,
     browser: Option<&BrowserSession>,
     interaction: Interaction,
+    ip: Option<&str>,
     now: i64,
 ) -> Result<Next> {
     let issuer = &state.settings.issuer;
@@ -345,6 +361,30 @@ pub async fn decide(
             }
         }
     }
+    // The tokens' tenant: the one named (it must take the user, from this address), else a
+    // pick on the hosted page for `scope=tenant`, else the user's default (the last used, else
+    // the personal one; none if neither takes them).
+    if req.tenant.is_none() && scope::contains(&req.scope, scope::TENANT) && !has("none") {
+        let mine: Vec<_> = crate::store::tenants::of_user(state.store.pool(), &user.id)
+            .await?
+            .into_iter()
+            .filter(|t| t.status == crate::tenants::TenantStatus::Active.as_str())
+            .collect();
+        if mine.len() > 1 {
+            return Ok(Next::PickTenant(req, mine));
+        }
+    }
+    let tenant_id = match crate::tenants::choose(state, &user.id, req.tenant.as_deref(), ip).await {
+        Ok((tenant_id, _)) => Some(tenant_id),
+        Err(crate::Error::Forbidden { message, .. }) if req.tenant.is_some() => {
+            return Ok(fail(OAuthError::new(ErrorCode::AccessDenied, message)));
+        }
+        Err(crate::Error::Forbidden { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    if let (Some(t), Some(_)) = (&tenant_id, &req.tenant) {
+        crate::tenants::remember(state, &user.id, t).await?;
+    }
     let code = new_token(CODE_PREFIX);
     let row = CodeRow {
         code_hash: token_hash(&code),
@@ -361,6 +401,7 @@ pub async fn decide(
         expires_at: now + state.config.authorization_code_ttl as i64,
         used_at: None,
         token_session_id: None,
+        tenant_id,
     };
     store::insert_code(state.store.pool(), &row).await?;
     let mut p = vec![("code", code.as_str()), ("iss", issuer.as_str())];

@@ -1,7 +1,11 @@
 //! Scopes (RFC 6749 §3.3): space-delimited, case-sensitive tokens of `%x21 / %x23-5B / %x5D-7E`.
 
-/// The OpenID Connect scopes Tessera knows.
-pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+/// The scopes that need a user: OpenID Connect's, and [`TENANT`].
+pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", TENANT];
+
+/// Asks the authorization endpoint to let a user in several tenants pick the token's tenant on
+/// a hosted page when the request names none (see `docs/tenants.md`).
+pub const TENANT: &str = "tenant";
 
 /// Splits a scope string, checking each token's characters. `None` if malformed.
 pub fn parse(scope: &str) -> Option<Vec<&str>> {

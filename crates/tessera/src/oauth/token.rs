@@ -144,6 +144,7 @@ async fn authorization_code(
         parent_id: Some(&row.browser_session_id),
         auth_time: row.auth_time,
         refresh: offline,
+        tenant_id: row.tenant_id.as_deref(),
     };
     let grant = Grant {
         client_id: Some(&client.client_id),
@@ -178,6 +179,7 @@ async fn refresh(
         scope: params.get("scope"),
         first_party: client.first_party,
         reuse_grace: client.refresh_reuse_grace,
+        tenant: params.get("tenant"),
     };
     let pair = sessions::refresh(
         &state.store,
@@ -293,11 +295,20 @@ async fn password(
         }
         Err(e) => return Err(e.into()),
     };
+    // The tenant as at the JSON login: the one named, else the last used, else the personal
+    // one; a named tenant that does not take the user (or this address) is refused.
+    let wanted = params.get("tenant");
+    let tenant_id = match crate::tenants::choose(state, &user.id, wanted, ctx.ip.as_deref()).await {
+        Ok((tenant_id, _)) => Some(tenant_id),
+        Err(crate::Error::Forbidden { .. }) if wanted.is_none() => None,
+        Err(e) => return Err(e.into()),
+    };
     let mut tx = state.store.begin().await?;
     let family = Family {
         parent_id: None,
         auth_time: now,
         refresh: client.allows_grant(GrantType::RefreshToken),
+        tenant_id: tenant_id.as_deref(),
     };
     let grant = Grant {
         client_id: Some(&client.client_id),
@@ -335,6 +346,8 @@ struct Family<'a> {
     parent_id: Option<&'a str>,
     auth_time: i64,
     refresh: bool,
+    /// The tenant the family is scoped to (`tid`); the user must still be a member.
+    tenant_id: Option<&'a str>,
 }
 
 /// A token family just created; its access token is signed after the commit.
@@ -397,17 +410,23 @@ async fn start_family(
             parent_id: family.parent_id,
             auth_time: Some(family.auth_time),
             browser_token_hash: None,
-            tenant_id: None,
+            tenant_id: family.tenant_id,
         },
         refresh_expires,
     )
     .await?;
+    let tenant_roles = match family.tenant_id {
+        Some(tid) => crate::store::tenants::member_roles(&mut **tx, tid, &user.id)
+            .await?
+            .ok_or_else(|| OAuthError::invalid_grant("the user has left the tenant"))?,
+        None => Vec::new(),
+    };
     let subject = Subject {
         user_id: &user.id,
         roles,
         email_verified: user.email_verified_at.is_some(),
-        tenant_id: None,
-        tenant_roles: Vec::new(),
+        tenant_id: family.tenant_id.map(str::to_string),
+        tenant_roles,
     };
     let claims = sessions::access_claims(settings, &subject, Some(&session_id), grant, now);
     Ok(Issued {
@@ -439,6 +458,9 @@ struct IdTokenClaims<'a> {
     nonce: Option<&'a str>,
     at_hash: String,
     sid: &'a str,
+    /// The token's tenant, as in the access token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tid: Option<&'a str>,
 }
 
 fn respond(
@@ -467,6 +489,7 @@ fn respond(
                 nonce: input.nonce,
                 at_hash: at_hash(key.alg, &access_token),
                 sid: input.sid,
+                tid: issued.claims.tid.as_deref(),
             };
             Some(jwt::sign(key, "JWT", &claims).map_err(internal)?)
         }

@@ -34,6 +34,7 @@ pub const CLAIMS: &[&str] = &[
     "nonce",
     "at_hash",
     "sid",
+    "tid",
     "azp",
     "email",
     "email_verified",

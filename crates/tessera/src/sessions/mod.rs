@@ -326,6 +326,9 @@ pub struct RefreshRequest<'a> {
     pub first_party: bool,
     /// Seconds a rotated-out token is still honoured (0: never; see [`refresh`]).
     pub reuse_grace: i64,
+    /// Re-scope the session to this tenant (id or slug) of the user: the new tokens, and every
+    /// later refresh of the family, are for it.
+    pub tenant: Option<&'a str>,
 }
 
 /// Rotates a refresh token: the presented one stops working and a new pair is issued.
@@ -465,10 +468,30 @@ async fn rotate_in(
     } else {
         Vec::new()
     };
+    // Re-scoping names a tenant of the user's: a tenant they are not in (or that does not
+    // exist) is refused without touching the family, which stays usable for its tenant.
+    let tenant_id = match request.tenant {
+        Some(key) => {
+            let row = crate::store::tenants::find_by_id_or_slug(&mut **tx, key)
+                .await?
+                .ok_or_else(crate::tenants::not_a_member)?;
+            if crate::store::tenants::member_roles(&mut **tx, &row.id, &t.user_id)
+                .await?
+                .is_none()
+            {
+                return Err(crate::tenants::not_a_member());
+            }
+            if t.tenant_id.as_deref() != Some(row.id.as_str()) {
+                store_sessions::set_tenant(tx, &t.session_id, &row.id).await?;
+            }
+            Some(row.id)
+        }
+        None => t.tenant_id.clone(),
+    };
     // A session in a tenant refreshes only while the tenant is active, the user a member and
     // the caller's address on the tenant's allow-list; the new access token carries the roles
     // held now.
-    let tenant_roles = match &t.tenant_id {
+    let tenant_roles = match &tenant_id {
         Some(tid) => {
             let row = crate::store::tenants::find(&mut **tx, tid).await?;
             let active = row.as_ref().is_some_and(|row| {
@@ -484,6 +507,8 @@ async fn rotate_in(
             let roles = crate::store::tenants::member_roles(&mut **tx, tid, &t.user_id).await?;
             match roles.filter(|_| active) {
                 Some(roles) => roles,
+                // Asked for by name: say why, and keep the refresh token (nothing commits).
+                None if request.tenant.is_some() => return Err(crate::tenants::suspended()),
                 None => return Err(Error::invalid_grant()),
             }
         }
@@ -493,7 +518,7 @@ async fn rotate_in(
         user_id: &t.user_id,
         roles,
         email_verified: t.email_verified_at.is_some(),
-        tenant_id: t.tenant_id.clone(),
+        tenant_id,
         tenant_roles,
     };
     let grant = Grant {

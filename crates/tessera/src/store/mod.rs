@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod domains;
 pub mod housekeeping;
 pub mod invitations;
 pub mod jobs;

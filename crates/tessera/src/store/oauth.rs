@@ -137,6 +137,8 @@ pub struct CodeRow {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub token_session_id: Option<String>,
+    /// The tenant the tokens are for.
+    pub tenant_id: Option<String>,
 }
 
 pub async fn insert_code<'e>(
@@ -145,8 +147,8 @@ pub async fn insert_code<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO oauth_codes (code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, \
-         resource, nonce, code_challenge, auth_time, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         resource, nonce, code_challenge, auth_time, created_at, expires_at, tenant_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&c.code_hash)
     .bind(&c.client_id)
@@ -160,6 +162,7 @@ pub async fn insert_code<'e>(
     .bind(c.auth_time)
     .bind(c.created_at)
     .bind(c.expires_at)
+    .bind(&c.tenant_id)
     .execute(db)
     .await
     .map(|_| ())
@@ -171,7 +174,7 @@ pub async fn find_code<'e>(
 ) -> Result<Option<CodeRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, resource, nonce, \
-         code_challenge, auth_time, created_at, expires_at, used_at, token_session_id \
+         code_challenge, auth_time, created_at, expires_at, used_at, token_session_id, tenant_id \
          FROM oauth_codes WHERE code_hash = $1",
     )
     .bind(code_hash)

@@ -158,6 +158,16 @@ pub async fn touch_session(tx: &mut super::Tx, id: &str, now: i64) -> Result<(),
         .map(|_| ())
 }
 
+/// Moves a session (token family) to another tenant (a re-scoping refresh).
+pub async fn set_tenant(tx: &mut super::Tx, id: &str, tenant_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET tenant_id = $1 WHERE id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
 /// Revokes one session; returns its user when it was live (`None`: already revoked or unknown).
 pub async fn revoke_session<'e>(
     db: impl Executor<'e, Database = Any>,

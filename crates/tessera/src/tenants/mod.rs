@@ -5,6 +5,7 @@
 //! working at once on every replica (the caches here are dropped by shared invalidations).
 
 pub mod api_keys;
+pub mod domains;
 pub mod invitations;
 pub mod members;
 pub mod policy;
@@ -714,9 +715,25 @@ pub async fn set_suspended(
     Ok(TenantView::from(&row))
 }
 
-/// Removes tenants deleted more than `older_than` seconds ago (`tessera tenants purge`).
-pub async fn purge(core: &Core, older_than: i64, now: i64) -> Result<u64> {
-    Ok(store::purge_deleted(core.store.pool(), now - older_than).await?)
+/// `tessera tenants purge`: removes for good the tenants deleted more than `older_than`
+/// seconds ago, with their memberships, roles, invitations, API keys and domains (their audit
+/// entries stay). Returns how many; one audit entry records the purge.
+pub async fn purge(
+    store: &crate::store::Store,
+    older_than: i64,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<u64> {
+    let mut tx = store.begin().await?;
+    let n = store::purge_deleted(&mut *tx, now - older_than.max(0)).await?;
+    if n > 0 {
+        let reason = format!("{n} deleted tenants");
+        let entry =
+            Entry::success(crate::audit::Actor::System, action::PURGE_TENANTS).reason(&reason);
+        audit::record(&mut *tx, ctx, &entry, now).await?;
+    }
+    tx.commit().await?;
+    Ok(n)
 }
 
 // ---------------------------------------------------------------- the active tenant of a login
@@ -764,7 +781,7 @@ pub async fn choose(
     Ok((tenant_id, access.roles))
 }
 
-fn not_a_member() -> Error {
+pub(crate) fn not_a_member() -> Error {
     Error::Forbidden {
         code: Code::Forbidden,
         message: "you are not a member of this tenant",

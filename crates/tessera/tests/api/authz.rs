@@ -36,6 +36,9 @@ enum Class {
     /// API keys (what a member or key may do there is the tenant matrix's business,
     /// tests/api/tenants.rs); the matrix's tenant is not the key's, so a key gets 404.
     Tenant,
+    /// The AuthZEN decision point: users (first-party), API keys, and resource servers with the
+    /// introspection permission (whom each may ask about: tests/api/access.rs).
+    Access,
 }
 
 fn class_of(method: &Method, path: &str) -> Option<Class> {
@@ -48,6 +51,7 @@ fn class_of(method: &Method, path: &str) -> Option<Class> {
     // Suspension and plan overrides are for system administrators.
     if path.starts_with("/tenants/{id}/suspend")
         || path.starts_with("/tenants/{id}/reactivate")
+        || path.ends_with("/domains/{domain}/verify")
         || (path == "/tenants/{id}/plan" && *method == Method::PATCH)
     {
         return Some(Class::Admin);
@@ -57,6 +61,9 @@ fn class_of(method: &Method, path: &str) -> Option<Class> {
     }
     if path == "/tenants" || path == "/auth/switch-tenant" || path == "/invitations/accept" {
         return Some(Class::Account);
+    }
+    if path.starts_with("/access/v1/") {
+        return Some(Class::Access);
     }
     Some(match path {
         "/auth/logout" => Class::Logout,
@@ -78,6 +85,7 @@ fn class_of(method: &Method, path: &str) -> Option<Class> {
         | "/.well-known/openid-configuration"
         | "/.well-known/oauth-authorization-server"
         | "/.well-known/jwks.json"
+        | "/.well-known/authzen-configuration"
         | "/healthz"
         | "/readyz"
         | "/verify-email"
@@ -138,6 +146,8 @@ fn expect(class: Class, caller: Caller) -> Expect {
         (Class::Tenant, ApiKey) => Expect::Status(StatusCode::NOT_FOUND),
         // RFC 6750 §3.1: not an access token UserInfo or logout can use.
         (Class::UserInfo | Class::Logout, ApiKey) => UNAUTHORIZED,
+        (Class::Access, User | Admin | FirstPartyAccountScope | ApiKey) => Expect::Allowed,
+        (Class::Access, _) => FORBIDDEN,
         (Class::Tenant, User | Admin | FirstPartyAccountScope) => Expect::Allowed,
         (Class::Tenant, _) => FORBIDDEN,
         (Class::Admin, Admin | FirstPartyAdminScope) => Expect::Allowed,
@@ -353,7 +363,8 @@ async fn every_route_answers_each_kind_of_caller_as_the_authorization_model_says
             .replace("{user_id}", "00000000-0000-7000-8000-000000000001")
             .replace("{invitation_id}", "00000000-0000-7000-8000-000000000002")
             .replace("{key_id}", "00000000-0000-7000-8000-000000000003")
-            .replace("{name}", "custom");
+            .replace("{name}", "custom")
+            .replace("{domain}", "example.com");
         for method in methods_of(&app, &concrete).await {
             let class = class_of(&method, path).unwrap_or_else(|| {
                 panic!(

@@ -8,6 +8,7 @@ mod helpers;
 mod logs;
 
 mod abuse;
+mod access;
 mod accounts;
 mod architecture;
 mod audit;
@@ -24,5 +25,6 @@ mod schema;
 mod sessions;
 mod shared_state;
 mod tenant_keys;
+mod tenant_sign_in;
 mod tenants;
 mod tokens;

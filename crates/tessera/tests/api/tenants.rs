@@ -617,6 +617,7 @@ fn concrete(path: &str, tenant: &str, user: &str) -> String {
         .replace("{invitation_id}", "00000000-0000-7000-8000-00000000000a")
         .replace("{key_id}", "00000000-0000-7000-8000-00000000000b")
         .replace("{name}", "auditor")
+        .replace("{domain}", "b.example")
 }
 
 /// What a tenant route needs: a tenant permission, or a system administrator.
@@ -634,15 +635,18 @@ fn needs(method: &Method, path: &str) -> Needs {
         ("GET", "") => Tenant("tenant:read"),
         ("PATCH", "") => Tenant("tenant:manage"),
         ("DELETE", "") => Tenant("tenant:delete"),
-        ("POST", "/suspend" | "/reactivate") | ("PATCH", "/plan") => System,
+        ("POST", "/suspend" | "/reactivate" | "/domains/{domain}/verify") | ("PATCH", "/plan") => {
+            System
+        }
         ("GET", "/members") => Tenant("members:read"),
         ("PATCH" | "DELETE", "/members/{user_id}") => Tenant("members:manage"),
         ("GET" | "POST", "/invitations") | ("DELETE", "/invitations/{invitation_id}") => {
             Tenant("members:invite")
         }
-        ("GET", "/roles" | "/permissions" | "/ip-allowlist" | "/plan" | "/usage") => {
+        ("GET", "/roles" | "/permissions" | "/ip-allowlist" | "/plan" | "/usage" | "/domains") => {
             Tenant("tenant:read")
         }
+        ("POST", "/domains") | ("DELETE", "/domains/{domain}") => Tenant("tenant:manage"),
         ("PUT" | "DELETE", "/roles/{name}") | ("POST", "/permissions") => Tenant("roles:manage"),
         ("GET" | "POST", "/api-keys")
         | ("DELETE", "/api-keys/{key_id}")
@@ -666,6 +670,7 @@ fn body_for(method: &Method, path: &str) -> Value {
         ("POST", "/api-keys") => json!({"name": "k", "permissions": ["tenant:read"]}),
         ("PUT", "/ip-allowlist") => json!({"allowed_cidrs": ["0.0.0.0/0", "::/0"]}),
         ("PATCH", "/plan") => json!({"limits": {"max_members": 5}}),
+        ("POST", "/domains") => json!({"domain": "b.example"}),
         _ => json!({}),
     }
 }
