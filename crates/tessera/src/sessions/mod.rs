@@ -475,12 +475,8 @@ async fn rotate_in(
             let row = crate::store::tenants::find_by_id_or_slug(&mut **tx, key)
                 .await?
                 .ok_or_else(crate::tenants::not_a_member)?;
-            if crate::store::tenants::member_roles(&mut **tx, &row.id, &t.user_id)
-                .await?
-                .is_none()
-            {
-                return Err(crate::tenants::not_a_member());
-            }
+            // Membership and status are checked below, with the family's own tenant; a refusal
+            // rolls this back.
             if t.tenant_id.as_deref() != Some(row.id.as_str()) {
                 store_sessions::set_tenant(tx, &t.session_id, &row.id).await?;
             }
@@ -505,11 +501,16 @@ async fn rotate_in(
                 }
             }
             let roles = crate::store::tenants::member_roles(&mut **tx, tid, &t.user_id).await?;
-            match roles.filter(|_| active) {
-                Some(roles) => roles,
+            match (roles, active) {
+                (Some(roles), true) => roles,
                 // Asked for by name: say why, and keep the refresh token (nothing commits).
-                None if request.tenant.is_some() => return Err(crate::tenants::suspended()),
-                None => return Err(Error::invalid_grant()),
+                (None, _) if request.tenant.is_some() => {
+                    return Err(crate::tenants::not_a_member());
+                }
+                (Some(_), false) if request.tenant.is_some() => {
+                    return Err(crate::tenants::suspended());
+                }
+                _ => return Err(Error::invalid_grant()),
             }
         }
         None => Vec::new(),
