@@ -57,6 +57,8 @@ fn fixture() -> &'static Fixture {
             email_verified: Some(true),
             tid: None,
             tenant_roles: Vec::new(),
+            api_key: false,
+            permissions: Vec::new(),
         };
         let token = keys.sign_access_token(&claims).expect("sign");
         Fixture {

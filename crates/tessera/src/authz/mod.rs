@@ -315,6 +315,16 @@ pub fn principal_from_claims(
         .as_deref()
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
+    if claims.api_key
+        && let Some(tenant_id) = claims.tid
+    {
+        // A JWT exchanged for a tenant API key acts as that key (RFC 8693).
+        return Principal::ApiKey(ApiKeyPrincipal {
+            key_id: claims.sub,
+            tenant_id,
+            permissions: claims.permissions,
+        });
+    }
     let Some(session_id) = claims.sid else {
         return Principal::Client(ClientPrincipal {
             client_id: claims.client_id,

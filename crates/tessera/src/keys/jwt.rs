@@ -46,6 +46,13 @@ pub struct AccessClaims {
     /// Tessera itself decides from the live membership).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenant_roles: Vec<String>,
+    /// A tenant API key exchanged for this token (RFC 8693): `sub` is the key's id, `tid` its
+    /// tenant; it stands only while the key does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api_key: bool,
+    /// The API key's permissions in `tid` (with `api_key`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
 }
 
 /// Why a token was refused. Never shown to the client beyond `invalid_token`.

@@ -22,22 +22,31 @@ use crate::store::Store;
 use crate::store::oauth::{self as store, ClientRow};
 use crate::store::users::AccountStatus;
 
-/// An OAuth grant a client may be registered for (RFC 6749 §4, §6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// An OAuth grant a client may be registered for (RFC 6749 §4, §6; RFC 8693 §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
     ClientCredentials,
     Password,
+    /// RFC 8693 token exchange: a token in hand (the client's own user token, or a tenant API
+    /// key) for another token (another tenant, a narrower scope or audience, a short-lived JWT).
+    TokenExchange,
+}
+
+impl Serialize for GrantType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 4] = [
+    pub const ALL: [GrantType; 5] = [
         GrantType::AuthorizationCode,
         GrantType::RefreshToken,
         GrantType::ClientCredentials,
         GrantType::Password,
+        GrantType::TokenExchange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,11 +55,12 @@ impl GrantType {
             GrantType::RefreshToken => "refresh_token",
             GrantType::ClientCredentials => "client_credentials",
             GrantType::Password => "password",
+            GrantType::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
         }
     }
 
     /// The wire names, for discovery (`grant_types_supported`) and messages.
-    pub fn names() -> [&'static str; 4] {
+    pub fn names() -> [&'static str; 5] {
         Self::ALL.map(Self::as_str)
     }
 }

@@ -108,7 +108,9 @@ pub async fn introspect(
     };
     Ok(Introspection {
         active: true,
-        tenant_roles: claims.tid.as_ref().map(|_| claims.tenant_roles.clone()),
+        tenant_roles: (claims.tid.is_some() && !claims.api_key)
+            .then(|| claims.tenant_roles.clone()),
+        permissions: claims.api_key.then(|| claims.permissions.clone()),
         tid: claims.tid,
         features,
         scope: claims.scope,
@@ -122,7 +124,6 @@ pub async fn introspect(
         iss: Some(claims.iss),
         jti: Some(claims.jti),
         sid: claims.sid,
-        ..Default::default()
     })
 }
 

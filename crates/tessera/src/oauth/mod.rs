@@ -6,6 +6,7 @@
 
 pub mod authorize;
 pub mod clients;
+pub mod exchange;
 pub mod introspect;
 pub mod pkce;
 pub mod revocation;

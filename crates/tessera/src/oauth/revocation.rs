@@ -75,6 +75,16 @@ pub async fn is_live(state: &Core, claims: &AccessClaims, now: i64) -> Result<bo
     if !session_live {
         return Ok(false);
     }
+    // A JWT exchanged for an API key (RFC 8693) stands only while the key does.
+    if claims.api_key {
+        let Some(tid) = &claims.tid else {
+            return Ok(false);
+        };
+        let key = crate::store::api_keys::find(state.store.pool(), tid, &claims.sub).await?;
+        if !key.is_some_and(|k| k.is_live(now)) {
+            return Ok(false);
+        }
+    }
     // A token scoped to a tenant stands only while the tenant is active and, for a user, while
     // they are still a member (at once on every replica: the caches are invalidated).
     match &claims.tid {

@@ -28,6 +28,9 @@ pub struct TokenResponse {
     pub scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// RFC 8693 §2.2.1: what a token exchange issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// Runs the grant named by `grant_type` for an authenticated client.
@@ -55,6 +58,9 @@ pub async fn exchange(
         GrantType::RefreshToken => refresh(state, client, params, ctx, now).await,
         GrantType::ClientCredentials => client_credentials(state, client, params, now),
         GrantType::Password => password(state, client, params, ctx, now).await,
+        GrantType::TokenExchange => {
+            super::exchange::exchange(state, client, params, ctx, now).await
+        }
     }
 }
 
@@ -199,6 +205,7 @@ async fn refresh(
         refresh_token: Some(pair.refresh_token),
         scope: params.get("scope").map(str::to_string),
         id_token: None,
+        issued_token_type: None,
     })
 }
 
@@ -261,6 +268,7 @@ fn client_credentials(
         refresh_token: None,
         scope,
         id_token: None,
+        issued_token_type: None,
     })
 }
 
@@ -331,7 +339,7 @@ async fn password(
 }
 
 /// RFC 8707 at the token endpoint: the resource must be registered for the client.
-fn resource(client: &Client, params: &Params) -> Result<Option<String>, OAuthError> {
+pub(super) fn resource(client: &Client, params: &Params) -> Result<Option<String>, OAuthError> {
     match params.get("resource") {
         Some(r) if client.allows_resource(r) => Ok(Some(r.to_string())),
         Some(_) => Err(OAuthError::new(
@@ -502,6 +510,7 @@ fn respond(
         refresh_token: issued.refresh_token,
         scope: Some(scope.to_string()),
         id_token,
+        issued_token_type: None,
     })
 }
 

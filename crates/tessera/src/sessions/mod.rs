@@ -272,6 +272,8 @@ pub fn access_claims(
         email_verified: Some(subject.email_verified),
         tid: subject.tenant_id.clone(),
         tenant_roles: subject.tenant_roles.clone(),
+        api_key: false,
+        permissions: Vec::new(),
     }
 }
 

@@ -27,4 +27,5 @@ mod shared_state;
 mod tenant_keys;
 mod tenant_sign_in;
 mod tenants;
+mod token_exchange;
 mod tokens;
