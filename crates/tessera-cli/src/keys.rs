@@ -34,6 +34,8 @@ pub enum KeysCommand {
     /// Emergency: withdraw a key at once. It leaves the JWKS and every token it signed is
     /// rejected (running servers within 10 seconds). A revoked current key is replaced.
     Revoke {
+        /// The key id. Ids are base64url and may begin with `-`, so one is taken as it is.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[arg(long)]
         json: bool,

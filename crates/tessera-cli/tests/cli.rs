@@ -276,6 +276,17 @@ fn keys_rotate_schedules_or_switches_now_and_revoke_withdraws() {
         None,
     );
     assert_eq!(out.status.code(), Some(1));
+    // Key ids are base64url: one may begin with `-` and is still a key id, not an option.
+    let out = run(
+        tessera(dir.path()).args(["keys", "revoke", "-Lno-such-kid"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !text(&out.stderr).contains("unexpected argument"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(
         tessera(dir.path()).args(["keys", "rotate", "--alg", "HS256"]),
         None,
