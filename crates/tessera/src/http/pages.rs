@@ -105,9 +105,12 @@ pub fn with_page_headers(mut res: Response) -> Response {
         HeaderValue::from_static(CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // `same-origin`, not `no-referrer`: a page under `no-referrer` makes Chromium send
+    // `Origin: null` with its own form posts, which the CSRF check (rightly) refuses. Other
+    // sites still get no `Referer` (the hosted pages' URLs carry the authorization request).
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res

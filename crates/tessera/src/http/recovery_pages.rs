@@ -1,8 +1,8 @@
 //! Minimal HTML pages for the links in emails, so both flows work without a front end and
 //! without JavaScript: `/verify-email` (a button that confirms) and `/reset-password` (a form).
 //! A GET never uses a token (mail scanners follow links); the form posts back here. Pages are
-//! served with a strict CSP (no script at all), `no-referrer` (the token is in the URL) and
-//! `no-store`.
+//! served with a strict CSP (no script at all), `same-origin` referrers (the token is in the URL;
+//! no other site sees it) and `no-store`.
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
@@ -70,9 +70,12 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
             "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
+    // `same-origin`: the token in the URL never reaches another site, and the page's own form
+    // post still carries a real `Origin` (under `no-referrer` Chromium sends `Origin: null`,
+    // which the same-origin check refuses).
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

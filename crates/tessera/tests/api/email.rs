@@ -94,7 +94,7 @@ async fn verification_email_arrives_over_smtp_and_its_link_verifies(b: Backend) 
     assert_eq!(page.status(), StatusCode::OK);
     assert!(header(&page, "content-type").starts_with("text/html"));
     assert!(header(&page, "content-security-policy").contains("default-src 'none'"));
-    assert_eq!(header(&page, "referrer-policy"), "no-referrer");
+    assert_eq!(header(&page, "referrer-policy"), "same-origin");
     let html = page.text().await.unwrap();
     assert!(html.contains("<form method=\"post\" action=\"verify-email\">"));
     assert!(html.contains(&token) && !html.contains("<script"));

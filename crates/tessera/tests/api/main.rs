@@ -14,6 +14,7 @@ mod architecture;
 mod audit;
 mod authz;
 mod bad_input;
+mod browser;
 mod email;
 mod events;
 mod hardening;

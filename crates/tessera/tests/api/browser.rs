@@ -1,0 +1,195 @@
+//! Hosted pages used by a real browser: Debian's Chromium, driven by `playwright-core` from
+//! `tests/browser/` (installed with `npm ci` there on first use).
+//!
+//! Needs `/usr/bin/chromium` (`apt-get install -y chromium`); without it the test fails and says
+//! so. It is never skipped.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{Backend, PASSWORD, TestApp};
+use crate::oauth::{param, register_client, token};
+use crate::tenants::{claims, team};
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn chromium() -> PathBuf {
+    let path = PathBuf::from(
+        std::env::var("TESSERA_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+    );
+    assert!(
+        path.exists(),
+        "the browser tests need Debian's Chromium at {}: install it with \
+         `apt-get install -y chromium` (or set TESSERA_TEST_CHROMIUM)",
+        path.display()
+    );
+    path
+}
+
+/// `npm ci` in `tests/browser` once, when `playwright-core` is not installed yet.
+async fn install_playwright() {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        if scripts().join("node_modules/playwright-core").exists() {
+            return;
+        }
+        let out = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(scripts())
+            .output()
+            .await
+            .expect("the browser tests need Node.js and npm (`apt-get install -y nodejs npm`)");
+        assert!(
+            out.status.success(),
+            "`npm ci` in {} failed (the npm registry must be reachable): {}",
+            scripts().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await;
+}
+
+/// Runs `script` with `env`; returns the JSON line it prints.
+async fn run(script: &str, env: &[(&str, &str)]) -> Value {
+    let chromium = chromium();
+    install_playwright().await;
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(script)
+        .current_dir(scripts())
+        .env("CHROMIUM", chromium)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 120 s"))
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed {stdout:?}: {e}"))
+}
+
+#[tokio::test]
+async fn hosted_tenant_picker_in_a_real_browser() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let ada = app.signed_in("ada@example.com").await;
+    let acme = team(&app, &ada.access, "Acme Widgets", "acme").await;
+    team(&app, &ada.access, "Beta Labs", "beta").await;
+    let c = register_client(&app, false, &["authorization_code"], &["openid", "tenant"]).await;
+    let (id, secret) = (c.id.as_str(), c.secret.as_deref().unwrap());
+    let authorize = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={id}&redirect_uri={REDIRECT}&scope=openid%20tenant&state=s1&code_challenge={CHALLENGE}&code_challenge_method=S256",
+        app.base
+    );
+    let got = run(
+        "tenant_picker.mjs",
+        &[
+            ("AUTHORIZE_URL", &authorize),
+            ("CALLBACK", REDIRECT),
+            ("EMAIL", "ada@example.com"),
+            ("PASSWORD", PASSWORD),
+            ("PICK", "Acme Widgets"),
+        ],
+    )
+    .await;
+
+    // Login, consent, then the picker listing all three workspaces (personal, Acme, Beta).
+    let titles: Vec<&str> = got["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(titles.len(), 3, "{got}");
+    assert!(titles[0].starts_with("Sign in"), "{got}");
+    assert!(titles[2].starts_with("Choose a workspace"), "{got}");
+    let tenants = got["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 3, "{got}");
+    for name in ["Acme Widgets", "Beta Labs"] {
+        assert!(tenants.iter().any(|t| t == name), "{name} missing: {got}");
+    }
+    // The pages run no script and break no policy of their own: Chromium logged no error.
+    assert_eq!(got["console_errors"], serde_json::json!([]), "{got}");
+
+    // The click sent the browser back with a code (and the state) for Acme.
+    let back = got["callback"].as_str().unwrap_or_else(|| panic!("{got}"));
+    assert_eq!(param(back, "state").as_deref(), Some("s1"), "{back}");
+    let code = param(back, "code").unwrap_or_else(|| panic!("no code in {back}"));
+    let (status, _, body) = token(
+        &app,
+        Some((id, secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let access = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(access["tid"], acme.as_str(), "{access}");
+    assert_eq!(access["tenant_roles"], serde_json::json!(["owner"]));
+}
+
+#[tokio::test]
+async fn email_link_pages_in_a_real_browser() {
+    let sink = crate::helpers::SmtpSink::start().await;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| sink.configure(c)).await;
+    assert_eq!(
+        app.register("ada@example.com").await.status,
+        StatusCode::CREATED
+    );
+    let (verify, _) = crate::helpers::find_link(&sink.next_message().await, "verify-email");
+    let res = app
+        .post(
+            "/auth/request-password-reset",
+            serde_json::json!({ "email": "ada@example.com" }),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
+    let (reset, _) = crate::helpers::find_link(&sink.next_message().await, "reset-password");
+    let on_app = |link: &str| link.replace(crate::helpers::ISSUER, &app.base);
+    let new_password = "a brand new passphrase 42";
+    let got = run(
+        "email_links.mjs",
+        &[
+            ("VERIFY_URL", &on_app(&verify)),
+            ("RESET_URL", &on_app(&reset)),
+            ("NEW_PASSWORD", new_password),
+        ],
+    )
+    .await;
+    assert_eq!(got["verified"], "Email address confirmed", "{got}");
+    assert_eq!(got["console_errors"], serde_json::json!([]), "{got}");
+    let user = tessera::store::users::find_by_email(app.state.store.pool(), "ada@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.email_verified_at.is_some(), "{got}");
+    // The new password signs in; the old one no longer does.
+    assert_eq!(
+        app.login("ada@example.com", new_password).await.status,
+        StatusCode::OK,
+        "{got}"
+    );
+    assert_eq!(
+        app.login("ada@example.com", PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
