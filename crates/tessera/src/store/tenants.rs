@@ -181,10 +181,16 @@ pub async fn roles_of_user<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: &str,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT tenant_id, role FROM member_roles WHERE user_id = $1 ORDER BY role")
-        .bind(user_id)
-        .fetch_all(db)
-        .await
+    // Through `memberships` (indexed by user): `member_roles` is keyed by tenant first, so a
+    // filter on its user alone would scan every role of every tenant.
+    sqlx::query_as(
+        "SELECT r.tenant_id, r.role FROM memberships m \
+         JOIN member_roles r ON r.tenant_id = m.tenant_id AND r.user_id = m.user_id \
+         WHERE m.user_id = $1 ORDER BY r.role",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
 }
 
 /// The roles of `user_id` in `tenant_id`, or `None` when they are not a member (one query).
