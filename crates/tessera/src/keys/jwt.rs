@@ -9,6 +9,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+
 use super::{Keys, SigningKey};
 
 /// `typ` header of access tokens (RFC 9068 §2.1).
@@ -53,6 +57,20 @@ pub struct AccessClaims {
     /// The API key's permissions in `tid` (with `api_key`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<String>,
+}
+
+/// An access token whose signature was verified, and the key that verified it.
+pub(crate) struct Verified {
+    kid: String,
+    claims: AccessClaims,
+}
+
+/// At most this many verified tokens are kept (about 1 KiB each), each at most 10 minutes.
+pub(crate) fn verified_cache() -> moka::sync::Cache<[u8; 32], Arc<Verified>> {
+    moka::sync::Cache::builder()
+        .max_capacity(16_384)
+        .time_to_live(std::time::Duration::from_secs(600))
+        .build()
 }
 
 /// Why a token was refused. Never shown to the client beyond `invalid_token`.
@@ -118,15 +136,49 @@ impl Keys {
     }
 
     /// Validates an access token for `audience`, or for any audience with `None`.
+    ///
+    /// A token's signature is verified once: the claims of a verified token are kept (by the
+    /// SHA-256 of the whole token, so only that exact token finds them) with the id of the key
+    /// that signed it, and used again only while that key still verifies (a revoked or removed
+    /// key ends its tokens here too). Audience, expiry and not-before are checked on every call,
+    /// revocation by the caller.
     pub async fn verify_access_token_for(
         &self,
         token: &str,
         now: i64,
         audience: Option<&str>,
     ) -> Result<AccessClaims, TokenError> {
-        let claims: AccessClaims = self
-            .verify_signed(token, Some(ACCESS_TOKEN_TYP), now)
-            .await?;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let digest: [u8; 32] = digest::digest(&digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .map_err(|_| TokenError::Malformed)?;
+        let cached = self
+            .inner
+            .verified
+            .get(&digest)
+            .filter(|v| self.current().verify.contains_key(&v.kid));
+        let claims = match cached {
+            Some(v) => v.claims.clone(),
+            None => {
+                let (claims, kid): (AccessClaims, String) = self
+                    .verify_signed_with_kid(token, Some(ACCESS_TOKEN_TYP), now)
+                    .await?;
+                // Only live tokens are worth keeping (an expired one fails below every time).
+                if claims.exp > now {
+                    self.inner.verified.insert(
+                        digest,
+                        Arc::new(Verified {
+                            kid,
+                            claims: claims.clone(),
+                        }),
+                    );
+                }
+                claims
+            }
+        };
         if audience.is_some_and(|a| a != claims.aud) {
             return Err(TokenError::Invalid("wrong audience".into()));
         }
@@ -156,6 +208,16 @@ impl Keys {
         typ: Option<&str>,
         now: i64,
     ) -> Result<T, TokenError> {
+        Ok(self.verify_signed_with_kid(token, typ, now).await?.0)
+    }
+
+    /// [`Self::verify_signed`], also returning the id of the key that verified the token.
+    async fn verify_signed_with_kid<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: Option<&str>,
+        now: i64,
+    ) -> Result<(T, String), TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(TokenError::Malformed);
         }
@@ -177,6 +239,6 @@ impl Keys {
         }
         let data = jsonwebtoken::decode::<T>(token, &key.key, &key.validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
-        Ok(data.claims)
+        Ok((data.claims, kid))
     }
 }

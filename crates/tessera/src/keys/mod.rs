@@ -178,6 +178,9 @@ struct Inner {
     last_reload: AtomicI64,
     /// Key states at the last load, to reload only when they changed.
     fingerprint: std::sync::Mutex<String>,
+    /// Access tokens whose signature was verified, by the SHA-256 of the whole token: see
+    /// [`Keys::verify_access_token_for`].
+    verified: moka::sync::Cache<[u8; 32], Arc<jwt::Verified>>,
 }
 
 impl Keys {
@@ -200,6 +203,7 @@ impl Keys {
                 config,
                 last_reload: AtomicI64::new(now),
                 fingerprint: std::sync::Mutex::new(String::new()),
+                verified: jwt::verified_cache(),
             }),
         })
     }

@@ -18,6 +18,7 @@ on_both_backends!(
     rotation_keeps_earlier_tokens_valid_until_they_expire,
     es256_and_eddsa_keys_work_end_to_end,
     hs256_is_used_only_when_configured_and_never_published,
+    a_token_verified_before_its_key_is_revoked_is_refused_after,
 );
 
 fn part(token: &str, i: usize) -> Value {
@@ -343,5 +344,33 @@ async fn hs256_is_used_only_when_configured_and_never_published(b: Backend) {
         &app.get("/identity/me", &forged).await,
         StatusCode::UNAUTHORIZED,
         "invalid_token",
+    );
+}
+
+/// Verified signatures are remembered (`Keys::verify_access_token_for`): that must not outlive
+/// the key that verified them.
+async fn a_token_verified_before_its_key_is_revoked_is_refused_after(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t = app.signed_in("a@example.com").await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.get("/identity/me", &t.access).await.status,
+            StatusCode::OK
+        );
+    }
+    let kid = part(&t.access, 0)["kid"].as_str().unwrap().to_string();
+    let now = app.clock.now();
+    Keys::revoke(&app.state.store, &app.state.master, Alg::Rs256, &kid, now)
+        .await
+        .unwrap()
+        .expect("the key exists");
+    app.state.keys.reload(now).await.unwrap();
+    let res = app.get("/identity/me", &t.access).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text);
+    // The same holds for introspection, which shares the check.
+    let fresh = app.signed_in("b@example.com").await;
+    assert_eq!(
+        app.get("/identity/me", &fresh.access).await.status,
+        StatusCode::OK
     );
 }
