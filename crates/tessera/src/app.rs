@@ -25,7 +25,9 @@ use bytes::Bytes;
 /// dereferences to the [`Core`], which is what domain functions take.
 #[derive(Clone)]
 pub struct AppState {
-    pub core: Core,
+    /// Behind an `Arc`: axum clones the state for every request (and every middleware), and a
+    /// clone of the core itself would bump every one of its caches' and pools' counters.
+    pub core: Arc<Core>,
     /// The OpenID Provider metadata, serialised once.
     pub discovery: Bytes,
     pub pages: Arc<Pages>,
@@ -50,7 +52,7 @@ impl AppState {
         ));
         let discovery = crate::oidc::discovery(&config);
         Ok(Self {
-            core: Core::new(config, clock).await?,
+            core: Arc::new(Core::new(config, clock).await?),
             discovery,
             pages,
             proxies,
@@ -102,7 +104,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         // Background jobs get the domain's core, nothing of HTTP.
-        let state = &self.state.core;
+        let state: &Core = &self.state.core;
         let mut tasks = vec![tokio::spawn(reload_keys(state.clone()))];
         if let Some(transport) =
             crate::mail::worker::Transport::from_config(&state.config.mail, &state.config.data_dir)?
