@@ -111,6 +111,8 @@ enum Caller {
     FirstPartyAccountScope,
     /// An API key (`tsk_…`) of the user's personal tenant.
     ApiKey,
+    /// That API key exchanged for a JWT (RFC 8693): acts as the key.
+    ExchangedApiKey,
 }
 
 const CALLERS: &[Caller] = &[
@@ -122,6 +124,7 @@ const CALLERS: &[Caller] = &[
     Caller::FirstPartyAdminScope,
     Caller::FirstPartyAccountScope,
     Caller::ApiKey,
+    Caller::ExchangedApiKey,
 ];
 
 /// What a caller should get: allowed (anything but 401/403/5xx), or exactly this status.
@@ -143,10 +146,14 @@ fn expect(class: Class, caller: Caller) -> Expect {
         (Class::Logout, Nobody) => Expect::Status(StatusCode::UNPROCESSABLE_ENTITY),
         (_, Nobody) => UNAUTHORIZED,
         // An API key is no user and no OAuth token: only its own tenant's routes take it.
-        (Class::Tenant, ApiKey) => Expect::Status(StatusCode::NOT_FOUND),
+        (Class::Tenant, ApiKey | ExchangedApiKey) => Expect::Status(StatusCode::NOT_FOUND),
         // RFC 6750 §3.1: not an access token UserInfo or logout can use.
         (Class::UserInfo | Class::Logout, ApiKey) => UNAUTHORIZED,
-        (Class::Access, User | Admin | FirstPartyAccountScope | ApiKey) => Expect::Allowed,
+        // A valid access token, but for no user (RFC 6750 §3.1 insufficient_scope).
+        (Class::UserInfo | Class::Logout, ExchangedApiKey) => FORBIDDEN,
+        (Class::Access, User | Admin | FirstPartyAccountScope | ApiKey | ExchangedApiKey) => {
+            Expect::Allowed
+        }
         (Class::Access, _) => FORBIDDEN,
         (Class::Tenant, User | Admin | FirstPartyAccountScope) => Expect::Allowed,
         (Class::Tenant, _) => FORBIDDEN,
@@ -167,6 +174,7 @@ struct Callers {
     first_party_admin: String,
     first_party_account: String,
     api_key: String,
+    exchanged_api_key: String,
 }
 
 impl Callers {
@@ -180,6 +188,7 @@ impl Callers {
             Caller::FirstPartyAdminScope => &self.first_party_admin,
             Caller::FirstPartyAccountScope => &self.first_party_account,
             Caller::ApiKey => &self.api_key,
+            Caller::ExchangedApiKey => &self.exchanged_api_key,
         })
     }
 }
@@ -305,6 +314,7 @@ async fn callers(app: &TestApp) -> Callers {
     let user = app.signed_in("user@example.com").await.access;
     let api_key = api_key_of_personal_tenant(app, &user).await;
     Callers {
+        exchanged_api_key: crate::token_exchange::jwt_for_key(app, &api_key).await,
         api_key,
         third_party: third_party_token_via_hosted_login(app, "root@example.com").await,
         machine: machine_token(app).await,

@@ -716,6 +716,8 @@ async fn every_tenant_route_refuses_other_tenants_and_insufficient_roles(b: Back
         .as_str()
         .unwrap()
         .to_string();
+    // The same key exchanged for a JWT (RFC 8693) acts as the key.
+    let jwt_of_a = crate::token_exchange::jwt_for_key(&app, &key_of_a).await;
     let bob = app.signed_in("bob@example.com").await;
     let b_id = team(&app, &bob.access, "Tenant B", "tenant-b").await;
     let bob_in_b = switch(&app, &bob.access, &b_id).await;
@@ -725,6 +727,7 @@ async fn every_tenant_route_refuses_other_tenants_and_insufficient_roles(b: Back
         .as_str()
         .unwrap()
         .to_string();
+    let reader_jwt_of_b = crate::token_exchange::jwt_for_key(&app, &reader_key_of_b).await;
     // Vic is a viewer in B.
     let vic = app.signed_in("vic@example.com").await;
     add_member(&app, &b_id, &user_id(&vic), &["viewer"]).await;
@@ -762,15 +765,14 @@ async fn every_tenant_route_refuses_other_tenants_and_insufficient_roles(b: Back
         )
         .await;
         check("a member of A", &method, path, &res, res.status == outsider);
-        // A's API key, whatever it holds: the same.
-        let res = send(&app, method.clone(), &target, &key_of_a, body.clone()).await;
-        check(
-            "an API key of A",
-            &method,
-            path,
-            &res,
-            res.status == outsider,
-        );
+        // A's API key, whatever it holds, and its exchanged JWT: the same.
+        for (what, token) in [
+            ("an API key of A", &key_of_a),
+            ("A's key as a JWT", &jwt_of_a),
+        ] {
+            let res = send(&app, method.clone(), &target, token, body.clone()).await;
+            check(what, &method, path, &res, res.status == outsider);
+        }
         // B's own owner with a token for another tenant (their personal one): tenant_mismatch.
         if !system_only {
             let res = send(&app, method.clone(), &target, &bob.access, body.clone()).await;
@@ -782,6 +784,7 @@ async fn every_tenant_route_refuses_other_tenants_and_insufficient_roles(b: Back
         for (what, token) in [
             ("a viewer of B", &vic_in_b.access),
             ("B's tenant:read key", &reader_key_of_b),
+            ("B's tenant:read key as a JWT", &reader_jwt_of_b),
         ] {
             let res = send(&app, method.clone(), &target, token, body.clone()).await;
             let refused = res.status == StatusCode::FORBIDDEN;

@@ -49,6 +49,19 @@ async fn client(app: &TestApp, grants: &[&str], scopes: &[&str], may_introspect:
     }
 }
 
+/// `key` exchanged for a JWT by a client registered for the grant (RFC 8693).
+pub(crate) async fn jwt_for_key(app: &TestApp, key: &str) -> String {
+    let c = client(app, &[GRANT], &[], false).await;
+    let (status, body) = exchange(
+        app,
+        &c,
+        &[("subject_token", key), ("subject_token_type", API_KEY)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
 async fn password_grant(app: &TestApp, c: &Client, email: &str, scope: &str) -> Value {
     let (status, _, body) = token(
         app,
