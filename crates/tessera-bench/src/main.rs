@@ -55,6 +55,7 @@ mod events;
 mod instructions;
 mod oauth;
 mod shared;
+mod tenants;
 
 /// Hidden first argument: run as the server under test.
 const CHILD_ARG: &str = "serve-child";
@@ -114,6 +115,9 @@ fn main() -> anyhow::Result<()> {
 
 /// The server under test: configuration from the environment the parent set.
 async fn serve_child() -> anyhow::Result<()> {
+    if std::env::var_os("TESSERA_BENCH_BARE").is_some() {
+        return serve_bare().await;
+    }
     let config = tessera::Config::load(None)?;
     tessera::telemetry::init(&config.log_format);
     // The parent holds our stdin open; end of file means it is gone, so no server outlives it.
@@ -126,6 +130,30 @@ async fn serve_child() -> anyhow::Result<()> {
     writeln!(stdout, "LISTENING {}", app.local_addr())?;
     stdout.flush()?;
     app.run().await
+}
+
+/// The limit of the HTTP scenarios: one axum route answering `{}` on the same runtime and
+/// listener setup, nothing else.
+async fn serve_bare() -> anyhow::Result<()> {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                "{}",
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "LISTENING {}", listener.local_addr()?)?;
+    stdout.flush()?;
+    axum::serve(listener, router).await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,15 +193,18 @@ enum Group {
     Abuse,
     /// Login, refresh and me with Redis; a login storm over two replicas.
     Shared,
+    /// 100 000 tenants, 1 000 000 memberships: tenant list, AuthZEN, API keys, switching.
+    Tenants,
 }
 
 impl Group {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Foundation,
         Self::Events,
         Self::OAuth,
         Self::Abuse,
         Self::Shared,
+        Self::Tenants,
     ];
 
     fn parse(s: &str) -> anyhow::Result<Self> {
@@ -183,8 +214,11 @@ impl Group {
             "oauth" => Self::OAuth,
             "abuse" => Self::Abuse,
             "shared" => Self::Shared,
+            "tenants" => Self::Tenants,
             other => {
-                bail!("unknown group {other:?} (groups: foundation, events, oauth, abuse, shared)")
+                bail!(
+                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants)"
+                )
             }
         })
     }
@@ -196,6 +230,7 @@ impl Group {
             Self::OAuth => "oauth",
             Self::Abuse => "abuse",
             Self::Shared => "shared",
+            Self::Tenants => "tenants",
         }
     }
 }
@@ -282,7 +317,7 @@ impl Options {
     }
 }
 
-const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared]\n   \
+const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared,tenants]\n   \
      or: tessera-bench --instructions [--server TESSERA_BIN] [--compare OLD_TESSERA_BIN]";
 
 struct Hardware {
@@ -851,6 +886,24 @@ enum Task {
     Discovery,
     /// A whole authorization-code + PKCE login through the hosted pages.
     CodeFlow(Box<oauth::CodeFlow>),
+    /// A bearer-authenticated GET (a token or an API key).
+    Get {
+        path: String,
+        authorization: HeaderValue,
+    },
+    /// `POST /access/v1/evaluation`; only a permit counts as a success.
+    Evaluate {
+        authorization: HeaderValue,
+        body: Bytes,
+    },
+    /// `POST /auth/switch-tenant`, alternating between two tenants.
+    Switch {
+        authorization: HeaderValue,
+        bodies: [Bytes; 2],
+        next: usize,
+    },
+    /// `GET /` of the bare axum server.
+    Bare,
 }
 
 impl Task {
@@ -907,6 +960,54 @@ impl Task {
                 .await
                 .map(drop),
             Self::CodeFlow(flow) => flow.step(api).await,
+            Self::Get {
+                path,
+                authorization,
+            } => send(
+                api.client
+                    .get(api.url(path))
+                    .header(AUTHORIZATION, authorization.clone()),
+            )
+            .await
+            .map(drop),
+            Self::Evaluate {
+                authorization,
+                body,
+            } => {
+                let answer = send(
+                    api.client
+                        .post(api.url("/access/v1/evaluation"))
+                        .header(AUTHORIZATION, authorization.clone())
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.clone()),
+                )
+                .await?;
+                let v: serde_json::Value = serde_json::from_slice(&answer)
+                    .map_err(|e| format!("bad evaluation response: {e}"))?;
+                if v["decision"] == serde_json::Value::Bool(true) {
+                    Ok(())
+                } else {
+                    Err("evaluation answered decision:false".into())
+                }
+            }
+            Self::Switch {
+                authorization,
+                bodies,
+                next,
+            } => {
+                let body = bodies[*next].clone();
+                *next = 1 - *next;
+                send(
+                    api.client
+                        .post(api.url("/auth/switch-tenant"))
+                        .header(AUTHORIZATION, authorization.clone())
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body),
+                )
+                .await
+                .map(drop)
+            }
+            Self::Bare => send(api.client.get(api.url("/"))).await.map(drop),
         }
     }
 
@@ -1220,6 +1321,7 @@ struct Results {
     oauth: Option<oauth::OAuthResults>,
     abuse: Option<abuse::AbuseResults>,
     shared: Option<shared::SharedResults>,
+    tenants: Option<tenants::TenantResults>,
     logs: Vec<LogSummary>,
 }
 
@@ -1244,6 +1346,7 @@ async fn run(options: &Options) -> anyhow::Result<String> {
         oauth: None,
         abuse: None,
         shared: None,
+        tenants: None,
         logs: Vec::new(),
     };
     if options.runs(Group::Foundation) {
@@ -1260,6 +1363,9 @@ async fn run(options: &Options) -> anyhow::Result<String> {
     }
     if options.runs(Group::Shared) {
         shared::run(&client, options, &mut results).await?;
+    }
+    if options.runs(Group::Tenants) {
+        tenants::run(&client, options, &mut results).await?;
     }
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(render(
@@ -1655,6 +1761,7 @@ fn render(
     oauth::render(&mut rep, r, b, hw);
     abuse::render(&mut rep, r, b, hw);
     shared::render(&mut rep, r, hash_rate);
+    tenants::render(&mut rep, r);
 
     rep.section("Errors");
     let mut any = false;
@@ -1666,7 +1773,8 @@ fn render(
         .chain(events::loads(r))
         .chain(oauth::loads(r))
         .chain(abuse::loads(r))
-        .chain(shared::loads(r));
+        .chain(shared::loads(r))
+        .chain(tenants::loads(r));
     for load in all {
         for (kind, n) in &load.stats.errors {
             any = true;

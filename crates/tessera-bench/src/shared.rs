@@ -50,7 +50,7 @@ fn reachable(what: &str, addr: &str, how: &str) -> anyhow::Result<()> {
 }
 
 /// A fresh schema on the local PostgreSQL server, as a database URL.
-async fn fresh_schema() -> anyhow::Result<String> {
+pub async fn fresh_schema() -> anyhow::Result<String> {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(DATABASE_URL).await.with_context(|| {
