@@ -1,8 +1,9 @@
 //! Tessera benchmark: what the service costs in CPU and memory, measured on this machine.
 //!
-//! Run it with `cargo run --release -p tessera-bench` (about seven minutes on 2 cores);
+//! Run it with `cargo run --release -p tessera-bench` (about ten minutes on 2 cores);
 //! `-- --quick` gives a short smoke run, `-- --seconds N` sets the measured seconds per scenario,
-//! `-- --only foundation,events,oauth,abuse,shared` runs a subset of the scenario groups (default: all).
+//! `-- --only foundation,events,oauth,abuse,shared,tenants` runs a subset of the scenario groups
+//! (default: all).
 //!
 //! It measures:
 //! - **Cost baselines**, in this process: one Argon2id hash at the default (OWASP) parameters, and
@@ -24,7 +25,10 @@
 //!   credential-stuffing attack from one IP against default limits while legitimate users log in
 //!   (group `abuse`, see [`abuse`]);
 //! - shared state: login, refresh and `/identity/me` with Redis on, and a login storm over two
-//!   replicas sharing one PostgreSQL database and one Redis (group `shared`, see [`shared`]).
+//!   replicas sharing one PostgreSQL database and one Redis (group `shared`, see [`shared`]);
+//! - tenants at scale: 100 000 tenants and 1 000 000 memberships seeded on SQLite and on
+//!   PostgreSQL, `GET /tenants`, AuthZEN evaluations, API-key requests and tenant switching, next
+//!   to a bare axum route in a child process (group `tenants`, see [`tenants`]).
 //!
 //! Every scenario has a warm-up that is not recorded, then a measured window. Throughput counts
 //! 2xx responses only; any other status or transport error is counted and shown. "Per server
