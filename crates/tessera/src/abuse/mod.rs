@@ -25,7 +25,7 @@ impl Limit {
     }
 }
 
-/// Limits per route class (see the README for the defaults and their reasoning).
+/// Limits per route class (see docs/security.md for the defaults and their reasoning).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RateLimitConfig {
