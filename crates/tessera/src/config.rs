@@ -11,6 +11,73 @@ use serde::{Deserialize, Serialize};
 /// Environment variables that belong to Tessera but are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["TESSERA_CONFIG", "TESSERA_LOG", "TESSERA_TEST_DATABASE_URL"];
 
+/// Every configuration key, as its environment variable without `TESSERA_` (the rate-limit
+/// classes, `RATE_LIMIT__*`, are open-ended). A test holds this list, `check-config`'s output and
+/// docs/configuration.md to one another.
+const KNOWN_ENV_KEYS: &[&str] = &[
+    "LISTEN",
+    "ISSUER",
+    "AUDIENCE",
+    "DATA_DIR",
+    "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "MASTER_KEY",
+    "ACCESS_TOKEN_TTL",
+    "REFRESH_TOKEN_TTL",
+    "SESSION_MAX_AGE",
+    "REFRESH_REUSE_GRACE",
+    "SIGNING_ALG",
+    "HS256_SECRET",
+    "BODY_LIMIT",
+    "LOG_FORMAT",
+    "AUTHORIZATION_CODE_TTL",
+    "BROWSER_SESSION_TTL",
+    "TEMPLATES_DIR",
+    "PASSWORD__ARGON2_MEMORY_KIB",
+    "PASSWORD__ARGON2_ITERATIONS",
+    "PASSWORD__ARGON2_PARALLELISM",
+    "PASSWORD__MIN_LENGTH",
+    "PASSWORD__MAX_CONCURRENT_HASHES",
+    "PASSWORD__MAX_QUEUED_HASHES",
+    "PUBLIC_URL",
+    "VERIFY_EMAIL_URL",
+    "RESET_PASSWORD_URL",
+    "INVITATION_URL",
+    "INVITATION_TTL",
+    "REQUIRE_VERIFIED_EMAIL",
+    "VERIFICATION_TOKEN_TTL",
+    "RESET_TOKEN_TTL",
+    "MAIL__TRANSPORT",
+    "MAIL__FROM",
+    "MAIL__SMTP_HOST",
+    "MAIL__SMTP_PORT",
+    "MAIL__SMTP_TLS",
+    "MAIL__SMTP_USERNAME",
+    "MAIL__SMTP_PASSWORD",
+    "MAIL__TEMPLATES_DIR",
+    "MAIL__MAX_ATTEMPTS",
+    "MAIL__POLL_INTERVAL_MS",
+    "EVENTS__NATS_URL",
+    "EVENTS__SUBJECT_PREFIX",
+    "EVENTS__STREAM",
+    "EVENTS__MAX_ATTEMPTS",
+    "EVENTS__LEASE_SECS",
+    "EVENTS__BATCH_SIZE",
+    "EVENTS__POLL_INTERVAL_MS",
+    "EVENTS__WEBHOOK_MAX_ATTEMPTS",
+    "EVENTS__WEBHOOK_TIMEOUT_SECS",
+    "EVENTS__WEBHOOK_CONCURRENCY",
+    "TRUSTED_PROXIES",
+    "MASTER_KEY_PREVIOUS",
+    "CORS_ORIGINS",
+    "KEY_ROTATION_DAYS",
+    "AUDIT__RETENTION_DAYS",
+    "AUDIT__PURGE_INTERVAL_SECS",
+    "REDIS_URL",
+    "REDIS_PREFIX",
+    "REDIS_CA_FILE",
+];
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -344,74 +411,12 @@ impl Config {
 
     /// `TESSERA_*` variables that name no configuration key (typos), for a start-up warning.
     pub fn unknown_env_keys(env: &[(String, String)]) -> Vec<String> {
-        const KNOWN: &[&str] = &[
-            "LISTEN",
-            "ISSUER",
-            "AUDIENCE",
-            "DATA_DIR",
-            "DATABASE_URL",
-            "DATABASE_MAX_CONNECTIONS",
-            "MASTER_KEY",
-            "ACCESS_TOKEN_TTL",
-            "REFRESH_TOKEN_TTL",
-            "SESSION_MAX_AGE",
-            "REFRESH_REUSE_GRACE",
-            "SIGNING_ALG",
-            "HS256_SECRET",
-            "BODY_LIMIT",
-            "LOG_FORMAT",
-            "AUTHORIZATION_CODE_TTL",
-            "BROWSER_SESSION_TTL",
-            "TEMPLATES_DIR",
-            "PASSWORD__ARGON2_MEMORY_KIB",
-            "PASSWORD__ARGON2_ITERATIONS",
-            "PASSWORD__ARGON2_PARALLELISM",
-            "PASSWORD__MIN_LENGTH",
-            "PASSWORD__MAX_CONCURRENT_HASHES",
-            "PASSWORD__MAX_QUEUED_HASHES",
-            "PUBLIC_URL",
-            "VERIFY_EMAIL_URL",
-            "RESET_PASSWORD_URL",
-            "INVITATION_URL",
-            "INVITATION_TTL",
-            "REQUIRE_VERIFIED_EMAIL",
-            "VERIFICATION_TOKEN_TTL",
-            "RESET_TOKEN_TTL",
-            "MAIL__TRANSPORT",
-            "MAIL__FROM",
-            "MAIL__SMTP_HOST",
-            "MAIL__SMTP_PORT",
-            "MAIL__SMTP_TLS",
-            "MAIL__SMTP_USERNAME",
-            "MAIL__SMTP_PASSWORD",
-            "MAIL__TEMPLATES_DIR",
-            "MAIL__MAX_ATTEMPTS",
-            "MAIL__POLL_INTERVAL_MS",
-            "EVENTS__NATS_URL",
-            "EVENTS__SUBJECT_PREFIX",
-            "EVENTS__STREAM",
-            "EVENTS__MAX_ATTEMPTS",
-            "EVENTS__LEASE_SECS",
-            "EVENTS__BATCH_SIZE",
-            "EVENTS__POLL_INTERVAL_MS",
-            "EVENTS__WEBHOOK_MAX_ATTEMPTS",
-            "EVENTS__WEBHOOK_TIMEOUT_SECS",
-            "EVENTS__WEBHOOK_CONCURRENCY",
-            "TRUSTED_PROXIES",
-            "MASTER_KEY_PREVIOUS",
-            "CORS_ORIGINS",
-            "KEY_ROTATION_DAYS",
-            "AUDIT__RETENTION_DAYS",
-            "AUDIT__PURGE_INTERVAL_SECS",
-            "REDIS_URL",
-            "REDIS_PREFIX",
-            "REDIS_CA_FILE",
-        ];
         env.iter()
             .map(|(k, _)| k)
             .filter(|k| k.starts_with("TESSERA_") && !NON_CONFIG_ENV.contains(&k.as_str()))
             .filter(|k| {
-                !KNOWN.contains(&&k["TESSERA_".len()..]) && !k.starts_with("TESSERA_RATE_LIMIT__")
+                !KNOWN_ENV_KEYS.contains(&&k["TESSERA_".len()..])
+                    && !k.starts_with("TESSERA_RATE_LIMIT__")
             })
             .cloned()
             .collect()
@@ -860,6 +865,7 @@ impl Config {
                 "poll_interval_ms": self.events.poll_interval_ms,
                 "webhook_max_attempts": self.events.webhook_max_attempts,
                 "webhook_timeout_secs": self.events.webhook_timeout_secs,
+                "webhook_concurrency": self.events.webhook_concurrency,
             },
             "audit": self.audit,
             "redis": {
@@ -913,6 +919,94 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys `check-config` prints, as environment variables without `TESSERA_`.
+    fn printed_keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        let serde_json::Value::Object(map) = v else {
+            out.push(prefix.to_string());
+            return;
+        };
+        for (k, child) in map {
+            let name = match prefix {
+                "" => k.to_uppercase(),
+                // `redis_url`, `redis_prefix`, `redis_ca_file` are printed as one object.
+                "REDIS" => format!("REDIS_{}", k.to_uppercase()),
+                p => format!("{p}__{}", k.to_uppercase()),
+            };
+            if name == "RATE_LIMIT" {
+                continue;
+            }
+            printed_keys(&name, child, out);
+        }
+    }
+
+    /// packaging/tessera.toml is a configuration Tessera accepts, and means what it says.
+    #[test]
+    fn the_example_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/tessera.toml");
+        let cfg = Config::load_from(Some(&path), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.issuer, "https://id.example.com");
+        assert!(cfg.database_url().starts_with("postgres://"));
+        assert_eq!(cfg.password.min_length, 10);
+        assert_eq!(cfg.mail.transport, "smtp");
+        assert_eq!(
+            cfg.events.nats_url.as_deref(),
+            Some("nats://nats.internal:4222")
+        );
+        assert_eq!(cfg.audit.retention_days, 730);
+        // Every key of the file is a configuration key (a typo would be silently ignored).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut table = String::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                table = format!("{}__", name.to_uppercase());
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && !line.starts_with('#')
+            {
+                let key = format!("{table}{}", key.to_uppercase());
+                assert!(KNOWN_ENV_KEYS.contains(&key.as_str()), "{key} in {path:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_is_known_printed_and_documented() {
+        let docs = include_str!("../../../docs/configuration.md");
+        let documented: std::collections::BTreeSet<&str> = docs
+            .split('`')
+            .filter_map(|t| t.strip_prefix("TESSERA_"))
+            .filter(|t| {
+                !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .filter(|t| !t.starts_with("RATE_LIMIT__"))
+            .filter(|t| !NON_CONFIG_ENV.contains(&format!("TESSERA_{t}").as_str()))
+            .collect();
+        let known: std::collections::BTreeSet<&str> = KNOWN_ENV_KEYS.iter().copied().collect();
+        let undocumented: Vec<_> = known.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in docs/configuration.md: {undocumented:?}"
+        );
+        let unknown: Vec<_> = documented.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "documented but not configuration keys: {unknown:?}"
+        );
+
+        let mut printed = Vec::new();
+        printed_keys("", &Config::default().redacted(), &mut printed);
+        let printed: std::collections::BTreeSet<&str> =
+            printed.iter().map(String::as_str).collect();
+        let missing: Vec<_> = known.difference(&printed).collect();
+        assert!(missing.is_empty(), "not shown by check-config: {missing:?}");
+        let extra: Vec<_> = printed.difference(&known).collect();
+        assert!(
+            extra.is_empty(),
+            "shown by check-config but not a key: {extra:?}"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
