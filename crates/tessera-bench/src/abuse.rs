@@ -410,10 +410,17 @@ async fn stuffing(
     if others {
         all.extend(legit.iter().map(|(c, _)| c.clone()));
     }
+    // At most 16 at a time: this server keeps the default bound on queued password hashes
+    // (32 per hashing thread), which answers 429 past it.
+    let gate = Arc::new(tokio::sync::Semaphore::new(16));
     let mut set = JoinSet::new();
     for (i, creds) in all.into_iter().enumerate() {
         let api = api.clone();
-        set.spawn(async move { register_from(&api, &creds, &registration_ip(i)).await });
+        let gate = Arc::clone(&gate);
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            register_from(&api, &creds, &registration_ip(i)).await
+        });
     }
     while let Some(r) = set.join_next().await {
         r??;
