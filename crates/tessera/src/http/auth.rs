@@ -109,10 +109,7 @@ async fn refresh(
 ) -> Result<Response> {
     let now = state.clock.now();
     let pair = sessions::refresh(
-        &state.store,
-        &state.keys,
-        &state.sessions,
-        &state.settings,
+        &state,
         &body.refresh_token,
         sessions::RefreshRequest {
             first_party: true,

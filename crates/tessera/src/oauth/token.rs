@@ -187,17 +187,7 @@ async fn refresh(
         reuse_grace: client.refresh_reuse_grace,
         tenant: params.get("tenant"),
     };
-    let pair = sessions::refresh(
-        &state.store,
-        &state.keys,
-        &state.sessions,
-        &state.settings,
-        token,
-        request,
-        ctx,
-        now,
-    )
-    .await?;
+    let pair = sessions::refresh(state, token, request, ctx, now).await?;
     Ok(TokenResponse {
         access_token: pair.access_token,
         token_type: "Bearer",
@@ -424,9 +414,11 @@ async fn start_family(
     )
     .await?;
     let tenant_roles = match family.tenant_id {
-        Some(tid) => crate::store::tenants::member_roles(&mut **tx, tid, &user.id)
+        Some(tid) => crate::tenants::roles_in(state, tx, tid, &user.id)
             .await?
-            .ok_or_else(|| OAuthError::invalid_grant("the user has left the tenant"))?,
+            .ok_or_else(|| OAuthError::invalid_grant("the user has left the tenant"))?
+            .as_ref()
+            .clone(),
         None => Vec::new(),
     };
     let subject = Subject {

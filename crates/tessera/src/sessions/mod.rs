@@ -341,27 +341,21 @@ pub struct RefreshRequest<'a> {
 /// token surprises clients that expect strict rotation) is a token rotated less than that long
 /// ago rotated again, issuing a sibling, and only while its successor has not been used; the
 /// client must be the same either way.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the services it touches, the token, who asks, and when"
-)]
 pub async fn refresh(
-    store: &Store,
-    keys: &Keys,
-    cache: &SessionCache,
-    settings: &Settings,
+    core: &crate::core::Core,
     refresh_token: &str,
     request: RefreshRequest<'_>,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
+    let (store, keys, cache, settings) = (&core.store, &core.keys, &core.sessions, &*core.settings);
     if !well_formed(refresh_token) {
         return Err(Error::invalid_grant());
     }
     let hash = token_hash(refresh_token);
     let mut tx = store.begin().await?;
     let ip = ctx.ip.as_deref();
-    let outcome = rotate_in(&mut tx, settings, &hash, request, ip, now).await;
+    let outcome = rotate_in(core, &mut tx, &hash, request, ip, now).await;
     match outcome {
         Ok(Rotation::Rotated {
             claims,
@@ -404,13 +398,14 @@ pub async fn refresh(
 }
 
 async fn rotate_in(
+    core: &crate::core::Core,
     tx: &mut crate::store::Tx,
-    settings: &Settings,
     hash: &str,
     request: RefreshRequest<'_>,
     ip: Option<&str>,
     now: i64,
 ) -> Result<Rotation> {
+    let settings = &*core.settings;
     let Some(t) = store_sessions::find_refresh_token(&mut **tx, hash).await? else {
         return Err(Error::invalid_grant());
     };
@@ -489,22 +484,22 @@ async fn rotate_in(
     // A session in a tenant refreshes only while the tenant is active, the user a member and
     // the caller's address on the tenant's allow-list; the new access token carries the roles
     // held now.
+    // Read through the tenant and membership caches, as every request does: a change
+    // invalidates them on every replica before it is answered.
     let tenant_roles = match &tenant_id {
         Some(tid) => {
-            let row = crate::store::tenants::find(&mut **tx, tid).await?;
-            let active = row.as_ref().is_some_and(|row| {
-                crate::tenants::TenantStatus::parse(&row.status)
-                    == crate::tenants::TenantStatus::Active
-            });
-            if let Some(row) = &row {
-                let policy = crate::tenants::policy::TenantSettings::parse(&row.settings);
-                if !crate::tenants::policy::admits(&policy.allowed_cidrs, ip) {
-                    return Err(crate::tenants::policy::ip_not_allowed());
-                }
+            let tenant = crate::tenants::info_in(core, tx, tid).await?;
+            let active = tenant
+                .as_ref()
+                .is_some_and(|t| t.status == crate::tenants::TenantStatus::Active);
+            if let Some(tenant) = &tenant
+                && !tenant.admits(ip)
+            {
+                return Err(crate::tenants::policy::ip_not_allowed());
             }
-            let roles = crate::store::tenants::member_roles(&mut **tx, tid, &t.user_id).await?;
+            let roles = crate::tenants::roles_in(core, tx, tid, &t.user_id).await?;
             match (roles, active) {
-                (Some(roles), true) => roles,
+                (Some(roles), true) => roles.as_ref().clone(),
                 // Asked for by name: say why, and keep the refresh token (nothing commits).
                 (None, _) if request.tenant.is_some() => {
                     return Err(crate::tenants::not_a_member());

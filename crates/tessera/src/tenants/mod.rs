@@ -195,16 +195,37 @@ pub async fn info(core: &Core, id: &str) -> Result<Option<Arc<TenantInfo>>> {
     if let Some(hit) = core.tenants.tenants.get(id) {
         return Ok(hit);
     }
-    let db = core.store.pool();
-    let info = match store::find(db, id).await? {
+    let mut conn = core.store.pool().acquire().await?;
+    load_info(core, &mut conn, id).await
+}
+
+/// [`info`] inside a transaction: a miss is read through `conn`, never from the pool (a
+/// transaction waiting for a second connection of an exhausted pool would wait forever).
+pub(crate) async fn info_in(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Option<Arc<TenantInfo>>> {
+    if let Some(hit) = core.tenants.tenants.get(id) {
+        return Ok(hit);
+    }
+    load_info(core, conn, id).await
+}
+
+async fn load_info(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Option<Arc<TenantInfo>>> {
+    let info = match store::find(&mut *conn, id).await? {
         None => None,
         Some(row) => {
             let mut custom_roles: HashMap<String, Vec<String>> = HashMap::new();
-            for (role, _, permission) in store::custom_roles(db, id).await? {
+            for (role, _, permission) in store::custom_roles(&mut *conn, id).await? {
                 let entry = custom_roles.entry(role).or_default();
                 entry.extend(permission);
             }
-            let app_permissions = store::app_permissions(db, id)
+            let app_permissions = store::app_permissions(&mut *conn, id)
                 .await?
                 .into_iter()
                 .map(|(n, _)| n)
@@ -230,6 +251,24 @@ async fn roles(core: &Core, tenant_id: &str, user_id: &str) -> Result<Option<Arc
         return Ok(hit);
     }
     let roles = store::member_roles(core.store.pool(), tenant_id, user_id)
+        .await?
+        .map(Arc::new);
+    core.tenants.members.insert(&key, roles.clone());
+    Ok(roles)
+}
+
+/// [`roles`] inside a transaction: a miss is read through `conn` (see [`info_in`]).
+pub(crate) async fn roles_in(
+    core: &Core,
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Option<Arc<Vec<String>>>> {
+    let key = member_key(tenant_id, user_id);
+    if let Some(hit) = core.tenants.members.get(&key) {
+        return Ok(hit);
+    }
+    let roles = store::member_roles(&mut *conn, tenant_id, user_id)
         .await?
         .map(Arc::new);
     core.tenants.members.insert(&key, roles.clone());

@@ -8,6 +8,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     refresh_rotates_the_token,
+    refresh_and_grants_with_cold_caches_need_one_connection,
     reused_refresh_token_revokes_the_whole_session,
     a_rotated_out_refresh_token_is_reuse_by_default,
     a_configured_grace_honours_a_twin_only_until_its_successor_is_used,
@@ -405,4 +406,32 @@ async fn housekeeping_deletes_only_rows_nothing_will_read_again(b: Backend) {
         StatusCode::OK
     );
     assert_eq!(app.refresh(&live.refresh).await.status, StatusCode::OK);
+}
+
+/// Refresh and the token grants read the tenant inside their transaction. With one database
+/// connection and cold caches, a read that went to the pool instead would wait forever for a
+/// connection the transaction itself holds.
+async fn refresh_and_grants_with_cold_caches_need_one_connection(b: Backend) {
+    let app = TestApp::spawn_with(b, |c| c.database_max_connections = 1).await;
+    let t = app.signed_in("ada@example.com").await;
+    let c = crate::oauth::register_client(&app, false, &["password"], &["openid"]).await;
+    app.state.tenants.forget_all();
+    let res = tokio::time::timeout(std::time::Duration::from_secs(20), app.refresh(&t.refresh))
+        .await
+        .expect("refresh hung with one connection");
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    app.state.tenants.forget_all();
+    let grant = crate::oauth::token(
+        &app,
+        Some((&c.id, c.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "password"),
+            ("username", "ada@example.com"),
+            ("password", crate::helpers::PASSWORD),
+        ],
+    );
+    let (status, _, body) = tokio::time::timeout(std::time::Duration::from_secs(20), grant)
+        .await
+        .expect("the password grant hung with one connection");
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
