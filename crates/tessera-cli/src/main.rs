@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tessera::accounts::{self, UserView};
 use tessera::authz::{Principal, Role};
 use tessera::clock::Clock;
@@ -60,6 +60,13 @@ enum Command {
     Tenants(TenantsCommand),
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Print a shell completion script: `tessera completions bash > /etc/bash_completion.d/tessera`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tessera man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -212,6 +219,24 @@ enum WebhooksCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Neither needs (or should fail on) the configuration.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "tessera", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tessera: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -258,6 +283,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Webhooks(cmd) => webhooks(cmd, config, clock).await,
         Command::Audit(cmd) => audit(cmd, config, clock).await,
         Command::Tenants(cmd) => tenants(cmd, config, clock).await,
+        // Answered in `main`, before the configuration is read.
+        Command::Completions { .. } | Command::Man => Ok(()),
     }
 }
 

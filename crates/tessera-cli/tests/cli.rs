@@ -643,3 +643,38 @@ fn client_commands_register_rotate_and_deactivate() {
         "a public client cannot use client_credentials"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    // Neither reads the configuration: a broken one does not stop them.
+    let broken = |cmd: &mut Command| {
+        cmd.env("TESSERA_ACCESS_TOKEN_TTL", "not a number");
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let mut cmd = tessera(dir.path());
+        broken(&mut cmd);
+        let out = run(cmd.args(["completions", shell]), None);
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for word in ["tessera", "check-config", "rotate", "purge"] {
+            assert!(script.contains(word), "{shell} completion without {word}");
+        }
+    }
+    let mut cmd = tessera(dir.path());
+    broken(&mut cmd);
+    let out = run(cmd.arg("man"), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH tessera"),
+        "{page}"
+    );
+    assert!(page.contains("identity and access management"));
+    let out = run(tessera(dir.path()).args(["completions", "tcsh"]), None);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
