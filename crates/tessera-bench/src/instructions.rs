@@ -30,7 +30,7 @@ struct Scenario {
     what: &'static str,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario {
         name: "discovery",
         // Cheap requests: many, so that background tasks' instructions stay below 1%.
@@ -72,6 +72,11 @@ const SCENARIOS: [Scenario; 8] = [
         name: "register",
         count: 50,
         what: "POST /auth/register, cheap Argon2id, outbox event and mail job",
+    },
+    Scenario {
+        name: "code flow",
+        count: 30,
+        what: "one authorization-code + PKCE login through the hosted pages (authorize, login, token; consent remembered), cheap Argon2id",
     },
 ];
 
@@ -315,7 +320,7 @@ impl Counted {
     }
 
     /// `tessera client create` on the server's data folder: `(client_id, client_secret)`.
-    fn create_client(&self) -> anyhow::Result<(String, String)> {
+    fn create_client(&self, args: &[&str]) -> anyhow::Result<(String, String)> {
         let port = self
             .base
             .rsplit(':')
@@ -324,7 +329,7 @@ impl Counted {
             .unwrap_or(0);
         let out = std::process::Command::new(&self.binary)
             .args(["client", "create", "--name", "callgrind", "--json"])
-            .args(["--grant", "client_credentials", "--scope", "api.read"])
+            .args(args)
             .envs(Self::env(self.dir.path(), port))
             .output()
             .context("running tessera client create")?;
@@ -384,7 +389,30 @@ async fn count_all(binary: &Path) -> anyhow::Result<Vec<u64>> {
             anyhow::Ok(())
         }
     };
-    let (client_id, secret) = server.create_client()?;
+    let (client_id, secret) =
+        server.create_client(&["--grant", "client_credentials", "--scope", "api.read"])?;
+    let (web_id, web_secret) = server.create_client(&[
+        "--redirect-uri",
+        "http://127.0.0.1:9/callback",
+        "--grant",
+        "authorization_code",
+        "--scope",
+        "openid",
+        "--scope",
+        "email",
+    ])?;
+    let mut flow = crate::oauth::CodeFlow::for_client(
+        &web_id,
+        &web_secret,
+        crate::Creds {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+        },
+    )?;
+    let api = crate::Api {
+        client: http.clone(),
+        base: base.as_str().into(),
+    };
     let cc = |http: reqwest::Client| {
         let url = format!("{base}/oauth2/token");
         let (id, secret) = (client_id.clone(), secret.clone());
@@ -474,6 +502,7 @@ async fn count_all(binary: &Path) -> anyhow::Result<Vec<u64>> {
                             )
                             .await?;
                         }
+                        "code flow" => flow.step(&api).await.map_err(anyhow::Error::msg)?,
                         other => bail!("unknown scenario {other}"),
                     }
                 }

@@ -164,6 +164,18 @@ impl CodeFlow {
         })
     }
 
+    /// A flow for the confidential client `id`/`secret` and the user `creds` (for the
+    /// instruction counts, which register their own client).
+    pub(crate) fn for_client(id: &str, secret: &str, creds: Creds) -> anyhow::Result<Self> {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        let client = OAuthClient {
+            id: id.to_string(),
+            basic: HeaderValue::from_str(&format!("Basic {basic}"))?,
+        };
+        Self::new(&client, creds, &Arc::new(AtomicU64::new(0)))
+    }
+
     pub(crate) async fn step(&mut self, api: &Api) -> Result<(), String> {
         self.jar.clear();
         let verifier = tessera::crypto::new_token("");
