@@ -196,7 +196,7 @@ pub async fn info(core: &Core, id: &str) -> Result<Option<Arc<TenantInfo>>> {
         return Ok(hit);
     }
     let mut conn = core.store.pool().acquire().await?;
-    load_info(core, &mut conn, id).await
+    info_in(core, &mut conn, id).await
 }
 
 /// [`info`] inside a transaction: a miss is read through `conn`, never from the pool (a
@@ -209,14 +209,6 @@ pub(crate) async fn info_in(
     if let Some(hit) = core.tenants.tenants.get(id) {
         return Ok(hit);
     }
-    load_info(core, conn, id).await
-}
-
-async fn load_info(
-    core: &Core,
-    conn: &mut sqlx::AnyConnection,
-    id: &str,
-) -> Result<Option<Arc<TenantInfo>>> {
     let info = match store::find(&mut *conn, id).await? {
         None => None,
         Some(row) => {
@@ -246,15 +238,11 @@ async fn load_info(
 
 /// The roles of `user_id` in `tenant_id` (`None`: not a member), through the cache.
 async fn roles(core: &Core, tenant_id: &str, user_id: &str) -> Result<Option<Arc<Vec<String>>>> {
-    let key = member_key(tenant_id, user_id);
-    if let Some(hit) = core.tenants.members.get(&key) {
+    if let Some(hit) = core.tenants.members.get(&member_key(tenant_id, user_id)) {
         return Ok(hit);
     }
-    let roles = store::member_roles(core.store.pool(), tenant_id, user_id)
-        .await?
-        .map(Arc::new);
-    core.tenants.members.insert(&key, roles.clone());
-    Ok(roles)
+    let mut conn = core.store.pool().acquire().await?;
+    roles_in(core, &mut conn, tenant_id, user_id).await
 }
 
 /// [`roles`] inside a transaction: a miss is read through `conn` (see [`info_in`]).
