@@ -139,8 +139,7 @@ async fn for_user_token(
         Some(s) => {
             let wanted =
                 scope::parse(s).ok_or_else(|| OAuthError::invalid_scope("malformed scope"))?;
-            let held = subject.scope.as_deref().unwrap_or("");
-            if !wanted.iter().all(|w| scope::contains(held, w)) {
+            if !scope::is_subset(s, subject.scope.as_deref().unwrap_or("")) {
                 return Err(OAuthError::invalid_scope(
                     "the scope exceeds the subject token's",
                 ));
@@ -216,7 +215,8 @@ async fn for_api_key(
             wanted.iter().map(|w| (*w).to_string()).collect()
         }
     };
-    let expires_at = crate::store::api_keys::find(state.store.pool(), &key.tenant_id, &key.key_id)
+    // The key's row, from the cache `authenticate` just filled.
+    let expires_at = crate::tenants::api_keys::live_key(state, token, now)
         .await?
         .and_then(|row| row.expires_at);
     let exp = (now + state.settings.access_ttl.min(API_KEY_TOKEN_TTL))
