@@ -180,18 +180,11 @@ async fn resource_server(app: &TestApp, may_introspect: bool) -> String {
         may_introspect: Some(may_introspect),
         ..Default::default()
     };
-    let ctx = tessera::context::RequestContext::system();
-    let by = tessera::oauth::clients::ChangedBy {
-        principal: &tessera::authz::Principal::System,
-        ctx: &ctx,
-    };
-    let rs = tessera::oauth::clients::create(&app.state.store, spec, by, 1)
-        .await
-        .unwrap();
-    let secret = rs.client_secret.clone().unwrap();
+    let rs = crate::oauth::create_client(app, spec).await;
+    let secret = rs.secret.clone().unwrap();
     let (status, _, body) = crate::oauth::token(
         app,
-        Some((&rs.client.client_id, &secret)),
+        Some((&rs.id, &secret)),
         &[("grant_type", "client_credentials")],
     )
     .await;

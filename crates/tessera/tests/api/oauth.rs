@@ -51,6 +51,11 @@ pub(crate) async fn register_client(
         resources: Some(vec!["https://api.example.com".into()]),
         ..Default::default()
     };
+    create_client(app, spec).await
+}
+
+/// Registers `spec` as the operator would (`tessera client create`).
+pub(crate) async fn create_client(app: &TestApp, spec: ClientSpec) -> Registered {
     let ctx = tessera::context::RequestContext::system();
     let by = clients::ChangedBy {
         principal: &tessera::authz::Principal::System,

@@ -241,7 +241,7 @@ async fn rotation_keeps_the_old_key_for_the_overlap_only(b: Backend) {
     assert_eq!(app.get(&tenant, &new_key).await.status, StatusCode::OK);
 }
 
-async fn introspect(app: &TestApp, id: &str, secret: &str, token: &str) -> Value {
+pub(crate) async fn introspect(app: &TestApp, id: &str, secret: &str, token: &str) -> Value {
     let res = app
         .client
         .post(format!("{}/oauth2/introspect", app.base))
@@ -268,18 +268,8 @@ async fn introspection_shows_the_tenant_of_tokens_and_keys(b: Backend) {
         may_introspect: Some(true),
         ..Default::default()
     };
-    let ctx = tessera::context::RequestContext::system();
-    let by = tessera::oauth::clients::ChangedBy {
-        principal: &tessera::authz::Principal::System,
-        ctx: &ctx,
-    };
-    let rs = tessera::oauth::clients::create(&app.state.store, spec, by, 1)
-        .await
-        .unwrap();
-    let (rs_id, rs_secret) = (
-        rs.client.client_id.clone(),
-        rs.client_secret.clone().unwrap(),
-    );
+    let rs = crate::oauth::create_client(&app, spec).await;
+    let (rs_id, rs_secret) = (rs.id.clone(), rs.secret.clone().unwrap());
 
     let got = introspect(&app, &rs_id, &rs_secret, secret).await;
     assert_eq!(got["active"], true, "{got}");

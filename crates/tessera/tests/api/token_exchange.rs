@@ -21,6 +21,7 @@ const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 const API_KEY: &str = "urn:tessera:params:oauth:token-type:api_key";
 const RESOURCE: &str = "https://api.example.com";
 
+/// A confidential client with its secret.
 struct Client {
     id: String,
     secret: String,
@@ -35,17 +36,10 @@ async fn client(app: &TestApp, grants: &[&str], scopes: &[&str], may_introspect:
         may_introspect: Some(may_introspect),
         ..Default::default()
     };
-    let ctx = tessera::context::RequestContext::system();
-    let by = tessera::oauth::clients::ChangedBy {
-        principal: &tessera::authz::Principal::System,
-        ctx: &ctx,
-    };
-    let r = tessera::oauth::clients::create(&app.state.store, spec, by, app.clock.now())
-        .await
-        .unwrap();
+    let r = crate::oauth::create_client(app, spec).await;
     Client {
-        id: r.client.client_id,
-        secret: r.client_secret.unwrap(),
+        id: r.id,
+        secret: r.secret.expect("a confidential client"),
     }
 }
 
@@ -87,16 +81,7 @@ async fn exchange(app: &TestApp, c: &Client, extra: &[(&str, &str)]) -> (StatusC
 }
 
 async fn introspect(app: &TestApp, c: &Client, token: &str) -> Value {
-    let res = app
-        .client
-        .post(format!("{}/oauth2/introspect", app.base))
-        .basic_auth(&c.id, Some(&c.secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json().await.unwrap()
+    crate::tenant_keys::introspect(app, &c.id, &c.secret, token).await
 }
 
 /// Who asks, with which form, and the status and `error` expected.

@@ -4,34 +4,12 @@
 //
 // Run by the Rust test `browser::email_link_pages_in_a_real_browser`, which sets VERIFY_URL,
 // RESET_URL and NEW_PASSWORD.
-import { chromium } from "playwright-core";
+import { env, launch, report, watchedPage } from "./chromium.mjs";
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  // This network is closed: without these Chromium floods it with background connections.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 const out = { verified: null, reset: null, console_errors: [] };
 try {
-  const page = await browser.newPage();
-  page.setDefaultTimeout(15000);
-  page.on("console", (m) => m.type() === "error" && out.console_errors.push(m.text()));
-  page.on("response", (r) => r.status() >= 400 && out.console_errors.push(`${r.status()} ${r.url()}`));
+  const page = await watchedPage(browser, out);
 
   await page.goto(env("VERIFY_URL"));
   await page.getByRole("button", { name: "Confirm my email address" }).click();
@@ -44,9 +22,7 @@ try {
   await page.waitForLoadState();
   out.reset = await page.locator("h1").innerText();
 } catch (e) {
-  const [page] = browser.contexts().flatMap((c) => c.pages());
-  if (page) console.error(`stopped at ${page.url()}:\n${await page.innerText("body").catch(() => "")}`);
-  throw e;
+  await report(browser, e);
 } finally {
   await browser.close();
 }

@@ -4,35 +4,12 @@
 //
 // Run by the Rust test `browser::hosted_tenant_picker_in_a_real_browser`, which sets:
 // AUTHORIZE_URL, CALLBACK (the client's redirect URI), EMAIL, PASSWORD, PICK.
-import { chromium } from "playwright-core";
+import { env, launch, report, watchedPage } from "./chromium.mjs";
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
-
-// `launch` starts Chromium with a fresh, empty profile of its own (a new --user-data-dir).
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  // This network is closed: without these Chromium floods it with background connections.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 const out = { titles: [], tenants: [], callback: null, console_errors: [] };
 try {
-  const page = await browser.newPage();
-  page.setDefaultTimeout(15000);
-  page.on("console", (m) => m.type() === "error" && out.console_errors.push(m.text()));
-  page.on("response", (r) => r.status() >= 400 && out.console_errors.push(`${r.status()} ${r.url()}`));
+  const page = await watchedPage(browser, out);
   const callback = env("CALLBACK");
 
   await page.goto(env("AUTHORIZE_URL"));
@@ -56,10 +33,7 @@ try {
   await page.getByRole("link", { name: env("PICK"), exact: true }).click();
   await page.waitForURL(`${callback}**`);
 } catch (e) {
-  // Say where the walk stopped: the page's address and text.
-  const [page] = browser.contexts().flatMap((c) => c.pages());
-  if (page) console.error(`stopped at ${page.url()}:\n${await page.innerText("body").catch(() => "")}`);
-  throw e;
+  await report(browser, e);
 } finally {
   await browser.close();
 }
