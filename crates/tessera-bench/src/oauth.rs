@@ -67,7 +67,7 @@ async fn create_client(server: &Server) -> anyhow::Result<OAuthClient> {
         ..ClientSpec::default()
     };
     let ctx = tessera::context::RequestContext::system();
-    let by = clients::ChangedBy {
+    let by = tessera::audit::By {
         principal: &tessera::authz::Principal::System,
         ctx: &ctx,
     };

@@ -145,7 +145,7 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
     let cache = clients::client_cache(&shared);
     // An operator at the command line: actor `system` in the audit log.
     let ctx = tessera::context::RequestContext::system();
-    let by = |ctx| clients::ChangedBy {
+    let by = |ctx| tessera::audit::By {
         principal: &Principal::System,
         ctx,
     };

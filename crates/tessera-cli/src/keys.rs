@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::json;
 use tessera::Config;
+use tessera::audit::By;
 use tessera::clock::rfc3339;
 use tessera::crypto::MasterKey;
 use tessera::keys::{Alg, KeyConfig, Keys, PREPUBLISH};
@@ -67,6 +68,7 @@ fn alg_or_default(alg: Option<String>, config: &Config) -> anyhow::Result<Alg> {
 pub async fn run(cmd: KeysCommand, config: &Config, now: i64) -> anyhow::Result<()> {
     let store = tessera::app::open_store(config).await?;
     let retention = KeyConfig::from_config(config).retention;
+    let ctx = tessera::context::RequestContext::system();
     match cmd {
         KeysCommand::List { json } => {
             for k in tessera::store::keys::list_all_keys(store.pool()).await? {
@@ -109,11 +111,11 @@ pub async fn run(cmd: KeysCommand, config: &Config, now: i64) -> anyhow::Result<
             let master = tessera::app::load_master_key(config)?;
             let (kid, what) = if immediately {
                 (
-                    Keys::rotate_now(&store, &master, alg, now).await?,
+                    Keys::rotate_now(&store, &master, alg, By::system(&ctx), now).await?,
                     "current now".to_string(),
                 )
             } else {
-                let kid = Keys::schedule(&store, &master, alg, now).await.context(
+                let kid = Keys::schedule(&store, &master, alg, By::system(&ctx), now).await.context(
                     "a key is already scheduled; use `keys rotate --now` to switch to it at once",
                 )?;
                 (
@@ -134,7 +136,9 @@ pub async fn run(cmd: KeysCommand, config: &Config, now: i64) -> anyhow::Result<
         KeysCommand::Revoke { kid, json } => {
             let alg = alg_or_default(None, config)?;
             let master = tessera::app::load_master_key(config)?;
-            let Some(previous) = Keys::revoke(&store, &master, alg, &kid, now).await? else {
+            let Some(previous) =
+                Keys::revoke(&store, &master, alg, &kid, By::system(&ctx), now).await?
+            else {
                 bail!("no signing key {kid}");
             };
             if json {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use tessera::accounts::{self, UserView};
+use tessera::audit::By;
 use tessera::authz::{Principal, Role};
 use tessera::clock::Clock;
 use tessera::{App, Config};
@@ -422,13 +423,14 @@ async fn events(cmd: EventsCommand, config: Config, clock: Clock) -> anyhow::Res
             Ok(())
         }
         EventsCommand::RetryFailed => {
-            let n = tessera::store::jobs::unpark(
-                store.pool(),
-                tessera::store::jobs::OUTBOX,
-                clock.now(),
-            )
-            .await?;
-            println!("{n} parked events queued again");
+            let ctx = tessera::context::RequestContext::system();
+            let n = tessera::events::retry_parked(&store, By::system(&ctx), clock.now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            println!(
+                "{} parked events and {} parked webhook deliveries queued again",
+                n.events, n.webhook_deliveries
+            );
             Ok(())
         }
     }
@@ -436,13 +438,20 @@ async fn events(cmd: EventsCommand, config: Config, clock: Clock) -> anyhow::Res
 
 async fn webhooks(cmd: WebhooksCommand, config: Config, clock: Clock) -> anyhow::Result<()> {
     let store = tessera::app::open_store(&config).await?;
+    let ctx = tessera::context::RequestContext::system();
     match cmd {
         WebhooksCommand::Add { url, events, json } => {
             let master = tessera::app::load_master_key(&config)?;
-            let (hook, secret) =
-                tessera::events::webhooks::add(&store, &master, &url, &events, clock.now())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            let (hook, secret) = tessera::events::webhooks::add(
+                &store,
+                &master,
+                &url,
+                &events,
+                By::system(&ctx),
+                clock.now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
             if json {
                 let mut v = serde_json::to_value(&hook)?;
                 v["secret"] = secret.into();
@@ -457,7 +466,7 @@ async fn webhooks(cmd: WebhooksCommand, config: Config, clock: Clock) -> anyhow:
             Ok(())
         }
         WebhooksCommand::List { json } => {
-            for hook in tessera::events::webhooks::list(&store)
+            for hook in tessera::events::webhooks::list(&store, &Principal::System)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
             {
@@ -470,7 +479,7 @@ async fn webhooks(cmd: WebhooksCommand, config: Config, clock: Clock) -> anyhow:
             Ok(())
         }
         WebhooksCommand::Remove { id } => {
-            tessera::events::webhooks::remove(&store, &id, clock.now())
+            tessera::events::webhooks::remove(&store, &id, By::system(&ctx), clock.now())
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
             println!("webhook {id} removed");

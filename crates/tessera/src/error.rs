@@ -90,6 +90,10 @@ pub enum Code {
     DomainTaken => "domain_taken",
     /// 409: the change would leave the tenant without an owner.
     LastOwner => "last_owner",
+    /// 409: the change would leave Tessera without an active administrator.
+    LastAdmin => "last_admin",
+    /// 409: a signing key is scheduled already (rotate with `now` to switch to it).
+    KeyScheduled => "key_scheduled",
     /// 409: the address already belongs to a member of the tenant.
     AlreadyMember => "already_member",
     /// 409: the tenant's plan allows no more of this (members, API keys, custom roles).

@@ -1,6 +1,7 @@
 //! Accounts: registration, login, the user's own view of themselves, their profile and password,
 //! and operator-side creation for bootstrapping (`tessera user create`).
 
+pub mod admin;
 pub mod profile;
 pub mod recovery;
 

@@ -80,9 +80,17 @@ pub async fn update(
 ) -> Result<ProfileView> {
     let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
     let user_id = caller.user_id.as_str();
-    let mut p = users::find_profile(store.pool(), user_id)
+    let current = users::find_profile(store.pool(), user_id)
         .await?
         .ok_or(Error::NotFound)?;
+    let p = apply(current, patch, now)?;
+    users::update_profile(store.pool(), user_id, &p).await?;
+    Ok(p.into())
+}
+
+/// `patch` applied to `p`, validated (the user's own `PATCH /identity/profile` and the
+/// operator's `PATCH /admin/users/{id}`).
+pub fn apply(mut p: Profile, patch: ProfilePatch, now: i64) -> Result<Profile> {
     for (field, value, max, target) in [
         ("display_name", patch.display_name, 100, &mut p.display_name),
         ("given_name", patch.given_name, 100, &mut p.given_name),
@@ -121,6 +129,5 @@ pub async fn update(
         p.preferences = text;
     }
     p.updated_at = now;
-    users::update_profile(store.pool(), user_id, &p).await?;
-    Ok(p.into())
+    Ok(p)
 }

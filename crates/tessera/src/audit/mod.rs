@@ -40,6 +40,17 @@ pub mod action {
     pub const RESET_PASSWORD: &str = "user.password_reset";
     pub const VERIFY_EMAIL: &str = "user.email_verify";
     pub const DEACTIVATE_USER: &str = "user.deactivate";
+    pub const REACTIVATE_USER: &str = "user.reactivate";
+    /// An operator changed a user's email, verification, roles or profile.
+    pub const UPDATE_USER: &str = "user.update";
+    /// An operator erased a user; the target is the pseudonym that replaced the id.
+    pub const DELETE_USER: &str = "user.delete";
+    /// An operator ended all of a user's sessions.
+    pub const REVOKE_USER_SESSIONS: &str = "user.sessions_revoke";
+    /// Parked events or webhook deliveries were put back in their queue.
+    pub const RETRY_PARKED: &str = "events.retry_parked";
+    /// A test event was sent to a webhook.
+    pub const TEST_WEBHOOK: &str = "webhook.test";
     pub const CREATE_CLIENT: &str = "client.create";
     pub const UPDATE_CLIENT: &str = "client.update";
     pub const ROTATE_CLIENT_SECRET: &str = "client.rotate_secret";
@@ -85,6 +96,29 @@ pub mod action {
     pub const REVOKE_API_KEY: &str = "api_key.revoke";
     /// An enterprise tenant's allow-list, plan overrides, domains or type changed.
     pub const CHANGE_TENANT_POLICY: &str = "tenant.policy_change";
+}
+
+/// Who makes an operator change (authorized through [`crate::authz`], recorded in the audit log
+/// as its actor) and the request it came in (IP, user agent, correlation id).
+#[derive(Debug, Clone, Copy)]
+pub struct By<'a> {
+    pub principal: &'a Principal,
+    pub ctx: &'a RequestContext,
+}
+
+impl<'a> By<'a> {
+    /// The operator at the command line: actor `system`, no request.
+    pub fn system(ctx: &'a RequestContext) -> Self {
+        static SYSTEM: Principal = Principal::System;
+        Self {
+            principal: &SYSTEM,
+            ctx,
+        }
+    }
+
+    pub fn actor(&self) -> Actor<'a> {
+        self.principal.actor()
+    }
 }
 
 /// Who acted.
@@ -213,7 +247,9 @@ pub fn session_revocation(
         R::UserDeactivated
         | R::RefreshTokenReuse
         | R::AuthorizationCodeReuse
-        | R::RevokedByClient => (Actor::System, action::REVOKE_SESSION),
+        | R::RevokedByClient
+        | R::RevokedByAdmin
+        | R::UserDeleted => (Actor::System, action::REVOKE_SESSION),
     }
 }
 

@@ -87,6 +87,14 @@ pub enum Permission {
     ReadAuditLog,
     /// Read the outbox and its statistics.
     ReadEvents,
+    /// Put parked events and webhook deliveries back in their queues.
+    ManageEvents,
+    /// List, rotate and revoke signing keys.
+    ManageKeys,
+    /// Add, list, remove and test webhooks.
+    ManageWebhooks,
+    /// Scrape `/metrics` with a user token (a configured metrics token needs no user).
+    ReadMetrics,
     /// Create, list, join and switch tenants: a user's own business.
     UseTenants,
     /// Act inside the tenant named in the path, as a member (through the token's tenant) or as
@@ -115,6 +123,10 @@ impl Permission {
             | Permission::ManageUsers
             | Permission::ReadAuditLog
             | Permission::ReadEvents
+            | Permission::ManageEvents
+            | Permission::ManageKeys
+            | Permission::ManageWebhooks
+            | Permission::ReadMetrics
             | Permission::ManageTenants => SCOPE_ADMIN,
         }
     }
@@ -132,6 +144,10 @@ impl Permission {
             | Permission::ManageUsers
             | Permission::ReadAuditLog
             | Permission::ReadEvents
+            | Permission::ManageEvents
+            | Permission::ManageKeys
+            | Permission::ManageWebhooks
+            | Permission::ReadMetrics
             | Permission::ManageTenants => Some(Role::Admin),
         }
     }

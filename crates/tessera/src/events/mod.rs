@@ -183,6 +183,34 @@ pub struct Counts {
     pub parked: i64,
 }
 
+/// How many parked items [`retry_parked`] put back.
+#[derive(Debug, Serialize)]
+pub struct Retried {
+    pub events: u64,
+    pub webhook_deliveries: u64,
+}
+
+/// `POST /admin/events/retry` and `tessera events retry-failed`: every parked event and webhook
+/// delivery goes back in its queue, due now, with its attempts reset.
+pub async fn retry_parked(
+    store: &crate::store::Store,
+    by: crate::audit::By<'_>,
+    now: i64,
+) -> Result<Retried> {
+    use crate::store::jobs;
+    authz::require(by.principal, Permission::ManageEvents)?;
+    let mut tx = store.begin().await?;
+    let events = jobs::unpark(&mut *tx, jobs::OUTBOX, now).await?;
+    let webhook_deliveries = jobs::unpark(&mut *tx, jobs::WEBHOOKS, now).await?;
+    let entry = crate::audit::Entry::success(by.actor(), crate::audit::action::RETRY_PARKED);
+    crate::audit::record(&mut *tx, by.ctx, &entry, now).await?;
+    tx.commit().await?;
+    Ok(Retried {
+        events,
+        webhook_deliveries,
+    })
+}
+
 /// `GET /admin/events/stats`: outbox and mail queue counts per status.
 pub async fn stats(
     store: &crate::store::Store,

@@ -243,6 +243,33 @@ pub struct UserDeactivatedV1 {
 }
 event!(UserDeactivatedV1, "identity.user.deactivated.v1");
 
+/// An operator reactivated a deactivated account.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UserReactivatedV1 {
+    pub user_id: String,
+}
+event!(UserReactivatedV1, "identity.user.reactivated.v1");
+
+/// An operator changed an account (`PATCH /admin/users/{id}`): which parts changed, never
+/// their values (read the user to see them).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UserUpdatedV1 {
+    pub user_id: String,
+    /// `email`, `email_verified`, `roles`, `profile`.
+    pub changed: Vec<String>,
+}
+event!(UserUpdatedV1, "identity.user.updated.v1");
+
+/// The account was erased (`DELETE /admin/users/{id}`): its personal data are gone from
+/// Tessera, and consumers should erase what they hold about `user_id`. The personal tenant
+/// went with it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UserDeletedV1 {
+    pub user_id: String,
+    pub personal_tenant_id: Option<String>,
+}
+event!(UserDeletedV1, "identity.user.deleted.v1");
+
 /// Repeated failed logins locked an account, from one IP or (for unknown devices) everywhere.
 /// `user_id` is empty when the submitted email names no account: locks do not reveal that.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -272,6 +299,9 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<LoginFailedV1>(),
         one::<SessionRevokedV1>(),
         one::<UserDeactivatedV1>(),
+        one::<UserReactivatedV1>(),
+        one::<UserUpdatedV1>(),
+        one::<UserDeletedV1>(),
         one::<AccountLockedV1>(),
         one::<TenantCreatedV1>(),
         one::<TenantSuspendedV1>(),

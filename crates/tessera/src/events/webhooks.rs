@@ -12,9 +12,9 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use serde::Serialize;
 
-use crate::audit::{self, Actor, Entry, action};
+use crate::audit::{self, By, Entry, action};
+use crate::authz::{self, Permission, Principal};
 use crate::clock::rfc3339;
-use crate::context::RequestContext;
 use crate::core::Core;
 use crate::crypto::{MasterKey, new_token};
 use crate::error::{Error, Result};
@@ -63,8 +63,10 @@ pub async fn add(
     master: &MasterKey,
     url: &str,
     events: &[String],
+    by: By<'_>,
     now: i64,
 ) -> Result<(WebhookView, String)> {
+    authz::require(by.principal, Permission::ManageWebhooks)?;
     let url = url.trim();
     if url.len() > 2048 {
         return Err(Error::invalid("url", "must be at most 2048 characters"));
@@ -105,16 +107,16 @@ pub async fn add(
         created_at: now,
     };
     let sealed = master.seal(&format!("webhook:{}", hook.id), secret.as_bytes());
-    // Webhooks are managed at the command line: the actor is the operator (`system`).
     let mut tx = store.begin().await?;
     store_webhooks::insert(&mut *tx, &hook, &sealed).await?;
-    let entry = Entry::success(Actor::System, action::CREATE_WEBHOOK).target("webhook", &hook.id);
-    audit::record(&mut *tx, &RequestContext::system(), &entry, now).await?;
+    let entry = Entry::success(by.actor(), action::CREATE_WEBHOOK).target("webhook", &hook.id);
+    audit::record(&mut *tx, by.ctx, &entry, now).await?;
     tx.commit().await?;
     Ok((hook.into(), secret))
 }
 
-pub async fn list(store: &Store) -> Result<Vec<WebhookView>> {
+pub async fn list(store: &Store, principal: &Principal) -> Result<Vec<WebhookView>> {
+    authz::require(principal, Permission::ManageWebhooks)?;
     Ok(store_webhooks::list(store.pool())
         .await?
         .into_iter()
@@ -123,16 +125,98 @@ pub async fn list(store: &Store) -> Result<Vec<WebhookView>> {
 }
 
 /// Removes a webhook and its pending deliveries; 404 when unknown.
-pub async fn remove(store: &Store, id: &str, now: i64) -> Result<()> {
+pub async fn remove(store: &Store, id: &str, by: By<'_>, now: i64) -> Result<()> {
+    authz::require(by.principal, Permission::ManageWebhooks)?;
     let mut tx = store.begin().await?;
     if !store_webhooks::delete(&mut tx, id).await? {
         return Err(Error::NotFound);
     }
-    let entry = Entry::success(Actor::System, action::DELETE_WEBHOOK).target("webhook", id);
-    audit::record(&mut *tx, &RequestContext::system(), &entry, now).await?;
+    let entry = Entry::success(by.actor(), action::DELETE_WEBHOOK).target("webhook", id);
+    audit::record(&mut *tx, by.ctx, &entry, now).await?;
     tx.commit().await?;
     Ok(())
 }
+
+/// The event type of a test delivery; no domain event has it.
+pub const TEST_EVENT_TYPE: &str = "tessera.webhook.test.v1";
+
+/// What a test delivery got back.
+#[derive(Debug, Serialize)]
+pub struct TestOutcome {
+    pub delivered: bool,
+    /// The endpoint's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed (never the URL, which may carry a credential).
+    pub error: Option<String>,
+}
+
+/// Sends one signed test event (`tessera.webhook.test.v1`, `data: {}`) to the webhook now,
+/// outside the queue, and says what the endpoint answered: a way to check the URL and the
+/// receiver's signature check. 404 for an unknown webhook.
+pub async fn send_test(core: &Core, id: &str, by: By<'_>, now: i64) -> Result<TestOutcome> {
+    authz::require(by.principal, Permission::ManageWebhooks)?;
+    let (url, secret) = store_webhooks::find_with_secret(core.store.pool(), id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    let envelope = serde_json::json!({
+        "event_id": uuid::Uuid::now_v7().to_string(),
+        "event_type": TEST_EVENT_TYPE,
+        "occurred_at": rfc3339(now),
+        "correlation_id": by.ctx.correlation_id,
+        "subject": "",
+        "data": {},
+    });
+    let delivery = store_webhooks::Delivery {
+        id: String::new(),
+        webhook_id: id.to_string(),
+        event_seq: 0,
+        attempts: 0,
+        url,
+        secret,
+        envelope: envelope.to_string(),
+        lease_owner: String::new(),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(core.config.events.webhook_timeout_secs))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("tessera-webhooks/1")
+        .build()
+        .map_err(|e| Error::Internal(e.into()))?;
+    let outcome = match deliver(&client, &core.master, &delivery, now).await {
+        Ok(status) => TestOutcome {
+            delivered: true,
+            status: Some(status),
+            error: None,
+        },
+        Err(e) => TestOutcome {
+            delivered: false,
+            status: e.downcast_ref::<Refused>().map(|r| r.0),
+            error: Some(format!("{e:#}")),
+        },
+    };
+    let mut tx = core.store.begin().await?;
+    let entry = if outcome.delivered {
+        Entry::success(by.actor(), action::TEST_WEBHOOK)
+    } else {
+        Entry::failure(by.actor(), action::TEST_WEBHOOK, "not_delivered")
+    }
+    .target("webhook", id);
+    audit::record(&mut *tx, by.ctx, &entry, now).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// The endpoint answered with a status other than 2xx.
+#[derive(Debug)]
+struct Refused(u16);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the endpoint answered {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// The signature header value for `body` sent at `timestamp`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
@@ -229,7 +313,7 @@ async fn deliver_and_record(
     let now = state.clock.now();
     let max_attempts = i64::from(state.config.events.webhook_max_attempts);
     let recorded = match outcome {
-        Ok(()) => store_webhooks::mark_delivered(state.store.pool(), owner, &d.id, now)
+        Ok(_) => store_webhooks::mark_delivered(state.store.pool(), owner, &d.id, now)
             .await
             .map(|_| ()),
         Err(e) => {
@@ -266,7 +350,7 @@ async fn deliver(
     master: &MasterKey,
     d: &store_webhooks::Delivery,
     now: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u16> {
     let secret =
         zeroize::Zeroizing::new(master.open(&format!("webhook:{}", d.webhook_id), &d.secret)?);
     let envelope: serde_json::Value = serde_json::from_str(&d.envelope)?;
@@ -289,9 +373,9 @@ async fn deliver(
         // The URL may carry a credential in its query: keep it out of logs and `last_error`.
         .map_err(reqwest::Error::without_url)?;
     if !res.status().is_success() {
-        anyhow::bail!("the endpoint answered {}", res.status());
+        return Err(Refused(res.status().as_u16()).into());
     }
-    Ok(())
+    Ok(res.status().as_u16())
 }
 
 #[cfg(test)]

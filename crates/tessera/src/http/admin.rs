@@ -8,9 +8,10 @@ use serde::Deserialize;
 
 use super::extract::{Caller, Context, Json};
 use crate::app::AppState;
+use crate::audit::By;
 use crate::authz::Permission;
 use crate::error::Result;
-use crate::oauth::clients::{self, ChangedBy, ClientSpec};
+use crate::oauth::clients::{self, ClientSpec};
 
 pub fn router() -> super::Routes {
     super::Routes::default()
@@ -42,7 +43,7 @@ async fn create_client(
     Context(ctx): Context,
     Json(spec): Json<ClientSpec>,
 ) -> Result<Response> {
-    let by = ChangedBy {
+    let by = By {
         principal: &principal,
         ctx: &ctx,
     };
@@ -88,7 +89,7 @@ async fn update_client(
     Path(id): Path<String>,
     Json(spec): Json<ClientSpec>,
 ) -> Result<Response> {
-    let by = ChangedBy {
+    let by = By {
         principal: &principal,
         ctx: &ctx,
     };
@@ -110,7 +111,7 @@ async fn rotate_secret(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = ChangedBy {
+    let by = By {
         principal: &principal,
         ctx: &ctx,
     };
@@ -125,7 +126,7 @@ async fn deactivate(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = ChangedBy {
+    let by = By {
         principal: &principal,
         ctx: &ctx,
     };

@@ -1,13 +1,11 @@
 //! `/admin/*`: operator endpoints (bearer token with the `admin` role).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde::Deserialize;
 
-use super::extract::{Caller, Context};
-use super::no_content;
-use crate::accounts;
+use super::extract::Caller;
 use crate::app::AppState;
 use crate::audit;
 use crate::authz::Permission;
@@ -21,11 +19,6 @@ pub fn router() -> super::Routes {
             "/admin/events/stats",
             get(event_stats),
             Permission::ReadEvents,
-        )
-        .guarded(
-            "/admin/users/{id}/deactivate",
-            post(deactivate_user),
-            Permission::ManageUsers,
         )
         .guarded("/admin/audit", get(list_audit), Permission::ReadAuditLog)
 }
@@ -105,24 +98,4 @@ async fn list_audit(
 /// Outbox and mail queue counts per status (`parked` events need an operator).
 async fn event_stats(State(state): State<AppState>, Caller(principal): Caller) -> Result<Response> {
     Ok(axum::Json(events::stats(&state.store, &principal).await?).into_response())
-}
-
-/// Deactivates a user and ends their sessions (`UserDeactivatedV1`).
-async fn deactivate_user(
-    State(state): State<AppState>,
-    Caller(principal): Caller,
-    Context(ctx): Context,
-    Path(id): Path<String>,
-) -> Result<Response> {
-    accounts::deactivate(
-        &state.store,
-        &state.sessions,
-        &id,
-        &principal,
-        &ctx,
-        state.clock.now(),
-    )
-    .await?;
-    state.users.invalidate(&id).await;
-    Ok(no_content())
 }

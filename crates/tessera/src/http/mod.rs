@@ -4,6 +4,8 @@
 mod access;
 mod admin;
 mod admin_events;
+mod admin_ops;
+mod admin_users;
 mod auth;
 pub mod client_ip;
 pub mod errors;
@@ -82,6 +84,8 @@ fn routes() -> Routes {
         .merge(recovery_pages::router())
         .merge(admin_events::router())
         .merge(admin::router())
+        .merge(admin_users::router())
+        .merge(admin_ops::router())
         .merge(tenants::router())
         .merge(access::router())
 }

@@ -6,6 +6,7 @@
 //! [`RELOAD_INTERVAL`] seconds and when a token names an unknown `kid`, so a rotation made by
 //! `tessera keys rotate` (another process) reaches every replica.
 
+pub mod admin;
 pub mod jwt;
 pub mod master;
 
@@ -21,6 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+use crate::audit::By;
 use crate::crypto::{MasterKey, b64url};
 use crate::store::Store;
 use crate::store::keys::{self as key_store, KeyState, SigningKeyRow};
@@ -271,6 +273,7 @@ impl Keys {
                         crate::audit::action::PROMOTE_KEY,
                         &n.kid,
                         "scheduled",
+                        By::system(&crate::context::RequestContext::system()),
                         now,
                     )
                     .await?;
@@ -280,7 +283,10 @@ impl Keys {
             }
             Some(_) => {}
             None if due - PREPUBLISH <= now => {
-                match Keys::schedule(&self.inner.store, &self.inner.master, cfg.alg, now).await {
+                let ctx = crate::context::RequestContext::system();
+                let by = By::system(&ctx);
+                match Keys::schedule(&self.inner.store, &self.inner.master, cfg.alg, by, now).await
+                {
                     Ok(kid) => {
                         tracing::info!(%kid, "scheduled key rotation: next key published ahead of use")
                     }
@@ -301,6 +307,7 @@ impl Keys {
         store: &Store,
         master: &MasterKey,
         alg: Alg,
+        by: By<'_>,
         now: i64,
     ) -> anyhow::Result<String> {
         let row = generate(master, alg, now)?;
@@ -311,6 +318,7 @@ impl Keys {
             crate::audit::action::SCHEDULE_KEY,
             &row.kid,
             "scheduled",
+            by,
             now,
         )
         .await?;
@@ -324,6 +332,7 @@ impl Keys {
         store: &Store,
         master: &MasterKey,
         alg: Alg,
+        by: By<'_>,
         now: i64,
     ) -> anyhow::Result<String> {
         let mut tx = store.begin().await?;
@@ -338,6 +347,7 @@ impl Keys {
                 crate::audit::action::PROMOTE_KEY,
                 &next.kid,
                 "operator",
+                by,
                 now,
             )
             .await?;
@@ -345,7 +355,7 @@ impl Keys {
             return Ok(next.kid);
         }
         tx.commit().await?;
-        Keys::rotate(store, master, alg, "operator", now).await
+        Keys::rotate_by(store, master, alg, "operator", by, now).await
     }
 
     /// Emergency: withdraws a key at once (gone from the JWKS, its tokens rejected on the next
@@ -356,6 +366,7 @@ impl Keys {
         master: &MasterKey,
         alg: Alg,
         kid: &str,
+        by: By<'_>,
         now: i64,
     ) -> anyhow::Result<Option<String>> {
         let mut tx = store.begin().await?;
@@ -367,6 +378,7 @@ impl Keys {
             crate::audit::action::REVOKE_KEY,
             kid,
             "operator",
+            by,
             now,
         )
         .await?;
@@ -380,6 +392,7 @@ impl Keys {
                 crate::audit::action::ROTATE_KEY,
                 &row.kid,
                 "revoked_current",
+                by,
                 now,
             )
             .await?;
@@ -414,25 +427,33 @@ impl Keys {
         reason: &str,
         now: i64,
     ) -> anyhow::Result<String> {
+        let ctx = crate::context::RequestContext::system();
+        Keys::rotate_by(store, master, alg, reason, By::system(&ctx), now).await
+    }
+
+    /// [`Keys::rotate`] done by `by` (an administrator over HTTP, or the operator).
+    pub async fn rotate_by(
+        store: &Store,
+        master: &MasterKey,
+        alg: Alg,
+        reason: &str,
+        by: By<'_>,
+        now: i64,
+    ) -> anyhow::Result<String> {
         let row = generate(master, alg, now)?;
         let mut tx = store.begin().await?;
         key_store::rotate(&mut tx, &row, now)
             .await
             .context("storing the new signing key")?;
-        let entry = crate::audit::Entry::success(
-            crate::audit::Actor::System,
+        audit_key(
+            &mut tx,
             crate::audit::action::ROTATE_KEY,
-        )
-        .target("key", &row.kid)
-        .reason(reason);
-        crate::audit::record(
-            &mut *tx,
-            &crate::context::RequestContext::system(),
-            &entry,
+            &row.kid,
+            reason,
+            by,
             now,
         )
-        .await
-        .context("recording the key rotation")?;
+        .await?;
         tx.commit().await?;
         Ok(row.kid)
     }
@@ -444,19 +465,15 @@ async fn audit_key(
     action: &'static str,
     kid: &str,
     reason: &str,
+    by: By<'_>,
     now: i64,
 ) -> anyhow::Result<()> {
-    let entry = crate::audit::Entry::success(crate::audit::Actor::System, action)
+    let entry = crate::audit::Entry::success(by.actor(), action)
         .target("key", kid)
         .reason(reason);
-    crate::audit::record(
-        &mut **tx,
-        &crate::context::RequestContext::system(),
-        &entry,
-        now,
-    )
-    .await
-    .context("recording a key change")?;
+    crate::audit::record(&mut **tx, by.ctx, &entry, now)
+        .await
+        .context("recording a key change")?;
     Ok(())
 }
 

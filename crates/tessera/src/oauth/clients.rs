@@ -12,9 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::OAuthError;
 use crate::abuse::Limit;
-use crate::audit::{self, Entry, action};
+use crate::audit::{self, By, Entry, action};
 use crate::authz::{self, Permission, Principal};
-use crate::context::RequestContext;
 use crate::crypto::{ct_eq, new_token, token_hash};
 use crate::error::{Error, FieldError, Result};
 use crate::shared::{Invalidation, Shared};
@@ -212,21 +211,13 @@ pub struct Registered {
     pub client_secret: Option<String>,
 }
 
-/// Who changes a client (authorized through [`crate::authz`], recorded in the audit log) and
-/// their request.
-#[derive(Debug, Clone, Copy)]
-pub struct ChangedBy<'a> {
-    pub principal: &'a Principal,
-    pub ctx: &'a RequestContext,
-}
-
 /// Writes a client row (a new one, or changes to one) and its audit entry in one transaction.
 async fn save(
     store: &Store,
     row: &ClientRow,
     new: bool,
     action: &'static str,
-    by: ChangedBy<'_>,
+    by: By<'_>,
     now: i64,
 ) -> Result<()> {
     let mut tx = store.begin().await?;
@@ -242,12 +233,7 @@ async fn save(
 }
 
 /// Registers a client. Confidential clients get a secret.
-pub async fn create(
-    store: &Store,
-    spec: ClientSpec,
-    by: ChangedBy<'_>,
-    now: i64,
-) -> Result<Registered> {
+pub async fn create(store: &Store, spec: ClientSpec, by: By<'_>, now: i64) -> Result<Registered> {
     authz::require(by.principal, Permission::ManageClients)?;
     let secret = (!spec.public).then(|| new_token(SECRET_PREFIX));
     let mut row = ClientRow {
@@ -506,7 +492,7 @@ pub async fn update(
     cache: &ClientCache,
     id: &str,
     spec: ClientSpec,
-    by: ChangedBy<'_>,
+    by: By<'_>,
     now: i64,
 ) -> Result<Client> {
     authz::require(by.principal, Permission::ManageClients)?;
@@ -529,7 +515,7 @@ pub async fn rotate_secret(
     store: &Store,
     cache: &ClientCache,
     id: &str,
-    by: ChangedBy<'_>,
+    by: By<'_>,
     now: i64,
 ) -> Result<Registered> {
     authz::require(by.principal, Permission::ManageClients)?;
@@ -553,7 +539,7 @@ pub async fn deactivate(
     store: &Store,
     cache: &ClientCache,
     id: &str,
-    by: ChangedBy<'_>,
+    by: By<'_>,
     now: i64,
 ) -> Result<Client> {
     authz::require(by.principal, Permission::ManageClients)?;

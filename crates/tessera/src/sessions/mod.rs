@@ -44,10 +44,14 @@ pub enum RevocationReason {
     AuthorizationCodeReuse,
     /// The OAuth client revoked the session's refresh token (RFC 7009 §2.1).
     RevokedByClient,
+    /// An administrator ended the user's sessions (`DELETE /admin/users/{id}/sessions`).
+    RevokedByAdmin,
+    /// The account was erased (`DELETE /admin/users/{id}`).
+    UserDeleted,
 }
 
 impl RevocationReason {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::Logout,
         Self::LogoutAll,
         Self::RevokedByUser,
@@ -57,6 +61,8 @@ impl RevocationReason {
         Self::RefreshTokenReuse,
         Self::AuthorizationCodeReuse,
         Self::RevokedByClient,
+        Self::RevokedByAdmin,
+        Self::UserDeleted,
     ];
 
     /// The code at the store and wire boundaries.
@@ -71,6 +77,8 @@ impl RevocationReason {
             Self::RefreshTokenReuse => "refresh_token_reuse",
             Self::AuthorizationCodeReuse => "authorization_code_reuse",
             Self::RevokedByClient => "revoked_by_client",
+            Self::RevokedByAdmin => "revoked_by_admin",
+            Self::UserDeleted => "user_deleted",
         }
     }
 }

@@ -38,3 +38,20 @@ pub async fn grant<'e>(
     .await
     .map(|_| ())
 }
+
+/// Replaces the roles of `user_id` with `roles`.
+pub async fn set(
+    tx: &mut super::Tx,
+    user_id: &str,
+    roles: &[Role],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for role in roles {
+        grant(&mut **tx, user_id, *role, now).await?;
+    }
+    Ok(())
+}

@@ -190,6 +190,222 @@ pub async fn deactivate(tx: &mut super::Tx, id: &str, now: i64) -> Result<bool, 
     Ok(done.rows_affected() == 1)
 }
 
+/// What `GET /admin/users` looks for; every filter is optional.
+#[derive(Debug, Default)]
+pub struct UserQuery<'a> {
+    /// The start of the (normalised) email address.
+    pub email_prefix: Option<&'a str>,
+    pub status: Option<AccountStatus>,
+    /// The name of a global role the user must hold.
+    pub role: Option<&'a str>,
+    /// Keyset cursor: users after this id (ids are time-ordered UUIDv7).
+    pub after: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// Users matching `q`, by id.
+pub async fn search<'e>(
+    db: impl Executor<'e, Database = Any>,
+    q: &UserQuery<'_>,
+) -> Result<Vec<User>, sqlx::Error> {
+    let prefix = q.email_prefix.map(normalize_email).unwrap_or_default();
+    // LIKE with `\` escaping, so `%` and `_` in the prefix match themselves.
+    let pattern = format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    sqlx::query_as(select_users!(
+        "WHERE id > $1 AND ($2 = '' OR email_normalized LIKE $3 ESCAPE '\\') \
+         AND ($4 = '' OR status = $4) \
+         AND ($5 = '' OR EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = users.id AND r.role = $5)) \
+         ORDER BY id LIMIT $6"
+    ))
+    .bind(q.after.unwrap_or(""))
+    .bind(&prefix)
+    .bind(pattern)
+    .bind(q.status.map(AccountStatus::as_str).unwrap_or(""))
+    .bind(q.role.unwrap_or(""))
+    .bind(q.limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Changes the address; `verified_at` is the new address's verification time (or none). A
+/// duplicate fails with a unique violation.
+pub async fn set_email(
+    tx: &mut super::Tx,
+    id: &str,
+    email: &str,
+    verified_at: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET email = $1, email_normalized = $2, email_verified_at = $3, \
+         updated_at = $4 WHERE id = $5",
+    )
+    .bind(email)
+    .bind(normalize_email(email))
+    .bind(verified_at)
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}
+
+/// Sets or clears the verification time (keeps an earlier one when setting).
+pub async fn set_verified(
+    tx: &mut super::Tx,
+    id: &str,
+    verified: bool,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET email_verified_at = CASE WHEN $1 = 1 THEN COALESCE(email_verified_at, $2) \
+         ELSE NULL END, updated_at = $2 WHERE id = $3",
+    )
+    .bind(i64::from(verified))
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}
+
+/// Reactivates a user. False when there is no such deactivated user.
+pub async fn reactivate(tx: &mut super::Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET status = 'active', updated_at = $1 WHERE id = $2 AND status = 'deactivated'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Active users holding `role`, other than `except`.
+pub async fn count_active_with_role<'e>(
+    db: impl Executor<'e, Database = Any>,
+    role: &str,
+    except: &str,
+) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM users u JOIN user_roles r ON r.user_id = u.id \
+         WHERE r.role = $1 AND u.status = 'active' AND u.id <> $2",
+    )
+    .bind(role)
+    .bind(except)
+    .fetch_one(db)
+    .await?;
+    Ok(n)
+}
+
+/// Team and enterprise tenants (not deleted) whose only owner is `user_id`.
+pub async fn sole_owner_of<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT r.tenant_id FROM member_roles r JOIN tenants t ON t.id = r.tenant_id \
+         WHERE r.user_id = $1 AND r.role = 'owner' AND t.personal_of IS NULL \
+         AND t.status <> 'deleted' AND (SELECT COUNT(*) FROM member_roles o \
+         WHERE o.tenant_id = r.tenant_id AND o.role = 'owner') = 1 ORDER BY r.tenant_id",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+/// What an erasure must drop from caches: the user's memberships, their personal tenant, and
+/// the digests of that tenant's API keys (which go with it).
+#[derive(Debug, Default)]
+pub struct ErasureScope {
+    pub tenants: Vec<String>,
+    pub personal_tenant: Option<String>,
+    pub personal_key_hashes: Vec<String>,
+}
+
+pub async fn erasure_scope(tx: &mut super::Tx, user_id: &str) -> Result<ErasureScope, sqlx::Error> {
+    let tenants: Vec<(String,)> =
+        sqlx::query_as("SELECT tenant_id FROM memberships WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let personal: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM tenants WHERE personal_of = $1")
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let hashes: Vec<(String,)> = sqlx::query_as(
+        "SELECT k.secret_hash FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
+         WHERE t.personal_of = $1",
+    )
+    .bind(user_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(ErasureScope {
+        tenants: tenants.into_iter().map(|(t,)| t).collect(),
+        personal_tenant: personal.map(|(t,)| t),
+        personal_key_hashes: hashes.into_iter().map(|(h,)| h).collect(),
+    })
+}
+
+/// Erases a user: the row and everything that cascades from it (profile, sessions and refresh
+/// tokens, roles, memberships, the personal tenant with its keys, consents, codes, mail
+/// tokens). The audit log keeps its entries with `pseudonym` in place of the id, and drops the
+/// IP address and user agent of what the user did. Published events about the user leave the
+/// outbox (those still pending, or owed to a webhook, are delivered first). False when there is
+/// no such user.
+pub async fn erase(tx: &mut super::Tx, id: &str, pseudonym: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE audit_log SET actor_id = $1, ip = NULL, user_agent = NULL \
+         WHERE actor_type = 'user' AND actor_id = $2",
+    )
+    .bind(pseudonym)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE audit_log SET target_id = $1 WHERE target_type = 'user' AND target_id = $2",
+    )
+    .bind(pseudonym)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE invitations SET invited_by = NULL WHERE invited_by = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE api_keys SET created_by = NULL WHERE created_by = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE status = 'delivered' AND event_seq IN \
+         (SELECT seq FROM outbox WHERE subject = $1 AND status = 'published')",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM outbox WHERE subject = $1 AND status = 'published' AND NOT EXISTS \
+         (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = outbox.seq)",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Profile {
     pub display_name: Option<String>,

@@ -34,6 +34,20 @@ pub async fn list<'e>(db: impl Executor<'e, Database = Any>) -> Result<Vec<Webho
         .await
 }
 
+/// One webhook with its sealed secret.
+pub async fn find_with_secret<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+    if !super::storable(id) {
+        return Ok(None);
+    }
+    sqlx::query_as("SELECT url, secret FROM webhooks WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
 /// Deletes a webhook and its deliveries. False when there was none.
 pub async fn delete(tx: &mut super::Tx, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")

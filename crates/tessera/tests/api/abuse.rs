@@ -226,7 +226,7 @@ async fn oauth_token_endpoint_is_throttled_per_client_with_an_rfc_6749_body(b: B
     let r = tessera::oauth::clients::create(
         &app.state.store,
         spec,
-        tessera::oauth::clients::ChangedBy {
+        tessera::audit::By {
             principal: &tessera::authz::Principal::System,
             ctx: &tessera::context::RequestContext::system(),
         },
@@ -321,10 +321,17 @@ async fn scheduled_rotation_prepublishes_keys_and_revocation_is_immediate(b: Bac
     // Emergency revocation: the old key's tokens are rejected at once and it leaves the JWKS.
     let master = tessera::app::load_master_key(&app.config).unwrap();
     assert_eq!(
-        Keys::revoke(&app.state.store, &master, Alg::Rs256, &old, app.clock.now())
-            .await
-            .unwrap()
-            .as_deref(),
+        Keys::revoke(
+            &app.state.store,
+            &master,
+            Alg::Rs256,
+            &old,
+            tessera::audit::By::system(&tessera::context::RequestContext::system()),
+            app.clock.now()
+        )
+        .await
+        .unwrap()
+        .as_deref(),
         Some("retired")
     );
     app.state.keys.reload(app.clock.now()).await.unwrap();
@@ -347,6 +354,7 @@ async fn scheduled_rotation_prepublishes_keys_and_revocation_is_immediate(b: Bac
         &master,
         Alg::Rs256,
         &next,
+        tessera::audit::By::system(&tessera::context::RequestContext::system()),
         app.clock.now(),
     )
     .await
@@ -374,6 +382,7 @@ async fn master_key_rotation_reseals_every_secret(b: Backend) {
         &old,
         "http://127.0.0.1:9/hook",
         &["*".to_string()],
+        tessera::audit::By::system(&tessera::context::RequestContext::system()),
         1,
     )
     .await

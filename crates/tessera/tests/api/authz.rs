@@ -256,7 +256,7 @@ async fn first_party_token(app: &TestApp, email: &str, scope: &str) -> String {
         ..Default::default()
     };
     let ctx = tessera::context::RequestContext::system();
-    let by = tessera::oauth::clients::ChangedBy {
+    let by = tessera::audit::By {
         principal: &tessera::authz::Principal::System,
         ctx: &ctx,
     };

@@ -162,7 +162,7 @@ async fn set_rate_limit(app: &TestApp, id: &str, burst: u32, per_minute: u32) {
         ..Default::default()
     };
     let ctx = tessera::context::RequestContext::system();
-    let by = tessera::oauth::clients::ChangedBy {
+    let by = tessera::audit::By {
         principal: &tessera::authz::Principal::System,
         ctx: &ctx,
     };

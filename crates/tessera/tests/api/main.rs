@@ -10,6 +10,7 @@ mod logs;
 mod abuse;
 mod access;
 mod accounts;
+mod admin_api;
 mod architecture;
 mod audit;
 mod authz;

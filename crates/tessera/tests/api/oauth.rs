@@ -57,7 +57,7 @@ pub(crate) async fn register_client(
 /// Registers `spec` as the operator would (`tessera client create`).
 pub(crate) async fn create_client(app: &TestApp, spec: ClientSpec) -> Registered {
     let ctx = tessera::context::RequestContext::system();
-    let by = clients::ChangedBy {
+    let by = tessera::audit::By {
         principal: &tessera::authz::Principal::System,
         ctx: &ctx,
     };
@@ -341,7 +341,7 @@ async fn client_credentials_password_introspection_and_revocation(b: Backend) {
         ..Default::default()
     };
     let ctx = tessera::context::RequestContext::system();
-    let by = clients::ChangedBy {
+    let by = tessera::audit::By {
         principal: &tessera::authz::Principal::System,
         ctx: &ctx,
     };

@@ -360,10 +360,17 @@ async fn a_token_verified_before_its_key_is_revoked_is_refused_after(b: Backend)
     }
     let kid = part(&t.access, 0)["kid"].as_str().unwrap().to_string();
     let now = app.clock.now();
-    Keys::revoke(&app.state.store, &app.state.master, Alg::Rs256, &kid, now)
-        .await
-        .unwrap()
-        .expect("the key exists");
+    Keys::revoke(
+        &app.state.store,
+        &app.state.master,
+        Alg::Rs256,
+        &kid,
+        tessera::audit::By::system(&tessera::context::RequestContext::system()),
+        now,
+    )
+    .await
+    .unwrap()
+    .expect("the key exists");
     app.state.keys.reload(now).await.unwrap();
     let res = app.get("/identity/me", &t.access).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text);
