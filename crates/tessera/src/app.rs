@@ -46,6 +46,10 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Connects, migrates and loads keys: everything but the listener.
     pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        // Recording starts with the process, not with the first scrape.
+        if crate::metrics::handle().is_none() {
+            tracing::warn!("another metrics recorder is installed: /metrics answers 503");
+        }
         let pages = Arc::new(Pages::new(config.templates_dir.as_deref())?);
         let proxies = Arc::new(crate::http::client_ip::TrustedProxies::parse(
             &config.trusted_proxies,
@@ -137,6 +141,18 @@ impl App {
         ))));
         tasks.push(tokio::spawn(housekeeping(state.clone())));
         tasks.push(tokio::spawn(crate::audit::run_purge(state.clone())));
+        if let Some(addr) = &state.config.metrics.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            let metrics = crate::http::metrics_router(self.state.clone());
+            tracing::info!(%addr, "serving /metrics");
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, metrics).await {
+                    tracing::error!(error = ?e, "the metrics listener stopped");
+                }
+            }));
+        }
         let router = crate::http::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, service)

@@ -76,6 +76,8 @@ const KNOWN_ENV_KEYS: &[&str] = &[
     "REDIS_URL",
     "REDIS_PREFIX",
     "REDIS_CA_FILE",
+    "METRICS__TOKEN",
+    "METRICS__LISTEN",
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -163,6 +165,18 @@ pub struct Config {
     /// PEM file of the certificate authorities that sign a `rediss://` server's certificate.
     /// Unset: the system's trust store.
     pub redis_ca_file: Option<PathBuf>,
+    pub metrics: MetricsConfig,
+}
+
+/// `/metrics` (Prometheus text format).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// A bearer credential that may scrape `/metrics` (besides administrators' tokens).
+    pub token: Option<SecretString>,
+    /// Also serve `/metrics`, without a credential, on this address (for example
+    /// `127.0.0.1:9464`, reachable only by the scraper).
+    pub listen: Option<String>,
 }
 
 /// The audit log's retention.
@@ -341,6 +355,7 @@ impl Default for Config {
             redis_prefix: "tessera:".into(),
             redis_ca_file: None,
             audit: AuditConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -872,6 +887,10 @@ impl Config {
                 "url": self.redis_url.as_ref().map(|u| redact_url(u.expose_secret())),
                 "prefix": self.redis_prefix,
                 "ca_file": self.redis_ca_file,
+            },
+            "metrics": {
+                "token": self.metrics.token.as_ref().map(|_| "[redacted]"),
+                "listen": self.metrics.listen,
             },
         })
     }

@@ -39,6 +39,8 @@ struct Inner {
     queue: Arc<Semaphore>,
     jobs: Mutex<mpsc::Sender<Job>>,
     dummy_hash: String,
+    workers: usize,
+    queue_capacity: usize,
 }
 
 /// Work for a hashing thread, given that thread's reusable Argon2 memory.
@@ -96,18 +98,27 @@ impl Passwords {
         });
         let dummy_hash = hash_blocking(&params, b"tessera-dummy-password", &mut Vec::new())?;
         let jobs = start_workers(workers)?;
+        let queue_capacity = cfg.max_queued_hashes.unwrap_or(workers * 32).max(workers);
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
                 min_length: cfg.min_length,
                 permits: Arc::new(Semaphore::new(workers)),
-                queue: Arc::new(Semaphore::new(
-                    cfg.max_queued_hashes.unwrap_or(workers * 32).max(workers),
-                )),
+                queue: Arc::new(Semaphore::new(queue_capacity)),
                 jobs: Mutex::new(jobs),
                 dummy_hash,
+                workers,
+                queue_capacity,
             }),
         })
+    }
+
+    /// `(waiting, running)` hashes now, for the metrics.
+    pub fn load(&self) -> (usize, usize) {
+        let i = &self.inner;
+        let in_system = i.queue_capacity.saturating_sub(i.queue.available_permits());
+        let running = i.workers.saturating_sub(i.permits.available_permits());
+        (in_system.saturating_sub(running), running)
     }
 
     /// The password policy (NIST SP 800-63B §5.1.1.2), first failed rule wins:

@@ -219,7 +219,10 @@ impl Limiter {
         self.shared
             .take(&bucket, limit, now)
             .await
-            .map_err(|retry_after| Error::TooManyRequests { retry_after })
+            .map_err(|retry_after| {
+                crate::metrics::throttled(class.as_str());
+                Error::TooManyRequests { retry_after }
+            })
     }
 }
 
@@ -326,6 +329,8 @@ impl LoginGuard {
             match self.shared.reserve(&key, threshold, now).await? {
                 Ok(held) => reservation.held.push(held),
                 Err(Refusal::Locked { retry_after }) => {
+                    crate::metrics::login("password", "locked");
+                    crate::metrics::throttled("lockout");
                     return Err(Error::TooManyRequests { retry_after });
                 }
                 Err(Refusal::Busy) => return Err(Error::TooManyRequests { retry_after: 1 }),

@@ -364,6 +364,7 @@ async fn login_failed(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
+    crate::metrics::login("password", "failure");
     let event = LoginFailedV1 {
         user_id: user_id.to_string(),
         reason: reason.to_string(),

@@ -76,6 +76,7 @@ async fn login(
     let now = state.clock.now();
     let tenant = body.tenant.as_deref();
     let pair = accounts::login(&state, &body.email, &body.password, tenant, &ctx, now).await?;
+    crate::metrics::token_issued("tessera_login");
     Ok(no_store(axum::Json(pair).into_response()))
 }
 
@@ -120,6 +121,7 @@ async fn refresh(
         now,
     )
     .await?;
+    crate::metrics::token_issued("tessera_refresh");
     Ok(no_store(axum::Json(pair).into_response()))
 }
 

@@ -119,6 +119,29 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Who may scrape `/metrics`: the bearer credential of `TESSERA_METRICS__TOKEN` (compared in
+/// constant time), or a token whose principal holds `Permission::ReadMetrics` (administrators).
+pub struct Scraper;
+
+impl FromRequestParts<AppState> for Scraper {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        use secrecy::ExposeSecret;
+        if let Some(expected) = &state.config.metrics.token
+            && let Ok(Some(token)) = bearer_token(&parts.headers)
+            && crate::crypto::ct_eq(token.as_bytes(), expected.expose_secret().as_bytes())
+        {
+            return Ok(Scraper);
+        }
+        parts
+            .extensions
+            .insert(Required(authz::Permission::ReadMetrics));
+        Caller::from_request_parts(parts, state).await?;
+        Ok(Scraper)
+    }
+}
+
 /// The permission a route needs, set by `Routes::guarded` and checked by [`Caller`].
 #[derive(Clone, Copy, Debug)]
 pub struct Required(pub authz::Permission);

@@ -90,6 +90,21 @@ fn routes() -> Routes {
         .merge(access::router())
 }
 
+/// `/metrics` alone, without a credential, for `TESSERA_METRICS__LISTEN`: an address only the
+/// scraper can reach.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(
+                |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    ops::metrics_response(&state).await
+                },
+            ),
+        )
+        .with_state(state)
+}
+
 /// The path of every route, as registered (`{id}` for path parameters).
 pub fn paths() -> Vec<&'static str> {
     routes().paths
@@ -165,6 +180,10 @@ async fn correlation(mut req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(CorrelationId(id.clone()));
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", correlation_id = %id, %method, %path);
@@ -203,7 +222,9 @@ async fn correlation(mut req: Request, next: Next) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     let _enter = span.enter();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    crate::metrics::http_request(method.as_str(), route, status.as_u16(), elapsed);
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     if status.is_server_error() {
         tracing::error!(status = status.as_u16(), elapsed_ms, "request");
     } else {

@@ -16,6 +16,29 @@ pub fn router() -> super::Routes {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text format (`docs/operations.md` lists the metrics).
+async fn metrics(State(state): State<AppState>, _: super::extract::Scraper) -> Result<Response> {
+    metrics_response(&state).await
+}
+
+/// The `/metrics` answer, also served without a credential on `TESSERA_METRICS__LISTEN`.
+pub async fn metrics_response(state: &AppState) -> Result<Response> {
+    let text = crate::metrics::render(&state.core)
+        .await
+        .ok_or(Error::Unavailable(
+            "metrics are not recorded in this process",
+        ))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// The process is up.

@@ -89,6 +89,8 @@ enum Signer {
 pub struct SigningKey {
     pub kid: String,
     pub alg: Alg,
+    /// When it became current (Unix seconds; for HS256, when the key set was built).
+    pub since: i64,
     signer: Signer,
 }
 
@@ -211,6 +213,11 @@ impl Keys {
     }
 
     /// The current snapshot.
+    /// Seconds the current signing key has been current.
+    pub fn current_age(&self, now: i64) -> i64 {
+        (now - self.current().current.since).max(0)
+    }
+
     pub fn current(&self) -> Arc<KeySet> {
         Arc::clone(&self.inner.set.read().unwrap_or_else(|e| e.into_inner()))
     }
@@ -554,6 +561,7 @@ async fn build_set(
         current = Some(SigningKey {
             kid,
             alg: Alg::Hs256,
+            since: now,
             signer: Signer::Hs256(Box::new(key)),
         });
     }
@@ -622,6 +630,7 @@ fn open_signing_key(
     Ok(SigningKey {
         kid: row.kid.clone(),
         alg,
+        since: row.activated_at.unwrap_or(row.created_at),
         signer,
     })
 }

@@ -58,6 +58,14 @@ impl GrantType {
         }
     }
 
+    /// The `grant` label of `tessera_tokens_issued_total`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            GrantType::TokenExchange => "token_exchange",
+            other => other.as_str(),
+        }
+    }
+
     /// The wire names, for discovery (`grant_types_supported`) and messages.
     pub fn names() -> [&'static str; 5] {
         Self::ALL.map(Self::as_str)

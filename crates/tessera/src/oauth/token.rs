@@ -53,7 +53,7 @@ pub async fn exchange(
             grant_type.as_str()
         )));
     }
-    match grant_type {
+    let issued = match grant_type {
         GrantType::AuthorizationCode => authorization_code(state, client, params, ctx, now).await,
         GrantType::RefreshToken => refresh(state, client, params, ctx, now).await,
         GrantType::ClientCredentials => client_credentials(state, client, params, now),
@@ -61,7 +61,11 @@ pub async fn exchange(
         GrantType::TokenExchange => {
             super::exchange::exchange(state, client, params, ctx, now).await
         }
+    };
+    if issued.is_ok() {
+        crate::metrics::token_issued(grant_type.metric_label());
     }
+    issued
 }
 
 /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6). A code is single-use; presenting it again revokes

@@ -246,6 +246,7 @@ pub async fn record_login(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
+    crate::metrics::login("password", "success");
     let entry = Entry::success(Actor::User(user_id), audit::action::LOGIN).target("user", user_id);
     audit::record(&mut **tx, ctx, &entry, now).await?;
     let event = LoginSucceededV1 {
@@ -381,6 +382,7 @@ pub async fn refresh(
             )
         }
         Ok(Rotation::Reused { session_id }) => {
+            crate::metrics::refresh_token_reuse();
             let entry = Entry::failure(
                 Actor::None,
                 audit::action::REFRESH_TOKEN_REUSE,
@@ -609,6 +611,7 @@ pub async fn logout(
                 return Ok(());
             }
             if t.used_at.is_some() {
+                crate::metrics::refresh_token_reuse();
                 let mut tx = store.begin().await?;
                 let entry = Entry::failure(
                     Actor::None,

@@ -182,3 +182,14 @@ pub async fn release<'e>(
     .await
     .map(|_| ())
 }
+
+/// When the oldest event still waiting for the relay happened (the relay's lag).
+pub async fn oldest_pending<'e>(
+    db: impl Executor<'e, Database = Any>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let (at,): (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(occurred_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(db)
+            .await?;
+    Ok(at)
+}

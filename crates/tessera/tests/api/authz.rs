@@ -42,7 +42,7 @@ enum Class {
 }
 
 fn class_of(method: &Method, path: &str) -> Option<Class> {
-    if path.starts_with("/admin/") {
+    if path.starts_with("/admin/") || path == "/metrics" {
         return Some(Class::Admin);
     }
     if path.starts_with("/identity/") {

@@ -6,6 +6,7 @@
 
 mod helpers;
 mod logs;
+mod metrics;
 
 mod abuse;
 mod access;

@@ -1,0 +1,102 @@
+//! Prometheus metrics: the stable `tessera_*` set documented in `docs/operations.md`.
+//!
+//! Counters and histograms are recorded where things happen ([`http_request`], [`login`],
+//! [`token_issued`], …); gauges of state (queues, keys, the pool) are read at scrape time by
+//! [`render`]. One recorder serves the process (installed on first use), rendered on
+//! `/metrics` in the Prometheus text format.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::core::Core;
+
+/// Seconds; from a cached token check to an Argon2id login.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's recorder, installed on first call. `None` when another recorder was
+/// installed first (a host embedding the library): then `/metrics` says 503.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            ::metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// One HTTP request: `route` is the route template (`/admin/users/{id}`), never the path.
+pub fn http_request(method: &str, route: String, status: u16, elapsed: Duration) {
+    let status = status.to_string();
+    counter!("tessera_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    histogram!("tessera_http_request_duration_seconds", "method" => method.to_string(), "route" => route)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A sign-in attempt: `method` `password`; `result` `success`, `failure` or `locked`.
+pub fn login(method: &'static str, result: &'static str) {
+    counter!("tessera_logins_total", "method" => method, "result" => result).increment(1);
+}
+
+/// Tokens issued, by grant (`password`, `authorization_code`, `refresh_token`, …).
+pub fn token_issued(grant: &'static str) {
+    counter!("tessera_tokens_issued_total", "grant" => grant).increment(1);
+}
+
+/// A rotated-out refresh token presented again (its session is revoked).
+pub fn refresh_token_reuse() {
+    counter!("tessera_refresh_token_reuse_total").increment(1);
+}
+
+/// A request refused with 429, by limit class (`login_ip`, `token_client`, …; `lockout` for
+/// an account lock).
+pub fn throttled(class: &'static str) {
+    counter!("tessera_throttled_total", "class" => class).increment(1);
+}
+
+/// The gauges of state, read now, then everything in the text format.
+pub async fn render(core: &Core) -> Option<String> {
+    let handle = handle()?;
+    let now = core.clock.now();
+    if let Ok(c) = crate::events::counts(&core.store).await {
+        gauge!("tessera_outbox_events", "status" => "pending").set(c.pending as f64);
+        gauge!("tessera_outbox_events", "status" => "parked").set(c.parked as f64);
+    }
+    if let Ok(oldest) = crate::store::outbox::oldest_pending(core.store.pool()).await {
+        gauge!("tessera_outbox_relay_lag_seconds")
+            .set(oldest.map_or(0, |at| (now - at).max(0)) as f64);
+    }
+    for (queue, name) in [
+        (crate::store::jobs::MAIL, "tessera_mail_jobs"),
+        (crate::store::jobs::WEBHOOKS, "tessera_webhook_deliveries"),
+    ] {
+        if let Ok(counts) = crate::store::jobs::count_by_status(core.store.pool(), queue).await {
+            for (status, n) in counts {
+                gauge!(name, "status" => status).set(n as f64);
+            }
+        }
+    }
+    let age = core.keys.current_age(now);
+    gauge!("tessera_signing_key_age_seconds").set(age as f64);
+    let pool = core.store.pool();
+    let size = f64::from(pool.size());
+    let idle = pool.num_idle() as f64;
+    gauge!("tessera_db_pool_connections", "state" => "in_use").set(size - idle);
+    gauge!("tessera_db_pool_connections", "state" => "idle").set(idle);
+    let (queued, running) = core.passwords.load();
+    gauge!("tessera_password_hash_queue_depth").set(queued as f64);
+    gauge!("tessera_password_hashes_running").set(running as f64);
+    Some(handle.render())
+}
