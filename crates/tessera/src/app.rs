@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub pages: Arc<Pages>,
     /// Whose `X-Forwarded-For` to believe.
     pub proxies: Arc<crate::http::client_ip::TrustedProxies>,
+    /// Set when shutdown began: `/readyz` answers 503 so load balancers stop sending traffic.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::ops::Deref for AppState {
@@ -60,6 +63,7 @@ impl AppState {
             discovery,
             pages,
             proxies,
+            draining: Arc::default(),
         })
     }
 }
@@ -155,9 +159,33 @@ impl App {
         }
         let router = crate::http::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // Shutdown: readiness turns 503 at once; new connections are still taken for the drain
+        // delay (while load balancers notice), then in-flight requests get until the drain
+        // deadline to finish.
+        let draining = Arc::clone(&self.state.draining);
+        let (delay, deadline) = (
+            Duration::from_secs(state.config.shutdown.drain_delay_secs),
+            Duration::from_secs(state.config.shutdown.drain_deadline_secs),
+        );
+        let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::info!(?delay, ?deadline, "draining: readiness is 503");
+            tokio::time::sleep(delay).await;
+            let _ = begun_tx.send(());
+        };
+        let serving = axum::serve(self.listener, service).with_graceful_shutdown(stop);
+        let result = tokio::select! {
+            r = serving => r,
+            () = async {
+                let _ = begun_rx.await;
+                tokio::time::sleep(deadline).await;
+            } => {
+                tracing::warn!("drain deadline passed: closing the requests still in flight");
+                Ok(())
+            }
+        };
         for task in &tasks {
             task.abort();
         }

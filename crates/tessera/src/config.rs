@@ -78,6 +78,8 @@ const KNOWN_ENV_KEYS: &[&str] = &[
     "REDIS_CA_FILE",
     "METRICS__TOKEN",
     "METRICS__LISTEN",
+    "SHUTDOWN__DRAIN_DELAY_SECS",
+    "SHUTDOWN__DRAIN_DEADLINE_SECS",
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -166,6 +168,26 @@ pub struct Config {
     /// Unset: the system's trust store.
     pub redis_ca_file: Option<PathBuf>,
     pub metrics: MetricsConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// Graceful shutdown on SIGTERM or Ctrl-C.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ShutdownConfig {
+    /// Seconds to keep taking new requests after the signal, with readiness already 503.
+    pub drain_delay_secs: u64,
+    /// Seconds in-flight requests then get to finish before the process exits anyway.
+    pub drain_deadline_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay_secs: 0,
+            drain_deadline_secs: 30,
+        }
+    }
 }
 
 /// `/metrics` (Prometheus text format).
@@ -356,6 +378,7 @@ impl Default for Config {
             redis_ca_file: None,
             audit: AuditConfig::default(),
             metrics: MetricsConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -627,6 +650,26 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.shutdown.drain_delay_secs > 300 {
+            return Err(invalid(
+                "TESSERA_SHUTDOWN__DRAIN_DELAY_SECS",
+                "must be at most 300",
+            ));
+        }
+        if self.shutdown.drain_deadline_secs > 3600 {
+            return Err(invalid(
+                "TESSERA_SHUTDOWN__DRAIN_DEADLINE_SECS",
+                "must be at most 3600",
+            ));
+        }
+        if let Some(addr) = &self.metrics.listen
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "TESSERA_METRICS__LISTEN",
+                "must be an address and port such as 127.0.0.1:9464",
+            ));
+        }
         if self.audit.retention_days > 100 * 365 {
             return Err(invalid(
                 "TESSERA_AUDIT__RETENTION_DAYS",
@@ -888,6 +931,7 @@ impl Config {
                 "prefix": self.redis_prefix,
                 "ca_file": self.redis_ca_file,
             },
+            "shutdown": self.shutdown,
             "metrics": {
                 "token": self.metrics.token.as_ref().map(|_| "[redacted]"),
                 "listen": self.metrics.listen,

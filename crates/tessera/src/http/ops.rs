@@ -46,8 +46,11 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// The database answers within two seconds; 503 otherwise.
+/// The database answers within two seconds; 503 otherwise, and from the start of shutdown.
 async fn readyz(State(state): State<AppState>) -> Result<Response> {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::Unavailable("shutting down"));
+    }
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response()),
         Ok(Err(e)) => {

@@ -5,7 +5,10 @@ use reqwest::{Method, StatusCode};
 use crate::helpers::{Backend, TestApp, assert_error};
 use crate::on_both_backends;
 
-on_both_backends!(health_and_readiness_report_the_database);
+on_both_backends!(
+    health_and_readiness_report_the_database,
+    shutdown_turns_readiness_off_then_drains,
+);
 
 async fn health_and_readiness_report_the_database(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -31,5 +34,61 @@ async fn health_and_readiness_report_the_database(b: Backend) {
         &app.request(Method::GET, "/readyz", None, None).await,
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
+    );
+}
+
+/// SIGTERM (here: the shutdown future) turns readiness to 503 at once, keeps serving for the
+/// drain delay, then stops taking connections and returns once requests are done.
+async fn shutdown_turns_readiness_off_then_drains(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::helpers::database_url(b, dir.path()).await;
+    let mut config = crate::helpers::test_config(dir.path(), url);
+    config.shutdown.drain_delay_secs = 1;
+    config.shutdown.drain_deadline_secs = 5;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = tessera::App::with_listener(
+        config,
+        tessera::clock::Clock::fixed(crate::helpers::START),
+        listener,
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    stop.send(()).unwrap();
+    let began = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable", "{body}");
+    // Still serving during the delay.
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the server stops within the drain deadline")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        began.elapsed() >= std::time::Duration::from_millis(900),
+        "the drain delay was kept: {:?}",
+        began.elapsed()
+    );
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "no connection is taken after the drain"
     );
 }
