@@ -61,6 +61,20 @@ enum Command {
     Tenants(TenantsCommand),
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Write a consistent copy of the SQLite database to FILE, while the service runs. For
+    /// PostgreSQL it says how to use pg_dump instead.
+    Backup {
+        /// A new file.
+        file: PathBuf,
+    },
+    /// Replace the SQLite database with a backup, after checking it. Stop Tessera first.
+    Restore {
+        /// A file written by `tessera backup`.
+        file: PathBuf,
+        /// Replace an existing database.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a shell completion script: `tessera completions bash > /etc/bash_completion.d/tessera`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -270,6 +284,31 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Migrate => {
             tessera::app::open_store(&config).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Backup { file } => {
+            if tessera::store::backup::sqlite_path(&config.database_url()).is_none() {
+                bail!("{}", tessera::store::backup::POSTGRES_ADVICE);
+            }
+            let store = tessera::app::open_store(&config).await?;
+            tessera::store::backup::backup(&store, &file).await?;
+            store.close().await;
+            println!("backed up to {}", file.display());
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let Some(database) = tessera::store::backup::sqlite_path(&config.database_url()) else {
+                bail!("{}", tessera::store::backup::POSTGRES_ADVICE);
+            };
+            let version = tessera::store::backup::restore(&file, &database, force).await?;
+            // A backup from an older version is brought up to date now.
+            let store = tessera::app::open_store(&config).await?;
+            store.close().await;
+            println!(
+                "restored {} (schema version {version}) to {}",
+                file.display(),
+                database.display()
+            );
             Ok(())
         }
         Command::CheckConfig => {

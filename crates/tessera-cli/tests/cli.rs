@@ -678,3 +678,89 @@ fn completions_and_the_man_page_are_generated_from_the_commands() {
         "an unknown shell is a usage error"
     );
 }
+
+#[test]
+fn backup_and_restore_round_trip_the_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = |email: &str| {
+        let out = run(
+            tessera(dir.path()).args(["user", "create", "--email", email, "--json"]),
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let emails = || -> Vec<String> {
+        let out = run(tessera(dir.path()).args(["user", "list", "--json"]), None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        json_lines(&out)
+            .iter()
+            .map(|u| u["email"].as_str().unwrap().to_string())
+            .collect()
+    };
+    create("kept@example.com");
+    let backup = dir.path().join("tessera-backup.db");
+    let out = run(
+        tessera(dir.path()).args(["backup", backup.to_str().unwrap()]),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A second backup to the same file is refused, not overwritten.
+    let out = run(
+        tessera(dir.path()).args(["backup", backup.to_str().unwrap()]),
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    create("after@example.com");
+    assert_eq!(emails(), ["kept@example.com", "after@example.com"]);
+
+    // Without --force an existing database is kept.
+    let out = run(
+        tessera(dir.path()).args(["restore", backup.to_str().unwrap()]),
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--force"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Not a database: refused before anything is touched.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, b"not a database").unwrap();
+    let out = run(
+        tessera(dir.path()).args(["restore", junk.to_str().unwrap(), "--force"]),
+        None,
+    );
+    assert!(!out.status.success());
+    assert_eq!(emails(), ["kept@example.com", "after@example.com"]);
+
+    let out = run(
+        tessera(dir.path()).args(["restore", backup.to_str().unwrap(), "--force"]),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(emails(), ["kept@example.com"], "the state of the backup");
+
+    // PostgreSQL: advice, not a half-made file.
+    let out = run(
+        tessera(dir.path())
+            .env(
+                "TESSERA_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/test",
+            )
+            .args(["backup", dir.path().join("pg.db").to_str().unwrap()]),
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("pg_dump"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("pg.db").exists());
+}
