@@ -90,11 +90,23 @@ pub async fn render(core: &Core) -> Option<String> {
         gauge!("tessera_outbox_relay_lag_seconds")
             .set(oldest.map_or(0, |at| (now - at).max(0)) as f64);
     }
-    for (queue, name) in [
-        (crate::store::jobs::MAIL, "tessera_mail_jobs"),
-        (crate::store::jobs::WEBHOOKS, "tessera_webhook_deliveries"),
+    for (queue, name, statuses) in [
+        (
+            crate::store::jobs::MAIL,
+            "tessera_mail_jobs",
+            ["pending", "sent", "parked"],
+        ),
+        (
+            crate::store::jobs::WEBHOOKS,
+            "tessera_webhook_deliveries",
+            ["pending", "delivered", "parked"],
+        ),
     ] {
         if let Ok(counts) = crate::store::jobs::count_by_status(core.store.pool(), queue).await {
+            // A status with no rows is absent from the counts: it must read 0, not its last value.
+            for status in statuses {
+                gauge!(name, "status" => status).set(0.0);
+            }
             for (status, n) in counts {
                 gauge!(name, "status" => status).set(n as f64);
             }

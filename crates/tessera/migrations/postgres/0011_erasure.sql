@@ -3,6 +3,7 @@
 -- cleared. An update that names any other column still fails, whatever the values.
 DROP TRIGGER audit_log_append_only ON audit_log;
 CREATE TRIGGER audit_log_append_only
-    BEFORE UPDATE OF id, occurred_at, actor_type, action, target_type, result, reason, correlation_id
+    BEFORE UPDATE OF id, occurred_at, actor_type, action, target_type, result, reason, correlation_id,
+    tenant_id
     ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();

@@ -3,7 +3,8 @@
 -- cleared. Every other column still refuses an update.
 DROP TRIGGER audit_log_append_only;
 CREATE TRIGGER audit_log_append_only
-BEFORE UPDATE OF id, occurred_at, actor_type, action, target_type, result, reason, correlation_id
+BEFORE UPDATE OF id, occurred_at, actor_type, action, target_type, result, reason, correlation_id,
+    tenant_id
 ON audit_log
 BEGIN
     SELECT RAISE(ABORT, 'audit_log is append-only');

@@ -127,6 +127,9 @@ pub async fn list(store: &Store, principal: &Principal) -> Result<Vec<WebhookVie
 /// Removes a webhook and its pending deliveries; 404 when unknown.
 pub async fn remove(store: &Store, id: &str, by: By<'_>, now: i64) -> Result<()> {
     authz::require(by.principal, Permission::ManageWebhooks)?;
+    if !crate::store::storable(id) {
+        return Err(Error::NotFound);
+    }
     let mut tx = store.begin().await?;
     if !store_webhooks::delete(&mut tx, id).await? {
         return Err(Error::NotFound);

@@ -119,12 +119,19 @@ pub async fn rotate(core: &Core, input: Rotation, by: By<'_>, now: i64) -> Resul
             current_from: rfc3339(now),
         }
     } else {
-        let kid = Keys::schedule(&core.store, master, alg, by, now)
-            .await
-            .map_err(|_| Error::Conflict {
+        let scheduled = key_store::list_keys(core.store.pool(), now)
+            .await?
+            .iter()
+            .any(|k| k.state() == Some(KeyState::Next));
+        if scheduled {
+            return Err(Error::Conflict {
                 code: crate::error::Code::KeyScheduled,
                 message: "a key is already scheduled; rotate with \"now\": true to switch to it at once",
-            })?;
+            });
+        }
+        let kid = Keys::schedule(&core.store, master, alg, by, now)
+            .await
+            .map_err(Error::Internal)?;
         Rotated {
             kid,
             alg: alg.as_str(),

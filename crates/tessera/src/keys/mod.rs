@@ -212,12 +212,12 @@ impl Keys {
         })
     }
 
-    /// The current snapshot.
     /// Seconds the current signing key has been current.
     pub fn current_age(&self, now: i64) -> i64 {
         (now - self.current().current.since).max(0)
     }
 
+    /// The current snapshot.
     pub fn current(&self) -> Arc<KeySet> {
         Arc::clone(&self.inner.set.read().unwrap_or_else(|e| e.into_inner()))
     }

@@ -721,6 +721,17 @@ async fn webhooks_are_managed_and_tested_over_http(b: Backend) {
     )
     .await;
     assert_error(&res, StatusCode::NOT_FOUND, "not_found");
+    for bad in ["%00", "x%00y"] {
+        let res = call(
+            &app,
+            Method::DELETE,
+            &format!("/admin/webhooks/{bad}"),
+            &root,
+            None,
+        )
+        .await;
+        assert_error(&res, StatusCode::NOT_FOUND, "not_found");
+    }
     let res = call(&app, Method::POST, "/admin/events/retry", &root, None).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert_eq!(res.body["events"], 0);
