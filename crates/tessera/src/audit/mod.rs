@@ -107,6 +107,10 @@ pub struct By<'a> {
 }
 
 impl<'a> By<'a> {
+    pub fn new(principal: &'a Principal, ctx: &'a RequestContext) -> Self {
+        Self { principal, ctx }
+    }
+
     /// The operator at the command line: actor `system`, no request.
     pub fn system(ctx: &'a RequestContext) -> Self {
         static SYSTEM: Principal = Principal::System;

@@ -43,10 +43,7 @@ async fn create_client(
     Context(ctx): Context,
     Json(spec): Json<ClientSpec>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let registered = clients::create(&state.store, spec, by, state.clock.now()).await?;
     Ok(super::no_store(
         (StatusCode::CREATED, axum::Json(registered)).into_response(),
@@ -89,10 +86,7 @@ async fn update_client(
     Path(id): Path<String>,
     Json(spec): Json<ClientSpec>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let client = clients::update(
         &state.store,
         &state.clients,
@@ -111,10 +105,7 @@ async fn rotate_secret(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let registered =
         clients::rotate_secret(&state.store, &state.clients, &id, by, state.clock.now()).await?;
     Ok(super::no_store(axum::Json(registered).into_response()))
@@ -126,10 +117,7 @@ async fn deactivate(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let client =
         clients::deactivate(&state.store, &state.clients, &id, by, state.clock.now()).await?;
     Ok(axum::Json(client).into_response())

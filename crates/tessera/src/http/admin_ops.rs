@@ -63,10 +63,7 @@ async fn rotate_key(
     Context(ctx): Context,
     Json(input): Json<Rotation>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let rotated = keys::rotate(&state.core, input, by, state.clock.now()).await?;
     Ok((StatusCode::CREATED, axum::Json(rotated)).into_response())
 }
@@ -77,10 +74,7 @@ async fn revoke_key(
     Context(ctx): Context,
     Path(kid): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     keys::revoke(&state.core, &kid, by, state.clock.now()).await?;
     Ok(no_content())
 }
@@ -99,10 +93,7 @@ async fn add_webhook(
     Context(ctx): Context,
     Json(input): Json<NewWebhook>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let (hook, secret) = webhooks::add(
         &state.store,
         &state.master,
@@ -133,10 +124,7 @@ async fn remove_webhook(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     webhooks::remove(&state.store, &id, by, state.clock.now()).await?;
     Ok(no_content())
 }
@@ -147,10 +135,7 @@ async fn test_webhook(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let outcome = webhooks::send_test(&state.core, &id, by, state.clock.now()).await?;
     Ok(axum::Json(outcome).into_response())
 }
@@ -160,10 +145,7 @@ async fn retry_parked(
     Caller(principal): Caller,
     Context(ctx): Context,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let retried = events::retry_parked(&state.store, by, state.clock.now()).await?;
     Ok(axum::Json(retried).into_response())
 }

@@ -12,7 +12,6 @@ use crate::accounts::admin::{self, AccountPatch, NewAccount, Search};
 use crate::app::AppState;
 use crate::audit::By;
 use crate::authz::Permission;
-use crate::clock::rfc3339;
 use crate::error::Result;
 
 pub fn router() -> super::Routes {
@@ -50,10 +49,7 @@ async fn create(
     Context(ctx): Context,
     Json(input): Json<NewAccount>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let user = admin::create(&state.core, input, by, state.clock.now()).await?;
     Ok((StatusCode::CREATED, axum::Json(user)).into_response())
 }
@@ -82,10 +78,7 @@ async fn update(
     Path(id): Path<String>,
     Json(patch): Json<AccountPatch>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let user = admin::update(&state.core, &id, patch, by, state.clock.now()).await?;
     Ok(axum::Json(user).into_response())
 }
@@ -97,10 +90,7 @@ async fn erase(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     admin::erase(&state.core, &id, by, state.clock.now()).await?;
     Ok(no_content())
 }
@@ -112,10 +102,7 @@ async fn deactivate(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     admin::deactivate(&state.core, &id, by, state.clock.now()).await?;
     Ok(no_content())
 }
@@ -126,24 +113,9 @@ async fn reactivate(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     admin::reactivate(&state.core, &id, by, state.clock.now()).await?;
     Ok(no_content())
-}
-
-#[derive(serde::Serialize)]
-struct SessionView {
-    id: String,
-    tenant_id: Option<String>,
-    client_id: Option<String>,
-    created_at: String,
-    last_used_at: String,
-    expires_at: String,
-    user_agent: Option<String>,
-    ip: Option<String>,
 }
 
 async fn sessions(
@@ -152,18 +124,9 @@ async fn sessions(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let list = admin::sessions(&state.core, &principal, &id, state.clock.now()).await?;
-    let views: Vec<SessionView> = list
+    let views: Vec<_> = list
         .into_iter()
-        .map(|s| SessionView {
-            id: s.id,
-            tenant_id: s.tenant_id,
-            client_id: s.client_id,
-            created_at: rfc3339(s.created_at),
-            last_used_at: rfc3339(s.last_used_at),
-            expires_at: rfc3339(s.expires_at),
-            user_agent: s.user_agent,
-            ip: s.ip,
-        })
+        .map(|s| crate::sessions::SessionView::new(s, None))
         .collect();
     Ok(axum::Json(serde_json::json!({ "sessions": views })).into_response())
 }
@@ -174,10 +137,7 @@ async fn end_sessions(
     Context(ctx): Context,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let by = By {
-        principal: &principal,
-        ctx: &ctx,
-    };
+    let by = By::new(&principal, &ctx);
     let n = admin::end_sessions(&state.core, &id, by, state.clock.now()).await?;
     Ok(axum::Json(serde_json::json!({ "revoked": n })).into_response())
 }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::extract::{Caller, Context, Json};
 use super::no_content;
@@ -11,7 +11,6 @@ use crate::accounts;
 use crate::accounts::profile::{self, ProfilePatch};
 use crate::app::AppState;
 use crate::authz::Permission;
-use crate::clock::rfc3339;
 use crate::error::Result;
 use crate::sessions;
 
@@ -82,34 +81,15 @@ async fn change_password(
     Ok(no_content())
 }
 
-#[derive(Serialize)]
-struct SessionView {
-    id: String,
-    created_at: String,
-    last_used_at: String,
-    expires_at: String,
-    user_agent: Option<String>,
-    ip: Option<String>,
-    current: bool,
-}
-
 async fn list_sessions(
     State(state): State<AppState>,
     Caller(principal): Caller,
 ) -> Result<Response> {
     let list = sessions::list(&state.store, &principal, state.clock.now()).await?;
     let current = principal.user().map(|u| u.session_id.as_str());
-    let views: Vec<SessionView> = list
+    let views: Vec<_> = list
         .into_iter()
-        .map(|s| SessionView {
-            current: current == Some(s.id.as_str()),
-            id: s.id,
-            created_at: rfc3339(s.created_at),
-            last_used_at: rfc3339(s.last_used_at),
-            expires_at: rfc3339(s.expires_at),
-            user_agent: s.user_agent,
-            ip: s.ip,
-        })
+        .map(|s| sessions::SessionView::new(s, current))
         .collect();
     Ok(axum::Json(serde_json::json!({ "sessions": views })).into_response())
 }

@@ -740,6 +740,40 @@ pub async fn revoke_all(
     Ok(())
 }
 
+/// A session as the API shows it: `GET /identity/sessions` (with `current`) and
+/// `GET /admin/users/{id}/sessions`.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub expires_at: String,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// Whether it is the caller's own session (only in the caller's own list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<bool>,
+}
+
+impl SessionView {
+    /// `s`, marked as current or not when `current` (the caller's session id) is given.
+    pub fn new(s: Session, current: Option<&str>) -> Self {
+        Self {
+            current: current.map(|c| c == s.id),
+            id: s.id,
+            tenant_id: s.tenant_id,
+            client_id: s.client_id,
+            created_at: crate::clock::rfc3339(s.created_at),
+            last_used_at: crate::clock::rfc3339(s.last_used_at),
+            expires_at: crate::clock::rfc3339(s.expires_at),
+            user_agent: s.user_agent,
+            ip: s.ip,
+        }
+    }
+}
+
 /// The caller's own live sessions.
 pub async fn list(store: &Store, principal: &Principal, now: i64) -> Result<Vec<Session>> {
     let caller = authz::require_user(principal, Permission::ReadOwnAccount)?;
