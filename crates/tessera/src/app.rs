@@ -113,10 +113,23 @@ impl App {
     ) -> anyhow::Result<()> {
         // Background jobs get the domain's core, nothing of HTTP.
         let state: &Core = &self.state.core;
+        // Whatever can fail is done before any task starts, so a failed start leaves nothing
+        // running behind it.
+        let mail = crate::mail::worker::Transport::from_config(
+            &state.config.mail,
+            &state.config.data_dir,
+        )?;
+        let metrics_listener = match &state.config.metrics.listen {
+            Some(addr) => Some((
+                addr.clone(),
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics address {addr}"))?,
+            )),
+            None => None,
+        };
         let mut tasks = vec![tokio::spawn(reload_keys(state.clone()))];
-        if let Some(transport) =
-            crate::mail::worker::Transport::from_config(&state.config.mail, &state.config.data_dir)?
-        {
+        if let Some(transport) = mail {
             tasks.push(tokio::spawn(crate::mail::worker::run(
                 state.clone(),
                 transport,
@@ -145,10 +158,8 @@ impl App {
         ))));
         tasks.push(tokio::spawn(housekeeping(state.clone())));
         tasks.push(tokio::spawn(crate::audit::run_purge(state.clone())));
-        if let Some(addr) = &state.config.metrics.listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics address {addr}"))?;
+        tasks.push(tokio::spawn(crate::metrics::upkeep()));
+        if let Some((addr, listener)) = metrics_listener {
             let metrics = crate::http::metrics_router(self.state.clone());
             tracing::info!(%addr, "serving /metrics");
             tasks.push(tokio::spawn(async move {
@@ -189,7 +200,15 @@ impl App {
         for task in &tasks {
             task.abort();
         }
-        self.state.store.close().await;
+        // Closing waits for every connection to come back; the aborted tasks return theirs
+        // when they are dropped. Bounded, so a stuck connection cannot hold the exit past the
+        // deadline the operator set (the database rolls back whatever it left open).
+        if tokio::time::timeout(STORE_CLOSE_TIMEOUT, self.state.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database pool did not close within 5 s; exiting anyway");
+        }
         result.context("serving HTTP")
     }
 
@@ -198,6 +217,9 @@ impl App {
         self.run_until(shutdown_signal()).await
     }
 }
+
+/// How long the exit waits for the database pool to close after the drain.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This replica's read caches, kept honest by other replicas' invalidations.
 struct Caches {

@@ -36,6 +36,18 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Folds the histograms' pending samples into their buckets every 5 seconds. A recorder made
+/// with `build_recorder` has no upkeep task of its own: without this one every latency sample
+/// stays in memory until the next scrape, which grows without bound where nobody scrapes.
+pub async fn upkeep() {
+    let Some(handle) = handle() else { return };
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
 /// One HTTP request: `route` is the route template (`/admin/users/{id}`), never the path.
 pub fn http_request(method: &str, route: String, status: u16, elapsed: Duration) {
     let method = method_label(method);
