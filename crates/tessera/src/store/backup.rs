@@ -70,7 +70,25 @@ pub async fn check(file: &Path) -> anyhow::Result<i64> {
         .await
         .context("not a Tessera database (no users table)")?;
     conn.close().await?;
-    version.context("not a Tessera database (no migration applied)")
+    let version = version.context("not a Tessera database (no migration applied)")?;
+    let known = newest_migration();
+    if version > known {
+        bail!(
+            "{} was made by a newer Tessera (schema {version}; this one knows up to {known}): \
+             restore it with that version",
+            file.display()
+        );
+    }
+    Ok(version)
+}
+
+/// The newest SQLite migration this build carries.
+fn newest_migration() -> i64 {
+    super::SQLITE_MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or_default()
 }
 
 /// Replaces the database at `database` with the backup `from`, after [`check`]ing it: copied
@@ -90,6 +108,11 @@ pub async fn restore(from: &Path, database: &Path, force: bool) -> anyhow::Resul
     }
     let partial = database.with_extension("db.restoring");
     std::fs::copy(from, &partial).with_context(|| format!("copying to {}", partial.display()))?;
+    // On disk before it replaces anything: a crash after the rename must not find a file whose
+    // blocks were never written.
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", partial.display()))?;
     for suffix in ["-wal", "-shm"] {
         let side = PathBuf::from(format!("{}{suffix}", database.display()));
         if side.exists() {
@@ -98,5 +121,58 @@ pub async fn restore(from: &Path, database: &Path, force: bool) -> anyhow::Resul
     }
     std::fs::rename(&partial, database)
         .with_context(|| format!("moving the restored file to {}", database.display()))?;
+    // The rename itself is durable once its directory is synced.
+    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
     Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with Tessera's tables and a migration newer than this build's.
+    async fn database_of_schema(path: &Path, version: i64) {
+        use sqlx::Connection;
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        for sql in [
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, success BOOLEAN NOT NULL)",
+            "CREATE TABLE users (id TEXT PRIMARY KEY)",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        sqlx::query("INSERT INTO _sqlx_migrations (version, success) VALUES ($1, TRUE)")
+            .bind(version)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn restore_refuses_a_backup_of_a_newer_schema_and_takes_a_known_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("tessera.db");
+        let newer = dir.path().join("newer.db");
+        database_of_schema(&newer, newest_migration() + 1).await;
+        let err = restore(&newer, &target, false).await.unwrap_err();
+        assert!(format!("{err:#}").contains("newer Tessera"), "{err:#}");
+        assert!(!target.exists(), "nothing was restored");
+
+        let known = dir.path().join("known.db");
+        database_of_schema(&known, newest_migration()).await;
+        assert_eq!(
+            restore(&known, &target, false).await.unwrap(),
+            newest_migration()
+        );
+        assert!(target.exists());
+    }
 }
