@@ -130,6 +130,7 @@ async fn find(core: &Core, id: &str) -> Result<User> {
 /// Refuses a change that leaves no active administrator other than `user_id`, when `user_id`
 /// is one now and would stop being one.
 async fn keep_an_admin(tx: &mut crate::store::Tx, user_id: &str) -> Result<()> {
+    users::lock_admin_changes(tx).await?;
     let is_admin = store_roles::roles_of(&mut **tx, user_id)
         .await?
         .contains(&Role::Admin);

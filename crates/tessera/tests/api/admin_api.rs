@@ -12,6 +12,7 @@ use crate::on_both_backends;
 on_both_backends!(
     users_are_created_searched_page_by_page_and_changed,
     the_last_administrator_cannot_be_demoted_deactivated_or_erased,
+    two_administrators_demoted_at_once_leave_one,
     erasure_removes_the_account_and_leaves_a_pseudonym_in_the_audit_log,
     an_administrator_lists_and_ends_a_users_sessions_and_reactivates_them,
     signing_keys_are_listed_rotated_and_revoked_over_http,
@@ -253,6 +254,52 @@ async fn users_are_created_searched_page_by_page_and_changed(b: Backend) {
     assert_error(&res, StatusCode::NOT_FOUND, "not_found");
 }
 
+/// Two demotions at once, each of which alone would be fine, must not both succeed: each
+/// counts the other administrator, so they are serialised (an advisory lock on PostgreSQL).
+async fn two_administrators_demoted_at_once_leave_one(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let root = admin(&app).await;
+    create_admin(&app, "second@example.com").await;
+    let id_of = |token: String| {
+        let app = &app;
+        async move {
+            app.get("/identity/me", &token).await.body["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let root_id = id_of(root.clone()).await;
+    let second = Tokens::from(&app.login("second@example.com", PASSWORD).await.body).access;
+    let second_id = id_of(second).await;
+    let demote = |id: String| {
+        let (app, root) = (&app, &root);
+        async move {
+            let path = format!("/admin/users/{id}");
+            call(app, Method::PATCH, &path, root, Some(json!({"roles": []}))).await
+        }
+    };
+    let (a, b) = tokio::join!(demote(root_id.clone()), demote(second_id.clone()));
+    let (admins,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM user_roles r JOIN users u ON u.id = r.user_id \
+         WHERE r.role = 'admin' AND u.status = 'active'",
+    )
+    .fetch_one(app.state.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        admins, 1,
+        "one administrator remains ({} / {}; {} / {})",
+        a.status, a.text, b.status, b.text
+    );
+    assert!(
+        [a.status, b.status].contains(&StatusCode::OK),
+        "one demotion went through: {} / {}",
+        a.text,
+        b.text
+    );
+}
+
 fn res_status(res: &crate::helpers::Response) -> StatusCode {
     res.status
 }
@@ -400,6 +447,22 @@ async fn erasure_removes_the_account_and_leaves_a_pseudonym_in_the_audit_log(b: 
         .execute(pool)
         .await;
     assert!(refused.is_err(), "audit_log stays append-only");
+    // And the columns erasure rewrites change only as erasure changes them.
+    for forged in [
+        "UPDATE audit_log SET actor_id = 'someone-else' WHERE actor_type = 'user'",
+        "UPDATE audit_log SET target_id = 'someone-else' WHERE target_type = 'user'",
+        "UPDATE audit_log SET ip = '192.0.2.1'",
+        "UPDATE audit_log SET user_agent = 'forged'",
+    ] {
+        let refused = sqlx::query(forged).execute(pool).await;
+        assert!(refused.is_err(), "{forged} must be refused");
+    }
+    // A pseudonym is given once.
+    let refused = sqlx::query("UPDATE audit_log SET actor_id = 'erased:other' WHERE actor_id = $1")
+        .bind(&pseudonym)
+        .execute(pool)
+        .await;
+    assert!(refused.is_err(), "a pseudonym is not replaced");
     // Consumers hear of it with the real id, so they can erase too.
     let types = event_types_of(&app, &eve_id).await;
     assert_eq!(
