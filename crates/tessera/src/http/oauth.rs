@@ -437,7 +437,7 @@ async fn login(
         }
     };
     let interaction = Interaction {
-        fresh_login: true,
+        signed_in: Some(user),
         consent: None,
     };
     proceed(
@@ -481,7 +481,7 @@ async fn consent(
     };
     let browser = browser_session(&state, &headers, state.clock.now()).await;
     let interaction = Interaction {
-        fresh_login: false,
+        signed_in: None,
         consent: browser.as_ref().map(|_| allow),
     };
     let ip = ctx.ip.as_deref();

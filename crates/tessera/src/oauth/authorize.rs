@@ -268,10 +268,11 @@ pub struct BrowserSession {
 }
 
 /// What the user did on a page in this round trip.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Interaction {
-    /// The user has just entered their password.
-    pub fresh_login: bool,
+    /// The user who has just entered their password (read for that check a moment ago: the
+    /// decision does not read them again).
+    pub signed_in: Option<User>,
     /// The user has just answered the consent page.
     pub consent: Option<bool>,
 }
@@ -306,11 +307,13 @@ pub async fn decide(
         ))
     };
     let has = |p: &str| req.prompt.iter().any(|x| x == p);
-    let user = match browser {
-        Some(b) => users::find_by_id(state.store.pool(), &b.user_id)
+    let fresh_login = interaction.signed_in.is_some();
+    let user = match (interaction.signed_in, browser) {
+        (Some(u), Some(b)) if u.id == b.user_id => Some(u).filter(User::is_active),
+        (_, Some(b)) => users::find_by_id(state.store.pool(), &b.user_id)
             .await?
             .filter(User::is_active),
-        None => None,
+        (_, None) => None,
     };
     let stale = browser.is_some_and(|b| req.max_age.is_some_and(|m| now - b.auth_time > m));
     let (Some(user), Some(browser)) = (user, browser) else {
@@ -323,7 +326,7 @@ pub async fn decide(
             Next::Login(req)
         });
     };
-    if !interaction.fresh_login && (has("login") || stale) {
+    if !fresh_login && (has("login") || stale) {
         return Ok(if has("none") {
             fail(OAuthError::new(
                 ErrorCode::LoginRequired,

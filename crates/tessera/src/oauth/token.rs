@@ -85,18 +85,21 @@ async fn authorization_code(
         return Err(bad());
     }
     let hash = token_hash(code);
-    let row = store::find_code(state.store.pool(), &hash)
-        .await?
-        .ok_or_else(bad)?;
-    if row.client_id != client.client_id {
-        return Err(bad());
-    }
+    // The token family's id is chosen first: the redemption links the code to it (one
+    // statement, see `redeem_code`), and `start_family` opens it in the same transaction.
+    let session_id = sessions::new_session_id();
     let mut tx = state.store.begin().await?;
-    if !store::use_code(&mut tx, &hash, now).await? {
-        // Read again inside this transaction: a redemption racing this one has committed by
-        // now (the UPDATE above waited for it), and its token family must be revoked too.
+    let Some(row) = store::redeem_code(&mut tx, &hash, &client.client_id, &session_id, now).await?
+    else {
+        // Unknown, another client's, expired, or used. Read it inside this transaction: a
+        // redemption racing this one has committed by now (the UPDATE above waited for it). A
+        // used code presented again by its client is a replay (RFC 6749 §4.1.2): the token
+        // family of the first redemption is revoked too.
         let first = store::find_code(&mut *tx, &hash).await?;
-        if let Some(sid) = first.and_then(|r| r.token_session_id).as_ref() {
+        let replayed = first
+            .filter(|r| r.client_id == client.client_id && r.used_at.is_some())
+            .and_then(|r| r.token_session_id);
+        if let Some(sid) = replayed.as_ref() {
             sessions::revoke_in(
                 &mut tx,
                 sid,
@@ -117,11 +120,7 @@ async fn authorization_code(
             tracing::warn!(client_id = %client.client_id, "authorization code reuse: its tokens were revoked");
         }
         return Err(bad());
-    }
-    if row.expires_at <= now {
-        tx.commit().await?;
-        return Err(bad());
-    }
+    };
     match params.get("redirect_uri") {
         Some(uri) if uri == row.redirect_uri => {}
         None if client.redirect_uris.len() == 1 && client.redirect_uris[0] == row.redirect_uri => {}
@@ -162,8 +161,10 @@ async fn authorization_code(
         audience: row.resource.as_deref(),
     };
     let roles = roles_for(&mut tx, client, &user).await?;
-    let issued = start_family(state, &mut tx, &user, roles, grant, family, ctx, now).await?;
-    store::set_code_session(&mut tx, &hash, &issued.session_id).await?;
+    let issued = start_family(
+        state, &mut tx, session_id, &user, roles, grant, family, ctx, now,
+    )
+    .await?;
     tx.commit().await?;
     let id_token = scope::contains(&row.scope, "openid").then(|| IdTokenInput {
         user: &user,
@@ -318,7 +319,11 @@ async fn password(
         audience: audience.as_deref(),
     };
     let roles = roles_for(&mut tx, client, &user).await?;
-    let issued = start_family(state, &mut tx, &user, roles, grant, family, ctx, now).await?;
+    let session_id = sessions::new_session_id();
+    let issued = start_family(
+        state, &mut tx, session_id, &user, roles, grant, family, ctx, now,
+    )
+    .await?;
     sessions::record_login(&mut tx, &user.id, &issued.session_id, ctx, now).await?;
     tx.commit().await?;
     let sid = issued.session_id.clone();
@@ -380,6 +385,7 @@ async fn roles_for(
 async fn start_family(
     state: &Core,
     tx: &mut crate::store::Tx,
+    session_id: String,
     user: &User,
     roles: Vec<Role>,
     grant: Grant<'_>,
@@ -388,7 +394,6 @@ async fn start_family(
     now: i64,
 ) -> Result<Issued, OAuthError> {
     let settings = &state.settings;
-    let session_id = uuid::Uuid::now_v7().to_string();
     let expires_at = if family.refresh {
         now + settings.max_age
     } else {

@@ -147,6 +147,11 @@ pub struct Grant<'a> {
     pub audience: Option<&'a str>,
 }
 
+/// A new session id (UUID v7: sessions sort by creation).
+pub fn new_session_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// Opens a session row in `tx`, with its first refresh token when `refresh_expires_at` is given
 /// (returned raw; only its hash is stored). Every path that starts a session comes here: JSON
 /// login ([`start`]), the hosted pages' browser session and OAuth token families.
@@ -190,7 +195,7 @@ pub async fn start(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
-    let session_id = uuid::Uuid::now_v7().to_string();
+    let session_id = new_session_id();
     let expires_at = now + settings.max_age;
     let refresh_expires_at = (now + settings.refresh_ttl).min(expires_at);
     let mut tx = store.begin().await?;
@@ -471,7 +476,7 @@ async fn rotate_in(
     .await?;
     store_sessions::touch_session(tx, &t.session_id, now).await?;
     let roles = if request.first_party {
-        crate::store::roles::roles_of(&mut **tx, &t.user_id).await?
+        t.roles.clone()
     } else {
         Vec::new()
     };

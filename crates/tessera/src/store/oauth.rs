@@ -182,28 +182,31 @@ pub async fn find_code<'e>(
     .await
 }
 
-/// Marks a code used; false when it was used already (single use, even under concurrency).
-pub async fn use_code(tx: &mut super::Tx, code_hash: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let done =
-        sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(code_hash)
-            .execute(&mut **tx)
-            .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub async fn set_code_session(
+/// Redeems a code in one statement: marks it used by `client_id` and links it to the token
+/// family `session_id` that the redemption starts (in the same transaction), so a replay finds
+/// what to revoke even while this redemption has not committed yet. `None` when the code is
+/// unknown, of another client, expired or used already (single use, even under concurrency:
+/// a racing redemption waits for this row and then no longer matches `used_at IS NULL`).
+pub async fn redeem_code(
     tx: &mut super::Tx,
     code_hash: &str,
+    client_id: &str,
     session_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE oauth_codes SET token_session_id = $1 WHERE code_hash = $2")
-        .bind(session_id)
-        .bind(code_hash)
-        .execute(&mut **tx)
-        .await
-        .map(|_| ())
+    now: i64,
+) -> Result<Option<CodeRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE oauth_codes SET used_at = $1, token_session_id = $2 \
+         WHERE code_hash = $3 AND client_id = $4 AND used_at IS NULL AND expires_at > $1 \
+         RETURNING code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, \
+         resource, nonce, code_challenge, auth_time, created_at, expires_at, used_at, \
+         token_session_id, tenant_id",
+    )
+    .bind(now)
+    .bind(session_id)
+    .bind(code_hash)
+    .bind(client_id)
+    .fetch_optional(&mut **tx)
+    .await
 }
 
 pub async fn find_consent<'e>(

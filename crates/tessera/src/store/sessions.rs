@@ -94,23 +94,41 @@ pub struct RefreshLookup {
     pub user_id: String,
     pub user_status: String,
     pub email_verified_at: Option<i64>,
+    /// The user's roles (Tessera-wide), for first-party tokens.
+    #[sqlx(skip)]
+    pub roles: Vec<crate::authz::Role>,
 }
 
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    #[sqlx(flatten)]
+    lookup: RefreshLookup,
+    role: Option<String>,
+}
+
+/// A refresh token, its session, its user and the user's roles, in one round trip (a row per
+/// role: a rotation is a hot path).
 pub async fn find_refresh_token<'e>(
     db: impl Executor<'e, Database = Any>,
     token_hash: &str,
 ) -> Result<Option<RefreshLookup>, sqlx::Error> {
-    sqlx::query_as(
+    let rows: Vec<RefreshRow> = sqlx::query_as(
         "SELECT r.session_id, r.expires_at AS token_expires_at, r.used_at, \
                 s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
                 s.client_id, s.scope, s.audience, \
-                u.id AS user_id, u.status AS user_status, u.email_verified_at \
+                u.id AS user_id, u.status AS user_status, u.email_verified_at, ur.role \
          FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
-         WHERE r.token_hash = $1",
+         LEFT JOIN user_roles ur ON ur.user_id = u.id \
+         WHERE r.token_hash = $1 ORDER BY ur.role",
     )
     .bind(token_hash)
-    .fetch_optional(db)
-    .await
+    .fetch_all(db)
+    .await?;
+    let roles = crate::authz::parse_roles(rows.iter().filter_map(|r| r.role.as_deref()));
+    Ok(rows
+        .into_iter()
+        .next()
+        .map(|r| RefreshLookup { roles, ..r.lookup }))
 }
 
 /// Whether a refresh token issued to `session_id` when `token_hash` was rotated (at `used_at`)

@@ -85,16 +85,6 @@ pub async fn find_by_id_or_slug<'e>(
         .await
 }
 
-pub async fn personal_of<'e>(
-    db: impl Executor<'e, Database = Any>,
-    user_id: &str,
-) -> Result<Option<TenantRow>, sqlx::Error> {
-    sqlx::query_as(select_tenants!("WHERE t.personal_of = $1"))
-        .bind(user_id)
-        .fetch_optional(db)
-        .await
-}
-
 /// Sets name and slug (either may stay as is).
 pub async fn update<'e>(
     db: impl Executor<'e, Database = Any>,
@@ -483,16 +473,20 @@ pub async fn set_last_tenant<'e>(
         .map(|_| ())
 }
 
-pub async fn last_tenant<'e>(
+/// The user's last used tenant and their personal tenant, in one round trip (the default
+/// tenant of a sign-in is the first that still takes them).
+pub async fn defaults_of<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT last_tenant_id FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.and_then(|(t,)| t))
+) -> Result<(Option<String>, Option<String>), sqlx::Error> {
+    let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT u.last_tenant_id, (SELECT t.id FROM tenants t WHERE t.personal_of = u.id LIMIT 1) \
+         FROM users u WHERE u.id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.unwrap_or_default())
 }
 
 /// How many members `tenant_id` has.

@@ -782,7 +782,7 @@ pub async fn choose(
             row.id
         }
         None => {
-            let last = store::last_tenant(db, user_id).await?;
+            let (last, personal) = store::defaults_of(db, user_id).await?;
             // The last tenant only if it still takes the user, from this address; else the
             // personal one (a tenant asked for by name says why it refuses).
             let usable = match &last {
@@ -794,10 +794,7 @@ pub async fn choose(
             };
             match last.filter(|_| usable) {
                 Some(t) => t,
-                None => match store::personal_of(db, user_id).await? {
-                    Some(p) => p.id,
-                    None => return Err(not_a_member()),
-                },
+                None => personal.ok_or_else(not_a_member)?,
             }
         }
     };
