@@ -210,13 +210,7 @@ pub async fn search<'e>(
 ) -> Result<Vec<User>, sqlx::Error> {
     let prefix = q.email_prefix.map(normalize_email).unwrap_or_default();
     // LIKE with `\` escaping, so `%` and `_` in the prefix match themselves.
-    let pattern = format!(
-        "{}%",
-        prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    );
+    let pattern = format!("{}%", like_escaped(&prefix));
     sqlx::query_as(select_users!(
         "WHERE id > $1 AND ($2 = '' OR email_normalized LIKE $3 ESCAPE '\\') \
          AND ($4 = '' OR status = $4) \
@@ -375,10 +369,18 @@ pub async fn erasure_scope(tx: &mut super::Tx, user_id: &str) -> Result<ErasureS
 /// Erases a user: the row and everything that cascades from it (profile, sessions and refresh
 /// tokens, roles, memberships, the personal tenant with its keys, consents, codes, mail
 /// tokens). The audit log keeps its entries with `pseudonym` in place of the id, and drops the
-/// IP address and user agent of what the user did. Published events about the user leave the
-/// outbox (those still pending, or owed to a webhook, are delivered first). False when there is
-/// no such user.
+/// IP address and user agent of what the user did. Invitations to the address go. Published
+/// events that name the user (by id or address) leave the outbox; those still pending, or owed
+/// to a webhook, stay (consumers need them to erase too). False when there is no such user.
 pub async fn erase(tx: &mut super::Tx, id: &str, pseudonym: &str) -> Result<bool, sqlx::Error> {
+    let email: Option<(String,)> =
+        sqlx::query_as("SELECT email_normalized FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((email_normalized,)) = email else {
+        return Ok(false);
+    };
     sqlx::query(
         "UPDATE audit_log SET actor_id = $1, ip = NULL, user_agent = NULL \
          WHERE actor_type = 'user' AND actor_id = $2",
@@ -402,25 +404,99 @@ pub async fn erase(tx: &mut super::Tx, id: &str, pseudonym: &str) -> Result<bool
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    sqlx::query(
-        "DELETE FROM webhook_deliveries WHERE status = 'delivered' AND event_seq IN \
-         (SELECT seq FROM outbox WHERE subject = $1 AND status = 'published')",
+    // Invitations to the address, and those the user accepted, hold the address.
+    sqlx::query("DELETE FROM invitations WHERE email_normalized = $1 OR accepted_by = $2")
+        .bind(&email_normalized)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    // Published events that name the user: those about the user, and tenant events that carry
+    // the id or the address in their data (a member added, an invitation sent), unless a
+    // webhook is still owed them. Candidates come from SQL: the subject, the id as a JSON
+    // string, or the address's longest ASCII run, lower-cased (ASCII case folding is the same
+    // on both backends; their Unicode folding is not). Each is then confirmed by comparing the
+    // envelope's strings as `normalize_email` does. A scan of the outbox: erasure is rare.
+    let id_pattern = format!(
+        "%{}%",
+        like_escaped(&serde_json::Value::from(id).to_string())
+    );
+    let email_pattern = format!("%{}%", like_escaped(longest_ascii_run(&email_normalized)));
+    let candidates: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT seq, subject, envelope FROM outbox WHERE status = 'published' \
+         AND (subject = $1 OR envelope LIKE $2 ESCAPE '\\' OR lower(envelope) LIKE $3 ESCAPE '\\') \
+         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+         WHERE d.event_seq = outbox.seq AND d.status <> 'delivered')",
     )
     .bind(id)
-    .execute(&mut **tx)
+    .bind(&id_pattern)
+    .bind(&email_pattern)
+    .fetch_all(&mut **tx)
     .await?;
-    sqlx::query(
-        "DELETE FROM outbox WHERE subject = $1 AND status = 'published' AND NOT EXISTS \
-         (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = outbox.seq)",
-    )
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
+    let erased: Vec<i64> = candidates
+        .into_iter()
+        .filter(|(_, subject, envelope)| {
+            subject == id
+                || serde_json::from_str(envelope)
+                    .is_ok_and(|v: serde_json::Value| names(&v, id, &email_normalized))
+        })
+        .map(|(seq, _, _)| seq)
+        .collect();
+    for chunk in erased.chunks(500) {
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Integers only: nothing of the list comes from outside.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM webhook_deliveries WHERE event_seq IN ({list})"
+        )))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM outbox WHERE seq IN ({list})"
+        )))
+        .execute(&mut **tx)
+        .await?;
+    }
     let done = sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Whether a string anywhere in `value` is `id`, or an address that normalises to
+/// `email_normalized`.
+fn names(value: &serde_json::Value, id: &str, email_normalized: &str) -> bool {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::String(s)
+                if s == id || (s.contains('@') && normalize_email(s) == email_normalized) =>
+            {
+                return true;
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            serde_json::Value::Object(fields) => stack.extend(fields.values()),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The longest run of ASCII characters in `text`: what an ASCII-only `lower()` keeps intact.
+fn longest_ascii_run(text: &str) -> &str {
+    text.split(|c: char| !c.is_ascii())
+        .max_by_key(|part| part.len())
+        .unwrap_or_default()
+}
+
+/// `text` with the LIKE pattern characters escaped by `\` (for `LIKE … ESCAPE '\'`).
+fn like_escaped(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -480,5 +556,37 @@ mod status_tests {
         }
         assert_eq!(AccountStatus::parse("Active"), AccountStatus::Deactivated);
         assert_eq!(AccountStatus::parse(""), AccountStatus::Deactivated);
+    }
+}
+
+#[cfg(test)]
+mod erasure_tests {
+    use super::{longest_ascii_run, names, normalize_email};
+    use serde_json::json;
+
+    #[test]
+    fn an_envelope_names_the_user_by_id_or_by_any_casing_of_the_address() {
+        let id = "0190-user";
+        let email = normalize_email("ünal@example.com");
+        let invited = json!({"data": {"email": "ÜNAL@Example.com", "roles": ["viewer"]}});
+        assert!(
+            names(&invited, id, &email),
+            "non-ASCII letters fold as at sign-up"
+        );
+        let added = json!({"data": {"members": [{"user_id": "0190-user"}]}});
+        assert!(names(&added, id, &email));
+        let other = json!({"data": {"email": "nal@example.com", "user_id": "0190-user-2"}});
+        assert!(
+            !names(&other, id, &email),
+            "a longer id or a shorter address is someone else"
+        );
+        // The SQL prefilter looks for this run in the ASCII-lower-cased envelope: it is there
+        // whatever the address's casing.
+        assert_eq!(longest_ascii_run(&email), "nal@example.com");
+        assert!(
+            r#"{"email":"ÜNAL@Example.com"}"#
+                .to_ascii_lowercase()
+                .contains(longest_ascii_run(&email))
+        );
     }
 }

@@ -392,8 +392,43 @@ async fn erasure_removes_the_account_and_leaves_a_pseudonym_in_the_audit_log(b: 
     .await;
     assert!(res.status.is_success(), "{}", res.text);
 
+    // Another team has invited her address; and the relay has published every event so far.
+    let other = crate::tenants::team(&app, &root, "Root's team", "root-team").await;
+    let root_in = crate::tenants::switch(&app, &root, &other).await;
+    let res = call(
+        &app,
+        Method::POST,
+        &format!("/tenants/{other}/invitations"),
+        &root_in.access,
+        Some(json!({"email": "Eve@Example.com", "roles": ["viewer"]})),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    let pool = app.state.store.pool();
+    sqlx::query("UPDATE outbox SET status = 'published'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let by_address = "%\"eve@example.com\"%";
+    let by_id = &format!("%\"{eve_id}\"%");
+    assert!(
+        published_mentioning(&app, by_address).await > 0,
+        "the invitation event names her"
+    );
+    assert!(published_mentioning(&app, by_id).await > 0);
+
     let res = call(&app, Method::DELETE, &path, &root, None).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+    // No published event names her any more, by id or by address; nor does any invitation.
+    assert_eq!(published_mentioning(&app, by_address).await, 0);
+    assert_eq!(published_mentioning(&app, by_id).await, 0);
+    let (invited,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM invitations WHERE email_normalized = $1")
+            .bind("eve@example.com")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(invited, 0, "the invitation to her address went with her");
     assert_error(
         &app.get(&path, &root).await,
         StatusCode::NOT_FOUND,
@@ -419,7 +454,6 @@ async fn erasure_removes_the_account_and_leaves_a_pseudonym_in_the_audit_log(b: 
         StatusCode::NOT_FOUND
     );
     // The audit log keeps what happened, under a pseudonym, without her address or browser.
-    let pool = app.state.store.pool();
     let (mentions,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE actor_id = $1 OR target_id = $1")
             .bind(&eve_id)
@@ -493,6 +527,18 @@ async fn erasure_removes_the_account_and_leaves_a_pseudonym_in_the_audit_log(b: 
     );
     let res = call(&app, Method::DELETE, &path, &root, None).await;
     assert_error(&res, StatusCode::NOT_FOUND, "not_found");
+}
+
+/// Published events whose envelope, lower-cased, is LIKE `pattern`.
+async fn published_mentioning(app: &TestApp, pattern: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM outbox WHERE status = 'published' AND lower(envelope) LIKE $1",
+    )
+    .bind(pattern)
+    .fetch_one(app.state.store.pool())
+    .await
+    .unwrap();
+    n
 }
 
 async fn an_administrator_lists_and_ends_a_users_sessions_and_reactivates_them(b: Backend) {
