@@ -176,7 +176,7 @@ async fn insert_in(
         source: source.to_string(),
     };
     events::append(tx, ctx, &event, new.now).await?;
-    crate::tenants::create_personal_in(tx, new.id, ctx, new.now).await?;
+    let personal = crate::tenants::create_personal_in(tx, new.id, ctx, new.now).await?;
     Ok(User {
         id: new.id.to_string(),
         email: new.email.to_string(),
@@ -185,6 +185,8 @@ async fn insert_in(
         status: users::AccountStatus::Active.as_str().into(),
         created_at: new.now,
         updated_at: new.now,
+        last_tenant_id: None,
+        personal_tenant_id: Some(personal),
     })
 }
 
@@ -332,7 +334,7 @@ pub async fn login(
     let user = authenticate(state, email, password, ctx, now).await?;
     let roles = crate::store::roles::roles_of(state.store.pool(), &user.id).await?;
     let ip = ctx.ip.as_deref();
-    let (tenant_id, tenant_roles) = crate::tenants::choose(state, &user.id, tenant, ip).await?;
+    let (tenant_id, tenant_roles) = crate::tenants::choose(state, &user, tenant, ip).await?;
     if tenant.is_some() {
         crate::tenants::remember(state, &user.id, &tenant_id).await?;
     }

@@ -377,7 +377,7 @@ pub async fn decide(
             return Ok(Next::PickTenant(req, mine));
         }
     }
-    let tenant_id = match crate::tenants::choose(state, &user.id, req.tenant.as_deref(), ip).await {
+    let tenant_id = match crate::tenants::choose(state, &user, req.tenant.as_deref(), ip).await {
         Ok((tenant_id, _)) => Some(tenant_id),
         Err(crate::Error::Forbidden { message, .. }) if req.tenant.is_some() => {
             return Ok(fail(OAuthError::new(ErrorCode::AccessDenied, message)));

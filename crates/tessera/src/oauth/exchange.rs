@@ -153,7 +153,7 @@ async fn for_user_token(
     let (tid, tenant_roles) = match wanted {
         Some(t) => {
             let (id, roles) =
-                crate::tenants::choose(state, &subject.sub, Some(t), ctx.ip.as_deref()).await?;
+                crate::tenants::choose_named(state, &subject.sub, t, ctx.ip.as_deref()).await?;
             (Some(id), roles)
         }
         None => (None, Vec::new()),

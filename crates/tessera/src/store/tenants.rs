@@ -473,22 +473,6 @@ pub async fn set_last_tenant<'e>(
         .map(|_| ())
 }
 
-/// The user's last used tenant and their personal tenant, in one round trip (the default
-/// tenant of a sign-in is the first that still takes them).
-pub async fn defaults_of<'e>(
-    db: impl Executor<'e, Database = Any>,
-    user_id: &str,
-) -> Result<(Option<String>, Option<String>), sqlx::Error> {
-    let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT u.last_tenant_id, (SELECT t.id FROM tenants t WHERE t.personal_of = u.id LIMIT 1) \
-         FROM users u WHERE u.id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.unwrap_or_default())
-}
-
 /// How many members `tenant_id` has.
 pub async fn count_members<'e>(
     db: impl Executor<'e, Database = Any>,

@@ -12,6 +12,12 @@ pub struct User {
     pub status: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The tenant the user last signed in to or switched to (the default of the next login).
+    #[sqlx(default)]
+    pub last_tenant_id: Option<String>,
+    /// The user's personal tenant (the default when the last one no longer takes them).
+    #[sqlx(default)]
+    pub personal_tenant_id: Option<String>,
 }
 
 impl std::fmt::Debug for User {
@@ -69,7 +75,9 @@ pub struct NewUser<'a> {
 macro_rules! select_users {
     ($rest:literal) => {
         concat!(
-            "SELECT id, email, email_verified_at, password_hash, status, created_at, updated_at FROM users ",
+            "SELECT id, email, email_verified_at, password_hash, status, created_at, updated_at, \
+             last_tenant_id, (SELECT t.id FROM tenants t WHERE t.personal_of = users.id) \
+             AS personal_tenant_id FROM users ",
             $rest
         )
     };

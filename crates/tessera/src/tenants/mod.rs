@@ -26,6 +26,7 @@ use crate::events::{self, TenantCreatedV1, TenantDeletedV1, TenantSuspendedV1};
 use crate::shared::Invalidation;
 use crate::store::is_unique_violation;
 use crate::store::tenants::{self as store, NewTenant, TenantRow};
+use crate::store::users::User;
 
 crate::error::wire_codes! {
 /// What a tenant is for.
@@ -765,44 +766,62 @@ pub async fn purge(
 
 // ---------------------------------------------------------------- the active tenant of a login
 
-/// The tenant a login or a switch lands in: `wanted` (id or slug) when given, else the one
-/// used last, else the personal tenant. Returns the tenant id and the roles there.
+/// The tenant a login lands in: `wanted` (id or slug) when given, else the one used last,
+/// else the personal tenant (both read with `user`, no query of their own). Returns the tenant
+/// id and the roles there.
 pub async fn choose(
     core: &Core,
-    user_id: &str,
+    user: &User,
     wanted: Option<&str>,
     ip: Option<&str>,
 ) -> Result<(String, Vec<String>)> {
-    let db = core.store.pool();
-    let tenant_id = match wanted {
-        Some(key) => {
-            let row = store::find_by_id_or_slug(db, key)
-                .await?
-                .ok_or_else(not_a_member)?;
-            row.id
+    if let Some(key) = wanted {
+        return choose_named(core, &user.id, key, ip).await;
+    }
+    // The last tenant only if it still takes the user, from this address; else the personal
+    // one (a tenant asked for by name says why it refuses).
+    let usable = match &user.last_tenant_id {
+        Some(t) => {
+            matches!(access(core, t, &user.id).await, Ok(Some(_)))
+                && policy::check_ip(core, t, ip).await.is_ok()
         }
-        None => {
-            let (last, personal) = store::defaults_of(db, user_id).await?;
-            // The last tenant only if it still takes the user, from this address; else the
-            // personal one (a tenant asked for by name says why it refuses).
-            let usable = match &last {
-                Some(t) => {
-                    matches!(access(core, t, user_id).await, Ok(Some(_)))
-                        && policy::check_ip(core, t, ip).await.is_ok()
-                }
-                None => false,
-            };
-            match last.filter(|_| usable) {
-                Some(t) => t,
-                None => personal.ok_or_else(not_a_member)?,
-            }
-        }
+        None => false,
     };
-    let access = access(core, &tenant_id, user_id)
+    let tenant_id = match user.last_tenant_id.as_deref().filter(|_| usable) {
+        Some(t) => t,
+        None => user
+            .personal_tenant_id
+            .as_deref()
+            .ok_or_else(not_a_member)?,
+    };
+    enter(core, tenant_id, &user.id, ip).await
+}
+
+/// The tenant named by `key` (id or slug), if it takes `user_id` from `ip`.
+pub async fn choose_named(
+    core: &Core,
+    user_id: &str,
+    key: &str,
+    ip: Option<&str>,
+) -> Result<(String, Vec<String>)> {
+    let row = store::find_by_id_or_slug(core.store.pool(), key)
         .await?
         .ok_or_else(not_a_member)?;
-    policy::check_ip(core, &tenant_id, ip).await?;
-    Ok((tenant_id, access.roles))
+    enter(core, &row.id, user_id, ip).await
+}
+
+/// The user's roles in `tenant_id`, if it takes them from `ip`.
+async fn enter(
+    core: &Core,
+    tenant_id: &str,
+    user_id: &str,
+    ip: Option<&str>,
+) -> Result<(String, Vec<String>)> {
+    let access = access(core, tenant_id, user_id)
+        .await?
+        .ok_or_else(not_a_member)?;
+    policy::check_ip(core, tenant_id, ip).await?;
+    Ok((tenant_id.to_string(), access.roles))
 }
 
 pub(crate) fn not_a_member() -> Error {
@@ -830,7 +849,7 @@ pub async fn switch(
         });
     }
     let ip = ctx.ip.as_deref();
-    let (tenant_id, tenant_roles) = choose(core, &user.user_id, Some(wanted), ip).await?;
+    let (tenant_id, tenant_roles) = choose_named(core, &user.user_id, wanted, ip).await?;
     remember(core, &user.user_id, &tenant_id).await?;
     let account = crate::store::users::find_by_id(core.store.pool(), &user.user_id)
         .await?
