@@ -168,15 +168,23 @@ pub async fn insert_code<'e>(
     .map(|_| ())
 }
 
+/// The columns of a [`CodeRow`], for `SELECT` and `RETURNING`.
+macro_rules! code_columns {
+    () => {
+        "code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, resource, nonce, \
+         code_challenge, auth_time, created_at, expires_at, used_at, token_session_id, tenant_id"
+    };
+}
+
 pub async fn find_code<'e>(
     db: impl Executor<'e, Database = Any>,
     code_hash: &str,
 ) -> Result<Option<CodeRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, resource, nonce, \
-         code_challenge, auth_time, created_at, expires_at, used_at, token_session_id, tenant_id \
-         FROM oauth_codes WHERE code_hash = $1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        code_columns!(),
+        " FROM oauth_codes WHERE code_hash = $1"
+    ))
     .bind(code_hash)
     .fetch_optional(db)
     .await
@@ -194,13 +202,12 @@ pub async fn redeem_code(
     session_id: &str,
     now: i64,
 ) -> Result<Option<CodeRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "UPDATE oauth_codes SET used_at = $1, token_session_id = $2 \
          WHERE code_hash = $3 AND client_id = $4 AND used_at IS NULL AND expires_at > $1 \
-         RETURNING code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, \
-         resource, nonce, code_challenge, auth_time, created_at, expires_at, used_at, \
-         token_session_id, tenant_id",
-    )
+         RETURNING ",
+        code_columns!()
+    ))
     .bind(now)
     .bind(session_id)
     .bind(code_hash)
