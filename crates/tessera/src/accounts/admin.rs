@@ -129,8 +129,12 @@ async fn find(core: &Core, id: &str) -> Result<User> {
 
 /// Refuses a change that leaves no active administrator other than `user_id`, when `user_id`
 /// is one now and would stop being one.
-async fn keep_an_admin(tx: &mut crate::store::Tx, user_id: &str) -> Result<()> {
-    users::lock_admin_changes(tx).await?;
+async fn keep_an_admin(
+    tx: &mut crate::store::Tx,
+    backend: crate::store::Backend,
+    user_id: &str,
+) -> Result<()> {
+    users::lock_admin_changes(tx, backend).await?;
     let is_admin = store_roles::roles_of(&mut **tx, user_id)
         .await?
         .contains(&Role::Admin);
@@ -305,7 +309,7 @@ pub async fn update(
         let before = store_roles::roles_of(&mut *tx, id).await?;
         if &before != roles {
             if !roles.contains(&Role::Admin) {
-                keep_an_admin(&mut tx, id).await?;
+                keep_an_admin(&mut tx, core.store.backend(), id).await?;
             }
             store_roles::set(&mut tx, id, roles, now).await?;
             changed.push("roles");
@@ -348,16 +352,19 @@ pub async fn update(
     detail(core, &find(core, id).await?).await
 }
 
-/// Deactivates a user (see [`super::deactivate`]); nothing to do when they are already. The
+/// Deactivates a user (see [`super::deactivate_in`]); nothing to do when they are already. The
 /// last active administrator cannot be deactivated (`last_admin`).
 pub async fn deactivate(core: &Core, id: &str, by: By<'_>, now: i64) -> Result<()> {
     authz::require(by.principal, Permission::ManageUsers)?;
     let user = find(core, id).await?;
     if user.is_active() {
+        // The check and the change in one transaction, so two administrators deactivating
+        // each other at once cannot both pass it.
         let mut tx = core.store.begin().await?;
-        keep_an_admin(&mut tx, id).await?;
+        keep_an_admin(&mut tx, core.store.backend(), id).await?;
+        let revoked = super::deactivate_in(&mut tx, id, by.principal, by.ctx, now).await?;
         tx.commit().await?;
-        super::deactivate(&core.store, &core.sessions, id, by.principal, by.ctx, now).await?;
+        core.sessions.mark_all_revoked(&revoked).await;
         core.users.invalidate(id).await;
     }
     Ok(())
@@ -395,7 +402,7 @@ pub async fn erase(core: &Core, id: &str, by: By<'_>, now: i64) -> Result<()> {
             message: "the user is the only owner of a team: transfer ownership or delete the team first",
         });
     }
-    keep_an_admin(&mut tx, id).await?;
+    keep_an_admin(&mut tx, core.store.backend(), id).await?;
     let scope = users::erasure_scope(&mut tx, id).await?;
     let revoked = sessions::revoke_all_in(
         &mut tx,

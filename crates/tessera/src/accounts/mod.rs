@@ -521,17 +521,32 @@ pub async fn deactivate(
     now: i64,
 ) -> Result<()> {
     authz::require(principal, Permission::ManageUsers)?;
+    let mut tx = store.begin().await?;
+    let revoked = deactivate_in(&mut tx, user_id, principal, ctx, now).await?;
+    tx.commit().await?;
+    cache.mark_all_revoked(&revoked).await;
+    Ok(())
+}
+
+/// [`deactivate`] inside `tx`, for a caller that checks more in the same transaction; returns
+/// the revoked sessions, to mark in the session cache once `tx` has committed.
+pub(crate) async fn deactivate_in(
+    tx: &mut crate::store::Tx,
+    user_id: &str,
+    principal: &Principal,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<Vec<String>> {
     if user_id.len() > 64 {
         return Err(Error::NotFound);
     }
-    let mut tx = store.begin().await?;
-    if !users::deactivate(&mut tx, user_id, now).await? {
+    if !users::deactivate(tx, user_id, now).await? {
         return Err(Error::NotFound);
     }
     let entry = Entry::success(principal.actor(), action::DEACTIVATE_USER).target("user", user_id);
-    audit::record(&mut *tx, ctx, &entry, now).await?;
+    audit::record(&mut **tx, ctx, &entry, now).await?;
     let revoked = sessions::revoke_all_in(
-        &mut tx,
+        tx,
         user_id,
         None,
         sessions::RevocationReason::UserDeactivated,
@@ -542,10 +557,8 @@ pub async fn deactivate(
     let event = UserDeactivatedV1 {
         user_id: user_id.to_string(),
     };
-    events::append(&mut tx, ctx, &event, now).await?;
-    tx.commit().await?;
-    cache.mark_all_revoked(&revoked).await;
-    Ok(())
+    events::append(tx, ctx, &event, now).await?;
+    Ok(revoked)
 }
 
 /// Users read by id, remembered for a few seconds: `GET /identity/me` needs no database read

@@ -294,10 +294,13 @@ pub async fn reactivate(tx: &mut super::Tx, id: &str, now: i64) -> Result<bool, 
 /// beside it: SQLite's `BEGIN IMMEDIATE` already admits one writer at a time; on PostgreSQL
 /// (read committed) two removals could each count the other, so they take one
 /// transaction-scoped advisory lock.
-pub async fn lock_admin_changes(tx: &mut super::Tx) -> Result<(), sqlx::Error> {
+pub async fn lock_admin_changes(
+    tx: &mut super::Tx,
+    backend: super::Backend,
+) -> Result<(), sqlx::Error> {
     /// The advisory lock's key: any constant no other part of Tessera uses.
     const ADMIN_CHANGES: i64 = 0x7e55_e4a0_0001;
-    if tx.backend_name() == "PostgreSQL" {
+    if backend == super::Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(ADMIN_CHANGES)
             .execute(&mut **tx)
