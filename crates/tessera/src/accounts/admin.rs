@@ -352,7 +352,7 @@ pub async fn update(
     detail(core, &find(core, id).await?).await
 }
 
-/// Deactivates a user (see [`super::deactivate_in`]); nothing to do when they are already. The
+/// Deactivates a user (as [`super::deactivate`] does, after the last-admin check); nothing to do when they are already. The
 /// last active administrator cannot be deactivated (`last_admin`).
 pub async fn deactivate(core: &Core, id: &str, by: By<'_>, now: i64) -> Result<()> {
     authz::require(by.principal, Permission::ManageUsers)?;
