@@ -1,5 +1,6 @@
 //! Users and profiles.
 
+use futures_util::TryStreamExt as _;
 use sqlx::{Any, Executor};
 
 /// A row of `users`. The password hash is kept out of `Debug`.
@@ -432,26 +433,28 @@ pub async fn erase(tx: &mut super::Tx, id: &str, pseudonym: &str) -> Result<bool
         like_escaped(&serde_json::Value::from(id).to_string())
     );
     let email_pattern = format!("%{}%", like_escaped(longest_ascii_run(&email_normalized)));
-    let candidates: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT seq, subject, envelope FROM outbox WHERE status = 'published' \
-         AND (subject = $1 OR envelope LIKE $2 ESCAPE '\\' OR lower(envelope) LIKE $3 ESCAPE '\\') \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
-         WHERE d.event_seq = outbox.seq AND d.status <> 'delivered')",
-    )
-    .bind(id)
-    .bind(&id_pattern)
-    .bind(&email_pattern)
-    .fetch_all(&mut **tx)
-    .await?;
-    let erased: Vec<i64> = candidates
-        .into_iter()
-        .filter(|(_, subject, envelope)| {
-            subject == id
-                || serde_json::from_str(envelope)
+    // Streamed: only the seqs to delete are kept, however many events name the user.
+    let mut erased: Vec<i64> = Vec::new();
+    {
+        let mut candidates = sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT seq, subject, envelope FROM outbox WHERE status = 'published' \
+             AND (subject = $1 OR envelope LIKE $2 ESCAPE '\\' OR lower(envelope) LIKE $3 ESCAPE '\\') \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+             WHERE d.event_seq = outbox.seq AND d.status <> 'delivered')",
+        )
+        .bind(id)
+        .bind(&id_pattern)
+        .bind(&email_pattern)
+        .fetch(&mut **tx);
+        while let Some((seq, subject, envelope)) = candidates.try_next().await? {
+            if subject == id
+                || serde_json::from_str(&envelope)
                     .is_ok_and(|v: serde_json::Value| names(&v, id, &email_normalized))
-        })
-        .map(|(seq, _, _)| seq)
-        .collect();
+            {
+                erased.push(seq);
+            }
+        }
+    }
     for chunk in erased.chunks(500) {
         let list = chunk
             .iter()
