@@ -259,7 +259,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tessera::telemetry::init(&config.log_format);
+    // Only `serve` exports traces: the other commands are short and would lose their spans.
+    let traces = match cli.command {
+        Command::Serve => config.traces.clone(),
+        _ => tessera::config::TracesConfig::default(),
+    };
+    if let Err(e) = tessera::telemetry::init(&config.log_format, &traces) {
+        eprintln!("tessera: invalid configuration: TESSERA_TRACES__ENDPOINT: {e}");
+        return ExitCode::from(2);
+    }
     match run(cli.command, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -50,7 +50,7 @@ impl AppState {
     /// Connects, migrates and loads keys: everything but the listener.
     pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
         // Recording starts with the process, not with the first scrape.
-        if crate::metrics::handle().is_none() {
+        if config.metrics.enabled && crate::metrics::handle().is_none() {
             tracing::warn!("another metrics recorder is installed: /metrics answers 503");
         }
         let pages = Arc::new(Pages::new(config.templates_dir.as_deref())?);
@@ -158,7 +158,9 @@ impl App {
         ))));
         tasks.push(tokio::spawn(housekeeping(state.clone())));
         tasks.push(tokio::spawn(crate::audit::run_purge(state.clone())));
-        tasks.push(tokio::spawn(crate::metrics::upkeep()));
+        if state.config.metrics.enabled {
+            tasks.push(tokio::spawn(crate::metrics::upkeep()));
+        }
         if let Some((addr, listener)) = metrics_listener {
             let metrics = crate::http::metrics_router(self.state.clone());
             tracing::info!(%addr, "serving /metrics");
@@ -209,6 +211,8 @@ impl App {
         {
             tracing::warn!("the database pool did not close within 5 s; exiting anyway");
         }
+        // The spans of the last requests are still in the exporter's buffer.
+        let _ = tokio::task::spawn_blocking(crate::telemetry::shutdown).await;
         result.context("serving HTTP")
     }
 

@@ -80,6 +80,10 @@ const KNOWN_ENV_KEYS: &[&str] = &[
     "METRICS__LISTEN",
     "SHUTDOWN__DRAIN_DELAY_SECS",
     "SHUTDOWN__DRAIN_DEADLINE_SECS",
+    "METRICS__ENABLED",
+    "TRACES__ENDPOINT",
+    "TRACES__SAMPLE_RATIO",
+    "TRACES__SERVICE_NAME",
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -168,6 +172,7 @@ pub struct Config {
     /// Unset: the system's trust store.
     pub redis_ca_file: Option<PathBuf>,
     pub metrics: MetricsConfig,
+    pub traces: TracesConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -190,15 +195,52 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// OpenTelemetry traces over OTLP/HTTP (protobuf).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TracesConfig {
+    /// The collector's OTLP/HTTP traces URL, used as given (for example
+    /// `http://127.0.0.1:4318/v1/traces`). Unset: no spans are exported.
+    pub endpoint: Option<String>,
+    /// The share of new traces that are sampled, 0.0 to 1.0; a request that arrives with a
+    /// `traceparent` follows its sampled flag.
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sample_ratio: 1.0,
+            service_name: "tessera".into(),
+        }
+    }
+}
+
 /// `/metrics` (Prometheus text format).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct MetricsConfig {
+    /// Record metrics at all. `false`: nothing is recorded and `/metrics` answers 404 (for
+    /// measuring what recording costs, or a deployment that does not scrape).
+    pub enabled: bool,
     /// A bearer credential that may scrape `/metrics` (besides administrators' tokens).
     pub token: Option<SecretString>,
     /// Also serve `/metrics`, without a credential, on this address (for example
     /// `127.0.0.1:9464`, reachable only by the scraper).
     pub listen: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            token: None,
+            listen: None,
+        }
+    }
 }
 
 /// The audit log's retention.
@@ -378,6 +420,7 @@ impl Default for Config {
             redis_ca_file: None,
             audit: AuditConfig::default(),
             metrics: MetricsConfig::default(),
+            traces: TracesConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -662,6 +705,12 @@ impl Config {
                 "must be at most 3600",
             ));
         }
+        if self.metrics.listen.is_some() && !self.metrics.enabled {
+            return Err(invalid(
+                "TESSERA_METRICS__LISTEN",
+                "is set while TESSERA_METRICS__ENABLED is false",
+            ));
+        }
         if let Some(addr) = &self.metrics.listen
             && addr.parse::<std::net::SocketAddr>().is_err()
         {
@@ -669,6 +718,25 @@ impl Config {
                 "TESSERA_METRICS__LISTEN",
                 "must be an address and port such as 127.0.0.1:9464",
             ));
+        }
+        if let Some(endpoint) = &self.traces.endpoint {
+            let ok = url::Url::parse(endpoint)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(invalid(
+                    "TESSERA_TRACES__ENDPOINT",
+                    "must be an http(s) URL such as http://127.0.0.1:4318/v1/traces",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
+            return Err(invalid(
+                "TESSERA_TRACES__SAMPLE_RATIO",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.traces.service_name.trim().is_empty() {
+            return Err(invalid("TESSERA_TRACES__SERVICE_NAME", "must not be empty"));
         }
         if self.audit.retention_days > 100 * 365 {
             return Err(invalid(
@@ -933,8 +1001,14 @@ impl Config {
             },
             "shutdown": self.shutdown,
             "metrics": {
+                "enabled": self.metrics.enabled,
                 "token": self.metrics.token.as_ref().map(|_| "[redacted]"),
                 "listen": self.metrics.listen,
+            },
+            "traces": {
+                "endpoint": self.traces.endpoint.as_deref().map(redact_url),
+                "sample_ratio": self.traces.sample_ratio,
+                "service_name": self.traces.service_name,
             },
         })
     }

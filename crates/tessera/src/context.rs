@@ -1,4 +1,5 @@
-//! Who is asking, for the record: the request's correlation id, the client's IP and user agent.
+//! Who is asking, for the record: the request's correlation id and trace, the client's IP and
+//! user agent.
 //! Domain functions that write sessions, events or audit entries take a [`RequestContext`].
 
 /// Facts about the request a change is made for.
@@ -6,6 +7,8 @@
 pub struct RequestContext {
     /// The request's `X-Correlation-ID` (accepted or generated); empty outside a request.
     pub correlation_id: String,
+    /// The W3C trace context the request runs in (its span's, or the caller's `traceparent`).
+    pub trace: Option<crate::telemetry::TraceParent>,
     /// The client's IP address (from the socket).
     pub ip: Option<String>,
     /// The client's `User-Agent`, truncated to 256 characters.
@@ -17,6 +20,7 @@ impl RequestContext {
     pub fn system() -> Self {
         Self {
             correlation_id: uuid::Uuid::now_v7().to_string(),
+            trace: None,
             ip: None,
             user_agent: None,
         }

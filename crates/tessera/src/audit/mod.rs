@@ -205,7 +205,7 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// Appends `entry` with the request's IP, user agent and correlation id. Pass `&mut **tx` to
+/// Appends `entry` with the request's IP, user agent, correlation id and trace id. Pass `&mut **tx` to
 /// write inside a transaction (the usual case), or the pool for a refusal that changes nothing.
 pub async fn record<'e>(
     db: impl Executor<'e, Database = Any>,
@@ -228,6 +228,7 @@ pub async fn record<'e>(
             ip: ctx.ip.as_deref(),
             user_agent: ctx.user_agent.as_deref(),
             correlation_id: &ctx.correlation_id,
+            trace_id: ctx.trace.as_ref().map(|t| t.trace_id.as_str()),
             tenant_id: entry.tenant,
         },
     )
@@ -273,6 +274,9 @@ pub struct AuditView {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub correlation_id: String,
+    /// The W3C trace id of the request, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
 }
@@ -292,6 +296,7 @@ impl From<AuditRow> for AuditView {
             ip: r.ip,
             user_agent: r.user_agent,
             correlation_id: r.correlation_id,
+            trace_id: r.trace_id,
             tenant_id: r.tenant_id,
         }
     }

@@ -34,6 +34,13 @@ pub struct Envelope<T> {
     pub occurred_at: String,
     /// The `X-Correlation-ID` of the request that caused the change.
     pub correlation_id: String,
+    /// The W3C trace id of that request, when it had one (32 lowercase hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The W3C `traceparent` of that request's span: NATS messages and webhook deliveries carry
+    /// it as their `traceparent` header, so a consumer's span joins the trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The aggregate: the user id (empty for a failed login naming no known account), or the
     /// tenant id for tenant events.
     pub subject: String,
@@ -70,6 +77,11 @@ pub async fn append<E: DomainEvent>(
         event_type: E::TYPE.to_string(),
         occurred_at: rfc3339(now),
         correlation_id: ctx.correlation_id.clone(),
+        trace_id: ctx.trace.as_ref().map(|t| t.trace_id.clone()),
+        traceparent: ctx
+            .trace
+            .as_ref()
+            .map(crate::telemetry::TraceParent::header),
         subject: event.subject().to_string(),
         tenant_id: event.tenant().map(str::to_string),
         data: event,
@@ -88,6 +100,18 @@ pub async fn append<E: DomainEvent>(
     )
     .await?;
     Ok(())
+}
+
+/// The `traceparent` an envelope carries (see [`Envelope::traceparent`]), for the header of its
+/// NATS message. Reads that one field, and only a well-formed value.
+pub(crate) fn traceparent_of(envelope: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        traceparent: Option<String>,
+    }
+    let head: Head = serde_json::from_str(envelope).ok()?;
+    crate::telemetry::TraceParent::parse(head.traceparent.as_deref()?).map(|t| t.header())
 }
 
 /// Which events to list.

@@ -150,14 +150,13 @@ pub async fn round(
         }
         let subject = format!("{}.{}", cfg.subject_prefix, row.event_type);
         let outcome = async {
-            let ack = js
-                .send_publish(
-                    subject,
-                    PublishMessage::build()
-                        .payload(row.envelope.clone().into())
-                        .message_id(&row.event_id),
-                )
-                .await?;
+            let mut message = PublishMessage::build()
+                .payload(row.envelope.clone().into())
+                .message_id(&row.event_id);
+            if let Some(traceparent) = super::traceparent_of(&row.envelope) {
+                message = message.header("traceparent", traceparent.as_str());
+            }
+            let ack = js.send_publish(subject, message).await?;
             ack.await?;
             Ok::<_, anyhow::Error>(())
         }

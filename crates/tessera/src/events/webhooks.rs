@@ -358,8 +358,15 @@ async fn deliver(
         zeroize::Zeroizing::new(master.open(&format!("webhook:{}", d.webhook_id), &d.secret)?);
     let envelope: serde_json::Value = serde_json::from_str(&d.envelope)?;
     let body = d.envelope.as_bytes().to_vec();
-    let res = client
-        .post(&d.url)
+    let mut request = client.post(&d.url);
+    // The trace of the request that caused the event (W3C Trace Context, `traceparent`).
+    if let Some(trace) = envelope["traceparent"]
+        .as_str()
+        .and_then(crate::telemetry::TraceParent::parse)
+    {
+        request = request.header("traceparent", trace.header());
+    }
+    let res = request
         .header("content-type", "application/json")
         .header(SIGNATURE_HEADER, sign(&secret, now, &body))
         .header(

@@ -229,8 +229,13 @@ impl FromRequestParts<AppState> for Context {
             .get::<super::CorrelationId>()
             .map(|c| c.0.clone())
             .unwrap_or_default();
+        let trace = parts
+            .extensions
+            .get::<super::Trace>()
+            .and_then(|t| t.0.clone());
         Ok(Self(RequestContext {
             correlation_id,
+            trace,
             user_agent,
             ip,
         }))

@@ -155,6 +155,8 @@ fn cors(
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static(CORRELATION_HEADER),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
         ])
         .expose_headers([
             HeaderName::from_static(CORRELATION_HEADER),
@@ -167,6 +169,10 @@ fn cors(
 /// The request's correlation id (from `X-Correlation-ID` or generated).
 #[derive(Clone, Debug)]
 pub struct CorrelationId(pub String);
+
+/// The W3C trace context the request runs in, if it has one (see [`crate::telemetry::join`]).
+#[derive(Clone, Debug)]
+pub struct Trace(pub Option<crate::telemetry::TraceParent>);
 
 /// Accepts or generates the correlation id, runs the request in a span carrying it, echoes it,
 /// renders every error body as JSON with it, and logs one line per request (path only: query
@@ -186,10 +192,42 @@ async fn correlation(mut req: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let span = tracing::info_span!("request", correlation_id = %id, %method, %path);
+    // W3C Trace Context: the caller's `traceparent` is the parent of this request's span.
+    let parent =
+        crate::telemetry::remote_parent(&opentelemetry_http::HeaderExtractor(req.headers()));
+    let span = if crate::telemetry::exporting() {
+        // OpenTelemetry's HTTP server conventions: "METHOD /route" spans of kind server.
+        tracing::info_span!(
+            "request",
+            correlation_id = %id,
+            %method,
+            %path,
+            trace_id = tracing::field::Empty,
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = %route,
+            url.path = %path,
+            http.response.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!("request", correlation_id = %id, %method, %path, trace_id = tracing::field::Empty)
+    };
+    let trace = crate::telemetry::join(&span, parent);
+    if let Some(t) = &trace {
+        span.record("trace_id", t.trace_id.as_str());
+    }
+    req.extensions_mut().insert(Trace(trace));
     let started = Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;
     let status = res.status();
+    if crate::telemetry::exporting() {
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     if status.is_client_error() || status.is_server_error() {
         let body = res.extensions_mut().remove::<ErrorBody>().or_else(|| {
             // JSON bodies (ours, or RFC 6749 ones) and HTML pages are kept as they are.

@@ -26,6 +26,9 @@ async fn metrics(State(state): State<AppState>, _: super::extract::Scraper) -> R
 
 /// The `/metrics` answer, also served without a credential on `TESSERA_METRICS__LISTEN`.
 pub async fn metrics_response(state: &AppState) -> Result<Response> {
+    if !state.config.metrics.enabled {
+        return Err(Error::NotFound);
+    }
     let text = crate::metrics::render(&state.core)
         .await
         .ok_or(Error::Unavailable(

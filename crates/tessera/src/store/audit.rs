@@ -16,6 +16,7 @@ pub struct NewAuditRow<'a> {
     pub ip: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub correlation_id: &'a str,
+    pub trace_id: Option<&'a str>,
     pub tenant_id: Option<&'a str>,
 }
 
@@ -33,6 +34,7 @@ pub struct AuditRow {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub correlation_id: String,
+    pub trace_id: Option<String>,
     pub tenant_id: Option<String>,
 }
 
@@ -60,8 +62,8 @@ pub async fn insert<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_log (occurred_at, actor_type, actor_id, action, target_type, \
-         target_id, result, reason, ip, user_agent, correlation_id, tenant_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         target_id, result, reason, ip, user_agent, correlation_id, tenant_id, trace_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(row.occurred_at)
     .bind(row.actor_type)
@@ -75,6 +77,7 @@ pub async fn insert<'e>(
     .bind(row.user_agent)
     .bind(row.correlation_id)
     .bind(row.tenant_id)
+    .bind(row.trace_id)
     .execute(db)
     .await?;
     Ok(())
@@ -87,7 +90,7 @@ pub async fn list<'e>(
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, occurred_at, actor_type, actor_id, action, target_type, target_id, result, \
-         reason, ip, user_agent, correlation_id, tenant_id FROM audit_log \
+         reason, ip, user_agent, correlation_id, trace_id, tenant_id FROM audit_log \
          WHERE id > $1 AND ($9 = '' OR tenant_id = $9) AND ($2 = '' OR actor_id = $2) AND ($3 = '' OR action = $3) \
            AND ($4 = '' OR target_id = $4) AND ($5 = '' OR result = $5) \
            AND occurred_at >= $6 AND occurred_at < $7 \

@@ -12,6 +12,7 @@ on_both_backends!(
     no_password_token_or_secret_reaches_the_audit_log_or_the_outbox,
     admin_lists_the_audit_log_with_filters_and_a_cursor,
     audit_rows_cannot_be_updated_and_old_ones_are_purged,
+    an_incoming_traceparent_names_the_trace_in_audit_entries_and_events,
 );
 
 const ROOT: &str = "root@example.com";
@@ -497,4 +498,60 @@ async fn audit_rows_cannot_be_updated_and_old_ones_are_purged(b: Backend) {
         (rows[0].action.as_str(), rows[0].actor_type.as_str()),
         ("audit.purge", "system")
     );
+}
+
+/// Traces are off in this process (no exporter), yet a caller's W3C `traceparent` still names
+/// the trace of what it caused: the audit entry and the event envelope carry its trace id. A
+/// malformed or all-zero `traceparent` is ignored (W3C Trace Context §3.2.2.3), never an error.
+async fn an_incoming_traceparent_names_the_trace_in_audit_entries_and_events(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let admin = admin_token(&app).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let cases = [
+        (
+            "traced@example.com",
+            format!("00-{trace}-b7ad6b7169203331-01"),
+        ),
+        (
+            "zero@example.com",
+            format!("00-{}-b7ad6b7169203331-01", "0".repeat(32)),
+        ),
+        (
+            "short@example.com",
+            "00-0af7651916cd43dd-b7ad6b7169203331-01".into(),
+        ),
+        ("bare@example.com", String::new()),
+    ];
+    for (email, traceparent) in &cases {
+        let mut req = app
+            .client
+            .post(format!("{}/auth/register", app.base))
+            .json(&json!({ "email": email, "password": PASSWORD }));
+        if !traceparent.is_empty() {
+            req = req.header("traceparent", traceparent);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "{traceparent}");
+    }
+    let entries = all_entries(&app, &admin).await;
+    for (i, (email, _)) in cases.iter().enumerate() {
+        let id = user_id(&app, email).await;
+        let entry = entries
+            .iter()
+            .find(|e| e["action"] == "user.register" && e["target_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no user.register entry for {email}"));
+        let event = &crate::helpers::events_of(&app, &id).await[0];
+        if i == 0 {
+            assert_eq!(entry["trace_id"], trace, "{entry}");
+            assert_eq!(event["trace_id"], trace, "{event}");
+            assert_eq!(
+                event["traceparent"],
+                format!("00-{trace}-b7ad6b7169203331-01"),
+                "passed through as the caller sent it"
+            );
+        } else {
+            assert!(entry.get("trace_id").is_none(), "{email}: {entry}");
+            assert!(event.get("trace_id").is_none(), "{email}: {event}");
+        }
+    }
 }
