@@ -2,7 +2,7 @@
 //!
 //! Run it with `cargo run --release -p tessera-bench` (about ten minutes on 2 cores);
 //! `-- --quick` gives a short smoke run, `-- --seconds N` sets the measured seconds per scenario,
-//! `-- --only foundation,events,oauth,abuse,shared,tenants` runs a subset of the scenario groups
+//! `-- --only foundation,events,oauth,abuse,shared,tenants,telemetry` runs a subset of the scenario groups
 //! (default: all).
 //!
 //! It measures:
@@ -28,7 +28,10 @@
 //!   replicas sharing one PostgreSQL database and one Redis (group `shared`, see [`shared`]);
 //! - tenants at scale: 100 000 tenants and 1 000 000 memberships seeded on SQLite and on
 //!   PostgreSQL, `GET /tenants`, AuthZEN evaluations, API-key requests and tenant switching, next
-//!   to a bare axum route in a child process (group `tenants`, see [`tenants`]).
+//!   to a bare axum route in a child process (group `tenants`, see [`tenants`]);
+//! - the price of telemetry: `/identity/me`, the JWKS and introspection with metrics off,
+//!   metrics on, and metrics with traces exported at 100% sampling to an OTLP sink in this
+//!   process (group `telemetry`, see [`telemetry`]).
 //!
 //! Every scenario has a warm-up that is not recorded, then a measured window. Throughput counts
 //! 2xx responses only; any other status or transport error is counted and shown. "Per server
@@ -59,6 +62,7 @@ mod events;
 mod instructions;
 mod oauth;
 mod shared;
+mod telemetry;
 mod tenants;
 
 /// Hidden first argument: run as the server under test.
@@ -123,7 +127,7 @@ async fn serve_child() -> anyhow::Result<()> {
         return serve_bare().await;
     }
     let config = tessera::Config::load(None)?;
-    tessera::telemetry::init(&config.log_format);
+    tessera::telemetry::init(&config.log_format, &config.traces)?;
     // The parent holds our stdin open; end of file means it is gone, so no server outlives it.
     std::thread::spawn(|| {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
@@ -199,16 +203,19 @@ enum Group {
     Shared,
     /// 100 000 tenants, 1 000 000 memberships: tenant list, AuthZEN, API keys, switching.
     Tenants,
+    /// Metrics off, metrics on, metrics + traces: `/identity/me`, JWKS, introspection.
+    Telemetry,
 }
 
 impl Group {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Foundation,
         Self::Events,
         Self::OAuth,
         Self::Abuse,
         Self::Shared,
         Self::Tenants,
+        Self::Telemetry,
     ];
 
     fn parse(s: &str) -> anyhow::Result<Self> {
@@ -219,9 +226,10 @@ impl Group {
             "abuse" => Self::Abuse,
             "shared" => Self::Shared,
             "tenants" => Self::Tenants,
+            "telemetry" => Self::Telemetry,
             other => {
                 bail!(
-                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants)"
+                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants, telemetry)"
                 )
             }
         })
@@ -235,6 +243,7 @@ impl Group {
             Self::Abuse => "abuse",
             Self::Shared => "shared",
             Self::Tenants => "tenants",
+            Self::Telemetry => "telemetry",
         }
     }
 }
@@ -321,7 +330,7 @@ impl Options {
     }
 }
 
-const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared,tenants]\n   \
+const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared,tenants,telemetry]\n   \
      or: tessera-bench --instructions [--server TESSERA_BIN] [--compare OLD_TESSERA_BIN]";
 
 struct Hardware {
@@ -1326,6 +1335,7 @@ struct Results {
     abuse: Option<abuse::AbuseResults>,
     shared: Option<shared::SharedResults>,
     tenants: Option<tenants::TenantResults>,
+    telemetry: Option<telemetry::TelemetryResults>,
     logs: Vec<LogSummary>,
 }
 
@@ -1351,6 +1361,7 @@ async fn run(options: &Options) -> anyhow::Result<String> {
         abuse: None,
         shared: None,
         tenants: None,
+        telemetry: None,
         logs: Vec::new(),
     };
     if options.runs(Group::Foundation) {
@@ -1370,6 +1381,9 @@ async fn run(options: &Options) -> anyhow::Result<String> {
     }
     if options.runs(Group::Tenants) {
         tenants::run(&client, options, &mut results).await?;
+    }
+    if options.runs(Group::Telemetry) {
+        telemetry::run(&client, options, &mut results).await?;
     }
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(render(
@@ -1766,6 +1780,7 @@ fn render(
     abuse::render(&mut rep, r, b, hw);
     shared::render(&mut rep, r, hash_rate);
     tenants::render(&mut rep, r);
+    telemetry::render(&mut rep, r);
 
     rep.section("Errors");
     let mut any = false;
@@ -1778,7 +1793,8 @@ fn render(
         .chain(oauth::loads(r))
         .chain(abuse::loads(r))
         .chain(shared::loads(r))
-        .chain(tenants::loads(r));
+        .chain(tenants::loads(r))
+        .chain(telemetry::loads(r));
     for load in all {
         for (kind, n) in &load.stats.errors {
             any = true;

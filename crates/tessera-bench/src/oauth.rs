@@ -31,14 +31,14 @@ const REDIRECT_URI: &str = "http://127.0.0.1:9/callback";
 const FLOW_USERS: usize = 64;
 
 /// A confidential client registered in a server's store.
-struct OAuthClient {
+pub(crate) struct OAuthClient {
     id: String,
     /// `Basic base64(id:secret)`.
-    basic: HeaderValue,
+    pub(crate) basic: HeaderValue,
 }
 
 /// Registers a confidential client allowed every grant the scenarios use.
-async fn create_client(server: &Server) -> anyhow::Result<OAuthClient> {
+pub(crate) async fn create_client(server: &Server) -> anyhow::Result<OAuthClient> {
     let env = [
         (
             "TESSERA_DATA_DIR".to_string(),
@@ -435,7 +435,10 @@ fn cc_tasks(oc: &OAuthClient, c: usize) -> Vec<Task> {
         .collect()
 }
 
-async fn client_credentials_token(api: &Api, oc: &OAuthClient) -> anyhow::Result<String> {
+pub(crate) async fn client_credentials_token(
+    api: &Api,
+    oc: &OAuthClient,
+) -> anyhow::Result<String> {
     let body = send(
         api.client
             .post(api.url("/oauth2/token"))
