@@ -38,6 +38,18 @@ macro_rules! wire_codes {
                 s.serialize_str(self.as_str())
             }
         }
+
+        /// In the OpenAPI document: a string, one of [`Self::ALL`].
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some($name::ALL.iter().map(|c| c.as_str())))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 pub(crate) use wire_codes;
@@ -112,7 +124,7 @@ pub enum Code {
 }
 
 /// One invalid field of a request.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -23,7 +23,7 @@ use crate::store::users::{self, AccountStatus, NewUser, User, UserQuery};
 pub const MAX_PAGE: i64 = 200;
 
 /// A user with their profile, as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserDetail {
     #[serde(flatten)]
     pub user: UserView,
@@ -32,7 +32,7 @@ pub struct UserDetail {
 }
 
 /// `POST /admin/users`. Without a password the user sets one through a password reset.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     pub email: String,
@@ -45,7 +45,7 @@ pub struct NewAccount {
 }
 
 /// `PATCH /admin/users/{id}`: an absent field stays as it is.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountPatch {
     /// A new address. It is unverified afterwards unless `email_verified` is `true` too.
@@ -57,7 +57,8 @@ pub struct AccountPatch {
 }
 
 /// `GET /admin/users` filters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Search {
     /// The start of the email address (case-insensitive).
     pub email: Option<String>,
@@ -68,7 +69,7 @@ pub struct Search {
 }
 
 /// One page of users and the cursor of the next (none on the last page).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub users: Vec<UserView>,
     pub next_cursor: Option<String>,

@@ -26,7 +26,7 @@ use crate::store::users::{self, NewUser, User};
 use crate::store::{Store, is_unique_violation};
 
 /// A user as the API shows it (never the hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub email: String,

@@ -12,7 +12,7 @@ use super::validate_text;
 /// Largest accepted `preferences` object, serialised, bytes.
 pub const MAX_PREFERENCES_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProfileView {
     pub display_name: Option<String>,
     pub given_name: Option<String>,
@@ -39,7 +39,7 @@ impl From<Profile> for ProfileView {
 }
 
 /// A partial update: an absent field stays as it is, `null` clears it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
     #[serde(default, deserialize_with = "present")]

@@ -111,7 +111,7 @@ pub enum Permission {
 
 impl Permission {
     /// The scope a first-party client's token needs for this permission.
-    fn scope(self) -> &'static str {
+    pub(crate) fn scope(self) -> &'static str {
         match self {
             Permission::ReadOwnAccount
             | Permission::ManageOwnAccount
@@ -132,7 +132,7 @@ impl Permission {
     }
 
     /// The role the user must hold, if any.
-    fn role(self) -> Option<Role> {
+    pub(crate) fn role(self) -> Option<Role> {
         match self {
             Permission::ReadOwnAccount
             | Permission::ManageOwnAccount

@@ -4,45 +4,34 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use utoipa_axum::routes;
 
 use super::extract::{Caller, Context, Json};
-use super::no_content;
-use crate::accounts::admin::{self, AccountPatch, NewAccount, Search};
+use super::{Access, no_content};
+use crate::accounts::admin::{self, AccountPatch, NewAccount, Page, Search, UserDetail};
 use crate::app::AppState;
 use crate::audit::By;
 use crate::authz::Permission;
 use crate::error::Result;
+use crate::sessions::{Revoked, SessionList};
 
 pub fn router() -> super::Routes {
+    let access = Access::Permission(Permission::ManageUsers);
     super::Routes::default()
-        .guarded(
-            "/admin/users",
-            get(search).post(create),
-            Permission::ManageUsers,
-        )
-        .guarded(
-            "/admin/users/{id}",
-            get(read).patch(update).delete(erase),
-            Permission::ManageUsers,
-        )
-        .guarded(
-            "/admin/users/{id}/deactivate",
-            post(deactivate),
-            Permission::ManageUsers,
-        )
-        .guarded(
-            "/admin/users/{id}/reactivate",
-            post(reactivate),
-            Permission::ManageUsers,
-        )
-        .guarded(
-            "/admin/users/{id}/sessions",
-            get(sessions).delete(end_sessions),
-            Permission::ManageUsers,
-        )
+        .api(routes!(search, create), access)
+        .api(routes!(read, update, erase), access)
+        .api(routes!(deactivate), access)
+        .api(routes!(reactivate), access)
+        .api(routes!(sessions, end_sessions), access)
 }
 
+/// The `{id}` of a user.
+const ID: &str = "The user's id";
+
+/// Creates a user. Without a password the user sets one through a password reset.
+#[utoipa::path(post, path = "/admin/users", tag = "admin",
+    request_body = NewAccount,
+    responses((status = 201, description = "The new user", body = UserDetail)))]
 async fn create(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -54,7 +43,10 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(user)).into_response())
 }
 
-/// `?email=<prefix>&status=&role=&after=<next_cursor>&limit=`.
+/// Searches users by email prefix, status and role, a page at a time (`after` = the previous
+/// page's `next_cursor`).
+#[utoipa::path(get, path = "/admin/users", tag = "admin", params(Search),
+    responses((status = 200, description = "One page of users", body = Page)))]
 async fn search(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -63,6 +55,9 @@ async fn search(
     Ok(axum::Json(admin::search(&state.core, &principal, q).await?).into_response())
 }
 
+/// A user with their profile.
+#[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "The user", body = UserDetail)))]
 async fn read(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -71,6 +66,10 @@ async fn read(
     Ok(axum::Json(admin::get(&state.core, &principal, &id).await?).into_response())
 }
 
+/// Changes a user's email, verification, roles or profile; an absent field stays as it is.
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = ID)),
+    request_body = AccountPatch,
+    responses((status = 200, description = "The user as changed", body = UserDetail)))]
 async fn update(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -83,7 +82,10 @@ async fn update(
     Ok(axum::Json(user).into_response())
 }
 
-/// Erasure: 204, then the user is gone (404).
+/// Erases a user: the account and its personal data go, audit entries keep a pseudonymous id,
+/// and `UserDeletedV1` is emitted. Afterwards the user is gone (404).
+#[utoipa::path(delete, path = "/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = ID)),
+    responses((status = 204, description = "Erased")))]
 async fn erase(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -96,6 +98,8 @@ async fn erase(
 }
 
 /// Deactivates a user and ends their sessions (`UserDeactivatedV1`).
+#[utoipa::path(post, path = "/admin/users/{id}/deactivate", tag = "admin", params(("id" = String, Path, description = ID)),
+    responses((status = 204, description = "Deactivated")))]
 async fn deactivate(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -107,6 +111,9 @@ async fn deactivate(
     Ok(no_content())
 }
 
+/// Reactivates a deactivated user.
+#[utoipa::path(post, path = "/admin/users/{id}/reactivate", tag = "admin", params(("id" = String, Path, description = ID)),
+    responses((status = 204, description = "Reactivated")))]
 async fn reactivate(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -118,6 +125,9 @@ async fn reactivate(
     Ok(no_content())
 }
 
+/// A user's live sessions.
+#[utoipa::path(get, path = "/admin/users/{id}/sessions", tag = "admin", params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "The user's sessions", body = SessionList)))]
 async fn sessions(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -128,9 +138,12 @@ async fn sessions(
         .into_iter()
         .map(|s| crate::sessions::SessionView::new(s, None))
         .collect();
-    Ok(axum::Json(serde_json::json!({ "sessions": views })).into_response())
+    Ok(axum::Json(SessionList { sessions: views }).into_response())
 }
 
+/// Ends every session of a user.
+#[utoipa::path(delete, path = "/admin/users/{id}/sessions", tag = "admin", params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "How many sessions were ended", body = Revoked)))]
 async fn end_sessions(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -139,5 +152,5 @@ async fn end_sessions(
 ) -> Result<Response> {
     let by = By::new(&principal, &ctx);
     let n = admin::end_sessions(&state.core, &id, by, state.clock.now()).await?;
-    Ok(axum::Json(serde_json::json!({ "revoked": n })).into_response())
+    Ok(axum::Json(Revoked { revoked: n }).into_response())
 }

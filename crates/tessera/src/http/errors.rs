@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{Code, Error, FieldError};
 
 /// `{"error", "message", "fields"?}`; `correlation_id` is added by the middleware.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: Code,
     pub message: String,

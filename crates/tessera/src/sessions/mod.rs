@@ -747,7 +747,7 @@ pub async fn revoke_all(
 
 /// A session as the API shows it: `GET /identity/sessions` (with `current`) and
 /// `GET /admin/users/{id}/sessions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub id: String,
     pub tenant_id: Option<String>,
@@ -760,6 +760,18 @@ pub struct SessionView {
     /// Whether it is the caller's own session (only in the caller's own list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<bool>,
+}
+
+/// `{"sessions": […]}`: a user's live sessions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// `{"revoked": n}`: how many sessions a request ended.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    pub revoked: usize,
 }
 
 impl SessionView {
