@@ -82,6 +82,8 @@ enum Command {
     },
     /// Print the manual page (roff): `tessera man | man -l -`.
     Man,
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `/openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -241,6 +243,10 @@ async fn main() -> ExitCode {
             clap_complete::generate(*shell, &mut command, "tessera", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
+        Command::Openapi => {
+            print!("{}", tessera::http::openapi_json());
+            return ExitCode::SUCCESS;
+        }
         Command::Man => {
             return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -332,7 +338,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit(cmd, config, clock).await,
         Command::Tenants(cmd) => tenants(cmd, config, clock).await,
         // Answered in `main`, before the configuration is read.
-        Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Completions { .. } | Command::Man | Command::Openapi => Ok(()),
     }
 }
 

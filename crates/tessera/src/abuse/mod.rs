@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::shared::{Backoff, Held, Refusal, Shared};
 
 /// A bucket: `burst` requests at once, refilled at `per_minute`.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Limit {
     pub burst: u32,
     pub per_minute: u32,

@@ -259,7 +259,7 @@ pub fn session_revocation(
 }
 
 /// An audit entry as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     /// The cursor: entries are listed in increasing id order.
     pub id: i64,
@@ -279,6 +279,13 @@ pub struct AuditView {
     pub trace_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
+}
+
+/// One page of audit entries and the cursor of the next (none on the last page).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditView>,
+    pub next_cursor: Option<String>,
 }
 
 impl From<AuditRow> for AuditView {

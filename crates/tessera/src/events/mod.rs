@@ -146,7 +146,7 @@ impl Filter {
 }
 
 /// An outbox row as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     pub seq: i64,
     pub status: String,
@@ -154,6 +154,13 @@ pub struct EventView {
     pub last_error: Option<String>,
     pub published_at: Option<String>,
     pub envelope: serde_json::Value,
+}
+
+/// One page of outbox events and the cursor of the next (none on the last page).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    pub next_cursor: Option<String>,
 }
 
 impl From<EventRow> for EventView {
@@ -208,7 +215,7 @@ pub struct Counts {
 }
 
 /// How many parked items [`retry_parked`] put back.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Retried {
     pub events: u64,
     pub webhook_deliveries: u64,

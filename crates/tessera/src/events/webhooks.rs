@@ -33,12 +33,27 @@ pub fn known_event_types() -> Vec<&'static str> {
 }
 
 /// A webhook as operators see it (never the secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub url: String,
     pub events: Vec<String>,
     pub created_at: String,
+}
+
+/// `{"webhooks": […]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// A new webhook with its signing secret, shown only in this answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NewWebhookView {
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+    /// The HMAC secret the receiver checks signatures with (`whsec_…`).
+    pub secret: String,
 }
 
 impl From<Webhook> for WebhookView {
@@ -144,7 +159,7 @@ pub async fn remove(store: &Store, id: &str, by: By<'_>, now: i64) -> Result<()>
 pub const TEST_EVENT_TYPE: &str = "tessera.webhook.test.v1";
 
 /// What a test delivery got back.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TestOutcome {
     pub delivered: bool,
     /// The endpoint's HTTP status, when it answered.

@@ -2,35 +2,46 @@
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::routes;
 use serde::Deserialize;
 
+use super::Access;
 use super::extract::Caller;
 use crate::app::AppState;
 use crate::audit;
 use crate::authz::Permission;
 use crate::error::{Error, Result};
-use crate::events::{self, Filter};
+use crate::audit::AuditPage;
+use crate::events::{self, EventPage, Filter};
 
 pub fn router() -> super::Routes {
     super::Routes::default()
-        .guarded("/admin/events", get(list_events), Permission::ReadEvents)
-        .guarded(
-            "/admin/events/stats",
-            get(event_stats),
-            Permission::ReadEvents,
+        .api(
+            routes!(list_events),
+            Access::Permission(Permission::ReadEvents),
         )
-        .guarded("/admin/audit", get(list_audit), Permission::ReadAuditLog)
+        .api(
+            routes!(event_stats),
+            Access::Permission(Permission::ReadEvents),
+        )
+        .api(
+            routes!(list_audit),
+            Access::Permission(Permission::ReadAuditLog),
+        )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// `all`, `pending`, `published` or `failed`.
     status: Option<String>,
     after: Option<String>,
     limit: Option<i64>,
 }
 
-/// Outbox events in order, `?status=pending|published|failed`, `?after=<next_cursor>`.
+/// Outbox events in order, a page at a time.
+#[utoipa::path(get, path = "/admin/events", tag = "admin", params(EventsQuery),
+    responses((status = 200, description = "One page of events", body = EventPage)))]
 async fn list_events(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -56,14 +67,15 @@ async fn list_events(
         q.limit.unwrap_or(100),
     )
     .await?;
-    Ok(axum::Json(serde_json::json!({
-        "events": events,
-        "next_cursor": next.map(|n| n.to_string()),
-    }))
+    Ok(axum::Json(events::EventPage {
+        events,
+        next_cursor: next.map(|n| n.to_string()),
+    })
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     actor: Option<String>,
     action: Option<String>,
@@ -75,7 +87,11 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
-/// Audit entries, oldest first: `?actor=&action=&target=&result=&from=&to=&after=&limit=`.
+/// Audit entries, oldest first, by actor, action, target, result and time.
+///
+/// `from` and `to` are RFC 3339 times; `after` is the previous page's `next_cursor`.
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", params(AuditQuery),
+    responses((status = 200, description = "One page of audit entries", body = AuditPage)))]
 async fn list_audit(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -92,10 +108,16 @@ async fn list_audit(
         limit: q.limit,
     };
     let (entries, next) = audit::list(&state.store, &principal, &filter).await?;
-    Ok(axum::Json(serde_json::json!({ "entries": entries, "next_cursor": next })).into_response())
+    Ok(axum::Json(audit::AuditPage {
+        entries,
+        next_cursor: next,
+    })
+    .into_response())
 }
 
 /// Outbox and mail queue counts per status (`parked` events need an operator).
+#[utoipa::path(get, path = "/admin/events/stats", tag = "admin",
+    responses((status = 200, description = "`{\"outbox\": {\"pending\", \"published\", \"parked\"}, \"mail\": {status: count}}`", body = serde_json::Value)))]
 async fn event_stats(State(state): State<AppState>, Caller(principal): Caller) -> Result<Response> {
     Ok(axum::Json(events::stats(&state.store, &principal).await?).into_response())
 }

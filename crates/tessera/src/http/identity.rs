@@ -2,51 +2,49 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use utoipa_axum::routes;
 use serde::Deserialize;
 
 use super::extract::{Caller, Context, Json};
-use super::no_content;
+use super::{Access, no_content};
 use crate::accounts;
-use crate::accounts::profile::{self, ProfilePatch};
+use crate::accounts::UserView;
+use crate::accounts::profile::{self, ProfilePatch, ProfileView};
 use crate::app::AppState;
 use crate::authz::Permission;
 use crate::error::Result;
-use crate::sessions;
+use crate::sessions::{self, SessionList};
 
 pub fn router() -> super::Routes {
+    use Permission::{ManageOwnAccount, ReadOwnAccount};
     super::Routes::default()
-        .guarded("/identity/me", get(me), Permission::ReadOwnAccount)
-        .guarded(
-            "/identity/profile",
-            get(get_profile).patch(patch_profile),
-            Permission::ReadOwnAccount,
+        .api(routes!(me), Access::Permission(ReadOwnAccount))
+        .api(
+            routes!(get_profile, patch_profile),
+            Access::Permission(ReadOwnAccount),
         )
-        .guarded(
-            "/identity/password",
-            post(change_password),
-            Permission::ManageOwnAccount,
-        )
-        .guarded(
-            "/identity/sessions",
-            get(list_sessions),
-            Permission::ReadOwnAccount,
-        )
-        .guarded(
-            "/identity/sessions/{id}",
-            delete(revoke_session),
-            Permission::ManageOwnAccount,
-        )
+        .api(routes!(change_password), Access::Permission(ManageOwnAccount))
+        .api(routes!(list_sessions), Access::Permission(ReadOwnAccount))
+        .api(routes!(revoke_session), Access::Permission(ManageOwnAccount))
 }
 
+/// The signed-in user.
+#[utoipa::path(get, path = "/identity/me", tag = "identity",
+    responses((status = 200, description = "The caller's account", body = UserView)))]
 async fn me(State(state): State<AppState>, Caller(principal): Caller) -> Result<Response> {
     Ok(axum::Json(accounts::me(&state, &principal).await?).into_response())
 }
 
+/// The signed-in user's profile.
+#[utoipa::path(get, path = "/identity/profile", tag = "identity",
+    responses((status = 200, description = "The profile", body = ProfileView)))]
 async fn get_profile(State(state): State<AppState>, Caller(principal): Caller) -> Result<Response> {
     Ok(axum::Json(profile::get(&state.store, &principal).await?).into_response())
 }
 
+/// Changes the profile: an absent field stays as it is, `null` clears it.
+#[utoipa::path(patch, path = "/identity/profile", tag = "identity", request_body = ProfilePatch,
+    responses((status = 200, description = "The profile as changed", body = ProfileView)))]
 async fn patch_profile(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -56,12 +54,16 @@ async fn patch_profile(
     Ok(axum::Json(view).into_response())
 }
 
-#[derive(Deserialize)]
+/// `POST /identity/password`.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordBody {
     current_password: String,
     new_password: String,
 }
 
+/// Changes the password; the caller's other sessions end.
+#[utoipa::path(post, path = "/identity/password", tag = "identity", request_body = PasswordBody,
+    responses((status = 204, description = "Changed")))]
 async fn change_password(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -81,6 +83,9 @@ async fn change_password(
     Ok(no_content())
 }
 
+/// The signed-in user's live sessions, the current one marked.
+#[utoipa::path(get, path = "/identity/sessions", tag = "identity",
+    responses((status = 200, description = "The sessions", body = SessionList)))]
 async fn list_sessions(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -91,9 +96,13 @@ async fn list_sessions(
         .into_iter()
         .map(|s| sessions::SessionView::new(s, current))
         .collect();
-    Ok(axum::Json(serde_json::json!({ "sessions": views })).into_response())
+    Ok(axum::Json(sessions::SessionList { sessions: views }).into_response())
 }
 
+/// Ends one of the signed-in user's sessions.
+#[utoipa::path(delete, path = "/identity/sessions/{id}", tag = "identity",
+    params(("id" = String, Path, description = "The session's id")),
+    responses((status = 204, description = "Ended")))]
 async fn revoke_session(
     State(state): State<AppState>,
     Caller(principal): Caller,

@@ -5,21 +5,31 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::routes;
 
+use super::Access;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::keys::JWKS_CACHE_CONTROL;
 
-pub fn router() -> super::Routes {
-    super::Routes::default()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/metrics", get(metrics))
+/// `{"status": "ok"}` or `{"status": "ready"}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Status {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// Prometheus text format (`docs/operations.md` lists the metrics).
+pub fn router() -> super::Routes {
+    super::Routes::default()
+        .api(routes!(healthz), Access::Public)
+        .api(routes!(readyz), Access::Public)
+        .api(routes!(jwks), Access::Public)
+        .api(routes!(metrics), Access::Scraper)
+}
+
+/// Prometheus metrics (`docs/operations.md` lists them).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The Prometheus text format", content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(state): State<AppState>, _: super::extract::Scraper) -> Result<Response> {
     metrics_response(&state).await
 }
@@ -45,17 +55,24 @@ pub async fn metrics_response(state: &AppState) -> Result<Response> {
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Status)))]
 async fn healthz() -> Response {
-    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+    axum::Json(Status { status: "ok" }).into_response()
 }
 
-/// The database answers within two seconds; 503 otherwise, and from the start of shutdown.
+/// Ready for traffic: the database answers within two seconds.
+///
+/// 503 otherwise, and from the start of a graceful shutdown.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Not ready, or shutting down", body = super::openapi::ErrorDoc)))]
 async fn readyz(State(state): State<AppState>) -> Result<Response> {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(Error::Unavailable("shutting down"));
     }
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response()),
+        Ok(Ok(())) => Ok(axum::Json(Status { status: "ready" }).into_response()),
         Ok(Err(e)) => {
             tracing::warn!(error = ?e, "readiness: database error");
             Err(Error::Unavailable("the database is unreachable"))
@@ -64,7 +81,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Response> {
     }
 }
 
-/// The public signing keys (RFC 7517), serialised once per key-set load.
+/// The public signing keys (a JWK Set, RFC 7517 §5).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "oauth",
+    responses((status = 200, description = "The JWK Set of the keys that sign tokens", body = serde_json::Value)))]
 async fn jwks(State(state): State<AppState>) -> Response {
     let body = state.keys.current().jwks.clone();
     let mut res = (

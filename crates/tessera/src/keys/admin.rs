@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::store::keys::{self as key_store, KeyState};
 
 /// Where a key is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Signs new tokens.
@@ -28,7 +28,7 @@ pub enum Stage {
     Expired,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub kid: String,
     pub alg: String,
@@ -72,7 +72,7 @@ pub async fn list(core: &Core, principal: &Principal, now: i64) -> Result<Vec<Ke
 }
 
 /// `POST /admin/keys/rotate`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
     /// Switch at once instead of publishing the new key an hour ahead.
@@ -82,7 +82,7 @@ pub struct Rotation {
     pub alg: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rotated {
     pub kid: String,
     pub alg: &'static str,

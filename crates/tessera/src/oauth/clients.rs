@@ -39,6 +39,24 @@ impl Serialize for GrantType {
     }
 }
 
+/// In the OpenAPI document: a string, one of the wire names.
+impl utoipa::PartialSchema for GrantType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(GrantType::names()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for GrantType {}
+
+/// `{"clients": […]}`: one page of clients.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClientList {
+    pub clients: Vec<Client>,
+}
+
 impl GrantType {
     pub const ALL: [GrantType; 5] = [
         GrantType::AuthorizationCode,
@@ -82,7 +100,7 @@ impl std::str::FromStr for GrantType {
 const SECRET_PREFIX: &str = "tcs_";
 
 /// A registered client.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Client {
     pub client_id: String,
     pub name: String,
@@ -183,7 +201,7 @@ impl Client {
 }
 
 /// Input for registration and the fields an update may change.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     pub name: Option<String>,
@@ -211,7 +229,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Limit
 const MAX_CLIENT_RATE: u32 = 1_000_000;
 
 /// A newly registered client with its secret, shown this once.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Registered {
     #[serde(flatten)]
     pub client: Client,

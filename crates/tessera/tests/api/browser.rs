@@ -193,3 +193,23 @@ async fn email_link_pages_in_a_real_browser() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// The documentation UI in a real browser: Swagger UI, served from the binary, renders every
+/// operation of `/openapi.json` under its CSP (a refused script or style is a console error)
+/// and "Try it out" reaches the API.
+#[tokio::test]
+async fn documentation_ui_in_a_real_browser() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let got = run("docs_ui.mjs", &[("BASE", &app.base)]).await;
+    let doc: Value = serde_json::from_str(tessera::http::openapi_json()).unwrap();
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert!(got["title"].as_str().unwrap().starts_with("Tessera"), "{got}");
+    assert_eq!(got["operations"], operations, "{got}");
+    assert_eq!(got["healthz"], "200", "{got}");
+    assert_eq!(got["console_errors"], serde_json::json!([]), "{got}");
+}

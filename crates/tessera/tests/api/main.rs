@@ -22,6 +22,7 @@ mod events;
 mod hardening;
 mod invitations;
 mod oauth;
+mod openapi;
 mod ops;
 mod password_policy;
 mod schema;

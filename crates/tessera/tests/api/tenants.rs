@@ -582,13 +582,13 @@ async fn login_picks_the_requested_then_the_last_then_the_personal_tenant(b: Bac
 }
 
 /// Every route under `/tenants/{id}`, from the router, with every method it answers.
-async fn tenant_routes(app: &TestApp) -> Vec<(Method, &'static str)> {
+async fn tenant_routes(app: &TestApp) -> Vec<(Method, String)> {
     let mut out = Vec::new();
     for path in tessera::http::paths() {
         if !path.starts_with("/tenants/{id}") {
             continue;
         }
-        let concrete = concrete(path, "00000000-0000-7000-8000-000000000000", "x");
+        let concrete = concrete(&path, "00000000-0000-7000-8000-000000000000", "x");
         let res = app
             .client
             .request(
@@ -604,7 +604,7 @@ async fn tenant_routes(app: &TestApp) -> Vec<(Method, &'static str)> {
             .map(str::trim)
             .filter(|m| !m.is_empty() && *m != "HEAD")
         {
-            out.push((Method::from_bytes(m.as_bytes()).unwrap(), path));
+            out.push((Method::from_bytes(m.as_bytes()).unwrap(), path.clone()));
         }
     }
     assert!(out.len() >= 7, "{out:?}");
@@ -746,6 +746,7 @@ async fn every_tenant_route_refuses_other_tenants_and_insufficient_roles(b: Back
             }
         };
     for (method, path) in tenant_routes(&app).await {
+        let path = path.as_str();
         let needs = needs(&method, path);
         let system_only = needs == Needs::System;
         let target = concrete(path, &b_id, &bob_id);
