@@ -3,8 +3,8 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use utoipa_axum::routes;
 use serde::Deserialize;
+use utoipa_axum::routes;
 
 use super::Access;
 use super::extract::{Caller, Context, Json};

@@ -2,16 +2,16 @@
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use utoipa_axum::routes;
 use serde::Deserialize;
+use utoipa_axum::routes;
 
 use super::Access;
 use super::extract::Caller;
 use crate::app::AppState;
 use crate::audit;
+use crate::audit::AuditPage;
 use crate::authz::Permission;
 use crate::error::{Error, Result};
-use crate::audit::AuditPage;
 use crate::events::{self, EventPage, Filter};
 
 pub fn router() -> super::Routes {

@@ -5,8 +5,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use utoipa_axum::routes;
 use serde::Deserialize;
+use utoipa_axum::routes;
 
 use super::extract::{Caller, Context, Json};
 use super::{Access, no_content};

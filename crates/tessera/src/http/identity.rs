@@ -2,8 +2,8 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use utoipa_axum::routes;
 use serde::Deserialize;
+use utoipa_axum::routes;
 
 use super::extract::{Caller, Context, Json};
 use super::{Access, no_content};
@@ -23,9 +23,15 @@ pub fn router() -> super::Routes {
             routes!(get_profile, patch_profile),
             Access::Permission(ReadOwnAccount),
         )
-        .api(routes!(change_password), Access::Permission(ManageOwnAccount))
+        .api(
+            routes!(change_password),
+            Access::Permission(ManageOwnAccount),
+        )
         .api(routes!(list_sessions), Access::Permission(ReadOwnAccount))
-        .api(routes!(revoke_session), Access::Permission(ManageOwnAccount))
+        .api(
+            routes!(revoke_session),
+            Access::Permission(ManageOwnAccount),
+        )
 }
 
 /// The signed-in user.

@@ -13,9 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::security::{
-    Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
-};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 
 use super::errors::ErrorBody;
@@ -74,17 +72,22 @@ pub fn document(mut openapi: OpenApi) -> OpenApi {
                 .build(),
         ),
     );
-    components.add_security_scheme(CLIENT, SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+    components.add_security_scheme(
+        CLIENT,
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+    );
     let mut schemas = Vec::new();
     <ErrorDoc as ToSchema>::schemas(&mut schemas);
     <OAuthError as ToSchema>::schemas(&mut schemas);
     components.schemas.extend(schemas);
-    components
-        .schemas
-        .insert("Error".into(), <ErrorDoc as utoipa::PartialSchema>::schema());
-    components
-        .schemas
-        .insert("OAuthError".into(), <OAuthError as utoipa::PartialSchema>::schema());
+    components.schemas.insert(
+        "Error".into(),
+        <ErrorDoc as utoipa::PartialSchema>::schema(),
+    );
+    components.schemas.insert(
+        "OAuthError".into(),
+        <OAuthError as utoipa::PartialSchema>::schema(),
+    );
     openapi
 }
 
@@ -206,8 +209,14 @@ pub fn rendered() -> &'static str {
 pub fn router() -> Routes {
     Routes::default()
         .api(utoipa_axum::routes!(openapi_json), Access::Public)
-        .page("/docs", axum::routing::get(|| async { Redirect::permanent("/docs/") }))
-        .page("/docs/", axum::routing::get(|| async { docs_file(String::new()) }))
+        .page(
+            "/docs",
+            axum::routing::get(|| async { Redirect::permanent("/docs/") }),
+        )
+        .page(
+            "/docs/",
+            axum::routing::get(|| async { docs_file(String::new()) }),
+        )
         .page(
             "/docs/{*file}",
             axum::routing::get(|Path(file): Path<String>| async move { docs_file(file) }),
@@ -223,7 +232,10 @@ pub fn router() -> Routes {
 )]
 async fn openapi_json() -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         rendered(),
     )
         .into_response()
@@ -269,4 +281,3 @@ fn docs_file(file: String) -> Response {
         }
     }
 }
-

@@ -208,7 +208,10 @@ async fn documentation_ui_in_a_real_browser() {
         .values()
         .map(|item| item.as_object().unwrap().len())
         .sum();
-    assert!(got["title"].as_str().unwrap().starts_with("Tessera"), "{got}");
+    assert!(
+        got["title"].as_str().unwrap().starts_with("Tessera"),
+        "{got}"
+    );
     assert_eq!(got["operations"], operations, "{got}");
     assert_eq!(got["healthz"], "200", "{got}");
     assert_eq!(got["console_errors"], serde_json::json!([]), "{got}");

@@ -38,9 +38,15 @@ fn every_route_of_the_router_is_in_the_document() {
             missing.push(path);
         }
     }
-    assert!(missing.is_empty(), "routes missing from the document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
     // Only the documentation UI's own files are left out.
-    assert!(undocumented.iter().all(|p| p.starts_with("/docs")), "{undocumented:?}");
+    assert!(
+        undocumented.iter().all(|p| p.starts_with("/docs")),
+        "{undocumented:?}"
+    );
     for path in documented.keys() {
         assert!(
             tessera::http::paths().contains(path),
@@ -56,7 +62,10 @@ fn every_operation_has_a_unique_id_a_success_response_and_an_error_body() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let id = op["operationId"].as_str().unwrap_or_default().to_string();
-            assert!(ids.insert(id.clone()), "{method} {path}: operationId {id} repeats");
+            assert!(
+                ids.insert(id.clone()),
+                "{method} {path}: operationId {id} repeats"
+            );
             let responses = op["responses"].as_object().unwrap();
             assert!(
                 responses
@@ -79,7 +88,10 @@ fn every_operation_has_a_unique_id_a_success_response_and_an_error_body() {
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     for piece in text.split("\"#/components/schemas/").skip(1) {
         let name = &piece[..piece.find('"').unwrap()];
-        assert!(schemas.contains_key(name), "a $ref to the unknown schema {name}");
+        assert!(
+            schemas.contains_key(name),
+            "a $ref to the unknown schema {name}"
+        );
     }
 }
 
@@ -137,7 +149,9 @@ async fn the_served_document_is_true_to_the_router() {
         documented.sort();
         routed.sort();
         if documented != routed {
-            failures.push(format!("{path}: documented {documented:?}, routed {routed:?}"));
+            failures.push(format!(
+                "{path}: documented {documented:?}, routed {routed:?}"
+            ));
         }
         for (method, op) in item.as_object().unwrap() {
             let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
@@ -168,14 +182,22 @@ async fn the_documentation_ui_is_served_offline() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let res = app.request(Method::GET, "/docs/", None, None).await;
     assert_eq!(res.status, StatusCode::OK);
-    assert!(res.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        res.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let csp = res.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self';"), "{csp}");
     assert!(
         !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
         "{csp}"
     );
-    assert!(!res.text.contains("https://"), "the page loads nothing from elsewhere");
+    assert!(
+        !res.text.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
     let init = app
         .request(Method::GET, "/docs/swagger-initializer.js", None, None)
         .await;
