@@ -37,7 +37,7 @@ pub const MAX_EVALUATIONS: usize = 100;
 const MAX_ID: usize = 320;
 
 /// A subject or resource (AuthZEN §5.1, §5.2).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Entity {
     #[serde(rename = "type")]
     pub kind: String,
@@ -47,7 +47,7 @@ pub struct Entity {
 }
 
 /// An action (AuthZEN §5.3).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Action {
     pub name: String,
     #[serde(default)]
@@ -55,7 +55,7 @@ pub struct Action {
 }
 
 /// `POST /access/v1/evaluation` (AuthZEN §6.1).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Evaluation {
     pub subject: Entity,
     pub action: Action,
@@ -65,7 +65,7 @@ pub struct Evaluation {
 }
 
 /// One entry of a batch: whatever it leaves out comes from the request's top level (§7.1).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct EvaluationItem {
     #[serde(default)]
     pub subject: Option<Entity>,
@@ -78,7 +78,7 @@ pub struct EvaluationItem {
 }
 
 /// `POST /access/v1/evaluations` (AuthZEN §7.1).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct Evaluations {
     #[serde(flatten)]
     pub defaults: EvaluationItem,
@@ -89,14 +89,14 @@ pub struct Evaluations {
 }
 
 /// Batch options (§7.1.2).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
 pub struct Options {
     #[serde(default)]
     pub evaluations_semantic: Semantic,
 }
 
 /// How a batch is run (§7.1.2.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Semantic {
     /// Every evaluation, in order.
@@ -125,7 +125,7 @@ pub enum Reason {
 }
 
 /// An access evaluation response (§6.2).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Decision {
     pub decision: bool,
     pub context: DecisionContext,
@@ -134,7 +134,7 @@ pub struct Decision {
 /// What Tessera adds to a decision: the reason, the tenant's features (plan entitlements, so a
 /// product can gate features per tenant in the same call), and with `context.explain: true`
 /// the roles and permissions that decided it.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DecisionContext {
     pub reason: Option<Reason>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,7 +156,7 @@ pub struct DecisionContext {
 }
 
 /// An evaluation the caller may not ask, inside a batch.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DecisionError {
     pub status: u16,
     pub code: Code,
@@ -165,7 +165,7 @@ pub struct DecisionError {
 
 /// `POST /access/v1/evaluations`: with no `evaluations` it is the single form (§7.1: "the
 /// request behaves like an Access Evaluation request").
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum BatchAnswer {
     Many { evaluations: Vec<Decision> },

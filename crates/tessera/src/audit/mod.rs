@@ -311,7 +311,8 @@ impl From<AuditRow> for AuditView {
 
 /// Filters of a listing, as given by an operator (`GET /admin/audit`, `tessera audit list`)
 /// or a tenant administrator (`GET /tenants/{id}/audit`), from the query string.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Filter {
     /// The actor's id (a user id or client id).
     pub actor: Option<String>,

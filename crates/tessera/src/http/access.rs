@@ -3,8 +3,9 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use utoipa_axum::routes;
 
+use super::Access;
 use super::extract::{Caller, Json};
 use crate::access::{self, Evaluation, Evaluations};
 use crate::app::AppState;
@@ -13,20 +14,20 @@ use crate::error::Result;
 
 pub fn router() -> super::Routes {
     super::Routes::default()
-        .guarded(
-            "/access/v1/evaluation",
-            post(evaluation),
-            Permission::EvaluateAccess,
+        .api(
+            routes!(evaluation),
+            Access::Permission(Permission::EvaluateAccess),
         )
-        .guarded(
-            "/access/v1/evaluations",
-            post(evaluations),
-            Permission::EvaluateAccess,
+        .api(
+            routes!(evaluations),
+            Access::Permission(Permission::EvaluateAccess),
         )
-        .route("/.well-known/authzen-configuration", get(metadata))
+        .api(routes!(metadata), Access::Public)
 }
 
-/// AuthZEN 1.0 §6: one decision.
+/// AuthZEN 1.0 §6: one access decision.
+#[utoipa::path(post, path = "/access/v1/evaluation", tag = "access", request_body = Evaluation,
+    responses((status = 200, description = "The decision", body = access::Decision)))]
 async fn evaluation(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -36,7 +37,9 @@ async fn evaluation(
     Ok(axum::Json(decision).into_response())
 }
 
-/// AuthZEN 1.0 §7: several decisions with shared defaults.
+/// AuthZEN 1.0 §7: several access decisions with shared defaults.
+#[utoipa::path(post, path = "/access/v1/evaluations", tag = "access", request_body = Evaluations,
+    responses((status = 200, description = "The decisions, in order", body = access::BatchAnswer)))]
 async fn evaluations(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -46,7 +49,9 @@ async fn evaluations(
     Ok(axum::Json(answer).into_response())
 }
 
-/// AuthZEN 1.0 §9.1: the PDP's metadata.
+/// AuthZEN 1.0 §9.1: the decision point's metadata.
+#[utoipa::path(get, path = "/.well-known/authzen-configuration", tag = "access",
+    responses((status = 200, description = "The PDP metadata (AuthZEN 1.0 §9.1)", body = serde_json::Value)))]
 async fn metadata(State(state): State<AppState>) -> Response {
     axum::Json(access::metadata(&state.config.issuer)).into_response()
 }

@@ -5,100 +5,89 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, put};
-use serde_json::json;
+use utoipa_axum::routes;
 
+use super::Access;
 use super::extract::{Caller, Context, Json};
 use crate::app::AppState;
 use crate::audit;
 use crate::authz::Permission;
 use crate::error::Result;
 use crate::tenants::{
-    self, CreateTenant, UpdateTenant, api_keys, domains, invitations, members, policy, roles,
+    self, CreateTenant, TenantView, UpdateTenant, api_keys, domains, invitations, members, policy,
+    roles,
 };
 
 pub fn router() -> super::Routes {
     use Permission::{ActInTenant, ManageTenants, UseTenants};
+    let member = Access::Permission(ActInTenant);
+    let operator = Access::Permission(ManageTenants);
     super::Routes::default()
-        .guarded("/tenants", get(list).post(create), UseTenants)
-        .guarded(
-            "/tenants/{id}",
-            get(get_one).patch(update).delete(delete_tenant),
-            ActInTenant,
-        )
-        .guarded("/tenants/{id}/suspend", post(suspend), ManageTenants)
-        .guarded("/tenants/{id}/reactivate", post(reactivate), ManageTenants)
-        .guarded("/tenants/{id}/members", get(list_members), ActInTenant)
-        .guarded(
-            "/tenants/{id}/members/{user_id}",
-            patch(set_member_roles).delete(remove_member),
-            ActInTenant,
-        )
-        .guarded(
-            "/tenants/{id}/invitations",
-            get(list_invitations).post(invite),
-            ActInTenant,
-        )
-        .guarded(
-            "/tenants/{id}/invitations/{invitation_id}",
-            delete(revoke_invitation),
-            ActInTenant,
-        )
-        .guarded("/invitations/accept", post(accept_invitation), UseTenants)
-        .guarded("/tenants/{id}/roles", get(list_roles), ActInTenant)
-        .guarded(
-            "/tenants/{id}/roles/{name}",
-            put(put_role).delete(delete_role),
-            ActInTenant,
-        )
-        .guarded(
-            "/tenants/{id}/permissions",
-            get(list_permissions).post(add_permission),
-            ActInTenant,
-        )
-        .guarded(
-            "/tenants/{id}/api-keys",
-            get(list_keys).post(create_key),
-            ActInTenant,
-        )
-        .guarded(
-            "/tenants/{id}/api-keys/{key_id}",
-            delete(revoke_key),
-            ActInTenant,
-        )
-        .guarded(
-            "/tenants/{id}/api-keys/{key_id}/rotate",
-            post(rotate_key),
-            ActInTenant,
-        )
-        .guarded(
-            "/tenants/{id}/ip-allowlist",
-            get(get_allow_list).put(set_allow_list),
-            ActInTenant,
-        )
-        .guarded("/tenants/{id}/plan", get(get_plan), ActInTenant)
+        .api(routes!(list, create), Access::Permission(UseTenants))
+        .api(routes!(get_one, update, delete_tenant), member)
+        .api(routes!(suspend), operator)
+        .api(routes!(reactivate), operator)
+        .api(routes!(list_members), member)
+        .api(routes!(set_member_roles, remove_member), member)
+        .api(routes!(list_invitations, invite), member)
+        .api(routes!(revoke_invitation), member)
+        .api(routes!(accept_invitation), Access::Permission(UseTenants))
+        .api(routes!(list_roles), member)
+        .api(routes!(put_role, delete_role), member)
+        .api(routes!(list_permissions, add_permission), member)
+        .api(routes!(list_keys, create_key), member)
+        .api(routes!(revoke_key), member)
+        .api(routes!(rotate_key), member)
+        .api(routes!(get_allow_list, set_allow_list), member)
+        .api(routes!(get_plan), member)
         // Plan overrides are the operator's: the same path, its own guard.
-        .guarded("/tenants/{id}/plan", patch(set_plan), ManageTenants)
-        .guarded("/tenants/{id}/usage", get(usage), ActInTenant)
-        .guarded(
-            "/tenants/{id}/domains",
-            get(list_domains).post(claim_domain),
-            ActInTenant,
-        )
-        .guarded(
-            "/tenants/{id}/domains/{domain}",
-            delete(release_domain),
-            ActInTenant,
-        )
+        .api(routes!(set_plan), operator)
+        .api(routes!(usage), member)
+        .api(routes!(list_domains, claim_domain), member)
+        .api(routes!(release_domain), member)
         // Verifying a domain is the operator's check.
-        .guarded(
-            "/tenants/{id}/domains/{domain}/verify",
-            post(verify_domain),
-            ManageTenants,
-        )
-        .guarded("/tenants/{id}/audit", get(audit_log), ActInTenant)
+        .api(routes!(verify_domain), operator)
+        .api(routes!(audit_log), member)
 }
 
+/// `{"tenants": […]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TenantList {
+    tenants: Vec<TenantView>,
+}
+
+/// `{"members": […]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct MemberList {
+    members: Vec<members::MemberView>,
+}
+
+/// `{"invitations": […]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct InvitationList {
+    invitations: Vec<invitations::InvitationView>,
+}
+
+/// `{"roles": […]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RoleList {
+    roles: Vec<roles::RoleView>,
+}
+
+/// `{"permissions": […]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PermissionList {
+    permissions: Vec<roles::PermissionView>,
+}
+
+/// `{"api_keys": […]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ApiKeyList {
+    api_keys: Vec<api_keys::ApiKeyView>,
+}
+
+/// Creates a team tenant owned by the caller.
+#[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, description = "The new team tenant, the caller its owner", body = TenantView)))]
 async fn create(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -109,11 +98,15 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(tenant)).into_response())
 }
 
+/// The tenants the caller is a member of.
+#[utoipa::path(get, path = "/tenants", tag = "tenants", responses((status = 200, description = "The tenants", body = TenantList)))]
 async fn list(State(state): State<AppState>, Caller(principal): Caller) -> Result<Response> {
     let mine = tenants::list_mine(&state, &principal).await?;
-    Ok(axum::Json(json!({ "tenants": mine })).into_response())
+    Ok(axum::Json(TenantList { tenants: mine }).into_response())
 }
 
+/// One tenant.
+#[utoipa::path(get, path = "/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The tenant", body = TenantView)))]
 async fn get_one(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -122,6 +115,8 @@ async fn get_one(
     Ok(axum::Json(tenants::get(&state, &principal, &id).await?).into_response())
 }
 
+/// Renames a tenant or changes its settings.
+#[utoipa::path(patch, path = "/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), request_body = UpdateTenant, responses((status = 200, description = "The tenant as changed", body = TenantView)))]
 async fn update(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -134,6 +129,8 @@ async fn update(
     Ok(axum::Json(tenant).into_response())
 }
 
+/// Deletes a tenant (soft: purged later by `tessera tenants purge`).
+#[utoipa::path(delete, path = "/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 204, description = "Deleted")))]
 async fn delete_tenant(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -144,6 +141,8 @@ async fn delete_tenant(
     Ok(super::no_content())
 }
 
+/// Suspends a tenant: its members and API keys are refused inside it.
+#[utoipa::path(post, path = "/tenants/{id}/suspend", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The tenant as suspended", body = TenantView)))]
 async fn suspend(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -155,6 +154,8 @@ async fn suspend(
     Ok(axum::Json(tenant).into_response())
 }
 
+/// Reactivates a suspended tenant.
+#[utoipa::path(post, path = "/tenants/{id}/reactivate", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The tenant as reactivated", body = TenantView)))]
 async fn reactivate(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -166,15 +167,19 @@ async fn reactivate(
     Ok(axum::Json(tenant).into_response())
 }
 
+/// The tenant's members and their roles.
+#[utoipa::path(get, path = "/tenants/{id}/members", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The members", body = MemberList)))]
 async fn list_members(
     State(state): State<AppState>,
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let list = members::list(&state, &principal, &id).await?;
-    Ok(axum::Json(json!({ "members": list })).into_response())
+    Ok(axum::Json(MemberList { members: list }).into_response())
 }
 
+/// Replaces a member's roles.
+#[utoipa::path(patch, path = "/tenants/{id}/members/{user_id}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("user_id" = String, Path, description = "The member's user id")), request_body = members::SetRoles, responses((status = 200, description = "The member as changed", body = members::MemberView)))]
 async fn set_member_roles(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -187,6 +192,8 @@ async fn set_member_roles(
     Ok(axum::Json(member).into_response())
 }
 
+/// Removes a member (or the caller leaves).
+#[utoipa::path(delete, path = "/tenants/{id}/members/{user_id}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("user_id" = String, Path, description = "The member's user id")), responses((status = 204, description = "Removed")))]
 async fn remove_member(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -197,6 +204,8 @@ async fn remove_member(
     Ok(super::no_content())
 }
 
+/// Invites someone by email address.
+#[utoipa::path(post, path = "/tenants/{id}/invitations", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), request_body = invitations::Invite, responses((status = 201, description = "The invitation (mailed)", body = invitations::InvitationView)))]
 async fn invite(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -209,15 +218,19 @@ async fn invite(
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
+/// The tenant's open invitations.
+#[utoipa::path(get, path = "/tenants/{id}/invitations", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The open invitations", body = InvitationList)))]
 async fn list_invitations(
     State(state): State<AppState>,
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let list = invitations::list(&state, &principal, &id).await?;
-    Ok(axum::Json(json!({ "invitations": list })).into_response())
+    Ok(axum::Json(InvitationList { invitations: list }).into_response())
 }
 
+/// Revokes an invitation.
+#[utoipa::path(delete, path = "/tenants/{id}/invitations/{invitation_id}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("invitation_id" = String, Path, description = "The invitation's id")), responses((status = 204, description = "Revoked")))]
 async fn revoke_invitation(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -229,6 +242,8 @@ async fn revoke_invitation(
     Ok(super::no_content())
 }
 
+/// Accepts an invitation with the token from its mail.
+#[utoipa::path(post, path = "/invitations/accept", tag = "tenants", request_body = invitations::Accept, responses((status = 200, description = "The tenant joined", body = TenantView)))]
 async fn accept_invitation(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -240,15 +255,19 @@ async fn accept_invitation(
     Ok(axum::Json(tenant).into_response())
 }
 
+/// The tenant's roles and their permissions.
+#[utoipa::path(get, path = "/tenants/{id}/roles", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The roles", body = RoleList)))]
 async fn list_roles(
     State(state): State<AppState>,
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let list = roles::list(&state, &principal, &id).await?;
-    Ok(axum::Json(json!({ "roles": list })).into_response())
+    Ok(axum::Json(RoleList { roles: list }).into_response())
 }
 
+/// Creates or replaces a custom role.
+#[utoipa::path(put, path = "/tenants/{id}/roles/{name}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("name" = String, Path, description = "The role's name")), request_body = roles::PutRole, responses((status = 200, description = "The role", body = roles::RoleView)))]
 async fn put_role(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -261,6 +280,8 @@ async fn put_role(
     Ok(axum::Json(role).into_response())
 }
 
+/// Deletes a custom role.
+#[utoipa::path(delete, path = "/tenants/{id}/roles/{name}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("name" = String, Path, description = "The role's name")), responses((status = 204, description = "Deleted")))]
 async fn delete_role(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -271,15 +292,19 @@ async fn delete_role(
     Ok(super::no_content())
 }
 
+/// The permissions the tenant's roles may grant.
+#[utoipa::path(get, path = "/tenants/{id}/permissions", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The permissions", body = PermissionList)))]
 async fn list_permissions(
     State(state): State<AppState>,
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let list = roles::permissions(&state, &principal, &id).await?;
-    Ok(axum::Json(json!({ "permissions": list })).into_response())
+    Ok(axum::Json(PermissionList { permissions: list }).into_response())
 }
 
+/// Adds a custom permission.
+#[utoipa::path(post, path = "/tenants/{id}/permissions", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), request_body = roles::AddPermission, responses((status = 201, description = "Added", body = roles::PermissionView), (status = 200, description = "It was there already", body = roles::PermissionView)))]
 async fn add_permission(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -297,6 +322,8 @@ async fn add_permission(
     Ok((status, axum::Json(p)).into_response())
 }
 
+/// Creates an API key of the tenant.
+#[utoipa::path(post, path = "/tenants/{id}/api-keys", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), request_body = api_keys::CreateKey, responses((status = 201, description = "The key; its secret is in this answer only", body = api_keys::CreatedKey)))]
 async fn create_key(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -311,15 +338,19 @@ async fn create_key(
     ))
 }
 
+/// The tenant's API keys.
+#[utoipa::path(get, path = "/tenants/{id}/api-keys", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The keys (never their secrets)", body = ApiKeyList)))]
 async fn list_keys(
     State(state): State<AppState>,
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let list = api_keys::list(&state, &principal, &id).await?;
-    Ok(axum::Json(json!({ "api_keys": list })).into_response())
+    Ok(axum::Json(ApiKeyList { api_keys: list }).into_response())
 }
 
+/// Revokes an API key at once.
+#[utoipa::path(delete, path = "/tenants/{id}/api-keys/{key_id}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("key_id" = String, Path, description = "The API key's id")), responses((status = 204, description = "Revoked")))]
 async fn revoke_key(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -330,6 +361,8 @@ async fn revoke_key(
     Ok(super::no_content())
 }
 
+/// Rotates an API key: a new secret, the old one honoured for the overlap.
+#[utoipa::path(post, path = "/tenants/{id}/api-keys/{key_id}/rotate", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("key_id" = String, Path, description = "The API key's id")), request_body = Option<api_keys::Rotate>, responses((status = 201, description = "The new key; its secret is in this answer only", body = api_keys::CreatedKey)))]
 async fn rotate_key(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -352,6 +385,8 @@ async fn rotate_key(
     ))
 }
 
+/// The tenant's IP allow-list.
+#[utoipa::path(get, path = "/tenants/{id}/ip-allowlist", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The allow-list", body = policy::AllowListView)))]
 async fn get_allow_list(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -360,6 +395,8 @@ async fn get_allow_list(
     Ok(axum::Json(policy::allow_list(&state, &principal, &id).await?).into_response())
 }
 
+/// Replaces the tenant's IP allow-list.
+#[utoipa::path(put, path = "/tenants/{id}/ip-allowlist", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), request_body = policy::SetAllowList, responses((status = 200, description = "The allow-list as set", body = policy::AllowListView)))]
 async fn set_allow_list(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -372,6 +409,8 @@ async fn set_allow_list(
     Ok(axum::Json(list).into_response())
 }
 
+/// The tenant's plan and limits.
+#[utoipa::path(get, path = "/tenants/{id}/plan", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The plan and its limits", body = policy::PlanView)))]
 async fn get_plan(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -380,6 +419,8 @@ async fn get_plan(
     Ok(axum::Json(policy::get_plan(&state, &principal, &id).await?).into_response())
 }
 
+/// Changes a tenant's plan or overrides its limits.
+#[utoipa::path(patch, path = "/tenants/{id}/plan", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), request_body = policy::SetPlan, responses((status = 200, description = "The plan as changed", body = policy::PlanView)))]
 async fn set_plan(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -392,6 +433,8 @@ async fn set_plan(
     Ok(axum::Json(plan).into_response())
 }
 
+/// The tenant's usage against its plan's limits.
+#[utoipa::path(get, path = "/tenants/{id}/usage", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "Usage against the limits", body = policy::UsageView)))]
 async fn usage(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -400,6 +443,8 @@ async fn usage(
     Ok(axum::Json(policy::usage(&state, &principal, &id).await?).into_response())
 }
 
+/// The tenant's audit log, oldest first.
+#[utoipa::path(get, path = "/tenants/{id}/audit", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), audit::Filter), responses((status = 200, description = "One page of audit entries", body = audit::AuditPage)))]
 async fn audit_log(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -407,9 +452,15 @@ async fn audit_log(
     Query(filter): Query<audit::Filter>,
 ) -> Result<Response> {
     let (entries, next) = tenants::audit_log(&state, &principal, &id, &filter).await?;
-    Ok(axum::Json(json!({ "entries": entries, "next_cursor": next })).into_response())
+    Ok(axum::Json(audit::AuditPage {
+        entries,
+        next_cursor: next,
+    })
+    .into_response())
 }
 
+/// The tenant's claimed domains.
+#[utoipa::path(get, path = "/tenants/{id}/domains", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The domains", body = Vec<domains::DomainView>)))]
 async fn list_domains(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -418,6 +469,8 @@ async fn list_domains(
     Ok(axum::Json(domains::list(&state, &principal, &id).await?).into_response())
 }
 
+/// Claims a domain; verified through a DNS TXT record.
+#[utoipa::path(post, path = "/tenants/{id}/domains", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), request_body = domains::ClaimDomain, responses((status = 201, description = "The claim and its DNS challenge", body = domains::DomainView)))]
 async fn claim_domain(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -430,6 +483,8 @@ async fn claim_domain(
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
+/// Releases a claimed domain.
+#[utoipa::path(delete, path = "/tenants/{id}/domains/{domain}", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("domain" = String, Path, description = "The domain name")), responses((status = 204, description = "Released")))]
 async fn release_domain(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -441,6 +496,8 @@ async fn release_domain(
     Ok(super::no_content())
 }
 
+/// Marks a domain as verified (the operator checked its DNS record).
+#[utoipa::path(post, path = "/tenants/{id}/domains/{domain}/verify", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("domain" = String, Path, description = "The domain name")), responses((status = 200, description = "The domain as verified", body = domains::DomainView)))]
 async fn verify_domain(
     State(state): State<AppState>,
     Caller(principal): Caller,

@@ -29,7 +29,7 @@ pub fn is_api_key(token: &str) -> bool {
 }
 
 /// A key as listed: never the secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
     pub id: String,
     pub name: String,
@@ -71,7 +71,7 @@ fn split(s: &str) -> Vec<String> {
 }
 
 /// A new key: the view and, once, the secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub view: ApiKeyView,
@@ -79,7 +79,7 @@ pub struct CreatedKey {
     pub key: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -317,7 +317,7 @@ pub async fn revoke(
     Ok(())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
     /// Seconds the old key keeps working (default 86400, at most 30 days; 0 ends it now).

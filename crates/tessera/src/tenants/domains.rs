@@ -16,7 +16,7 @@ use crate::store::domains as store;
 use crate::store::tenants as tenants_store;
 
 /// A claimed domain as listed.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DomainView {
     pub domain: String,
     pub default_role: String,
@@ -39,7 +39,7 @@ impl From<store::DomainRow> for DomainView {
 }
 
 /// `POST /tenants/{id}/domains`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimDomain {
     pub domain: String,

@@ -25,7 +25,7 @@ use crate::store::users::normalize_email;
 /// The recognisable prefix of invitation tokens.
 pub const PREFIX: &str = "tsi_";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Invite {
     pub email: String,
@@ -33,7 +33,7 @@ pub struct Invite {
 }
 
 /// An invitation as listed (never the token).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InvitationView {
     pub id: String,
     pub email: String,
@@ -203,7 +203,7 @@ pub async fn revoke(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Accept {
     pub token: String,

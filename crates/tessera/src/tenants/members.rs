@@ -16,7 +16,7 @@ use crate::events::{self, MemberRemovedV1, MemberRolesChangedV1};
 use crate::store::tenants as store;
 
 /// A member as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
     pub user_id: String,
     pub email: String,
@@ -101,7 +101,7 @@ fn last_owner() -> Error {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRoles {
     pub roles: Vec<String>,

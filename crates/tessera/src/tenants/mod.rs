@@ -69,7 +69,7 @@ impl TenantStatus {
 }
 
 /// A tenant as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TenantView {
     pub id: String,
     pub slug: String,
@@ -469,7 +469,7 @@ pub async fn create_personal_in(
     Ok(id)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub name: String,
@@ -599,7 +599,7 @@ pub async fn get(core: &Core, principal: &Principal, tenant_id: &str) -> Result<
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
     pub name: Option<String>,

@@ -51,7 +51,7 @@ impl TenantSettings {
 }
 
 /// The limits of a plan.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Limits {
     pub max_members: i64,
     pub max_api_keys: i64,
@@ -61,7 +61,7 @@ pub struct Limits {
 }
 
 /// Per-tenant overrides of [`Limits`]; absent members keep the plan's value.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,14 +215,14 @@ pub fn parse_cidrs(field: &str, list: &[String]) -> Result<Vec<IpNet>> {
 
 // ---------------------------------------------------------------- endpoints
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetAllowList {
     pub allowed_cidrs: Vec<String>,
 }
 
 /// The allow-list as shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AllowListView {
     pub allowed_cidrs: Vec<String>,
 }
@@ -288,7 +288,7 @@ pub async fn set_allow_list(
     allow_list(core, principal, tenant_id).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPlan {
     /// Overrides of the plan's limits (`null` members go back to the plan's value).
@@ -309,7 +309,7 @@ where
 }
 
 /// The plan of a tenant as shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlanView {
     #[serde(rename = "type")]
     pub kind: TenantType,
@@ -413,13 +413,13 @@ async fn save(
 }
 
 /// A count against its limit.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub used: i64,
     pub limit: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageView {
     pub members: Usage,
     pub api_keys: Usage,

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::tenants as store;
 
 /// A role as listed: built-in ones with `builtin: true`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RoleView {
     pub name: String,
     pub builtin: bool,
@@ -55,7 +55,7 @@ pub async fn list(core: &Core, principal: &Principal, tenant_id: &str) -> Result
     Ok(out)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRole {
     pub permissions: Vec<String>,
@@ -213,7 +213,7 @@ pub async fn delete(
 }
 
 /// An application permission as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PermissionView {
     pub name: String,
     pub builtin: bool,
@@ -246,7 +246,7 @@ pub async fn permissions(
     Ok(out)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddPermission {
     pub name: String,
