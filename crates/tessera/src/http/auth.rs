@@ -4,11 +4,11 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde::Deserialize;
+use utoipa_axum::routes;
 
 use super::extract::{Caller, Context, Json, bearer_token};
-use super::{no_content, no_store};
+use super::{Access, no_content, no_store};
 use crate::abuse::Class;
 use crate::accounts::recovery;
 use crate::accounts::{self, Registration, UserView};
@@ -18,28 +18,38 @@ use crate::sessions::{self, LogoutWith};
 
 pub fn router() -> super::Routes {
     super::Routes::default()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .guarded(
-            "/auth/switch-tenant",
-            post(switch_tenant),
-            crate::authz::Permission::UseTenants,
+        .api(routes!(register), Access::Public)
+        .api(routes!(login), Access::Public)
+        .api(routes!(refresh), Access::Public)
+        .api(routes!(logout), Access::Public)
+        .api(
+            routes!(switch_tenant),
+            Access::Permission(crate::authz::Permission::UseTenants),
         )
-        .route("/auth/verify-email", post(verify_email))
-        .route("/auth/resend-verification", post(resend_verification))
-        .route("/auth/request-password-reset", post(request_password_reset))
-        .route("/auth/reset-password", post(reset_password))
+        .api(routes!(verify_email), Access::Public)
+        .api(routes!(resend_verification), Access::Public)
+        .api(routes!(request_password_reset), Access::Public)
+        .api(routes!(reset_password), Access::Public)
 }
 
-#[derive(Deserialize)]
+/// `{"status": "accepted", "message"}`: the same answer whether or not an account exists.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Accepted {
+    #[schema(example = "accepted")]
+    status: &'static str,
+    message: &'static str,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RegisterBody {
     email: String,
     password: String,
     display_name: Option<String>,
 }
 
+/// Registers an account (a verification mail follows).
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterBody,
+    responses((status = 201, description = "The new user", body = UserView)))]
 async fn register(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -60,7 +70,7 @@ async fn register(
     Ok((StatusCode::CREATED, axum::Json(UserView::new(&user, &[]))).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginBody {
     email: String,
     password: String,
@@ -68,6 +78,9 @@ struct LoginBody {
     tenant: Option<String>,
 }
 
+/// Signs in with email and password: a token pair.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, description = "An access and a refresh token", body = sessions::TokenPair)))]
 async fn login(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -80,13 +93,15 @@ async fn login(
     Ok(no_store(axum::Json(pair).into_response()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SwitchBody {
     tenant: String,
 }
 
 /// `POST /auth/switch-tenant` `{tenant}`: a new token pair for another tenant of the caller.
+#[utoipa::path(post, path = "/auth/switch-tenant", tag = "auth", request_body = SwitchBody,
+    responses((status = 200, description = "A token pair for the tenant", body = sessions::TokenPair)))]
 async fn switch_tenant(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -98,11 +113,14 @@ async fn switch_tenant(
     Ok(no_store(axum::Json(pair).into_response()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RefreshBody {
     refresh_token: String,
 }
 
+/// Trades a refresh token for a new pair; the old refresh token stops working.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshBody,
+    responses((status = 200, description = "A new token pair", body = sessions::TokenPair)))]
 async fn refresh(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -125,19 +143,24 @@ async fn refresh(
     Ok(no_store(axum::Json(pair).into_response()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogoutQuery {
     #[serde(default)]
     all: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LogoutBody {
     refresh_token: Option<String>,
 }
 
 /// Ends the caller's session (bearer token, or `{refresh_token}` in the body); `?all=true` ends
 /// every session of the user. An unknown refresh token is answered like a known one (204).
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", params(LogoutQuery),
+    request_body(content = Option<LogoutBody>, description = "Without a bearer token: the session's refresh token"),
+    security((), ("bearer" = [])),
+    responses((status = 204, description = "Signed out")))]
 async fn logout(
     State(state): State<AppState>,
     Query(query): Query<LogoutQuery>,
@@ -173,12 +196,14 @@ async fn logout(
     Ok(no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TokenBody {
     token: String,
 }
 
 /// Marks the email verified; 400 `invalid_token` for an unknown, used or expired token.
+#[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = TokenBody,
+    responses((status = 204, description = "Verified")))]
 async fn verify_email(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -188,7 +213,7 @@ async fn verify_email(
     Ok(no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct EmailBody {
     email: String,
 }
@@ -197,14 +222,17 @@ struct EmailBody {
 fn accepted() -> Response {
     (
         StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({
-            "status": "accepted",
-            "message": "if an account with this address exists, an email is on its way"
-        })),
+        axum::Json(Accepted {
+            status: "accepted",
+            message: "if an account with this address exists, an email is on its way",
+        }),
     )
         .into_response()
 }
 
+/// Sends a new verification link, if an unverified account has this address.
+#[utoipa::path(post, path = "/auth/resend-verification", tag = "auth", request_body = EmailBody,
+    responses((status = 202, description = "Accepted (whether or not the account exists)", body = Accepted)))]
 async fn resend_verification(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -216,6 +244,9 @@ async fn resend_verification(
     Ok(accepted())
 }
 
+/// Sends a password reset link, if an account has this address.
+#[utoipa::path(post, path = "/auth/request-password-reset", tag = "auth", request_body = EmailBody,
+    responses((status = 202, description = "Accepted (whether or not the account exists)", body = Accepted)))]
 async fn request_password_reset(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -249,13 +280,15 @@ async fn throttle_recovery(
         .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ResetBody {
     token: String,
     new_password: String,
 }
 
 /// Sets a new password with a reset token and ends every session of the user.
+#[utoipa::path(post, path = "/auth/reset-password", tag = "auth", request_body = ResetBody,
+    responses((status = 204, description = "The password is set")))]
 async fn reset_password(
     State(state): State<AppState>,
     Context(ctx): Context,

@@ -8,9 +8,10 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa_axum::routes;
 
+use super::Access;
 use super::extract::Context;
 use crate::accounts::recovery::{self, Purpose};
 use crate::app::AppState;
@@ -18,23 +19,24 @@ use crate::error::Error;
 
 pub fn router() -> super::Routes {
     super::Routes::default()
-        .route("/verify-email", get(verify_page).post(verify_submit))
-        .route("/reset-password", get(reset_page).post(reset_submit))
+        .api(routes!(verify_page, verify_submit), Access::Public)
+        .api(routes!(reset_page, reset_submit), Access::Public)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TokenQuery {
     #[serde(default)]
     token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct VerifyForm {
     #[serde(default)]
     token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ResetForm {
     #[serde(default)]
     token: String,
@@ -99,6 +101,9 @@ fn server_error(e: &Error) -> Response {
     )
 }
 
+/// The page of a verification link: a button that confirms (a GET never uses the token).
+#[utoipa::path(get, path = "/verify-email", tag = "pages", params(TokenQuery),
+    responses((status = 200, description = "The confirmation page", content_type = "text/html"), (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn verify_page(Query(q): Query<TokenQuery>) -> Response {
     if !recovery::well_formed(Purpose::VerifyEmail, &q.token) {
         return invalid_link();
@@ -115,6 +120,10 @@ async fn verify_page(Query(q): Query<TokenQuery>) -> Response {
     )
 }
 
+/// Confirms the address (the page's form).
+#[utoipa::path(post, path = "/verify-email", tag = "pages",
+    request_body(content = VerifyForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The address is confirmed", content_type = "text/html"), (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn verify_submit(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -158,6 +167,9 @@ fn reset_form(token: &str, min_length: usize, problem: Option<&str>) -> String {
     )
 }
 
+/// The page of a password reset link: a new-password form.
+#[utoipa::path(get, path = "/reset-password", tag = "pages", params(TokenQuery),
+    responses((status = 200, description = "The form", content_type = "text/html"), (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn reset_page(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
     if !recovery::well_formed(Purpose::ResetPassword, &q.token) {
         return invalid_link();
@@ -169,6 +181,10 @@ async fn reset_page(State(state): State<AppState>, Query(q): Query<TokenQuery>) 
     )
 }
 
+/// Sets the new password (the page's form).
+#[utoipa::path(post, path = "/reset-password", tag = "pages",
+    request_body(content = ResetForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The password is set", content_type = "text/html"), (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn reset_submit(
     State(state): State<AppState>,
     Context(ctx): Context,

@@ -116,7 +116,7 @@ impl Settings {
 }
 
 /// The token response of login and refresh.
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub token_type: &'static str,
