@@ -84,28 +84,8 @@ impl Routes {
         self
     }
 
-    // TEMPORARY while the areas move to `api`: routes not yet in the document.
-    fn route(mut self, path: &'static str, method_router: MethodRouter<AppState>) -> Self {
-        self.router = self.router.route(path, method_router);
-        if !self.paths.iter().any(|p| p == path) {
-            self.paths.push(path.to_string());
-        }
-        self
-    }
-
-    fn guarded(
-        self,
-        path: &'static str,
-        method_router: MethodRouter<AppState>,
-        permission: crate::authz::Permission,
-    ) -> Self {
-        self.route(
-            path,
-            method_router.route_layer(axum::Extension(extract::Required(permission))),
-        )
-    }
-
-    /// A route that is not part of the API document: the documentation UI's own files.
+    /// A route that is not part of the API document: the documentation UI's files and the
+    /// hosted pages' stylesheet and logo.
     fn page(mut self, path: &'static str, method_router: MethodRouter<AppState>) -> Self {
         self.router = self.router.route(path, method_router);
         self.paths.push(path.to_string());
@@ -188,7 +168,8 @@ pub fn openapi_json() -> &'static str {
     openapi::rendered()
 }
 
-/// The routes the document leaves out on purpose (the documentation UI's files).
+/// The routes the document leaves out on purpose (the documentation UI's files, the hosted
+/// pages' assets).
 pub fn undocumented() -> Vec<&'static str> {
     routes().pages
 }

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use base64::Engine;
 use serde_json::json;
 
@@ -22,25 +22,187 @@ use crate::oidc::{self, SESSION_COOKIE};
 const CSRF_COOKIE: &str = "tessera_csrf";
 
 pub fn router() -> super::Routes {
+    use super::Access::{Bearer, Client, Public};
+    use utoipa_axum::routes;
     super::Routes::default()
-        .route("/oauth2/authorize", get(authorize_get).post(authorize_post))
-        .route("/oauth2/login", post(login))
-        .route("/oauth2/consent", post(consent))
-        .route("/oauth2/token", post(token_endpoint))
-        .route("/oauth2/userinfo", get(userinfo).post(userinfo))
-        .route("/oauth2/introspect", post(introspect_endpoint))
-        .route("/oauth2/revoke", post(revoke_endpoint))
-        .route("/oauth2/logout", get(logout_get).post(logout_post))
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/.well-known/oauth-authorization-server", get(discovery))
-        .route(
+        .api(routes!(authorize_get, authorize_post), Public)
+        .api(routes!(login), Public)
+        .api(routes!(consent), Public)
+        .api(routes!(token_endpoint), Client)
+        .api(routes!(userinfo_get, userinfo_post), Bearer)
+        .api(routes!(introspect_endpoint), Client)
+        .api(routes!(revoke_endpoint), Client)
+        .api(routes!(logout_get, logout_post), Public)
+        .api(routes!(openid_configuration), Public)
+        .api(routes!(authorization_server_metadata), Public)
+        .page(
             "/assets/tessera.css",
             get(|State(s): State<AppState>| async move { s.pages.css() }),
         )
-        .route(
+        .page(
             "/assets/logo.svg",
             get(|State(s): State<AppState>| async move { s.pages.logo() }),
         )
+}
+
+// ---------------------------------------------------------------- what the document says of the forms
+//
+// The endpoints below read their parameters themselves (`parse_params`: RFC 6749 §3.1 refuses
+// a repeated parameter, which a typed extractor would not), so these types only describe them.
+
+/// RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 8707 §2 and OIDC Core §3.1.2.1: an authorization request.
+#[derive(utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AuthorizationRequest {
+    /// `code` (the only response type).
+    response_type: String,
+    client_id: String,
+    /// Needed when the client has more than one registered.
+    #[schema(required = false)]
+    #[param(required = false)]
+    redirect_uri: String,
+    /// Space-separated; `openid` makes it an OpenID Connect request.
+    #[schema(required = false)]
+    #[param(required = false)]
+    scope: String,
+    #[schema(required = false)]
+    #[param(required = false)]
+    state: String,
+    #[schema(required = false)]
+    #[param(required = false)]
+    nonce: String,
+    /// RFC 7636: required of public clients.
+    #[schema(required = false)]
+    #[param(required = false)]
+    code_challenge: String,
+    /// `S256`.
+    #[schema(required = false)]
+    #[param(required = false)]
+    code_challenge_method: String,
+    /// `none`, `login` or `consent`.
+    #[schema(required = false)]
+    #[param(required = false)]
+    prompt: String,
+    #[schema(required = false)]
+    #[param(required = false)]
+    max_age: u64,
+    #[schema(required = false)]
+    #[param(required = false)]
+    login_hint: String,
+    /// RFC 8707: the resource server the token is for.
+    #[schema(required = false)]
+    #[param(required = false)]
+    resource: String,
+    /// The tenant to sign in to (one of the user's), skipping the choice.
+    #[schema(required = false)]
+    #[param(required = false)]
+    tenant: String,
+}
+
+/// The hosted sign-in form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct LoginForm {
+    /// The double-submit token of the page (it equals the CSRF cookie).
+    csrf_token: String,
+    /// The authorization request, form-encoded, that the page continues.
+    request: String,
+    email: String,
+    #[schema(format = Password)]
+    password: String,
+}
+
+/// The hosted consent form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ConsentForm {
+    csrf_token: String,
+    request: String,
+    /// `allow` or `deny`.
+    decision: String,
+}
+
+/// The token request of every grant (RFC 6749 §4.1.3, §4.4.2, §6; RFC 7636 §4.5; RFC 8693
+/// §2.1; RFC 8707 §2). Client credentials go in HTTP Basic or, as `client_secret_post`, here.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TokenRequest {
+    /// `authorization_code`, `refresh_token`, `client_credentials` or
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    grant_type: String,
+    #[schema(required = false)]
+    code: String,
+    #[schema(required = false)]
+    redirect_uri: String,
+    #[schema(required = false)]
+    code_verifier: String,
+    #[schema(required = false)]
+    refresh_token: String,
+    #[schema(required = false)]
+    scope: String,
+    #[schema(required = false)]
+    resource: String,
+    #[schema(required = false)]
+    audience: String,
+    #[schema(required = false)]
+    subject_token: String,
+    #[schema(required = false)]
+    subject_token_type: String,
+    #[schema(required = false)]
+    actor_token: String,
+    #[schema(required = false)]
+    actor_token_type: String,
+    #[schema(required = false)]
+    requested_token_type: String,
+    #[schema(required = false)]
+    client_id: String,
+    #[schema(required = false, format = Password)]
+    client_secret: String,
+}
+
+/// RFC 7662 §2.1 and RFC 7009 §2.1: the token to look at or revoke.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TokenForm {
+    token: String,
+    /// `access_token` or `refresh_token`; a hint only.
+    #[schema(required = false)]
+    token_type_hint: String,
+    #[schema(required = false)]
+    client_id: String,
+    #[schema(required = false, format = Password)]
+    client_secret: String,
+}
+
+/// RFC 6750 §2.2: the access token in the form body instead of the header.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UserInfoForm {
+    #[schema(required = false)]
+    access_token: String,
+}
+
+/// OIDC RP-Initiated Logout 1.0 §2, or the answer of the confirmation page (`decision`).
+#[derive(utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct LogoutRequest {
+    #[schema(required = false)]
+    #[param(required = false)]
+    id_token_hint: String,
+    #[schema(required = false)]
+    #[param(required = false)]
+    client_id: String,
+    #[schema(required = false)]
+    #[param(required = false)]
+    post_logout_redirect_uri: String,
+    #[schema(required = false)]
+    #[param(required = false)]
+    state: String,
+    #[schema(required = false)]
+    #[param(required = false)]
+    logout_hint: String,
 }
 
 // ---------------------------------------------------------------- errors and small helpers
@@ -200,6 +362,12 @@ fn bad_page(state: &AppState, message: &str) -> Response {
 
 // ---------------------------------------------------------------- authorization and pages
 
+/// RFC 6749 §4.1.1: the authorization request. Answers the sign-in, consent or tenant page, or
+/// redirects to the client with a code or an error (RFC 6749 §4.1.2, RFC 9207 `iss`).
+#[utoipa::path(get, path = "/oauth2/authorize", tag = "oauth", params(AuthorizationRequest),
+    responses((status = 200, description = "A hosted page: sign in, consent or pick a tenant", content_type = "text/html"),
+        (status = 303, description = "To the client's redirect URI with `code` or `error`"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn authorize_get(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -210,6 +378,11 @@ async fn authorize_get(
 }
 
 /// OIDC Core §3.1.2.1: the authorization endpoint accepts POST too.
+#[utoipa::path(post, path = "/oauth2/authorize", tag = "oauth",
+    request_body(content = AuthorizationRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "A hosted page: sign in, consent or pick a tenant", content_type = "text/html"),
+        (status = 303, description = "To the client's redirect URI with `code` or `error`"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn authorize_post(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -351,6 +524,11 @@ fn login_page(
 
 /// The login form: checks CSRF and the password, starts the browser session, and continues the
 /// authorization request it carries.
+#[utoipa::path(post, path = "/oauth2/login", tag = "oauth",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The next page: consent or pick a tenant", content_type = "text/html"),
+        (status = 303, description = "To the client's redirect URI with `code` or `error`"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn login(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -453,6 +631,11 @@ async fn login(
 }
 
 /// The consent form: Allow or Deny, remembered per user, client and scope set.
+#[utoipa::path(post, path = "/oauth2/consent", tag = "oauth",
+    request_body(content = ConsentForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The next page: pick a tenant", content_type = "text/html"),
+        (status = 303, description = "To the client's redirect URI with `code` or `error`"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn consent(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -551,6 +734,10 @@ async fn authenticated_request(
     Ok((client, params))
 }
 
+/// RFC 6749 §3.2: the token endpoint.
+#[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "RFC 6749 §5.1 (`Cache-Control: no-store`)", body = crate::oauth::token::TokenResponse)))]
 async fn token_endpoint(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -591,6 +778,10 @@ async fn token_endpoint(
     }
 }
 
+/// RFC 7662 §2: token introspection, for confidential clients.
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "RFC 7662 §2.2; an unknown token is `{\"active\": false}`", body = introspect::Introspection)))]
 async fn introspect_endpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -621,6 +812,10 @@ async fn introspect_endpoint(
     }
 }
 
+/// RFC 7009 §2: token revocation. An unknown or already revoked token is a success too.
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Revoked (RFC 7009 §2.2: no body)")))]
 async fn revoke_endpoint(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -641,7 +836,27 @@ async fn revoke_endpoint(
     }
 }
 
-/// OIDC Core §5.3: bearer token in the header, or (POST) in the form body (RFC 6750 §2.2).
+/// OIDC Core §5.3: the claims about the user that the token's scopes grant.
+#[utoipa::path(get, path = "/oauth2/userinfo", tag = "oauth",
+    responses((status = 200, description = "OIDC Core §5.3.2", body = serde_json::Value), (status = "4XX", description = "RFC 6750 §3: the token is missing, invalid or lacks `openid`", body = super::openapi::OAuthError)))]
+async fn userinfo_get(state: State<AppState>, method: Method, headers: HeaderMap) -> Response {
+    userinfo(state, method, headers, Bytes::new()).await
+}
+
+/// OIDC Core §5.3.1: UserInfo by POST, the token in the header or the form body.
+#[utoipa::path(post, path = "/oauth2/userinfo", tag = "oauth",
+    request_body(content = Option<UserInfoForm>, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "OIDC Core §5.3.2", body = serde_json::Value), (status = "4XX", description = "RFC 6750 §3: the token is missing, invalid or lacks `openid`", body = super::openapi::OAuthError)))]
+async fn userinfo_post(
+    state: State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    userinfo(state, method, headers, body).await
+}
+
+/// Bearer token in the header, or (POST) in the form body (RFC 6750 §2.2).
 async fn userinfo(
     State(state): State<AppState>,
     method: Method,
@@ -718,6 +933,9 @@ async fn userinfo(
 
 // ---------------------------------------------------------------- logout and discovery
 
+/// OIDC RP-Initiated Logout 1.0 §2: asks the user to confirm signing out.
+#[utoipa::path(get, path = "/oauth2/logout", tag = "oauth", params(LogoutRequest),
+    responses((status = 200, description = "The confirmation page", content_type = "text/html"), (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn logout_get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -728,6 +946,10 @@ async fn logout_get(
 
 /// A POST is either the RP's logout request (form-encoded parameters) or the user's answer on
 /// the confirmation page (it carries `decision`).
+#[utoipa::path(post, path = "/oauth2/logout", tag = "oauth",
+    request_body(content = LogoutRequest, description = "The logout request, or the confirmation page's answer (`csrf_token`, `request`, `decision`)", content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The confirmation page, or signed out", content_type = "text/html"),
+        (status = 303, description = "Signed out: to the `post_logout_redirect_uri`"), (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
 async fn logout_post(
     State(state): State<AppState>,
     Context(ctx): Context,
@@ -819,6 +1041,20 @@ async fn logout_request(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Re
         set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
     }
     res
+}
+
+/// OIDC Discovery 1.0 §4: the provider's metadata.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "oauth",
+    responses((status = 200, description = "OIDC Discovery §3", body = serde_json::Value)))]
+async fn openid_configuration(state: State<AppState>) -> Response {
+    discovery(state).await
+}
+
+/// RFC 8414 §3: the same metadata as OAuth 2.0 authorization server metadata.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    responses((status = 200, description = "RFC 8414 §2", body = serde_json::Value)))]
+async fn authorization_server_metadata(state: State<AppState>) -> Response {
+    discovery(state).await
 }
 
 async fn discovery(State(state): State<AppState>) -> Response {

@@ -10,7 +10,7 @@ use crate::sessions;
 use crate::store::sessions as store_sessions;
 
 /// RFC 7662 §2.2. Inactive tokens answer `{"active": false}` and nothing else.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Introspection {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

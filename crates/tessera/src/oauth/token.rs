@@ -17,7 +17,7 @@ use crate::store::sessions::NewSession;
 use crate::store::users::{self, User};
 
 /// RFC 6749 §5.1.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
