@@ -64,10 +64,7 @@ impl Tessera {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    tessera::clock::Clock::System.now()
 }
 
 /// An example binary, killed when the test ends.

@@ -213,13 +213,10 @@ pub fn router() -> Routes {
             "/docs",
             axum::routing::get(|| async { Redirect::permanent("/docs/") }),
         )
-        .page(
-            "/docs/",
-            axum::routing::get(|| async { docs_file(String::new()) }),
-        )
+        .page("/docs/", axum::routing::get(|| async { docs_file("") }))
         .page(
             "/docs/{*file}",
-            axum::routing::get(|Path(file): Path<String>| async move { docs_file(file) }),
+            axum::routing::get(|Path(file): Path<String>| async move { docs_file(&file) }),
         )
 }
 
@@ -250,11 +247,11 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
      img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-fn docs_file(file: String) -> Response {
+fn docs_file(file: &str) -> Response {
     static CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {
         Arc::new(utoipa_swagger_ui::Config::from("/openapi.json").try_it_out_enabled(true))
     });
-    match utoipa_swagger_ui::serve(&file, CONFIG.clone()) {
+    match utoipa_swagger_ui::serve(file, CONFIG.clone()) {
         Ok(Some(asset)) => {
             let mut res = (StatusCode::OK, asset.bytes.into_owned()).into_response();
             let headers = res.headers_mut();
