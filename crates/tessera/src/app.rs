@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::accounts::UserCache;
 use crate::clock::Clock;
@@ -128,24 +129,32 @@ impl App {
             )),
             None => None,
         };
-        let mut tasks = vec![tokio::spawn(reload_keys(state.clone()))];
+        // The workers that lease queued work (mail, the relay, webhooks) are told to stop and
+        // finish the item in hand, giving back what they had claimed but not started; the other
+        // tasks only read or tidy, and are aborted.
+        let stopping = CancellationToken::new();
+        let mut workers = tokio::task::JoinSet::new();
         if let Some(transport) = mail {
-            tasks.push(tokio::spawn(crate::mail::worker::run(
+            workers.spawn(crate::mail::worker::run(
                 state.clone(),
                 transport,
-            )));
+                stopping.clone(),
+            ));
         }
         if let Some(relay) = crate::events::relay::RelayConfig::from_config(&state.config) {
-            tasks.push(tokio::spawn(crate::events::relay::run(
+            workers.spawn(crate::events::relay::run(
                 state.store.clone(),
                 state.clock.clone(),
                 relay,
-            )));
+                stopping.clone(),
+            ));
         }
-        tasks.push(tokio::spawn(crate::events::webhooks::run(
+        workers.spawn(crate::events::webhooks::run(
             state.clone(),
             Arc::clone(&state.master),
-        )));
+            stopping.clone(),
+        ));
+        let mut tasks = vec![tokio::spawn(reload_keys(state.clone()))];
         tasks.push(tokio::spawn(reload_revocations(state.clone())));
         tasks.push(tokio::spawn(state.shared.clone().listen(Arc::new(
             Caches {
@@ -181,9 +190,14 @@ impl App {
             Duration::from_secs(state.config.shutdown.drain_deadline_secs),
         );
         let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<Instant>();
+        let workers_stop = stopping.clone();
         let stop = async move {
             shutdown.await;
+            let _ = signalled_tx.send(Instant::now());
             draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            // The workers finish what they hold while the requests drain.
+            workers_stop.cancel();
             tracing::info!(?delay, ?deadline, "draining: readiness is 503");
             tokio::time::sleep(delay).await;
             let _ = begun_tx.send(());
@@ -201,6 +215,20 @@ impl App {
         };
         for task in &tasks {
             task.abort();
+        }
+        // Serving can also end on its own (an error): the workers are told then.
+        stopping.cancel();
+        let signalled = signalled_rx.await.unwrap_or_else(|_| Instant::now());
+        let finished = tokio::time::timeout_at((signalled + WORKER_GRACE).into(), async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                "background workers still busy 10 s after the signal; their leases expire and \
+                 another replica, or the next start, takes the work up"
+            );
+            workers.abort_all();
         }
         // Closing waits for every connection to come back; the aborted tasks return theirs
         // when they are dropped. Bounded, so a stuck connection cannot hold the exit past the
@@ -221,6 +249,9 @@ impl App {
         self.run_until(shutdown_signal()).await
     }
 }
+
+/// How long the background workers have, from the shutdown signal, to finish the item in hand.
+const WORKER_GRACE: Duration = Duration::from_secs(10);
 
 /// How long the exit waits for the database pool to close after the drain.
 const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);

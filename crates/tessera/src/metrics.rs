@@ -90,6 +90,17 @@ pub fn throttled(class: &'static str) {
     counter!("tessera_throttled_total", "class" => class).increment(1);
 }
 
+/// How long a password hash or check waited for a hashing thread (queue and hand-over).
+pub fn hash_wait(waited: Duration) {
+    histogram!("tessera_password_hash_wait_seconds").record(waited.as_secs_f64());
+}
+
+/// A failed delivery attempt of a mail job or a webhook (it is retried, or parked at the last
+/// attempt).
+pub fn delivery_failed(queue: &'static str) {
+    counter!("tessera_delivery_failures_total", "queue" => queue).increment(1);
+}
+
 /// The gauges of state, read now, then everything in the text format.
 pub async fn render(core: &Core) -> Option<String> {
     let handle = handle()?;

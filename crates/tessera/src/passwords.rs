@@ -199,12 +199,14 @@ impl Passwords {
         let Ok(slot) = Arc::clone(&self.inner.queue).try_acquire_owned() else {
             return Err(Error::TooManyRequests { retry_after: 1 });
         };
+        let queued = std::time::Instant::now();
         let permit = Arc::clone(&self.inner.permits)
             .acquire_owned()
             .await
             .map_err(Error::internal)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
+            crate::metrics::hash_wait(queued.elapsed());
             let outcome = job(memory);
             // Free the slot and the permit before answering, so a caller that awaits this
             // result and hashes again finds room.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -71,12 +72,27 @@ pub async fn connect(cfg: &RelayConfig) -> anyhow::Result<jetstream::Context> {
     Ok(js)
 }
 
-/// Runs until aborted.
-pub async fn run(store: Store, clock: Clock, cfg: RelayConfig) {
+/// Publishes the outbox until `stopping`, then ends after the round in hand.
+pub async fn run(store: Store, clock: Clock, cfg: RelayConfig, stopping: CancellationToken) {
     let owner = format!("relay-{}", uuid::Uuid::now_v7());
     let mut backoff = Duration::from_millis(500);
-    loop {
-        let js = match connect(&cfg).await {
+    // Every wait ends early when the service stops; a round in hand is finished (its batch
+    // published and recorded, or given back).
+    let pause = |d: Duration| {
+        let stopping = stopping.clone();
+        async move {
+            tokio::select! {
+                () = tokio::time::sleep(d) => {}
+                () = stopping.cancelled() => {}
+            }
+        }
+    };
+    while !stopping.is_cancelled() {
+        let connected = tokio::select! {
+            c = connect(&cfg) => c,
+            () = stopping.cancelled() => return,
+        };
+        let js = match connected {
             Ok(js) => {
                 tracing::info!(stream = %cfg.stream, "event relay connected to NATS JetStream");
                 backoff = Duration::from_millis(500);
@@ -84,27 +100,27 @@ pub async fn run(store: Store, clock: Clock, cfg: RelayConfig) {
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "event relay cannot reach NATS; events stay in the outbox");
-                tokio::time::sleep(backoff).await;
+                pause(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
-        loop {
+        while !stopping.is_cancelled() {
             match round(&store, &clock, &js, &cfg, &owner).await {
                 Ok(Round { published, failed }) => {
                     if failed {
-                        tokio::time::sleep(backoff).await;
+                        pause(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     } else {
                         backoff = Duration::from_millis(500);
                         if published == 0 {
-                            tokio::time::sleep(cfg.poll_interval).await;
+                            pause(cfg.poll_interval).await;
                         }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = ?e, "event relay round failed");
-                    tokio::time::sleep(cfg.poll_interval.max(Duration::from_secs(1))).await;
+                    pause(cfg.poll_interval.max(Duration::from_secs(1))).await;
                 }
             }
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, By, Entry, action};
 use crate::authz::{self, Permission, Principal};
@@ -254,7 +255,9 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 /// most its timeout and never delays the others. A claim's lease is the request timeout plus
 /// `lease_secs`, longer than any delivery can take, so no other replica re-sends a delivery
 /// that is still in flight here.
-pub async fn run(state: Core, master: Arc<MasterKey>) {
+/// Delivers due webhooks until `stopping`; then waits for the deliveries in flight and records
+/// them (bounded by the caller's grace).
+pub async fn run(state: Core, master: Arc<MasterKey>, stopping: CancellationToken) {
     let owner: Arc<str> = format!("webhooks-{}", uuid::Uuid::now_v7()).into();
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(
@@ -273,7 +276,7 @@ pub async fn run(state: Core, master: Arc<MasterKey>) {
     let poll = Duration::from_millis(state.config.events.poll_interval_ms.max(100));
     let limit = state.config.events.webhook_concurrency.max(1) as usize;
     let mut in_flight = tokio::task::JoinSet::new();
-    loop {
+    while !stopping.is_cancelled() {
         let free = limit - in_flight.len();
         let mut claimed = 0;
         if free > 0 {
@@ -293,15 +296,21 @@ pub async fn run(state: Core, master: Arc<MasterKey>) {
             }
         }
         if in_flight.is_empty() {
-            tokio::time::sleep(poll).await;
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = stopping.cancelled() => {}
+            }
         } else if claimed == 0 || in_flight.len() == limit {
             // Wait for a slot, or for the next look at newly due work.
             tokio::select! {
                 _ = in_flight.join_next() => {}
                 () = tokio::time::sleep(poll) => {}
+                () = stopping.cancelled() => {}
             }
         }
     }
+    // Each claim is one delivery, already started: finish and record them all.
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// Claims up to `limit` due deliveries for `owner`.
@@ -335,6 +344,7 @@ async fn deliver_and_record(
             .await
             .map(|_| ()),
         Err(e) => {
+            crate::metrics::delivery_failed("webhooks");
             let attempts = d.attempts + 1;
             let parked = crate::store::jobs::mark_failed(
                 state.store.pool(),

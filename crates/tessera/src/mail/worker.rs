@@ -8,6 +8,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
 
 use super::{Mailer, Rendered, Template};
 use crate::config::MailConfig;
@@ -16,7 +17,6 @@ use crate::store::mail as store_mail;
 
 /// Where mail goes.
 pub enum Transport {
-    /// `.eml` files in this folder (0700), each made 0600 once written.
     /// `.eml` files in this folder, each created owner-only (0600) before a byte is written.
     File(std::path::PathBuf),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -95,32 +95,48 @@ fn build_message(mailer: &Mailer, to: &str, r: Rendered) -> anyhow::Result<Messa
 }
 
 /// Runs until aborted: claims due jobs every `poll_interval_ms` and delivers them.
-pub async fn run(state: Core, transport: Transport) {
+/// Sends the queued mail until `stopping`; then finishes the message in hand and gives back the
+/// rest of its claim.
+pub async fn run(state: Core, transport: Transport, stopping: CancellationToken) {
     let owner = uuid::Uuid::now_v7().to_string();
     let cfg = state.config.mail.clone();
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.poll_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        if let Err(e) = round(&state, &transport, &owner, &cfg).await {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopping.cancelled() => return,
+        }
+        if let Err(e) = round(&state, &transport, &owner, &cfg, &stopping).await {
             tracing::warn!(error = ?e, "mail worker round failed");
         }
     }
 }
 
-/// One round: claim, send, record. Returns the number of jobs handled.
+/// One round: claim, send, record. Returns the number of jobs handled. Once `stopping`, the
+/// jobs of the claim not yet started are released for another worker.
 pub async fn round(
     state: &Core,
     transport: &Transport,
     owner: &str,
     cfg: &MailConfig,
+    stopping: &CancellationToken,
 ) -> anyhow::Result<usize> {
     let now = state.clock.now();
     if !crate::store::jobs::any_due(state.store.pool(), crate::store::jobs::MAIL, now).await? {
         return Ok(0);
     }
     let jobs = store_mail::claim(state.store.pool(), owner, now, now + 120, 20).await?;
-    for job in &jobs {
+    for (handled, job) in jobs.iter().enumerate() {
+        if stopping.is_cancelled() {
+            crate::store::jobs::release(
+                state.store.pool(),
+                crate::store::jobs::MAIL,
+                &job.lease_owner,
+            )
+            .await?;
+            return Ok(handled);
+        }
         let outcome = send_job(state, transport, job).await;
         let now = state.clock.now();
         match outcome {
@@ -128,6 +144,7 @@ pub async fn round(
                 store_mail::mark_sent(state.store.pool(), &job.lease_owner, &job.id, now).await?
             }
             Err(e) => {
+                crate::metrics::delivery_failed("mail");
                 let attempts = job.attempts + 1;
                 let next = now + 30 * crate::events::backoff(attempts).min(120);
                 let gave_up = store_mail::mark_failed(

@@ -147,6 +147,24 @@ where
     Ok(row.is_some_and(|(s,)| s == Status::Parked.as_str(queue)))
 }
 
+/// Gives back the rows of the claim `lease` that are still pending (a worker stopping before it
+/// started them), so another worker can take them at once instead of when the lease expires.
+pub async fn release<'e>(
+    db: impl Executor<'e, Database = Any>,
+    queue: Queue,
+    lease: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {} SET lease_owner = NULL, lease_until = NULL \
+         WHERE lease_owner = $1 AND status = 'pending'",
+        queue.table
+    )))
+    .bind(lease)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Puts every parked row of `queue` back in it, due now.
 pub async fn unpark<'e>(
     db: impl Executor<'e, Database = Any>,

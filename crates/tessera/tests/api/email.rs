@@ -20,6 +20,7 @@ on_both_backends!(
     login_can_require_a_verified_email,
     reset_password_applies_the_password_policy,
     undeliverable_mail_is_parked_like_any_job_and_its_payload_wiped,
+    a_stopping_mail_worker_gives_back_the_jobs_it_has_not_started,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -599,4 +600,43 @@ async fn undeliverable_mail_is_parked_like_any_job_and_its_payload_wiped(b: Back
             .await
             .unwrap();
     assert_eq!(payloads, 0, "the parked job's payload is wiped");
+}
+
+/// At shutdown the mail worker gives back the jobs of its claim that it has not started: they
+/// are pending and unleased at once (no wait for the lease), untouched, and the next round
+/// sends them.
+async fn a_stopping_mail_worker_gives_back_the_jobs_it_has_not_started(b: Backend) {
+    // The service's own worker looks once at start, then not for an hour.
+    let app = TestApp::spawn_with(b, |c| c.mail.poll_interval_ms = 3_600_000).await;
+    for email in ["one@example.com", "two@example.com"] {
+        assert_eq!(app.register(email).await.status, StatusCode::CREATED);
+    }
+    let cfg = app.state.config.mail.clone();
+    let transport = tessera::mail::worker::Transport::from_config(&cfg, &app.state.config.data_dir)
+        .unwrap()
+        .expect("the file transport");
+    let stopping = tokio_util::sync::CancellationToken::new();
+    stopping.cancel();
+    let handled = tessera::mail::worker::round(&app.state, &transport, "w", &cfg, &stopping)
+        .await
+        .unwrap();
+    assert_eq!(handled, 0);
+    let jobs: Vec<(String, Option<String>, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT status, lease_owner, lease_until, attempts FROM mail_jobs ORDER BY id",
+    )
+    .fetch_all(app.state.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(jobs, vec![("pending".to_string(), None, None, 0); 2]);
+
+    let running = tokio_util::sync::CancellationToken::new();
+    let handled = tessera::mail::worker::round(&app.state, &transport, "w", &cfg, &running)
+        .await
+        .unwrap();
+    assert_eq!(handled, 2);
+    let counts =
+        tessera::store::jobs::count_by_status(app.state.store.pool(), tessera::store::jobs::MAIL)
+            .await
+            .unwrap();
+    assert_eq!(counts, vec![("sent".to_string(), 2)]);
 }

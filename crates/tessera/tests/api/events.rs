@@ -329,6 +329,8 @@ pub(crate) fn verify_signature(secret: &str, header: &str, body: &str) -> bool {
 }
 
 async fn webhooks_receive_signed_events_and_retry_failures(b: Backend) {
+    // The process's recorder, before the failure it must count.
+    let metrics = tessera::metrics::handle().expect("the metrics recorder");
     let app = TestApp::spawn(b).await;
     let (url, seen) = receiver(vec![500]).await;
     let (hook, secret) = tessera::events::webhooks::add(
@@ -365,6 +367,12 @@ async fn webhooks_receive_signed_events_and_retry_failures(b: Backend) {
         }
     })
     .await;
+    let text = metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"tessera_delivery_failures_total{queue="webhooks"} "#)),
+        "{text}"
+    );
     app.clock.advance(60);
     eventually(10, "the retried delivery", || async {
         seen.lock().unwrap().len() == 2
@@ -541,6 +549,7 @@ async fn relay_delivers_every_event_once_in_order_after_a_broker_outage(b: Backe
         app.state.store.clone(),
         app.clock.clone(),
         relay_config(&url, &stream, &prefix),
+        tokio_util::sync::CancellationToken::new(),
     ));
     eventually(60, "all 600 events published", || async {
         tessera::events::counts(&app.state.store)

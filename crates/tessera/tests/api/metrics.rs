@@ -136,6 +136,8 @@ async fn metrics_count_a_scripted_flow_and_are_only_for_scrapers(b: Backend) {
             1.0,
         ),
         ("tessera_refresh_token_reuse_total", 1.0),
+        // Two logins: each waited (a little) for a hashing thread.
+        ("tessera_password_hash_wait_seconds_count", 2.0),
     ] {
         let g = grew(&before, &after, series);
         assert!(
