@@ -36,7 +36,7 @@ use errors::{ErrorBody, error_response};
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
 /// The router and its OpenAPI document, built together: each handler declares its path, method,
-/// parameters and responses once (`#[utoipa::path]`), and [`Routes::api`] registers it with the
+/// parameters and responses once (`#[utoipa::path]`), and `Routes::api` registers it with the
 /// [`Access`] it needs, which both guards the route and writes the operation's security.
 #[derive(Default)]
 pub struct Routes {
@@ -102,7 +102,7 @@ impl Routes {
     }
 }
 
-/// Who may call a route: what [`Routes::api`] enforces (for [`Access::Permission`]) and what
+/// Who may call a route: what `Routes::api` enforces (for [`Access::Permission`]) and what
 /// the OpenAPI document says of it.
 #[derive(Clone, Copy, Debug)]
 pub enum Access {
