@@ -13,8 +13,9 @@
 //!   re-executed with the hidden argument `serve-child`), so that the server's CPU time
 //!   (`/proc/<pid>/stat`) and resident memory (`VmRSS`) are measured apart from the load
 //!   generator: login, refresh-token rotation (RS256 and ES256), `GET /identity/me`, the JWKS,
-//!   `/identity/me` during a login storm, idle memory and memory per session (group
-//!   `foundation`);
+//!   `/identity/me` during a login storm, idle memory and memory per session, and bare axum routes
+//!   serving the JWKS's and the discovery document's bytes as the hot paths' limits (group
+//!   `foundation`; the hot-path targets are checked in [`hot`]);
 //! - registrations (user, verification token, mail job and outbox events in one transaction) and
 //!   the outbox relay to a local NATS JetStream: events/s and the lag to delivery (group `events`,
 //!   see [`events`]);
@@ -59,6 +60,7 @@ use tokio::task::JoinSet;
 
 mod abuse;
 mod events;
+mod hot;
 mod instructions;
 mod oauth;
 mod shared;
@@ -147,13 +149,19 @@ async fn serve_bare() -> anyhow::Result<()> {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         std::process::exit(0);
     });
+    // `{}`, or the bytes a Tessera route serves (the hot-path limits: the same body, nothing else).
+    let body =
+        Bytes::from(std::env::var("TESSERA_BENCH_BARE_BODY").unwrap_or_else(|_| "{}".into()));
     let router = axum::Router::new().route(
         "/",
-        axum::routing::get(|| async {
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                "{}",
-            )
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -776,6 +784,13 @@ impl Api {
                 .body(body),
         )
         .await
+    }
+
+    async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let body = send(self.client.get(self.url(path)))
+            .await
+            .map_err(|e| anyhow::anyhow!("GET {path}: {e}"))?;
+        Ok(String::from_utf8(body.to_vec())?)
     }
 
     async fn register(&self, creds: &Creds) -> anyhow::Result<()> {
@@ -1445,6 +1460,29 @@ async fn foundation(
             .push(run_load("jwks RS256", &server, &api, tasks, options.warmup, seconds).await?);
     }
 
+    // The limits of the hot-path targets: a bare axum route serving the same bytes as the JWKS
+    // and the discovery document, at concurrency 64 (see [`hot`]).
+    for (path, label) in [
+        ("/.well-known/jwks.json", hot::BARE_JWKS),
+        ("/.well-known/openid-configuration", hot::BARE_DISCOVERY),
+    ] {
+        let body = api.get_text(path).await?;
+        let bare = Server::start(
+            label,
+            &[
+                ("TESSERA_BENCH_BARE", "1"),
+                ("TESSERA_BENCH_BARE_BODY", &body),
+            ],
+        )
+        .await?;
+        let bare_api = Api::new(client, &bare);
+        let tasks = (0..64).map(|_| Task::Bare).collect();
+        results
+            .loads
+            .push(run_load(label, &bare, &bare_api, tasks, options.warmup, seconds).await?);
+        results.logs.push(bare.stop().await?);
+    }
+
     // Storm: logins at concurrency 64 while /identity/me runs at 16.
     progress("storm: login x64 with me x16");
     let rss_before = server.rss()?;
@@ -1781,6 +1819,7 @@ fn render(
     shared::render(&mut rep, r, hash_rate);
     tenants::render(&mut rep, r);
     telemetry::render(&mut rep, r);
+    hot::render(&mut rep, r, b);
 
     rep.section("Errors");
     let mut any = false;

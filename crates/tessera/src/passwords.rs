@@ -46,6 +46,26 @@ struct Inner {
 /// Work for a hashing thread, given that thread's reusable Argon2 memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
+/// The niceness of the hashing threads (Linux: -20 highest to 19 lowest; requests run at 0).
+/// A login storm keeps every hashing thread busy; at 10 the scheduler gives a request thread
+/// that is ready about nine times the CPU share of a hashing thread (CFS weights 1024 and 110),
+/// so the rest of the API keeps answering, while an otherwise idle machine still hashes at full
+/// speed. Raising niceness needs no privilege.
+const HASHING_NICENESS: u8 = 10;
+
+/// Lowers the calling thread's CPU priority to [`HASHING_NICENESS`] (logged if refused).
+fn lower_priority() {
+    // `Crossplatform(p)` maps 0..=99 onto niceness 19..=-20: 22 is niceness 10.
+    let priority = thread_priority::ThreadPriorityValue::try_from(22u8)
+        .map(thread_priority::ThreadPriority::Crossplatform);
+    let set = priority
+        .map_err(|e| e.to_string())
+        .and_then(|p| thread_priority::set_current_thread_priority(p).map_err(|e| e.to_string()));
+    if let Err(error) = set {
+        tracing::warn!(%error, niceness = HASHING_NICENESS, "could not lower the hashing thread's priority");
+    }
+}
+
 /// Starts `n` hashing threads sharing one job queue.
 fn start_workers(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
@@ -55,6 +75,7 @@ fn start_workers(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
         std::thread::Builder::new()
             .name(format!("tessera-argon2-{i}"))
             .spawn(move || {
+                lower_priority();
                 let mut memory: Vec<Block> = Vec::new();
                 loop {
                     let job = match rx.lock() {
@@ -370,6 +391,26 @@ mod tests {
         );
         assert!(busy.await.unwrap().is_ok(), "the running hash completes");
         assert!(p.hash("now there is room").await.is_ok());
+    }
+
+    /// The hashing threads run below the request threads: a login storm must not starve the
+    /// rest of the API (the niceness is field 19 of `/proc/thread-self/stat`).
+    #[tokio::test]
+    async fn hashing_threads_run_at_a_lower_priority() {
+        let passwords = Passwords::new(&cheap()).unwrap();
+        let niceness = |stat: &str| -> i64 {
+            // The command name (field 2) is in parentheses and may hold spaces.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            after.split(' ').nth(16).unwrap().parse().unwrap()
+        };
+        let ours = niceness(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+        let theirs = passwords
+            .run(|_| Ok(std::fs::read_to_string("/proc/thread-self/stat")?))
+            .await
+            .unwrap();
+        let theirs = niceness(&theirs);
+        assert!(theirs >= i64::from(super::HASHING_NICENESS), "{theirs}");
+        assert!(theirs > ours, "hashing {theirs}, requests {ours}");
     }
 
     fn cheap() -> PasswordConfig {
