@@ -5,10 +5,11 @@
 //! [`render`]. One recorder serves the process (installed on first use), rendered on
 //! `/metrics` in the Prometheus text format.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use ::metrics::{counter, gauge, histogram};
+use ::metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::core::Core;
@@ -49,24 +50,71 @@ pub async fn upkeep() {
 }
 
 /// One HTTP request: `route` is the route template (`/admin/users/{id}`), never the path.
-pub fn http_request(method: &str, route: String, status: u16, elapsed: Duration) {
-    let method = method_label(method);
-    let status = status.to_string();
-    counter!("tessera_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
-        .increment(1);
-    histogram!("tessera_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(elapsed.as_secs_f64());
+///
+/// The series of each route and method are registered once and kept here, so a request costs
+/// a map lookup and two atomic updates rather than building its label strings and looking the
+/// series up in the recorder. Only once a recorder is installed: a handle taken before would
+/// record nowhere for good.
+pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    if !matches!(HANDLE.get(), Some(Some(_))) {
+        return;
+    }
+    let m = method_index(method);
+    let seconds = elapsed.as_secs_f64();
+    if let Ok(routes) = ROUTES.read()
+        && let Some(series) = routes.get(route).and_then(|methods| methods[m].as_ref())
+    {
+        series.record(m, route, status, seconds);
+        return;
+    }
+    let Ok(mut routes) = ROUTES.write() else {
+        return;
+    };
+    let series = routes.entry(route.to_string()).or_default()[m].get_or_insert_with(|| {
+        RouteSeries {
+            duration: histogram!("tessera_http_request_duration_seconds", "method" => METHODS[m], "route" => route.to_string()),
+            by_status: std::sync::RwLock::new(Vec::new()),
+        }
+    });
+    series.record(m, route, status, seconds);
 }
 
-/// The standard methods by name, anything else as `other`: a client can send any token as a
+/// The standard methods, and `other` for anything else: a client can send any token as a
 /// method, and each would otherwise become a series of its own.
-fn method_label(method: &str) -> &'static str {
-    const KNOWN: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-    KNOWN
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("other")
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+
+fn method_index(method: &str) -> usize {
+    METHODS[..7].iter().position(|m| *m == method).unwrap_or(7)
+}
+
+/// Route template → per method index of [`METHODS`], the route's series. Bounded: templates are
+/// the router's (unmatched requests share one), statuses are three digits.
+static ROUTES: LazyLock<std::sync::RwLock<HashMap<String, [Option<RouteSeries>; 8]>>> =
+    LazyLock::new(Default::default);
+
+/// The latency histogram of one route and method, and its request counter per status.
+struct RouteSeries {
+    duration: Histogram,
+    by_status: std::sync::RwLock<Vec<(u16, Counter)>>,
+}
+
+impl RouteSeries {
+    fn record(&self, m: usize, route: &str, status: u16, seconds: f64) {
+        self.duration.record(seconds);
+        if let Ok(counters) = self.by_status.read()
+            && let Some((_, counter)) = counters.iter().find(|(s, _)| *s == status)
+        {
+            counter.increment(1);
+            return;
+        }
+        if let Ok(mut counters) = self.by_status.write() {
+            let counter = counter!("tessera_http_requests_total", "method" => METHODS[m], "route" => route.to_string(), "status" => status.to_string());
+            counter.increment(1);
+            counters.push((status, counter));
+        }
+    }
 }
 
 /// A sign-in attempt: `method` `password`; `result` `success`, `failure` or `locked`.
@@ -152,9 +200,11 @@ pub async fn render(core: &Core) -> Option<String> {
 mod tests {
     #[test]
     fn unknown_methods_share_one_label() {
-        assert_eq!(super::method_label("GET"), "GET");
-        assert_eq!(super::method_label("PATCH"), "PATCH");
-        assert_eq!(super::method_label("PROPFIND"), "other");
-        assert_eq!(super::method_label("X-RANDOM-1234"), "other");
+        let label = |m: &str| super::METHODS[super::method_index(m)];
+        assert_eq!(label("GET"), "GET");
+        assert_eq!(label("PATCH"), "PATCH");
+        assert_eq!(label("OPTIONS"), "OPTIONS");
+        assert_eq!(label("PROPFIND"), "other");
+        assert_eq!(label("X-RANDOM-1234"), "other");
     }
 }
