@@ -4,7 +4,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -839,29 +839,23 @@ async fn revoke_endpoint(
 /// OIDC Core §5.3: the claims about the user that the token's scopes grant.
 #[utoipa::path(get, path = "/oauth2/userinfo", tag = "oauth",
     responses((status = 200, description = "OIDC Core §5.3.2", body = serde_json::Value), (status = "4XX", description = "RFC 6750 §3: the token is missing, invalid or lacks `openid`", body = super::openapi::OAuthError)))]
-async fn userinfo_get(state: State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    userinfo(state, method, headers, Bytes::new()).await
+async fn userinfo_get(state: State<AppState>, headers: HeaderMap) -> Response {
+    userinfo(state, headers, None).await
 }
 
 /// OIDC Core §5.3.1: UserInfo by POST, the token in the header or the form body.
 #[utoipa::path(post, path = "/oauth2/userinfo", tag = "oauth",
     request_body(content = Option<UserInfoForm>, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "OIDC Core §5.3.2", body = serde_json::Value), (status = "4XX", description = "RFC 6750 §3: the token is missing, invalid or lacks `openid`", body = super::openapi::OAuthError)))]
-async fn userinfo_post(
-    state: State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    userinfo(state, method, headers, body).await
+async fn userinfo_post(state: State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    userinfo(state, headers, Some(&body)).await
 }
 
-/// Bearer token in the header, or (POST) in the form body (RFC 6750 §2.2).
+/// Bearer token in the header, or in the form body of a POST (`body`; RFC 6750 §2.2).
 async fn userinfo(
     State(state): State<AppState>,
-    method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Option<&[u8]>,
 ) -> Response {
     let from_header = match super::extract::bearer_token(&headers) {
         Ok(t) => t.map(str::to_string),
@@ -873,8 +867,8 @@ async fn userinfo(
             );
         }
     };
-    let from_body = if method == Method::POST && is_form(&headers) {
-        match parse_params(&body) {
+    let from_body = match body.filter(|_| is_form(&headers)) {
+        Some(body) => match parse_params(body) {
             Ok(p) => p.get("access_token").map(str::to_string),
             Err(e) => {
                 return bearer_error(
@@ -883,9 +877,8 @@ async fn userinfo(
                     &e.description,
                 );
             }
-        }
-    } else {
-        None
+        },
+        None => None,
     };
     let token = match (from_header, from_body) {
         (Some(_), Some(_)) => {
