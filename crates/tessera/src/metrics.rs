@@ -110,6 +110,11 @@ impl RouteSeries {
             return;
         }
         if let Ok(mut counters) = self.by_status.write() {
+            // Another request with this status may have registered it since the read.
+            if let Some((_, counter)) = counters.iter().find(|(s, _)| *s == status) {
+                counter.increment(1);
+                return;
+            }
             let counter = counter!("tessera_http_requests_total", "method" => METHODS[m], "route" => route.to_string(), "status" => status.to_string());
             counter.increment(1);
             counters.push((status, counter));
