@@ -46,15 +46,7 @@ async fn shutdown_turns_readiness_off_then_drains(b: Backend) {
     let mut config = crate::helpers::test_config(dir.path(), url);
     config.shutdown.drain_delay_secs = 1;
     config.shutdown.drain_deadline_secs = 5;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = tessera::App::with_listener(
-        config,
-        tessera::clock::Clock::fixed(crate::helpers::START),
-        listener,
-    )
-    .await
-    .unwrap();
+    let (app, base) = on_a_port(config).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -117,15 +109,7 @@ async fn shutdown_lets_a_webhook_delivery_in_hand_finish(b: Backend) {
     let hook = format!("http://{}/hook", hook_listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(hook_listener, endpoint).await });
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = tessera::App::with_listener(
-        config,
-        tessera::clock::Clock::fixed(crate::helpers::START),
-        listener,
-    )
-    .await
-    .unwrap();
+    let (app, base) = on_a_port(config).await;
     tessera::events::webhooks::add(
         &app.state().store,
         &app.state().master,
@@ -169,4 +153,18 @@ async fn shutdown_lets_a_webhook_delivery_in_hand_finish(b: Backend) {
             .await
             .unwrap();
     assert_eq!(rows, vec![("delivered".to_string(), None, 1)]);
+}
+
+/// The service built on a free loopback port (not yet running), and its base URL.
+async fn on_a_port(config: tessera::Config) -> (tessera::App, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = tessera::App::with_listener(
+        config,
+        tessera::clock::Clock::fixed(crate::helpers::START),
+        listener,
+    )
+    .await
+    .unwrap();
+    (app, base)
 }
