@@ -447,11 +447,24 @@ async fn rotate_in(
         }
         (None, granted) => granted,
     };
-    let fresh = match t.used_at {
-        None => store_sessions::mark_refresh_token_used(tx, hash, now).await?,
+    let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
+    let refresh_hash = token_hash(&refresh_token);
+    let refresh_expires_at = (now + settings.refresh_ttl).min(t.session_expires_at);
+    let rotated = match t.used_at {
+        None => {
+            store_sessions::rotate_refresh_token(
+                tx,
+                hash,
+                &refresh_hash,
+                &t.session_id,
+                now,
+                refresh_expires_at,
+            )
+            .await?
+        }
         Some(_) => false,
     };
-    if !fresh {
+    if !rotated {
         // Rotated before, by this request's twin or long ago. On PostgreSQL a concurrent
         // rotation that committed meanwhile shows up as `fresh == false` with `used_at` unset.
         let used_at = t.used_at.unwrap_or(now);
@@ -463,18 +476,17 @@ async fn rotate_in(
                 session_id: t.session_id,
             });
         }
+        // Within the grace: a sibling of the successor (opt-in, see `refresh`).
+        store_sessions::insert_refresh_token(
+            tx,
+            &refresh_hash,
+            &t.session_id,
+            now,
+            refresh_expires_at,
+        )
+        .await?;
+        store_sessions::touch_session(tx, &t.session_id, now).await?;
     }
-    let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
-    let refresh_expires_at = (now + settings.refresh_ttl).min(t.session_expires_at);
-    store_sessions::insert_refresh_token(
-        tx,
-        &token_hash(&refresh_token),
-        &t.session_id,
-        now,
-        refresh_expires_at,
-    )
-    .await?;
-    store_sessions::touch_session(tx, &t.session_id, now).await?;
     let roles = if request.first_party {
         t.roles.clone()
     } else {

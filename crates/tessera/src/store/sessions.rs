@@ -151,20 +151,42 @@ pub async fn successor_used<'e>(
     Ok(row.is_some())
 }
 
-/// Marks a refresh token rotated. False when another request rotated it first.
-pub async fn mark_refresh_token_used(
+/// Rotates an unused refresh token in one round trip: marks `old` used, adds `new` to the same
+/// family and touches the session. Returns `false`, having written nothing, when `old` was no
+/// longer unused (a concurrent rotation got there first).
+///
+/// One statement on PostgreSQL (data-modifying `WITH`); on SQLite three in one call, each of the
+/// later two written only when the one before it changed a row (`changes()`). Either way it runs
+/// inside the caller's transaction, so a refusal after it still rolls all three back.
+pub async fn rotate_refresh_token(
     tx: &mut super::Tx,
-    token_hash: &str,
+    old: &str,
+    new: &str,
+    session_id: &str,
     now: i64,
+    expires_at: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-    )
-    .bind(now)
-    .bind(token_hash)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let sql = if tx.backend_name() == "PostgreSQL" {
+        "WITH used AS (UPDATE refresh_tokens SET used_at = $1 \
+                       WHERE token_hash = $2 AND used_at IS NULL RETURNING session_id), \
+              added AS (INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
+                        SELECT $3, $4, $1, $5 FROM used RETURNING session_id) \
+         UPDATE sessions SET last_used_at = $1 WHERE id = $4 AND EXISTS (SELECT 1 FROM added)"
+    } else {
+        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL; \
+         INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
+         SELECT $3, $4, $1, $5 WHERE changes() = 1; \
+         UPDATE sessions SET last_used_at = $1 WHERE id = $4 AND changes() = 1"
+    };
+    let done = sqlx::query(sql)
+        .bind(now)
+        .bind(old)
+        .bind(new)
+        .bind(session_id)
+        .bind(expires_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub async fn touch_session(tx: &mut super::Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
