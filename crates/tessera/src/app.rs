@@ -308,15 +308,33 @@ async fn housekeeping(state: Core) {
     }
 }
 
+/// Rows deleted per housekeeping transaction: a batch holds the write lock for a few
+/// milliseconds, so requests that write wait at most that long behind a purge.
+pub const PURGE_BATCH: i64 = 500;
+
 /// One housekeeping pass; returns the rows deleted.
+///
+/// Deletes in bounded batches, each its own transaction, and lets other work run between two:
+/// millions of expired rows are deleted without holding the database's write lock for long.
 pub async fn purge_expired(store: &Store, now: i64) -> anyhow::Result<u64> {
-    use crate::store::housekeeping;
+    use crate::store::housekeeping::{self, Expired};
     if !housekeeping::anything_expired(store.pool(), now).await? {
         return Ok(0);
     }
-    let mut tx = store.begin().await?;
-    let deleted = housekeeping::purge_expired(&mut tx, now).await?;
-    tx.commit().await?;
+    let mut deleted = 0;
+    for kind in Expired::ALL {
+        loop {
+            let mut tx = store.begin().await?;
+            let n = housekeeping::purge_batch(&mut tx, kind, now, PURGE_BATCH).await?;
+            tx.commit().await?;
+            deleted += n;
+            if n < PURGE_BATCH as u64 {
+                break;
+            }
+            // Writers that queued behind this batch go first.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
     if deleted > 0 {
         tracing::info!(deleted, "housekeeping: expired rows deleted");
     }

@@ -5,28 +5,71 @@ use sqlx::{Any, Executor};
 /// How long ended sessions stay listed (and their ids resolvable) before they are deleted.
 pub const ENDED_SESSION_RETENTION: i64 = 30 * 24 * 3600;
 
-/// Deletes expired authorization codes (an hour after expiry), expired refresh tokens, revoked
-/// token ids past their tokens' expiry, and sessions ended more than
-/// [`ENDED_SESSION_RETENTION`] ago (their refresh tokens go with them). Returns the rows deleted.
-pub async fn purge_expired(tx: &mut super::Tx, now: i64) -> Result<u64, sqlx::Error> {
-    let ended_before = now - ENDED_SESSION_RETENTION;
-    let mut deleted = 0;
-    for (sql, cutoff) in [
-        ("DELETE FROM oauth_codes WHERE expires_at < $1", now - 3600),
-        ("DELETE FROM refresh_tokens WHERE expires_at < $1", now),
-        ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
-        (
-            "DELETE FROM sessions WHERE revoked_at < $1 OR expires_at < $1",
-            ended_before,
-        ),
-    ] {
-        deleted += sqlx::query(sql)
-            .bind(cutoff)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+/// What one housekeeping pass deletes, in the order it deletes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// Authorization codes an hour past their expiry.
+    Codes,
+    /// Refresh tokens past their expiry.
+    RefreshTokens,
+    /// Revoked token ids past their tokens' expiry.
+    RevokedTokens,
+    /// Sessions ended more than [`ENDED_SESSION_RETENTION`] ago (their refresh tokens go with
+    /// them).
+    Sessions,
+}
+
+impl Expired {
+    pub const ALL: [Expired; 4] = [
+        Expired::Codes,
+        Expired::RefreshTokens,
+        Expired::RevokedTokens,
+        Expired::Sessions,
+    ];
+
+    /// The statement deleting at most `$2` rows older than `$1`, each found through an index
+    /// (migration 0014), and that cutoff at `now`.
+    fn statement(self, now: i64) -> (&'static str, i64) {
+        match self {
+            Expired::Codes => (
+                "DELETE FROM oauth_codes WHERE code_hash IN \
+                 (SELECT code_hash FROM oauth_codes WHERE expires_at < $1 LIMIT $2)",
+                now - 3600,
+            ),
+            Expired::RefreshTokens => (
+                "DELETE FROM refresh_tokens WHERE token_hash IN \
+                 (SELECT token_hash FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+                now,
+            ),
+            Expired::RevokedTokens => (
+                "DELETE FROM revoked_tokens WHERE jti IN \
+                 (SELECT jti FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)",
+                now,
+            ),
+            Expired::Sessions => (
+                "DELETE FROM sessions WHERE id IN \
+                 (SELECT id FROM sessions WHERE revoked_at < $1 OR expires_at < $1 LIMIT $2)",
+                now - ENDED_SESSION_RETENTION,
+            ),
+        }
     }
-    Ok(deleted)
+}
+
+/// Deletes at most `limit` expired rows of one kind; returns how many it deleted (fewer than
+/// `limit`: none of that kind is left).
+pub async fn purge_batch(
+    tx: &mut super::Tx,
+    kind: Expired,
+    now: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let (sql, cutoff) = kind.statement(now);
+    Ok(sqlx::query(sql)
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
 }
 
 /// Whether [`purge_expired`] has anything to do (a read, so idle replicas take no write lock).

@@ -21,6 +21,8 @@ on_both_backends!(
     access_tokens_expire,
     refresh_tokens_are_stored_only_as_hashes,
     housekeeping_deletes_only_rows_nothing_will_read_again,
+    housekeeping_deletes_millions_in_batches_and_keeps_live_rows,
+    a_rotation_marks_the_token_used_adds_its_successor_and_touches_the_session,
 );
 
 async fn refresh_rotates_the_token(b: Backend) {
@@ -434,4 +436,108 @@ async fn refresh_and_grants_with_cold_caches_need_one_connection(b: Backend) {
         .await
         .expect("the password grant hung with one connection");
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// More expired rows than one batch holds: every batch goes, live rows stay.
+async fn housekeeping_deletes_millions_in_batches_and_keeps_live_rows(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let live = app.signed_in("live@example.com").await;
+    let pool = app.state.store.pool().clone();
+    let (session_id, user_id): (String, String) =
+        sqlx::query_as("SELECT id, user_id FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let now = app.clock.now();
+    let batch = tessera::app::PURGE_BATCH as usize;
+    let (tokens, sessions) = (2 * batch + 7, batch + 1);
+    let mut tx = app.state.store.begin().await.unwrap();
+    for i in 0..tokens {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(format!("expired-{i}"))
+        .bind(&session_id)
+        .bind(now - 7200)
+        .bind(now - 1 - i as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    let ended = now - tessera::store::housekeeping::ENDED_SESSION_RETENTION - 1;
+    for i in 0..sessions {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at) \
+             VALUES ($1, $2, $3, $3, $3)",
+        )
+        .bind(format!("ended-{i}"))
+        .bind(&user_id)
+        .bind(ended - i as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let deleted = tessera::app::purge_expired(&app.state.store, now)
+        .await
+        .unwrap();
+    assert_eq!(deleted, (tokens + sessions) as u64);
+    let (left_tokens, left_sessions): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM refresh_tokens), (SELECT COUNT(*) FROM sessions)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (left_tokens, left_sessions),
+        (1, 1),
+        "the live session and its token"
+    );
+    assert_eq!(app.refresh(&live.refresh).await.status, StatusCode::OK);
+    // Nothing left: the next pass deletes nothing.
+    assert_eq!(
+        tessera::app::purge_expired(&app.state.store, now)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// A rotation is one round trip on either backend: all three of its writes land.
+async fn a_rotation_marks_the_token_used_adds_its_successor_and_touches_the_session(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t0 = app.signed_in("r@example.com").await;
+    app.clock.advance(90);
+    let now = app.clock.now();
+    let t1 = Tokens::from(&app.refresh(&t0.refresh).await.body);
+    let pool = app.state.store.pool().clone();
+    let token = |raw: &str| {
+        let (pool, hash) = (pool.clone(), tessera::crypto::token_hash(raw));
+        async move {
+            let row: (i64, Option<i64>) = sqlx::query_as(
+                "SELECT issued_at, used_at FROM refresh_tokens WHERE token_hash = $1",
+            )
+            .bind(hash)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            row
+        }
+    };
+    assert_eq!(token(&t0.refresh).await, (now - 90, Some(now)));
+    assert_eq!(token(&t1.refresh).await, (now, None));
+    let (last_used, families): (i64, i64) =
+        sqlx::query_as("SELECT MAX(last_used_at), COUNT(*) FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((last_used, families), (now, 1));
+    // The rotated-out token changes nothing when presented again, except ending the family.
+    assert_eq!(
+        app.refresh(&t0.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(token(&t1.refresh).await, (now, None));
 }
