@@ -421,7 +421,19 @@ async fn rotate_in(
     now: i64,
 ) -> Result<Rotation> {
     let settings = &*core.settings;
-    let Some(t) = store_sessions::find_refresh_token(&mut **tx, hash).await? else {
+    // Rotated first and decided on after, in this transaction: a refusal below rolls the
+    // rotation back (the caller drops the transaction), so it costs one round trip, not three.
+    let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
+    let refresh_hash = token_hash(&refresh_token);
+    let Some((t, rotated)) = store_sessions::rotate_refresh_token(
+        tx,
+        hash,
+        &refresh_hash,
+        now,
+        now + settings.refresh_ttl,
+    )
+    .await?
+    else {
         return Err(Error::invalid_grant());
     };
     if t.client_id.as_deref() != request.client_id {
@@ -447,26 +459,10 @@ async fn rotate_in(
         }
         (None, granted) => granted,
     };
-    let refresh_token = new_token(REFRESH_TOKEN_PREFIX);
-    let refresh_hash = token_hash(&refresh_token);
     let refresh_expires_at = (now + settings.refresh_ttl).min(t.session_expires_at);
-    let rotated = match t.used_at {
-        None => {
-            store_sessions::rotate_refresh_token(
-                tx,
-                hash,
-                &refresh_hash,
-                &t.session_id,
-                now,
-                refresh_expires_at,
-            )
-            .await?
-        }
-        Some(_) => false,
-    };
     if !rotated {
         // Rotated before, by this request's twin or long ago. On PostgreSQL a concurrent
-        // rotation that committed meanwhile shows up as `fresh == false` with `used_at` unset.
+        // rotation that committed meanwhile shows up as `rotated == false` with `used_at` unset.
         let used_at = t.used_at.unwrap_or(now);
         let within_grace = request.reuse_grace > 0 && now - used_at <= request.reuse_grace;
         if !within_grace

@@ -112,15 +112,9 @@ pub async fn find_refresh_token<'e>(
     db: impl Executor<'e, Database = Any>,
     token_hash: &str,
 ) -> Result<Option<RefreshLookup>, sqlx::Error> {
-    let rows: Vec<RefreshRow> = sqlx::query_as(
-        "SELECT r.session_id, r.expires_at AS token_expires_at, r.used_at, \
-                s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
-                s.client_id, s.scope, s.audience, \
-                u.id AS user_id, u.status AS user_status, u.email_verified_at, ur.role \
-         FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
-         LEFT JOIN user_roles ur ON ur.user_id = u.id \
-         WHERE r.token_hash = $1 ORDER BY ur.role",
-    )
+    let rows: Vec<RefreshRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {REFRESH_COLUMNS} {REFRESH_JOINS} WHERE r.token_hash = $1 ORDER BY ur.role"
+    )))
     .bind(token_hash)
     .fetch_all(db)
     .await?;
@@ -151,42 +145,87 @@ pub async fn successor_used<'e>(
     Ok(row.is_some())
 }
 
-/// Rotates an unused refresh token in one round trip: marks `old` used, adds `new` to the same
-/// family and touches the session. Returns `false`, having written nothing, when `old` was no
-/// longer unused (a concurrent rotation got there first).
+/// The columns of a [`RefreshLookup`] row (`r`: the token, `s`: its session, `u`: the user,
+/// `ur`: one of the user's roles).
+const REFRESH_COLUMNS: &str = "r.session_id, r.expires_at AS token_expires_at, r.used_at, \
+     s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
+     s.client_id, s.scope, s.audience, \
+     u.id AS user_id, u.status AS user_status, u.email_verified_at, ur.role";
+
+const REFRESH_JOINS: &str = "FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+     JOIN users u ON u.id = s.user_id LEFT JOIN user_roles ur ON ur.user_id = u.id";
+
+#[derive(sqlx::FromRow)]
+struct RotatedRow {
+    #[sqlx(flatten)]
+    row: RefreshRow,
+    rotated: i64,
+}
+
+/// Rotates refresh token `old` optimistically and reads what decides on the rotation, in one
+/// round trip: when `old` was unused it is marked used, `new` joins its family (expiring at
+/// `expires_at` or with the session, whichever is first) and the session is touched. Returns the
+/// token as it was before (`used_at` unset when this call rotated it) and whether it rotated it.
 ///
-/// One statement on PostgreSQL (data-modifying `WITH`); on SQLite three in one call, each of the
-/// later two written only when the one before it changed a row (`changes()`). Either way it runs
-/// inside the caller's transaction, so a refusal after it still rolls all three back.
+/// The caller decides afterwards, in the same transaction, and rolls the rotation back when it
+/// refuses (client, expiry, status, scope, tenant): a refused refresh writes nothing. On
+/// PostgreSQL one statement with data-modifying `WITH`s, whose final `SELECT` sees the rows as
+/// the statement found them; on SQLite four statements in one call, each write done only when
+/// the one before it changed a row (`changes()`), the final `SELECT` telling whether the last did.
 pub async fn rotate_refresh_token(
     tx: &mut super::Tx,
     old: &str,
     new: &str,
-    session_id: &str,
     now: i64,
     expires_at: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<(RefreshLookup, bool)>, sqlx::Error> {
     let sql = if tx.backend_name() == "PostgreSQL" {
-        "WITH used AS (UPDATE refresh_tokens SET used_at = $1 \
-                       WHERE token_hash = $2 AND used_at IS NULL RETURNING session_id), \
-              added AS (INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
-                        SELECT $3, $4, $1, $5 FROM used RETURNING session_id) \
-         UPDATE sessions SET last_used_at = $1 WHERE id = $4 AND EXISTS (SELECT 1 FROM added)"
+        format!(
+            "WITH used AS (UPDATE refresh_tokens SET used_at = $1 \
+                           WHERE token_hash = $2 AND used_at IS NULL RETURNING session_id), \
+                  added AS (INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
+                            SELECT $3, s.id, $1, LEAST($4, s.expires_at) \
+                            FROM used JOIN sessions s ON s.id = used.session_id \
+                            RETURNING session_id), \
+                  touched AS (UPDATE sessions SET last_used_at = $1 \
+                              WHERE id IN (SELECT session_id FROM added) RETURNING id) \
+             SELECT {REFRESH_COLUMNS}, (SELECT COUNT(*) FROM touched) AS rotated \
+             {REFRESH_JOINS} WHERE r.token_hash = $2 ORDER BY ur.role"
+        )
     } else {
-        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL; \
-         INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
-         SELECT $3, $4, $1, $5 WHERE changes() = 1; \
-         UPDATE sessions SET last_used_at = $1 WHERE id = $4 AND changes() = 1"
+        format!(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL; \
+             INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
+             SELECT $3, s.id, $1, MIN($4, s.expires_at) \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+             WHERE r.token_hash = $2 AND changes() = 1; \
+             UPDATE sessions SET last_used_at = $1 \
+             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $3) \
+             AND changes() = 1; \
+             SELECT {REFRESH_COLUMNS}, changes() AS rotated \
+             {REFRESH_JOINS} WHERE r.token_hash = $2 ORDER BY ur.role"
+        )
     };
-    let done = sqlx::query(sql)
+    let rows: Vec<RotatedRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(now)
         .bind(old)
         .bind(new)
-        .bind(session_id)
         .bind(expires_at)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
-    Ok(done.rows_affected() > 0)
+    let roles = crate::authz::parse_roles(rows.iter().filter_map(|r| r.row.role.as_deref()));
+    Ok(rows.into_iter().next().map(|r| {
+        let rotated = r.rotated > 0;
+        let mut lookup = RefreshLookup {
+            roles,
+            ..r.row.lookup
+        };
+        if rotated {
+            // SQLite's SELECT ran after the UPDATE; the caller sees the token as it was.
+            lookup.used_at = None;
+        }
+        (lookup, rotated)
+    }))
 }
 
 pub async fn touch_session(tx: &mut super::Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {

@@ -23,6 +23,7 @@ on_both_backends!(
     housekeeping_deletes_only_rows_nothing_will_read_again,
     housekeeping_deletes_millions_in_batches_and_keeps_live_rows,
     a_rotation_marks_the_token_used_adds_its_successor_and_touches_the_session,
+    a_refused_refresh_writes_nothing,
 );
 
 async fn refresh_rotates_the_token(b: Backend) {
@@ -540,4 +541,80 @@ async fn a_rotation_marks_the_token_used_adds_its_successor_and_touches_the_sess
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(token(&t1.refresh).await, (now, None));
+}
+
+/// A rotation is written before it is decided on: every refusal rolls it back, so the
+/// presented token stays unused and no successor is left behind.
+async fn a_refused_refresh_writes_nothing(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.register("ann@example.com").await;
+    let pw = crate::oauth::register_client(
+        &app,
+        false,
+        &["password", "refresh_token"],
+        &["openid", "email", "offline_access"],
+    )
+    .await;
+    let other = crate::oauth::register_client(&app, false, &["refresh_token"], &["openid"]).await;
+    let auth = Some((pw.id.as_str(), pw.secret.as_deref().unwrap()));
+    let (status, _, body) = crate::oauth::token(
+        &app,
+        auth,
+        &[
+            ("grant_type", "password"),
+            ("username", "ann@example.com"),
+            ("password", PASSWORD),
+            ("scope", "openid offline_access"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refresh = body["refresh_token"].as_str().unwrap().to_string();
+    let pool = app.state.store.pool().clone();
+    let state = || {
+        let pool = pool.clone();
+        async move {
+            let row: (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), COUNT(used_at) FROM refresh_tokens \
+                 JOIN sessions s ON s.id = refresh_tokens.session_id WHERE s.client_id IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            row
+        }
+    };
+    let before = state().await;
+    assert_eq!(before, (1, 0));
+    let form = |scope: Option<&'static str>| {
+        let mut f = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+        ];
+        f.extend(scope.map(|s| ("scope", s)));
+        f
+    };
+    // Beyond the granted scope (RFC 6749 §6: invalid_scope).
+    let (status, _, body) = crate::oauth::token(&app, auth, &form(Some("openid email"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    assert_eq!(state().await, before);
+    // Presented by another client (RFC 6749 §6: bound to the client it was issued to).
+    let (status, _, body) = crate::oauth::token(
+        &app,
+        Some((other.id.as_str(), other.secret.as_deref().unwrap())),
+        &form(None),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(state().await, before);
+    // The token still works, once.
+    let (status, _, body) = crate::oauth::token(&app, auth, &form(None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(state().await, (2, 1));
 }
