@@ -2,7 +2,7 @@
 //!
 //! Run it with `cargo run --release -p tessera-bench` (about ten minutes on 2 cores);
 //! `-- --quick` gives a short smoke run, `-- --seconds N` sets the measured seconds per scenario,
-//! `-- --only foundation,events,oauth,abuse,shared,tenants,telemetry` runs a subset of the scenario groups
+//! `-- --only foundation,events,oauth,abuse,shared,tenants,telemetry,growth` runs a subset of the scenario groups
 //! (default: all).
 //!
 //! It measures:
@@ -32,7 +32,10 @@
 //!   to a bare axum route in a child process (group `tenants`, see [`tenants`]);
 //! - the price of telemetry: `/identity/me`, the JWKS and introspection with metrics off,
 //!   metrics on, and metrics with traces exported at 100% sampling to an OTLP sink in this
-//!   process (group `telemetry`, see [`telemetry`]).
+//!   process (group `telemetry`, see [`telemetry`]);
+//! - cost as data grows: login, refresh, introspection and `/identity/me` at 1 000, 100 000 and
+//!   1 000 000 seeded users with 10 sessions each, on SQLite and PostgreSQL, and their p99
+//!   while housekeeping purges 2 000 000 expired rows (group `growth`, see [`growth`]).
 //!
 //! Every scenario has a warm-up that is not recorded, then a measured window. Throughput counts
 //! 2xx responses only; any other status or transport error is counted and shown. "Per server
@@ -60,6 +63,7 @@ use tokio::task::JoinSet;
 
 mod abuse;
 mod events;
+mod growth;
 mod hot;
 mod instructions;
 mod oauth;
@@ -213,10 +217,12 @@ enum Group {
     Tenants,
     /// Metrics off, metrics on, metrics + traces: `/identity/me`, JWKS, introspection.
     Telemetry,
+    /// 1 000 to 1 000 000 users with 10 sessions each: the hot paths, and a purge.
+    Growth,
 }
 
 impl Group {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Foundation,
         Self::Events,
         Self::OAuth,
@@ -224,6 +230,7 @@ impl Group {
         Self::Shared,
         Self::Tenants,
         Self::Telemetry,
+        Self::Growth,
     ];
 
     fn parse(s: &str) -> anyhow::Result<Self> {
@@ -235,9 +242,10 @@ impl Group {
             "shared" => Self::Shared,
             "tenants" => Self::Tenants,
             "telemetry" => Self::Telemetry,
+            "growth" => Self::Growth,
             other => {
                 bail!(
-                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants, telemetry)"
+                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants, telemetry, growth)"
                 )
             }
         })
@@ -252,6 +260,7 @@ impl Group {
             Self::Shared => "shared",
             Self::Tenants => "tenants",
             Self::Telemetry => "telemetry",
+            Self::Growth => "growth",
         }
     }
 }
@@ -338,7 +347,7 @@ impl Options {
     }
 }
 
-const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared,tenants,telemetry]\n   \
+const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared,tenants,telemetry,growth]\n   \
      or: tessera-bench --instructions [--server TESSERA_BIN] [--compare OLD_TESSERA_BIN]";
 
 struct Hardware {
@@ -1351,6 +1360,7 @@ struct Results {
     shared: Option<shared::SharedResults>,
     tenants: Option<tenants::TenantResults>,
     telemetry: Option<telemetry::TelemetryResults>,
+    growth: Option<growth::GrowthResults>,
     logs: Vec<LogSummary>,
 }
 
@@ -1377,6 +1387,7 @@ async fn run(options: &Options) -> anyhow::Result<String> {
         shared: None,
         tenants: None,
         telemetry: None,
+        growth: None,
         logs: Vec::new(),
     };
     if options.runs(Group::Foundation) {
@@ -1399,6 +1410,9 @@ async fn run(options: &Options) -> anyhow::Result<String> {
     }
     if options.runs(Group::Telemetry) {
         telemetry::run(&client, options, &mut results).await?;
+    }
+    if options.runs(Group::Growth) {
+        growth::run(&client, options, &mut results).await?;
     }
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(render(
@@ -1819,6 +1833,7 @@ fn render(
     shared::render(&mut rep, r, hash_rate);
     tenants::render(&mut rep, r);
     telemetry::render(&mut rep, r);
+    growth::render(&mut rep, r);
     hot::render(&mut rep, r, b);
 
     rep.section("Errors");
@@ -1833,7 +1848,8 @@ fn render(
         .chain(abuse::loads(r))
         .chain(shared::loads(r))
         .chain(tenants::loads(r))
-        .chain(telemetry::loads(r));
+        .chain(telemetry::loads(r))
+        .chain(growth::loads(r));
     for load in all {
         for (kind, n) in &load.stats.errors {
             any = true;

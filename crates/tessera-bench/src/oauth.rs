@@ -39,13 +39,25 @@ pub(crate) struct OAuthClient {
 
 /// Registers a confidential client allowed every grant the scenarios use.
 pub(crate) async fn create_client(server: &Server) -> anyhow::Result<OAuthClient> {
-    let env = [
+    create_client_in(server, None).await
+}
+
+/// [`create_client`] for a server whose database is `database` rather than its data
+/// directory's SQLite file.
+pub(crate) async fn create_client_in(
+    server: &Server,
+    database: Option<&str>,
+) -> anyhow::Result<OAuthClient> {
+    let mut env = vec![
         (
             "TESSERA_DATA_DIR".to_string(),
             server.data_dir.display().to_string(),
         ),
         ("TESSERA_ISSUER".to_string(), ISSUER.to_string()),
     ];
+    if let Some(url) = database {
+        env.push(("TESSERA_DATABASE_URL".to_string(), url.to_string()));
+    }
     let config = tessera::Config::load_from(None, &env)?;
     let store = tessera::app::open_store(&config)
         .await

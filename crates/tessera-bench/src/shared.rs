@@ -15,7 +15,7 @@ use crate::{
 };
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
-const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub(crate) const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Logins per replica in the two-replica storm.
 const STORM_PER_REPLICA: usize = 32;
 
