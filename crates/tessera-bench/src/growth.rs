@@ -228,10 +228,7 @@ async fn purge(
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
+    tessera::clock::Clock::System.now()
 }
 
 /// Seeds users `from..to` with their sessions and refresh tokens; returns how long it took.
