@@ -72,7 +72,7 @@ pub async fn purge_batch(
         .rows_affected())
 }
 
-/// Whether [`purge_expired`] has anything to do (a read, so idle replicas take no write lock).
+/// Whether [`crate::app::purge_expired`] has anything to do (a read, so idle replicas take no write lock).
 pub async fn anything_expired<'e>(
     db: impl Executor<'e, Database = Any>,
     now: i64,
