@@ -112,12 +112,10 @@ pub async fn find_refresh_token<'e>(
     db: impl Executor<'e, Database = Any>,
     token_hash: &str,
 ) -> Result<Option<RefreshLookup>, sqlx::Error> {
-    let rows: Vec<RefreshRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REFRESH_COLUMNS} {REFRESH_JOINS} WHERE r.token_hash = $1 ORDER BY ur.role"
-    )))
-    .bind(token_hash)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<RefreshRow> = sqlx::query_as(FIND_REFRESH_TOKEN)
+        .bind(token_hash)
+        .fetch_all(db)
+        .await?;
     let roles = crate::authz::parse_roles(rows.iter().filter_map(|r| r.role.as_deref()));
     Ok(rows
         .into_iter()
@@ -146,14 +144,66 @@ pub async fn successor_used<'e>(
 }
 
 /// The columns of a [`RefreshLookup`] row (`r`: the token, `s`: its session, `u`: the user,
-/// `ur`: one of the user's roles).
-const REFRESH_COLUMNS: &str = "r.session_id, r.expires_at AS token_expires_at, r.used_at, \
-     s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
-     s.client_id, s.scope, s.audience, \
-     u.id AS user_id, u.status AS user_status, u.email_verified_at, ur.role";
+/// `ur`: one of the user's roles), and the joins they come from: macros, so that the
+/// statements below are `&'static str`s built at compile time.
+macro_rules! refresh_columns {
+    () => {
+        "r.session_id, r.expires_at AS token_expires_at, r.used_at, \
+         s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
+         s.client_id, s.scope, s.audience, \
+         u.id AS user_id, u.status AS user_status, u.email_verified_at, ur.role"
+    };
+}
+macro_rules! refresh_joins {
+    () => {
+        "FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+         JOIN users u ON u.id = s.user_id LEFT JOIN user_roles ur ON ur.user_id = u.id"
+    };
+}
 
-const REFRESH_JOINS: &str = "FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
-     JOIN users u ON u.id = s.user_id LEFT JOIN user_roles ur ON ur.user_id = u.id";
+const FIND_REFRESH_TOKEN: &str = concat!(
+    "SELECT ",
+    refresh_columns!(),
+    " ",
+    refresh_joins!(),
+    " WHERE r.token_hash = $1 ORDER BY ur.role"
+);
+
+/// [`rotate_refresh_token`] on PostgreSQL: data-modifying `WITH`s, whose final `SELECT` sees the
+/// rows as the statement found them.
+const ROTATE_REFRESH_TOKEN_POSTGRES: &str = concat!(
+    "WITH used AS (UPDATE refresh_tokens SET used_at = $1 \
+                   WHERE token_hash = $2 AND used_at IS NULL RETURNING session_id), \
+          added AS (INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
+                    SELECT $3, s.id, $1, LEAST($4, s.expires_at) \
+                    FROM used JOIN sessions s ON s.id = used.session_id \
+                    RETURNING session_id), \
+          touched AS (UPDATE sessions SET last_used_at = $1 \
+                      WHERE id IN (SELECT session_id FROM added) RETURNING id) \
+     SELECT ",
+    refresh_columns!(),
+    ", (SELECT COUNT(*) FROM touched) AS rotated ",
+    refresh_joins!(),
+    " WHERE r.token_hash = $2 ORDER BY ur.role"
+);
+
+/// [`rotate_refresh_token`] on SQLite: four statements in one call, each write done only when the
+/// one before it changed a row (`changes()`), the final `SELECT` telling whether the last did.
+const ROTATE_REFRESH_TOKEN_SQLITE: &str = concat!(
+    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL; \
+     INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
+     SELECT $3, s.id, $1, MIN($4, s.expires_at) \
+     FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+     WHERE r.token_hash = $2 AND changes() = 1; \
+     UPDATE sessions SET last_used_at = $1 \
+     WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $3) \
+     AND changes() = 1; \
+     SELECT ",
+    refresh_columns!(),
+    ", changes() AS rotated ",
+    refresh_joins!(),
+    " WHERE r.token_hash = $2 ORDER BY ur.role"
+);
 
 #[derive(sqlx::FromRow)]
 struct RotatedRow {
@@ -168,10 +218,7 @@ struct RotatedRow {
 /// token as it was before (`used_at` unset when this call rotated it) and whether it rotated it.
 ///
 /// The caller decides afterwards, in the same transaction, and rolls the rotation back when it
-/// refuses (client, expiry, status, scope, tenant): a refused refresh writes nothing. On
-/// PostgreSQL one statement with data-modifying `WITH`s, whose final `SELECT` sees the rows as
-/// the statement found them; on SQLite four statements in one call, each write done only when
-/// the one before it changed a row (`changes()`), the final `SELECT` telling whether the last did.
+/// refuses (client, expiry, status, scope, tenant): a refused refresh writes nothing.
 pub async fn rotate_refresh_token(
     tx: &mut super::Tx,
     old: &str,
@@ -179,34 +226,11 @@ pub async fn rotate_refresh_token(
     now: i64,
     expires_at: i64,
 ) -> Result<Option<(RefreshLookup, bool)>, sqlx::Error> {
-    let sql = if tx.backend_name() == "PostgreSQL" {
-        format!(
-            "WITH used AS (UPDATE refresh_tokens SET used_at = $1 \
-                           WHERE token_hash = $2 AND used_at IS NULL RETURNING session_id), \
-                  added AS (INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
-                            SELECT $3, s.id, $1, LEAST($4, s.expires_at) \
-                            FROM used JOIN sessions s ON s.id = used.session_id \
-                            RETURNING session_id), \
-                  touched AS (UPDATE sessions SET last_used_at = $1 \
-                              WHERE id IN (SELECT session_id FROM added) RETURNING id) \
-             SELECT {REFRESH_COLUMNS}, (SELECT COUNT(*) FROM touched) AS rotated \
-             {REFRESH_JOINS} WHERE r.token_hash = $2 ORDER BY ur.role"
-        )
-    } else {
-        format!(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL; \
-             INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) \
-             SELECT $3, s.id, $1, MIN($4, s.expires_at) \
-             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
-             WHERE r.token_hash = $2 AND changes() = 1; \
-             UPDATE sessions SET last_used_at = $1 \
-             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $3) \
-             AND changes() = 1; \
-             SELECT {REFRESH_COLUMNS}, changes() AS rotated \
-             {REFRESH_JOINS} WHERE r.token_hash = $2 ORDER BY ur.role"
-        )
+    let sql = match super::Backend::of(tx) {
+        super::Backend::Postgres => ROTATE_REFRESH_TOKEN_POSTGRES,
+        super::Backend::Sqlite => ROTATE_REFRESH_TOKEN_SQLITE,
     };
-    let rows: Vec<RotatedRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<RotatedRow> = sqlx::query_as(sql)
         .bind(now)
         .bind(old)
         .bind(new)
