@@ -25,8 +25,9 @@ use anyhow::Context;
 
 use crate::{
     Api, Creds, Length, Load, Options, Report, Results, Server, Task, USERS, login_sessions,
-    me_tasks, progress, refresh_load, register_users, run_load,
+    me_tasks, progress, refresh_load, refresh_tasks, register_users, run_load,
 };
+use tessera::clock::Clock;
 
 /// Seeded users after each step.
 pub const STEPS: [u64; 3] = [1_000, 100_000, 1_000_000];
@@ -163,14 +164,7 @@ async fn mixed(
     options: &Options,
 ) -> anyhow::Result<[Load; 2]> {
     let sessions = login_sessions(api, 16, USERS).await?;
-    let chains = login_sessions(api, 16, USERS).await?;
-    let refresh = chains
-        .into_iter()
-        .map(|(creds, pair)| Task::Refresh {
-            token: pair.refresh,
-            creds,
-        })
-        .collect();
+    let refresh = refresh_tasks(api, 16, USERS).await?;
     let seconds = || Length::Seconds(options.measure);
     let (me_label, refresh_label) = (format!("{label}: me"), format!("{label}: refresh"));
     let (me, refresh) = tokio::join!(
@@ -209,7 +203,7 @@ async fn purge(
     progress("housekeeping: purging the expired rows while me and refresh run");
     let started = Instant::now();
     let purging = tokio::spawn(async move {
-        let deleted = tessera::app::purge_expired(&store, unix_now()).await;
+        let deleted = tessera::app::purge_expired(&store, Clock::System.now()).await;
         store.close().await;
         (deleted, started.elapsed())
     });
@@ -227,10 +221,6 @@ async fn purge(
     })
 }
 
-fn unix_now() -> i64 {
-    tessera::clock::Clock::System.now()
-}
-
 /// Seeds users `from..to` with their sessions and refresh tokens; returns how long it took.
 async fn seed(database: &str, postgres: bool, from: u64, to: u64) -> anyhow::Result<Duration> {
     use sqlx::Connection;
@@ -245,7 +235,7 @@ async fn seed(database: &str, postgres: bool, from: u64, to: u64) -> anyhow::Res
     let mut conn = sqlx::AnyConnection::connect(database)
         .await
         .with_context(|| format!("connecting to {database} to seed it"))?;
-    let now = unix_now();
+    let now = Clock::System.now();
     let (live, ended, expired) = (now + 30 * DAY, now - 40 * DAY, now - 10 * DAY);
     let last = SESSIONS_PER_USER - 1;
     // Rows a..=b: a recursive CTE on SQLite, generate_series on PostgreSQL.

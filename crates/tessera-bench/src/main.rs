@@ -1583,23 +1583,27 @@ async fn refresh_load(
     users: usize,
     options: &Options,
 ) -> anyhow::Result<Load> {
+    run_load(
+        label,
+        server,
+        api,
+        refresh_tasks(api, c, users).await?,
+        options.warmup,
+        Length::Seconds(options.measure),
+    )
+    .await
+}
+
+/// `c` refresh-token chains, each started from its own login (users cycled).
+async fn refresh_tasks(api: &Api, c: usize, users: usize) -> anyhow::Result<Vec<Task>> {
     let sessions = login_sessions(api, c, users).await?;
-    let tasks = sessions
+    Ok(sessions
         .into_iter()
         .map(|(creds, pair)| Task::Refresh {
             token: pair.refresh,
             creds,
         })
-        .collect();
-    run_load(
-        label,
-        server,
-        api,
-        tasks,
-        options.warmup,
-        Length::Seconds(options.measure),
-    )
-    .await
+        .collect())
 }
 
 /// Memory per session. 100 000 logins at OWASP parameters would take over half an hour of CPU,
