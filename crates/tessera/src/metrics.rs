@@ -190,9 +190,9 @@ pub async fn render(core: &Core) -> Option<String> {
     }
     let age = core.keys.current_age(now);
     gauge!("tessera_signing_key_age_seconds").set(age as f64);
-    let pool = core.store.pool();
-    let size = f64::from(pool.size());
-    let idle = pool.num_idle() as f64;
+    let (size, idle) = core.store.pools().fold((0.0, 0.0), |(size, idle), pool| {
+        (size + f64::from(pool.size()), idle + pool.num_idle() as f64)
+    });
     gauge!("tessera_db_pool_connections", "state" => "in_use").set(size - idle);
     gauge!("tessera_db_pool_connections", "state" => "idle").set(idle);
     let (queued, running) = core.passwords.load();

@@ -24,6 +24,7 @@ on_both_backends!(
     housekeeping_deletes_millions_in_batches_and_keeps_live_rows,
     a_rotation_marks_the_token_used_adds_its_successor_and_touches_the_session,
     a_refused_refresh_writes_nothing,
+    write_transactions_wait_their_turn,
 );
 
 async fn refresh_rotates_the_token(b: Backend) {
@@ -617,4 +618,71 @@ async fn a_refused_refresh_writes_nothing(b: Backend) {
     let (status, _, body) = crate::oauth::token(&app, auth, &form(None)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(state().await, (2, 1));
+}
+
+/// Write transactions queued behind one that holds the lock all complete once it commits, none
+/// losing another's update. On SQLite, where one writer runs at a time, they run in the order
+/// they arrived (a housekeeping batch holds a request back by one batch, never by a lottery of
+/// busy-handler sleeps).
+async fn write_transactions_wait_their_turn(b: Backend) {
+    use futures_util::future::{FutureExt, maybe_done};
+    use std::sync::{Arc, Mutex};
+
+    let app = TestApp::spawn(b).await;
+    app.signed_in("queue@example.com").await;
+    let store = app.state.store.clone();
+    let bump = "UPDATE sessions SET last_used_at = last_used_at + 1";
+    let before: (i64,) = sqlx::query_as("SELECT last_used_at FROM sessions")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let mut holder = store.begin().await.unwrap();
+    sqlx::query(bump).execute(&mut *holder).await.unwrap();
+
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        let (store, order) = (store.clone(), order.clone());
+        let mut writer = maybe_done(
+            async move {
+                let mut tx = store.begin().await?;
+                sqlx::query(bump).execute(&mut *tx).await?;
+                order.lock().unwrap().push(i);
+                tx.commit().await
+            }
+            .boxed(),
+        );
+        // One poll puts it in the queue, behind the writers before it.
+        std::future::poll_fn(|cx| {
+            let _ = writer.poll_unpin(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        writers.push(tokio::spawn(async move {
+            (&mut writer).await;
+            std::pin::Pin::new(&mut writer)
+                .take_output()
+                .expect("the writer's result")
+        }));
+    }
+    assert!(
+        order.lock().unwrap().is_empty(),
+        "a writer ran while another transaction held the lock"
+    );
+    holder.commit().await.unwrap();
+    for w in writers {
+        tokio::time::timeout(std::time::Duration::from_secs(20), w)
+            .await
+            .expect("a queued writer hung")
+            .unwrap()
+            .unwrap();
+    }
+    let after: (i64,) = sqlx::query_as("SELECT last_used_at FROM sessions")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(after.0 - before.0, 9, "every update landed");
+    if b == Backend::Sqlite {
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
+    }
 }
