@@ -86,6 +86,7 @@ impl Store {
                 // that could have hung up, and each ping is a round trip to the connection's
                 // worker thread (sqlx still pings once when a connection comes back, which also
                 // flushes the rollback of a dropped transaction).
+                let pool = pool.test_before_acquire(false);
                 // wal_autocheckpoint: a checkpoint every 10 000 WAL pages (about 40 MB) instead
                 // of SQLite's 1 000. Pages written again and again (index roots, the last leaf
                 // of an append-only table) are copied back once per checkpoint, so fewer
@@ -93,7 +94,7 @@ impl Store {
                 // at concurrency 16. journal_size_limit: a WAL that grew past 64 MB (readers
                 // holding a checkpoint back) is truncated to that once a checkpoint has reset
                 // it.
-                pool.test_before_acquire(false).after_connect(|conn, _| {
+                pool.after_connect(|conn, _| {
                     Box::pin(async move {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
@@ -115,8 +116,9 @@ impl Store {
                 crate::config::redact_url(url)
             )
         };
-        let min = if backend == Backend::Sqlite { 1 } else { 0 };
-        let pool = connect(max_connections, min)
+        // SQLite keeps one shared connection open at all times; PostgreSQL opens them on demand.
+        let readers_kept = u32::from(backend == Backend::Sqlite);
+        let pool = connect(max_connections, readers_kept)
             .connect_with(options.clone())
             .await
             .with_context(context)?;
