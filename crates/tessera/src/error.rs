@@ -70,6 +70,16 @@ pub enum Code {
     InvalidCredentials => "invalid_credentials",
     /// 401: the current password given to confirm a change is wrong.
     InvalidCurrentPassword => "invalid_current_password",
+    /// 401: the password was right, and the account needs a second factor too: complete the
+    /// sign-in at `POST /auth/mfa` with the body's `mfa_token` and one of its `methods`.
+    MfaRequired => "mfa_required",
+    /// 401: the `mfa_token` is invalid or expired (five minutes): sign in again.
+    InvalidMfaToken => "invalid_mfa_token",
+    /// 401: the second-factor code is wrong, expired or used already.
+    InvalidMfaCode => "invalid_mfa_code",
+    /// 401 (RFC 9470): the session's sign-in is too old for this change; sign in again (or give
+    /// the current password where the route takes one). `WWW-Authenticate` carries `max_age`.
+    InsufficientUserAuthentication => "insufficient_user_authentication",
     /// 401: a refresh token that is unknown, expired, revoked or reused.
     InvalidGrant => "invalid_grant",
     /// 401 (access tokens, RFC 6750 §3.1) or 400 (single-use mail tokens).
@@ -110,6 +120,10 @@ pub enum Code {
     AlreadyMember => "already_member",
     /// 409: the tenant's plan allows no more of this (members, API keys, custom roles).
     LimitReached => "limit_reached",
+    /// 409: the second factor is confirmed already.
+    AlreadyConfirmed => "already_confirmed",
+    /// 409: the account has no second factor (recovery codes come with one).
+    NoSecondFactor => "no_second_factor",
     /// 413.
     PayloadTooLarge => "payload_too_large",
     /// 415.
@@ -154,6 +168,9 @@ pub enum Error {
         message: &'static str,
         bearer: bool,
     },
+    /// 401: the password was right; the sign-in needs a second factor (`mfa_required`).
+    #[error("a second factor is required")]
+    MfaRequired(crate::mfa::Challenge),
     /// 403: authenticated but not allowed.
     #[error("{message}")]
     Forbidden { code: Code, message: &'static str },

@@ -23,6 +23,7 @@ pub mod http;
 pub mod keys;
 pub mod mail;
 pub mod metrics;
+pub mod mfa;
 pub mod oauth;
 pub mod oidc;
 pub mod passwords;

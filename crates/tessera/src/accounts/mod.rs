@@ -187,6 +187,7 @@ async fn insert_in(
         updated_at: new.now,
         last_tenant_id: None,
         personal_tenant_id: Some(personal),
+        second_factors: 0,
     })
 }
 
@@ -232,12 +233,15 @@ pub async fn create(
 /// same `invalid_credentials`, and each costs one password verification and one small write
 /// (the `LoginFailedV1` event). A stored hash that is bcrypt or weaker than the configured
 /// parameters is replaced on success. With `require_verified_email`, an unverified account is
-/// refused with 403 `email_not_verified`, and only once its password was proven.
+/// refused with 403 `email_not_verified`, and only once its password was proven. An account
+/// with a confirmed second factor is answered with [`Error::MfaRequired`] (a challenge naming
+/// the user, and `tenant` for the JSON login to go on with), never with the user.
 #[tracing::instrument(skip_all)]
 pub async fn authenticate(
     state: &Core,
     email: &str,
     password: &str,
+    tenant: Option<&str>,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<User> {
@@ -313,6 +317,13 @@ pub async fn authenticate(
         users::set_password_hash(state.store.pool(), &user.id, &hash, now).await?;
         tracing::info!(user_id = %user.id, "password hash upgraded to the configured Argon2id parameters");
     }
+    // A confirmed second factor is required on every password path; only
+    // `mfa::complete_sign_in` goes on from here.
+    if user.second_factors > 0 {
+        return Err(Error::MfaRequired(crate::mfa::challenge(
+            state, &user, tenant, now,
+        )));
+    }
     // Enterprise tenants of the address's domain take the user in before a tenant is chosen.
     crate::tenants::domains::join_at_sign_in(state, &user, ctx, now).await?;
     Ok(user)
@@ -331,10 +342,37 @@ pub async fn login(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
-    let user = authenticate(state, email, password, ctx, now).await?;
+    let user = authenticate(state, email, password, tenant, ctx, now).await?;
+    signed_in(state, &user, tenant, ctx, now).await
+}
+
+/// Completes a login that answered `mfa_required`: the challenge's user, once a second factor
+/// accepts `code`, gets a new session and its first tokens (for the tenant asked for at the
+/// password step).
+pub async fn login_second_factor(
+    state: &Core,
+    mfa_token: &str,
+    method: crate::mfa::Method,
+    code: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<TokenPair> {
+    let (user, tenant) =
+        crate::mfa::complete_sign_in(state, mfa_token, method, code, ctx, now).await?;
+    signed_in(state, &user, tenant.as_deref(), ctx, now).await
+}
+
+/// A new session and its first tokens for `user`, who has just proved who they are.
+async fn signed_in(
+    state: &Core,
+    user: &User,
+    tenant: Option<&str>,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<TokenPair> {
     let roles = crate::store::roles::roles_of(state.store.pool(), &user.id).await?;
     let ip = ctx.ip.as_deref();
-    let (tenant_id, tenant_roles) = crate::tenants::choose(state, &user, tenant, ip).await?;
+    let (tenant_id, tenant_roles) = crate::tenants::choose(state, user, tenant, ip).await?;
     if tenant.is_some() {
         crate::tenants::remember(state, &user.id, &tenant_id).await?;
     }

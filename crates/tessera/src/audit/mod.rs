@@ -67,6 +67,12 @@ pub mod action {
     pub const ROTATE_MASTER_KEY: &str = "master_key.rotate";
     /// Repeated failed logins locked an account (for one IP, or account-wide).
     pub const LOCK_ACCOUNT: &str = "user.lock";
+    /// A second factor presented at sign-in (audited when it fails; success is the login).
+    pub const MFA_CHALLENGE: &str = "mfa.challenge";
+    pub const ENROL_MFA: &str = "mfa.enrol";
+    pub const REMOVE_MFA: &str = "mfa.remove";
+    pub const USE_RECOVERY_CODE: &str = "mfa.recovery_code_use";
+    pub const REGENERATE_RECOVERY_CODES: &str = "mfa.recovery_codes_regenerate";
     pub const CREATE_WEBHOOK: &str = "webhook.create";
     pub const DELETE_WEBHOOK: &str = "webhook.delete";
     /// Old entries were deleted by the retention purge.

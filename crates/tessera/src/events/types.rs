@@ -283,6 +283,46 @@ pub struct AccountLockedV1 {
 }
 event!(AccountLockedV1, "identity.account.locked.v1");
 
+/// A second factor was confirmed: from now on every password sign-in of the user needs one.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MfaEnrolledV1 {
+    pub user_id: String,
+    pub factor_id: String,
+    /// `totp`.
+    pub kind: String,
+}
+event!(MfaEnrolledV1, "identity.mfa.enrolled.v1");
+
+/// A confirmed second factor was removed (with the last one, sign-in needs the password alone).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MfaRemovedV1 {
+    pub user_id: String,
+    pub factor_id: String,
+    /// `totp`.
+    pub kind: String,
+}
+event!(MfaRemovedV1, "identity.mfa.removed.v1");
+
+/// A wrong, expired or replayed second-factor code was given after a right password.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MfaChallengeFailedV1 {
+    pub user_id: String,
+    /// `totp` or `recovery_code`.
+    pub method: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+event!(MfaChallengeFailedV1, "identity.mfa.challenge_failed.v1");
+
+/// A recovery code was used to sign in (each works once).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RecoveryCodeUsedV1 {
+    pub user_id: String,
+    /// Unused codes left.
+    pub remaining: u32,
+}
+event!(RecoveryCodeUsedV1, "identity.mfa.recovery_code_used.v1");
+
 /// Every event type with the JSON Schema of its envelope, for `docs/events/`.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     fn one<E: DomainEvent>() -> (&'static str, serde_json::Value) {
@@ -303,6 +343,10 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<UserUpdatedV1>(),
         one::<UserDeletedV1>(),
         one::<AccountLockedV1>(),
+        one::<MfaEnrolledV1>(),
+        one::<MfaRemovedV1>(),
+        one::<MfaChallengeFailedV1>(),
+        one::<RecoveryCodeUsedV1>(),
         one::<TenantCreatedV1>(),
         one::<TenantSuspendedV1>(),
         one::<TenantDeletedV1>(),

@@ -1,4 +1,4 @@
-//! `/auth/*`: register, login, refresh, logout.
+//! `/auth/*`: register, login (and its second factor), refresh, logout.
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -20,6 +20,7 @@ pub fn router() -> super::Routes {
     super::Routes::default()
         .api(routes!(register), Access::Public)
         .api(routes!(login), Access::Public)
+        .api(routes!(second_factor), Access::Public)
         .api(routes!(refresh), Access::Public)
         .api(routes!(logout), Access::Public)
         .api(
@@ -78,7 +79,8 @@ struct LoginBody {
     tenant: Option<String>,
 }
 
-/// Signs in with email and password: a token pair.
+/// Signs in with email and password: a token pair. An account with a second factor answers
+/// 401 `mfa_required` with an `mfa_token` to complete at `POST /auth/mfa`.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
     responses((status = 200, description = "An access and a refresh token", body = sessions::TokenPair)))]
 async fn login(
@@ -89,6 +91,36 @@ async fn login(
     let now = state.clock.now();
     let tenant = body.tenant.as_deref();
     let pair = accounts::login(&state, &body.email, &body.password, tenant, &ctx, now).await?;
+    crate::metrics::token_issued("tessera_login");
+    Ok(no_store(axum::Json(pair).into_response()))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SecondFactorBody {
+    /// From the `mfa_required` answer of `POST /auth/login`.
+    mfa_token: String,
+    /// `totp` or `recovery_code`.
+    method: String,
+    /// The app's six digits, or one recovery code.
+    code: String,
+}
+
+/// Completes a login that answered `mfa_required`: a token pair once the second factor accepts
+/// the code. Wrong codes are throttled and lock out like wrong passwords.
+#[utoipa::path(post, path = "/auth/mfa", tag = "auth", request_body = SecondFactorBody,
+    responses((status = 200, description = "An access and a refresh token", body = sessions::TokenPair)))]
+async fn second_factor(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Json(body): Json<SecondFactorBody>,
+) -> Result<Response> {
+    let method = crate::mfa::Method::parse(&body.method)
+        .ok_or_else(|| Error::invalid("method", "must be totp or recovery_code"))?;
+    let now = state.clock.now();
+    let pair =
+        accounts::login_second_factor(&state, &body.mfa_token, method, &body.code, &ctx, now)
+            .await?;
     crate::metrics::token_issued("tessera_login");
     Ok(no_store(axum::Json(pair).into_response()))
 }

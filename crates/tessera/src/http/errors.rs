@@ -11,13 +11,20 @@ use serde::Serialize;
 
 use crate::error::{Code, Error, FieldError};
 
-/// `{"error", "message", "fields"?}`; `correlation_id` is added by the middleware.
+/// `{"error", "message", "fields"?}`; `correlation_id` is added by the middleware. An
+/// `mfa_required` answer adds `mfa_token` and `methods`.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: Code,
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
+    /// `mfa_required`: the challenge to complete at `POST /auth/mfa` (five minutes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
+    /// `mfa_required`: the methods `POST /auth/mfa` takes for this account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<crate::mfa::Method>>,
 }
 
 impl ErrorBody {
@@ -26,6 +33,8 @@ impl ErrorBody {
             error,
             message: message.into(),
             fields: Vec::new(),
+            mfa_token: None,
+            methods: None,
         }
     }
 
@@ -88,9 +97,8 @@ impl IntoResponse for Error {
                 (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     ErrorBody {
-                        error: Code::ValidationFailed,
-                        message,
                         fields: fields.clone(),
+                        ..ErrorBody::new(Code::ValidationFailed, message)
                     },
                 )
             }
@@ -101,6 +109,17 @@ impl IntoResponse for Error {
             Error::Unauthenticated { code, message, .. } => {
                 (StatusCode::UNAUTHORIZED, ErrorBody::new(*code, *message))
             }
+            Error::MfaRequired(challenge) => (
+                StatusCode::UNAUTHORIZED,
+                ErrorBody {
+                    mfa_token: Some(challenge.token.clone()),
+                    methods: Some(challenge.methods.clone()),
+                    ..ErrorBody::new(
+                        Code::MfaRequired,
+                        "the password was right; complete the sign-in with a second factor",
+                    )
+                },
+            ),
             Error::Forbidden { code, message } => {
                 (StatusCode::FORBIDDEN, ErrorBody::new(*code, *message))
             }
@@ -136,6 +155,11 @@ impl IntoResponse for Error {
             }
         };
         let mut res = error_response(status, body);
+        // The challenge is a bearer secret: never kept by a cache (as token responses).
+        if let Error::MfaRequired(_) = &self {
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         if let Error::TooManyRequests { retry_after } = &self {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
@@ -145,10 +169,16 @@ impl IntoResponse for Error {
             code, bearer: true, ..
         } = &self
         {
-            let value = if *code == Code::InvalidToken {
-                r#"Bearer realm="tessera", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
-            } else {
-                r#"Bearer realm="tessera""#
+            let value = match code {
+                Code::InvalidToken => {
+                    r#"Bearer realm="tessera", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
+                }
+                // RFC 9470 §3: how recent the authentication must be, in seconds.
+                Code::InsufficientUserAuthentication => {
+                    const _: () = assert!(crate::mfa::RECENT_AUTH_SECS == 300);
+                    r#"Bearer realm="tessera", error="insufficient_user_authentication", error_description="a more recent authentication is required", max_age="300""#
+                }
+                _ => r#"Bearer realm="tessera""#,
             };
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));

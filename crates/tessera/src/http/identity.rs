@@ -1,4 +1,5 @@
-//! `/identity/*`: the signed-in user's own account, profile, password and sessions.
+//! `/identity/*`: the signed-in user's own account, profile, password, sessions and second
+//! factors.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use crate::accounts::profile::{self, ProfilePatch, ProfileView};
 use crate::app::AppState;
 use crate::authz::Permission;
 use crate::error::Result;
+use crate::mfa;
 use crate::sessions::{self, SessionList};
 
 pub fn router() -> super::Routes {
@@ -32,6 +34,105 @@ pub fn router() -> super::Routes {
             routes!(revoke_session),
             Access::Permission(ManageOwnAccount),
         )
+        .api(routes!(list_factors), Access::Permission(ReadOwnAccount))
+        .api(routes!(enrol_totp), Access::Permission(ManageOwnAccount))
+        .api(routes!(confirm_totp), Access::Permission(ManageOwnAccount))
+        .api(routes!(remove_factor), Access::Permission(ManageOwnAccount))
+        .api(
+            routes!(regenerate_recovery_codes),
+            Access::Permission(ManageOwnAccount),
+        )
+}
+
+/// The signed-in user's confirmed second factors and how many recovery codes are left.
+#[utoipa::path(get, path = "/identity/mfa", tag = "identity",
+    responses((status = 200, description = "The factors", body = mfa::FactorList)))]
+async fn list_factors(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<Response> {
+    Ok(axum::Json(mfa::list(&state, &principal).await?).into_response())
+}
+
+/// `POST /identity/mfa/totp`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EnrolBody {
+    /// What the user calls it (default `Authenticator app`).
+    name: Option<String>,
+    /// Needed unless the session signed in within the last five minutes.
+    current_password: Option<String>,
+}
+
+/// Starts enrolling an authenticator app (RFC 6238): its secret, shown once. Confirm it with a
+/// first code; until then nothing changes at sign-in.
+#[utoipa::path(post, path = "/identity/mfa/totp", tag = "identity", request_body = EnrolBody,
+    responses((status = 201, description = "The secret and its `otpauth://` URI", body = mfa::TotpEnrolment)))]
+async fn enrol_totp(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Json(body): Json<EnrolBody>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let name = body.name.as_deref();
+    let password = body.current_password.as_deref();
+    let enrolment = mfa::enrol_totp(&state, &principal, name, password, now).await?;
+    let res = (axum::http::StatusCode::CREATED, axum::Json(enrolment)).into_response();
+    Ok(super::no_store(res))
+}
+
+/// `POST /identity/mfa/totp/{id}/confirm`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    /// The app's current six digits.
+    code: String,
+}
+
+/// Confirms an enrolment with the app's current code. From then on every password sign-in needs
+/// a second factor; the first factor comes with ten recovery codes, shown once.
+#[utoipa::path(post, path = "/identity/mfa/totp/{id}/confirm", tag = "identity",
+    params(("id" = String, Path, description = "The factor's id")), request_body = ConfirmBody,
+    responses((status = 200, description = "Confirmed", body = mfa::Confirmed)))]
+async fn confirm_totp(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+    Json(body): Json<ConfirmBody>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let confirmed = mfa::confirm_totp(&state, &principal, &id, &body.code, &ctx, now).await?;
+    Ok(super::no_store(axum::Json(confirmed).into_response()))
+}
+
+/// Removes a second factor; needs a sign-in within the last five minutes (RFC 9470
+/// `insufficient_user_authentication` otherwise). With the last one the recovery codes go too.
+#[utoipa::path(delete, path = "/identity/mfa/{id}", tag = "identity",
+    params(("id" = String, Path, description = "The factor's id")),
+    responses((status = 204, description = "Removed")))]
+async fn remove_factor(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    mfa::remove(&state, &principal, &id, &ctx, state.clock.now()).await?;
+    Ok(no_content())
+}
+
+/// Replaces the recovery codes (the old ones stop working); needs a sign-in within the last five
+/// minutes and a second factor.
+#[utoipa::path(post, path = "/identity/mfa/recovery-codes", tag = "identity",
+    responses((status = 200, description = "Ten new codes, shown once", body = mfa::RecoveryCodes)))]
+async fn regenerate_recovery_codes(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let codes = mfa::regenerate_recovery_codes(&state, &principal, &ctx, now).await?;
+    Ok(super::no_store(axum::Json(codes).into_response()))
 }
 
 /// The signed-in user.

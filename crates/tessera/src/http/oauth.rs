@@ -27,6 +27,7 @@ pub fn router() -> super::Routes {
     super::Routes::default()
         .api(routes!(authorize_get, authorize_post), Public)
         .api(routes!(login), Public)
+        .api(routes!(second_factor), Public)
         .api(routes!(consent), Public)
         .api(routes!(token_endpoint), Client)
         .api(routes!(userinfo_get, userinfo_post), Bearer)
@@ -111,6 +112,18 @@ struct LoginForm {
     email: String,
     #[schema(format = Password)]
     password: String,
+}
+
+/// The hosted second-factor form (after a right password, for an account with a factor).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SecondFactorForm {
+    csrf_token: String,
+    request: String,
+    /// The sealed challenge the password step answered with.
+    mfa_token: String,
+    /// Six digits from the authenticator app, or a recovery code.
+    code: String,
 }
 
 /// The hosted consent form.
@@ -561,6 +574,7 @@ async fn login(
         &state,
         email,
         form.get("password").unwrap_or_default(),
+        None,
         &ctx,
         now,
     )
@@ -581,6 +595,10 @@ async fn login(
             let mut req = request;
             req.login_hint = Some(email.chars().take(254).collect());
             return login_page(&state, &headers, &req, Some("Invalid email or password."));
+        }
+        // The password was right; the account needs its second factor, on a page of its own.
+        Err(crate::Error::MfaRequired(challenge)) => {
+            return mfa_page(&state, &headers, &request, &challenge.token, None);
         }
         // The password was right but the operator requires a verified address first.
         Err(crate::Error::Forbidden {
@@ -603,7 +621,20 @@ async fn login(
             );
         }
     };
-    let (session, token) = match oidc::start_browser_session(&state, &user.id, &ctx, now).await {
+    signed_in(&state, &headers, params, user, &ctx, now).await
+}
+
+/// A user who has just proved who they are: a new browser session, then the authorization
+/// request goes on (consent, tenant, or the redirect with a code).
+async fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Params,
+    user: crate::store::users::User,
+    ctx: &crate::context::RequestContext,
+    now: i64,
+) -> Response {
+    let (session, token) = match oidc::start_browser_session(state, &user.id, ctx, now).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = ?e, "starting a browser session failed");
@@ -619,8 +650,8 @@ async fn login(
         consent: None,
     };
     proceed(
-        &state,
-        &headers,
+        state,
+        headers,
         params,
         Some(session),
         interaction,
@@ -628,6 +659,111 @@ async fn login(
         Some(&token),
     )
     .await
+}
+
+fn mfa_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: &authorize::AuthorizationRequest,
+    mfa_token: &str,
+    error: Option<&str>,
+) -> Response {
+    let (token, fresh) = csrf(state, headers);
+    let ctx = json!({
+        "client_name": req.client.name,
+        "csrf_token": token,
+        "request": req.params.encode(),
+        "mfa_token": mfa_token,
+        "error": error,
+    });
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    let mut res = state.pages.render(status, "mfa.html", ctx);
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if fresh {
+        set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
+    }
+    res
+}
+
+/// The second-factor form: checks CSRF and the code against the challenge's user (throttled and
+/// locked out like passwords), starts the browser session, and continues the authorization
+/// request it carries. Six digits are a TOTP code; anything else is tried as a recovery code.
+#[utoipa::path(post, path = "/oauth2/mfa", tag = "oauth",
+    request_body(content = SecondFactorForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The next page: consent or pick a tenant", content_type = "text/html"),
+        (status = 303, description = "To the client's redirect URI with `code` or `error`"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
+async fn second_factor(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_params(&body) {
+        Ok(f) if is_form(&headers) => f,
+        _ => return bad_page(&state, "The sign-in form was malformed."),
+    };
+    if !csrf_ok(&state, &headers, &form) {
+        return state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            "The sign-in form expired. Go back to the application and start again.",
+        );
+    }
+    let params = match parse_params(form.get("request").unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return bad_page(&state, &e.description),
+    };
+    let request = match authorize::validate(&state, params.clone()).await {
+        Ok(r) => r,
+        Err(Refusal::Page(m)) => return bad_page(&state, &m),
+        Err(Refusal::Redirect(url)) => return see_other(&url),
+    };
+    let now = state.clock.now();
+    let mfa_token = form.get("mfa_token").unwrap_or_default();
+    let code = form.get("code").unwrap_or_default().trim();
+    let method = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        crate::mfa::Method::Totp
+    } else {
+        crate::mfa::Method::RecoveryCode
+    };
+    match crate::mfa::complete_sign_in(&state, mfa_token, method, code, &ctx, now).await {
+        Ok((user, _)) => signed_in(&state, &headers, params, user, &ctx, now).await,
+        Err(crate::Error::Unauthenticated {
+            code: crate::error::Code::InvalidMfaCode,
+            ..
+        }) => {
+            let message = "That code did not work. Give the current code from your app.";
+            mfa_page(&state, &headers, &request, mfa_token, Some(message))
+        }
+        Err(crate::Error::TooManyRequests { retry_after }) => {
+            let message = format!("Too many attempts. Try again in {retry_after} seconds.");
+            let mut res = mfa_page(&state, &headers, &request, mfa_token, Some(&message));
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            res
+        }
+        Err(crate::Error::Unauthenticated { .. }) => {
+            let message = "The sign-in took too long. Sign in again.";
+            let mut res = login_page(&state, &headers, &request, Some(message));
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+            res
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "hosted second factor failed");
+            state.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            )
+        }
+    }
 }
 
 /// The consent form: Allow or Deny, remembered per user, client and scope set.

@@ -12,6 +12,7 @@ use serde::Serialize;
 const BUILT_IN: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("login.html", include_str!("../../templates/login.html")),
+    ("mfa.html", include_str!("../../templates/mfa.html")),
     ("consent.html", include_str!("../../templates/consent.html")),
     ("tenant.html", include_str!("../../templates/tenant.html")),
     ("logout.html", include_str!("../../templates/logout.html")),

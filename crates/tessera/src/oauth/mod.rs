@@ -141,6 +141,11 @@ impl From<crate::Error> for OAuthError {
                     .collect::<Vec<_>>()
                     .join("; "),
             ),
+            // RFC 6749 §5.2: the resource owner's credentials alone do not grant access; the
+            // password grant has no step for a second factor (docs/oauth.md).
+            E::MfaRequired(_) => Self::invalid_grant(
+                "the account needs a second factor: sign in through the authorization endpoint",
+            ),
             E::Forbidden { message, .. } => Self::new(ErrorCode::AccessDenied, message),
             E::NotFound | E::Conflict { .. } => Self::invalid_request("invalid request"),
             E::PayloadTooLarge => Self::invalid_request("the request is too large"),

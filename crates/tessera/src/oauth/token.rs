@@ -291,7 +291,8 @@ async fn password(
         None => "openid".to_string(),
     };
     let audience = resource(client, params)?;
-    let user = match crate::accounts::authenticate(state, username, password, ctx, now).await {
+    let user = match crate::accounts::authenticate(state, username, password, None, ctx, now).await
+    {
         Ok(u) => u,
         Err(crate::Error::Unauthenticated { .. } | crate::Error::Validation(_)) => {
             return Err(OAuthError::invalid_grant("invalid username or password"));

@@ -12,6 +12,7 @@ pub mod invitations;
 pub mod jobs;
 pub mod keys;
 pub mod mail;
+pub mod mfa;
 pub mod oauth;
 pub mod outbox;
 pub mod roles;

@@ -1,4 +1,5 @@
-//! Every value sealed under the master key, for master-key rotation.
+//! Every value sealed under the master key, for master-key rotation: signing keys, queued mail,
+//! webhook secrets and second-factor secrets.
 
 use sqlx::{Any, Executor};
 
@@ -40,6 +41,15 @@ pub async fn all_sealed(tx: &mut super::Tx) -> Result<Vec<Sealed>, sqlx::Error> 
         id,
         value,
     }));
+    let factors: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT id, secret FROM mfa_factors")
+        .fetch_all(&mut **tx)
+        .await?;
+    out.extend(factors.into_iter().map(|(id, value)| Sealed {
+        table: "mfa_factors",
+        context: crate::mfa::seal_context(&id),
+        id,
+        value,
+    }));
     Ok(out)
 }
 
@@ -52,7 +62,13 @@ pub async fn replace<'e>(
     let sql = match table {
         "signing_keys" => "UPDATE signing_keys SET private_key = $1 WHERE kid = $2",
         "mail_jobs" => "UPDATE mail_jobs SET payload = $1 WHERE id = $2",
-        _ => "UPDATE webhooks SET secret = $1 WHERE id = $2",
+        "webhooks" => "UPDATE webhooks SET secret = $1 WHERE id = $2",
+        "mfa_factors" => "UPDATE mfa_factors SET secret = $1 WHERE id = $2",
+        other => {
+            return Err(sqlx::Error::Protocol(format!(
+                "no sealed values in {other}"
+            )));
+        }
     };
     sqlx::query(sql)
         .bind(value)

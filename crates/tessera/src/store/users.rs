@@ -19,6 +19,9 @@ pub struct User {
     /// The user's personal tenant (the default when the last one no longer takes them).
     #[sqlx(default)]
     pub personal_tenant_id: Option<String>,
+    /// How many confirmed second factors the user has: any, and every password sign-in needs
+    /// one of them too (no default: a query without the column fails instead of skipping it).
+    pub second_factors: i64,
 }
 
 impl std::fmt::Debug for User {
@@ -78,7 +81,8 @@ macro_rules! select_users {
         concat!(
             "SELECT id, email, email_verified_at, password_hash, status, created_at, updated_at, \
              last_tenant_id, (SELECT t.id FROM tenants t WHERE t.personal_of = users.id) \
-             AS personal_tenant_id FROM users ",
+             AS personal_tenant_id, (SELECT COUNT(*) FROM mfa_factors f WHERE f.user_id = \
+             users.id AND f.confirmed_at IS NOT NULL) AS second_factors FROM users ",
             $rest
         )
     };

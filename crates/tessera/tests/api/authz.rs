@@ -70,6 +70,7 @@ fn class_of(method: &Method, path: &str) -> Option<Class> {
         "/oauth2/userinfo" => Class::UserInfo,
         "/auth/register"
         | "/auth/login"
+        | "/auth/mfa"
         | "/auth/refresh"
         | "/auth/verify-email"
         | "/auth/resend-verification"
@@ -77,6 +78,7 @@ fn class_of(method: &Method, path: &str) -> Option<Class> {
         | "/auth/reset-password"
         | "/oauth2/authorize"
         | "/oauth2/login"
+        | "/oauth2/mfa"
         | "/oauth2/consent"
         | "/oauth2/token"
         | "/oauth2/introspect"

@@ -147,6 +147,83 @@ async fn hosted_tenant_picker_in_a_real_browser() {
     assert_eq!(access["tenant_roles"], serde_json::json!(["owner"]));
 }
 
+/// The hosted second-factor page in a real browser: an account with a confirmed authenticator
+/// app signs in through an OAuth code flow; a wrong code is shown as an error on the page, the
+/// right one goes on to consent and back to the client with a code that redeems.
+#[tokio::test]
+async fn hosted_second_factor_in_a_real_browser() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let ada = crate::mfa::enrolled(&app, "ada@example.com").await;
+    let c = register_client(&app, false, &["authorization_code"], &["openid"]).await;
+    let (id, secret) = (c.id.as_str(), c.secret.as_deref().unwrap());
+    let authorize = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={id}&redirect_uri={REDIRECT}&scope=openid&state=s2&code_challenge={CHALLENGE}&code_challenge_method=S256",
+        app.base
+    );
+    let code = crate::mfa::code_at(&ada.secret, app.clock.now());
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let got = run(
+        "mfa_sign_in.mjs",
+        &[
+            ("AUTHORIZE_URL", &authorize),
+            ("CALLBACK", REDIRECT),
+            ("EMAIL", "ada@example.com"),
+            ("PASSWORD", PASSWORD),
+            ("WRONG_CODE", wrong),
+            ("CODE", &code),
+        ],
+    )
+    .await;
+    let titles: Vec<&str> = got["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(titles.len(), 3, "{got}");
+    assert!(titles[0].starts_with("Sign in"), "{got}");
+    assert!(titles[1].starts_with("Second factor"), "{got}");
+    assert!(
+        got["mfa_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not work")),
+        "{got}"
+    );
+    // Chromium logs the wrong code's 401 page as a failed load; nothing else (no refused
+    // script or style) may appear.
+    let errors = got["console_errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .filter_map(Value::as_str)
+            .all(|e| e.contains("401")),
+        "{got}"
+    );
+    let back = got["callback"].as_str().unwrap_or_else(|| panic!("{got}"));
+    assert_eq!(param(back, "state").as_deref(), Some("s2"), "{back}");
+    let code = param(back, "code").unwrap_or_else(|| panic!("no code in {back}"));
+    let (status, _, body) = token(
+        &app,
+        Some((id, secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["id_token"].is_string(), "{body}");
+    let types = crate::helpers::event_types_of(&app, &ada.user_id).await;
+    assert!(
+        types
+            .iter()
+            .any(|t| t == "identity.mfa.challenge_failed.v1"),
+        "the wrong code was recorded: {types:?}"
+    );
+}
+
 #[tokio::test]
 async fn email_link_pages_in_a_real_browser() {
     let sink = crate::helpers::SmtpSink::start().await;

@@ -21,6 +21,7 @@ mod email;
 mod events;
 mod hardening;
 mod invitations;
+mod mfa;
 mod oauth;
 mod openapi;
 mod ops;

@@ -1,0 +1,500 @@
+//! Second factors: TOTP enrolment and confirmation, the challenge on every password path (JSON
+//! login, password grant, hosted login), replay and skew, recovery codes, lockout, and the
+//! recent-sign-in rule for changing factors.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, assert_error, event_types_of, events_of};
+use crate::oauth::{browse, field, param, register_client, token};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_confirmed_factor_is_asked_for_on_every_password_path,
+    a_code_is_accepted_once_within_one_step_of_skew,
+    recovery_codes_work_once_and_can_be_replaced,
+    changing_factors_needs_a_recent_sign_in,
+    wrong_codes_lock_out_like_passwords,
+    a_challenge_cannot_be_forged_or_kept,
+    the_hosted_login_asks_for_the_second_factor_on_its_own_page,
+);
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// The code an authenticator app with `secret` (base32) shows at Unix time `at`.
+pub(crate) fn code_at(secret: &str, at: i64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret).unwrap();
+    let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+    totp.generate(u64::try_from(at).unwrap()).to_string()
+}
+
+pub(crate) struct Enrolled {
+    pub user_id: String,
+    pub tokens: Tokens,
+    pub factor_id: String,
+    pub secret: String,
+    pub recovery_codes: Vec<String>,
+}
+
+/// Registers `email`, signs in, enrols and confirms an authenticator app. The clock moves on one
+/// step afterwards, so the next code is fresh.
+pub(crate) async fn enrolled(app: &TestApp, email: &str) -> Enrolled {
+    let tokens = app.signed_in(email).await;
+    let me = app.get("/identity/me", &tokens.access).await;
+    let user_id = me.body["id"].as_str().unwrap().to_string();
+    let res = app
+        .request(
+            reqwest::Method::POST,
+            "/identity/mfa/totp",
+            Some(&tokens.access),
+            Some(json!({ "name": "Phone" })),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    assert_eq!(res.headers["cache-control"], "no-store");
+    let factor_id = res.body["id"].as_str().unwrap().to_string();
+    let secret = res.body["secret"].as_str().unwrap().to_string();
+    let uri = res.body["otpauth_uri"].as_str().unwrap();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    assert!(uri.contains(&format!("secret={secret}")), "{uri}");
+    // Not yet confirmed: the password alone still signs in.
+    assert_eq!(app.login(email, PASSWORD).await.status, StatusCode::OK);
+    let confirm = format!("/identity/mfa/totp/{factor_id}/confirm");
+    let wrong = app
+        .request(
+            reqwest::Method::POST,
+            &confirm,
+            Some(&tokens.access),
+            Some(json!({ "code": "000000" })),
+        )
+        .await;
+    assert_error(
+        &wrong,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let code = code_at(&secret, app.clock.now());
+    let res = app
+        .request(
+            reqwest::Method::POST,
+            &confirm,
+            Some(&tokens.access),
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.body["factor"]["type"], "totp");
+    assert_eq!(res.body["factor"]["name"], "Phone");
+    let recovery_codes: Vec<String> = res.body["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(recovery_codes.len(), 10);
+    app.clock.advance(30);
+    Enrolled {
+        user_id,
+        tokens,
+        factor_id,
+        secret,
+        recovery_codes,
+    }
+}
+
+/// `POST /auth/login` for a user with a factor: the challenge.
+async fn challenge(app: &TestApp, email: &str) -> String {
+    let res = app.login(email, PASSWORD).await;
+    assert_error(&res, StatusCode::UNAUTHORIZED, "mfa_required");
+    assert_eq!(res.headers["cache-control"], "no-store");
+    assert_eq!(res.body["methods"], json!(["totp", "recovery_code"]));
+    assert!(res.body.get("access_token").is_none());
+    let token = res.body["mfa_token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("tsr_mfa_"), "{token}");
+    token
+}
+
+async fn second_factor(app: &TestApp, mfa_token: &str, method: &str, code: &str) -> Value {
+    let res = app
+        .post(
+            "/auth/mfa",
+            json!({ "mfa_token": mfa_token, "method": method, "code": code }),
+        )
+        .await;
+    json!({ "status": res.status.as_u16(), "body": res.body })
+}
+
+async fn a_confirmed_factor_is_asked_for_on_every_password_path(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = enrolled(&app, "alice@example.com").await;
+    let confirm = format!("/identity/mfa/totp/{}/confirm", alice.factor_id);
+    let again = app
+        .request(
+            reqwest::Method::POST,
+            &confirm,
+            Some(&alice.tokens.access),
+            Some(json!({ "code": code_at(&alice.secret, app.clock.now()) })),
+        )
+        .await;
+    assert_error(&again, StatusCode::CONFLICT, "already_confirmed");
+
+    // The JSON login: the password alone gets no tokens; the code completes it.
+    let mfa_token = challenge(&app, "alice@example.com").await;
+    let wrong = second_factor(&app, &mfa_token, "totp", "123456").await;
+    assert_eq!(wrong["status"], 401, "{wrong}");
+    assert_eq!(wrong["body"]["error"], "invalid_mfa_code");
+    let code = code_at(&alice.secret, app.clock.now());
+    let done = second_factor(&app, &mfa_token, "totp", &code).await;
+    assert_eq!(done["status"], 200, "{done}");
+    let access = done["body"]["access_token"].as_str().unwrap();
+    assert_eq!(app.get("/identity/me", access).await.status, StatusCode::OK);
+    let bad_method = second_factor(&app, &mfa_token, "sms", &code).await;
+    assert_eq!(bad_method["status"], 422, "{bad_method}");
+
+    // The OAuth password grant (RFC 6749 §5.2) has no second step: invalid_grant.
+    let client = register_client(&app, false, &["password"], &["openid"]).await;
+    let (status, _, body) = token(
+        &app,
+        Some((&client.id, client.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice@example.com"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(body.get("access_token").is_none());
+
+    // Listed without its secret; the secret is sealed at rest.
+    let list = app.get("/identity/mfa", &alice.tokens.access).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(list.body["factors"].as_array().unwrap().len(), 1);
+    assert_eq!(list.body["factors"][0]["id"], alice.factor_id.as_str());
+    assert_eq!(list.body["recovery_codes_left"], 10);
+    assert!(!list.text.contains(&alice.secret));
+    let (stored,): (Vec<u8>,) = sqlx::query_as("SELECT secret FROM mfa_factors WHERE id = $1")
+        .bind(&alice.factor_id)
+        .fetch_one(app.state.store.pool())
+        .await
+        .unwrap();
+    let raw = totp_rs::Secret::try_from_base32(&alice.secret).unwrap();
+    let raw = raw.as_bytes();
+    assert!(
+        !stored.windows(raw.len()).any(|w| w == raw),
+        "the secret is stored sealed"
+    );
+    let (hashes,): (String,) = sqlx::query_as(
+        "SELECT MIN(code_hash) FROM mfa_recovery_codes WHERE user_id = $1 GROUP BY user_id",
+    )
+    .bind(&alice.user_id)
+    .fetch_one(app.state.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        alice
+            .recovery_codes
+            .iter()
+            .all(|c| !hashes.contains(c.as_str())),
+        "recovery codes are stored as digests"
+    );
+    let types = event_types_of(&app, &alice.user_id).await;
+    for t in [
+        "identity.mfa.enrolled.v1",
+        "identity.mfa.challenge_failed.v1",
+    ] {
+        assert!(types.iter().any(|x| x == t), "{t} in {types:?}");
+    }
+    let events = events_of(&app, &alice.user_id).await;
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(&alice.secret) && !text.contains(&mfa_token));
+}
+
+async fn a_code_is_accepted_once_within_one_step_of_skew(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let bob = enrolled(&app, "bob@example.com").await;
+    let now = app.clock.now();
+    // The step confirmed at enrolment (one step back) is used up.
+    let used = code_at(&bob.secret, now - 30);
+    let t = challenge(&app, "bob@example.com").await;
+    assert_eq!(second_factor(&app, &t, "totp", &used).await["status"], 401);
+    // Two steps either side is too far.
+    for far in [now - 60, now + 60] {
+        let res = second_factor(&app, &t, "totp", &code_at(&bob.secret, far)).await;
+        assert_eq!(res["status"], 401, "{far}: {res}");
+    }
+    // One step ahead (a fast phone) is accepted, and then it and everything before it is used.
+    let ahead = code_at(&bob.secret, now + 30);
+    assert_eq!(second_factor(&app, &t, "totp", &ahead).await["status"], 200);
+    let t = challenge(&app, "bob@example.com").await;
+    assert_eq!(second_factor(&app, &t, "totp", &ahead).await["status"], 401);
+    let current = code_at(&bob.secret, now);
+    assert_eq!(
+        second_factor(&app, &t, "totp", &current).await["status"],
+        401
+    );
+    // The next step works once.
+    app.clock.advance(60);
+    let next = code_at(&bob.secret, app.clock.now());
+    assert_eq!(second_factor(&app, &t, "totp", &next).await["status"], 200);
+    let t = challenge(&app, "bob@example.com").await;
+    assert_eq!(second_factor(&app, &t, "totp", &next).await["status"], 401);
+}
+
+async fn recovery_codes_work_once_and_can_be_replaced(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let carol = enrolled(&app, "carol@example.com").await;
+    let first = carol.recovery_codes[0].clone();
+    let t = challenge(&app, "carol@example.com").await;
+    // As typed: upper case, spaces instead of dashes.
+    let typed = first.to_uppercase().replace('-', " ");
+    let done = second_factor(&app, &t, "recovery_code", &typed).await;
+    assert_eq!(done["status"], 200, "{done}");
+    let again = second_factor(&app, &t, "recovery_code", &first).await;
+    assert_eq!(again["status"], 401);
+    assert_eq!(again["body"]["error"], "invalid_mfa_code");
+    let list = app.get("/identity/mfa", &carol.tokens.access).await;
+    assert_eq!(list.body["recovery_codes_left"], 9);
+    let used: Vec<Value> = events_of(&app, &carol.user_id)
+        .await
+        .into_iter()
+        .filter(|e| e["event_type"] == "identity.mfa.recovery_code_used.v1")
+        .collect();
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0]["data"]["remaining"], 9);
+
+    // New codes replace the old ones (the session is still recent on the fixed clock).
+    let res = app
+        .request(
+            reqwest::Method::POST,
+            "/identity/mfa/recovery-codes",
+            Some(&carol.tokens.access),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let fresh = res.body["recovery_codes"][0].as_str().unwrap().to_string();
+    let old = second_factor(&app, &t, "recovery_code", &carol.recovery_codes[1]).await;
+    assert_eq!(old["status"], 401, "old codes stop working");
+    let new = second_factor(&app, &t, "recovery_code", &fresh).await;
+    assert_eq!(new["status"], 200, "{new}");
+
+    // Without a factor there are no recovery codes to make.
+    let dave = app.signed_in("dave@example.com").await;
+    let res = app
+        .request(
+            reqwest::Method::POST,
+            "/identity/mfa/recovery-codes",
+            Some(&dave.access),
+            None,
+        )
+        .await;
+    assert_error(&res, StatusCode::CONFLICT, "no_second_factor");
+}
+
+async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let erin = enrolled(&app, "erin@example.com").await;
+    app.clock.advance(600);
+    let path = format!("/identity/mfa/{}", erin.factor_id);
+    // The access token is still valid, but its sign-in is ten minutes old.
+    let refreshed = app.refresh(&erin.tokens.refresh).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
+    let access = refreshed.body["access_token"].as_str().unwrap().to_string();
+    let res = app
+        .request(reqwest::Method::DELETE, &path, Some(&access), None)
+        .await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    let challenge_header = res.headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge_header.contains(r#"error="insufficient_user_authentication""#)
+            && challenge_header.contains(r#"max_age="300""#),
+        "{challenge_header}"
+    );
+    // Enrolling another app takes the current password instead.
+    let enrol = |body: Value| {
+        app.request(
+            reqwest::Method::POST,
+            "/identity/mfa/totp",
+            Some(&access),
+            Some(body),
+        )
+    };
+    let res = enrol(json!({})).await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    let res = enrol(json!({ "current_password": "wrong password!" })).await;
+    assert_error(&res, StatusCode::FORBIDDEN, "invalid_current_password");
+    let res = enrol(json!({ "current_password": PASSWORD })).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    let res = enrol(json!({ "current_password": PASSWORD, "name": "" })).await;
+    assert_error(&res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+
+    // A fresh sign-in (with the factor) may remove it; with the last one the codes go too.
+    let t = challenge(&app, "erin@example.com").await;
+    let done = second_factor(&app, &t, "totp", &code_at(&erin.secret, app.clock.now())).await;
+    assert_eq!(done["status"], 200, "{done}");
+    let fresh = done["body"]["access_token"].as_str().unwrap().to_string();
+    let res = app
+        .request(reqwest::Method::DELETE, &path, Some(&fresh), None)
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+    let res = app
+        .request(reqwest::Method::DELETE, &path, Some(&fresh), None)
+        .await;
+    assert_error(&res, StatusCode::NOT_FOUND, "not_found");
+    let list = app.get("/identity/mfa", &fresh).await;
+    assert_eq!(list.body["factors"], json!([]));
+    assert_eq!(list.body["recovery_codes_left"], 0);
+    assert_eq!(
+        app.login("erin@example.com", PASSWORD).await.status,
+        StatusCode::OK,
+        "without a factor the password alone signs in again"
+    );
+    let types = event_types_of(&app, &erin.user_id).await;
+    assert!(
+        types.iter().any(|t| t == "identity.mfa.removed.v1"),
+        "{types:?}"
+    );
+}
+
+async fn wrong_codes_lock_out_like_passwords(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let frank = enrolled(&app, "frank@example.com").await;
+    let t = challenge(&app, "frank@example.com").await;
+    for _ in 0..5 {
+        let res = second_factor(&app, &t, "totp", "000000").await;
+        assert_eq!(res["status"], 401, "{res}");
+    }
+    // Locked: even the right code waits.
+    let right = code_at(&frank.secret, app.clock.now());
+    let res = app
+        .post(
+            "/auth/mfa",
+            json!({ "mfa_token": t, "method": "totp", "code": right }),
+        )
+        .await;
+    assert_error(&res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    let wait: i64 = res.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let types = event_types_of(&app, &frank.user_id).await;
+    assert!(
+        types.iter().any(|t| t == "identity.account.locked.v1"),
+        "{types:?}"
+    );
+    app.clock.advance(wait + 1);
+    let res = second_factor(&app, &t, "totp", &code_at(&frank.secret, app.clock.now())).await;
+    assert_eq!(res["status"], 200, "{res}");
+}
+
+async fn a_challenge_cannot_be_forged_or_kept(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let grace = enrolled(&app, "grace@example.com").await;
+    let t = challenge(&app, "grace@example.com").await;
+    let code = code_at(&grace.secret, app.clock.now());
+    let mut forged = t.clone();
+    forged.pop();
+    forged.push(if t.ends_with('A') { 'B' } else { 'A' });
+    for bad in [forged.as_str(), "tsr_mfa_", "nonsense", ""] {
+        let res = second_factor(&app, bad, "totp", &code).await;
+        assert_eq!(res["status"], 401, "{bad}: {res}");
+        assert_eq!(res["body"]["error"], "invalid_mfa_token");
+    }
+    app.clock.advance(301);
+    let code = code_at(&grace.secret, app.clock.now());
+    let res = second_factor(&app, &t, "totp", &code).await;
+    assert_eq!(res["body"]["error"], "invalid_mfa_token", "expired: {res}");
+}
+
+async fn the_hosted_login_asks_for_the_second_factor_on_its_own_page(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let heidi = enrolled(&app, "heidi@example.com").await;
+    let client = register_client(&app, false, &["authorization_code"], &["openid"]).await;
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid",
+        app.base, client.id
+    );
+    let page = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("csrf_token", field(&page, "csrf_token")),
+        ("request", field(&page, "request")),
+        ("email", "heidi@example.com".to_string()),
+        ("password", PASSWORD.to_string()),
+    ];
+    let res = app
+        .client
+        .post(format!("{}/oauth2/login", app.base))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let page = res.text().await.unwrap();
+    assert!(page.contains(r#"action="/oauth2/mfa""#), "{page}");
+    let submit = |code: String, page: &str| {
+        let form = [
+            ("csrf_token", field(page, "csrf_token")),
+            ("request", field(page, "request")),
+            ("mfa_token", field(page, "mfa_token")),
+            ("code", code),
+        ];
+        app.client
+            .post(format!("{}/oauth2/mfa", app.base))
+            .form(&form)
+            .send()
+    };
+    let res = submit("111111".into(), &page).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("did not work"), "{page}");
+    // No browser session yet: the authorization endpoint still asks to sign in.
+    let again = app.client.get(&url).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(
+        again
+            .text()
+            .await
+            .unwrap()
+            .contains(r#"action="/oauth2/login""#)
+    );
+    let code = code_at(&heidi.secret, app.clock.now());
+    let res = submit(code, &page).await.unwrap();
+    // Consent, then the redirect with a code.
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"action="/oauth2/consent""#), "{html}");
+    let redirect = browse(&app, &url, "heidi@example.com", "allow").await;
+    let code = param(&redirect, "code").expect("an authorization code");
+    let (status, _, body) = token(
+        &app,
+        Some((&client.id, client.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["id_token"].is_string());
+}
