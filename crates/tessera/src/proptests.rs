@@ -59,6 +59,7 @@ fn fixture() -> &'static Fixture {
             tenant_roles: Vec::new(),
             api_key: false,
             permissions: Vec::new(),
+            amr: vec!["pwd".into()],
         };
         let token = keys.sign_access_token(&claims).expect("sign");
         Fixture {

@@ -25,3 +25,9 @@ CREATE TABLE mfa_recovery_codes (
     used_at    BIGINT,
     PRIMARY KEY (user_id, code_hash)
 );
+
+-- How the user proved who they are, RFC 8176 values, space-separated: `pwd`, or `pwd otp mfa`
+-- after a second factor. A session's tokens carry it (`amr`); a code carries it from the
+-- browser session to the token family. NULL for sessions from before this column.
+ALTER TABLE sessions ADD COLUMN amr TEXT;
+ALTER TABLE oauth_codes ADD COLUMN amr TEXT;

@@ -343,7 +343,8 @@ pub async fn login(
     now: i64,
 ) -> Result<TokenPair> {
     let user = authenticate(state, email, password, tenant, ctx, now).await?;
-    signed_in(state, &user, tenant, ctx, now).await
+    let amr = crate::mfa::AMR_PASSWORD;
+    signed_in(state, &user, tenant, amr, ctx, now).await
 }
 
 /// Completes a login that answered `mfa_required`: the challenge's user, once a second factor
@@ -359,14 +360,16 @@ pub async fn login_second_factor(
 ) -> Result<TokenPair> {
     let (user, tenant) =
         crate::mfa::complete_sign_in(state, mfa_token, method, code, ctx, now).await?;
-    signed_in(state, &user, tenant.as_deref(), ctx, now).await
+    signed_in(state, &user, tenant.as_deref(), method.amr(), ctx, now).await
 }
 
-/// A new session and its first tokens for `user`, who has just proved who they are.
+/// A new session and its first tokens for `user`, who has just proved who they are (`amr`:
+/// how, RFC 8176).
 async fn signed_in(
     state: &Core,
     user: &User,
     tenant: Option<&str>,
+    amr: &str,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
@@ -382,6 +385,7 @@ async fn signed_in(
         email_verified: user.email_verified_at.is_some(),
         tenant_id: Some(tenant_id),
         tenant_roles,
+        amr: Some(amr),
     };
     sessions::start(
         &state.store,

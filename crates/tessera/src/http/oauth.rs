@@ -621,7 +621,8 @@ async fn login(
             );
         }
     };
-    signed_in(&state, &headers, params, user, &ctx, now).await
+    let amr = crate::mfa::AMR_PASSWORD;
+    signed_in(&state, &headers, params, user, amr, &ctx, now).await
 }
 
 /// A user who has just proved who they are: a new browser session, then the authorization
@@ -631,10 +632,12 @@ async fn signed_in(
     headers: &HeaderMap,
     params: Params,
     user: crate::store::users::User,
+    amr: &str,
     ctx: &crate::context::RequestContext,
     now: i64,
 ) -> Response {
-    let (session, token) = match oidc::start_browser_session(state, &user.id, ctx, now).await {
+    let started = oidc::start_browser_session(state, &user.id, amr, ctx, now).await;
+    let (session, token) = match started {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = ?e, "starting a browser session failed");
@@ -733,7 +736,10 @@ async fn second_factor(
         crate::mfa::Method::RecoveryCode
     };
     match crate::mfa::complete_sign_in(&state, mfa_token, method, code, &ctx, now).await {
-        Ok((user, _)) => signed_in(&state, &headers, params, user, &ctx, now).await,
+        Ok((user, _)) => {
+            let amr = method.amr();
+            signed_in(&state, &headers, params, user, amr, &ctx, now).await
+        }
         Err(crate::Error::Unauthenticated {
             code: crate::error::Code::InvalidMfaCode,
             ..

@@ -57,6 +57,10 @@ pub struct AccessClaims {
     /// The API key's permissions in `tid` (with `api_key`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<String>,
+    /// RFC 9068 §2.2.1 / RFC 8176: how the user proved who they are in the session (`pwd`;
+    /// `pwd otp mfa` after a second factor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// An access token whose signature was verified, and the key that verified it.

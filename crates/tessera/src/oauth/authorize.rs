@@ -265,6 +265,8 @@ pub struct BrowserSession {
     pub id: String,
     pub user_id: String,
     pub auth_time: i64,
+    /// How the user signed in (RFC 8176, space-separated).
+    pub amr: Option<String>,
 }
 
 /// What the user did on a page in this round trip.
@@ -405,6 +407,7 @@ pub async fn decide(
         used_at: None,
         token_session_id: None,
         tenant_id,
+        amr: browser.amr.clone(),
     };
     store::insert_code(state.store.pool(), &row).await?;
     let mut p = vec![("code", code.as_str()), ("iss", issuer.as_str())];

@@ -238,5 +238,7 @@ async fn for_api_key(
         tenant_roles: Vec::new(),
         api_key: true,
         permissions,
+        // No user signed in: a key is not an authentication method of RFC 8176.
+        amr: Vec::new(),
     })
 }

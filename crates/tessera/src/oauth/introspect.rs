@@ -48,6 +48,9 @@ pub struct Introspection {
     /// gate tenant-specific functions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
+    /// RFC 8176: how the user proved who they are in the token's session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
 }
 
 /// Introspects an access token or a refresh token (only the owning client's). Expired, revoked
@@ -85,6 +88,7 @@ pub async fn introspect(
             sub: Some(t.user_id),
             iss: Some(state.settings.issuer.clone()),
             sid: Some(t.session_id),
+            amr: t.amr.map(|a| crate::sessions::amr_claim(Some(&a))),
             ..Default::default()
         });
     }
@@ -124,6 +128,7 @@ pub async fn introspect(
         iss: Some(claims.iss),
         jti: Some(claims.jti),
         sid: claims.sid,
+        amr: (!claims.amr.is_empty()).then_some(claims.amr),
     })
 }
 

@@ -152,6 +152,7 @@ async fn authorization_code(
     let family = Family {
         parent_id: Some(&row.browser_session_id),
         auth_time: row.auth_time,
+        amr: row.amr.as_deref(),
         refresh: offline,
         tenant_id: row.tenant_id.as_deref(),
     };
@@ -244,6 +245,7 @@ fn client_credentials(
         email_verified: false,
         tenant_id: None,
         tenant_roles: Vec::new(),
+        amr: None,
     };
     let grant = Grant {
         client_id: Some(&client.client_id),
@@ -311,6 +313,7 @@ async fn password(
     let family = Family {
         parent_id: None,
         auth_time: now,
+        amr: Some(crate::mfa::AMR_PASSWORD),
         refresh: client.allows_grant(GrantType::RefreshToken),
         tenant_id: tenant_id.as_deref(),
     };
@@ -353,6 +356,8 @@ pub(super) fn resource(client: &Client, params: &Params) -> Result<Option<String
 struct Family<'a> {
     parent_id: Option<&'a str>,
     auth_time: i64,
+    /// How the user signed in (RFC 8176, space-separated).
+    amr: Option<&'a str>,
     refresh: bool,
     /// The tenant the family is scoped to (`tid`); the user must still be a member.
     tenant_id: Option<&'a str>,
@@ -419,6 +424,7 @@ async fn start_family(
             auth_time: Some(family.auth_time),
             browser_token_hash: None,
             tenant_id: family.tenant_id,
+            amr: family.amr,
         },
         refresh_expires,
     )
@@ -437,6 +443,7 @@ async fn start_family(
         email_verified: user.email_verified_at.is_some(),
         tenant_id: family.tenant_id.map(str::to_string),
         tenant_roles,
+        amr: family.amr,
     };
     let claims = sessions::access_claims(settings, &subject, Some(&session_id), grant, now);
     Ok(Issued {
@@ -471,6 +478,9 @@ struct IdTokenClaims<'a> {
     /// The token's tenant, as in the access token.
     #[serde(skip_serializing_if = "Option::is_none")]
     tid: Option<&'a str>,
+    /// OIDC Core §2 / RFC 8176: how the user proved who they are, as in the access token.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    amr: &'a [String],
 }
 
 fn respond(
@@ -500,6 +510,7 @@ fn respond(
                 at_hash: at_hash(key.alg, &access_token),
                 sid: input.sid,
                 tid: issued.claims.tid.as_deref(),
+                amr: &issued.claims.amr,
             };
             Some(jwt::sign(key, "JWT", &claims).map_err(internal)?)
         }

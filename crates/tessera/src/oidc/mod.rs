@@ -31,6 +31,7 @@ pub const CLAIMS: &[&str] = &[
     "exp",
     "iat",
     "auth_time",
+    "amr",
     "nonce",
     "at_hash",
     "sid",
@@ -80,11 +81,12 @@ pub fn discovery(config: &Config) -> Bytes {
     Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
 }
 
-/// Starts a browser session after a password login on the hosted page; returns it and the
-/// cookie token (stored only as a digest).
+/// Starts a browser session after a sign-in on the hosted pages (`amr`: how the user proved who
+/// they are); returns it and the cookie token (stored only as a digest).
 pub async fn start_browser_session(
     state: &Core,
     user_id: &str,
+    amr: &str,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<(BrowserSession, String)> {
@@ -107,6 +109,7 @@ pub async fn start_browser_session(
             auth_time: Some(now),
             browser_token_hash: Some(&token_hash(&token)),
             tenant_id: None,
+            amr: Some(amr),
         },
         None,
     )
@@ -118,6 +121,7 @@ pub async fn start_browser_session(
             id,
             user_id: user_id.to_string(),
             auth_time: now,
+            amr: Some(amr.to_string()),
         },
         token,
     ))
@@ -135,11 +139,12 @@ pub async fn find_browser_session(
     }
     let found = store::find_browser_session(state.store.pool(), &token_hash(token)).await?;
     Ok(
-        found.and_then(|(id, user_id, auth_time, expires_at, revoked_at)| {
+        found.and_then(|(id, user_id, auth_time, expires_at, revoked_at, amr)| {
             (revoked_at.is_none() && expires_at > now).then_some(BrowserSession {
                 id,
                 user_id,
                 auth_time,
+                amr,
             })
         }),
     )

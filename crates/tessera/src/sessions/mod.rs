@@ -134,6 +134,8 @@ pub struct Subject<'a> {
     /// The active tenant and the user's roles there.
     pub tenant_id: Option<String>,
     pub tenant_roles: Vec<String>,
+    /// How the user proved who they are (RFC 8176, space-separated), for the `amr` claim.
+    pub amr: Option<&'a str>,
 }
 
 /// What a token family was granted: to which client, which scopes, for which audience.
@@ -199,6 +201,18 @@ pub async fn start(
     let expires_at = now + settings.max_age;
     let refresh_expires_at = (now + settings.refresh_ttl).min(expires_at);
     let mut tx = store.begin().await?;
+    // A switch is the same sign-in in another tenant: it keeps when and how the user proved who
+    // they are, so that switching never makes a sign-in look recent (see `mfa::require_recent`).
+    let (auth_time, amr) = match how {
+        Start::Login => (now, subject.amr.map(str::to_string)),
+        Start::Switch { from } => crate::store::sessions::authentication_of(&mut *tx, from)
+            .await?
+            .ok_or_else(Error::invalid_token)?,
+    };
+    let subject = Subject {
+        amr: amr.as_deref(),
+        ..subject
+    };
     let refresh_token = open_in(
         &mut tx,
         &NewSession {
@@ -212,9 +226,10 @@ pub async fn start(
             scope: None,
             audience: None,
             parent_id: None,
-            auth_time: Some(now),
+            auth_time: Some(auth_time),
             browser_token_hash: None,
             tenant_id: subject.tenant_id.as_deref(),
+            amr: subject.amr,
         },
         Some(refresh_expires_at),
     )
@@ -288,7 +303,16 @@ pub fn access_claims(
         tenant_roles: subject.tenant_roles.clone(),
         api_key: false,
         permissions: Vec::new(),
+        amr: amr_claim(subject.amr),
     }
+}
+
+/// The `amr` claim of a session's stored methods.
+pub fn amr_claim(amr: Option<&str>) -> Vec<String> {
+    amr.unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 fn pair(
@@ -541,6 +565,7 @@ async fn rotate_in(
         email_verified: t.email_verified_at.is_some(),
         tenant_id,
         tenant_roles,
+        amr: t.amr.as_deref(),
     };
     let grant = Grant {
         client_id: t.client_id.as_deref(),

@@ -213,19 +213,3 @@ pub async fn unused_recovery_codes<'e>(
     .fetch_one(db)
     .await
 }
-
-/// The session's `auth_time` (when the user last proved who they are in it).
-pub async fn auth_time_of<'e>(
-    db: impl Executor<'e, Database = Any>,
-    session_id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    if !super::storable(session_id) {
-        return Ok(None);
-    }
-    let row: Option<(Option<i64>, i64)> =
-        sqlx::query_as("SELECT auth_time, created_at FROM sessions WHERE id = $1")
-            .bind(session_id)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(auth_time, created)| auth_time.unwrap_or(created)))
-}

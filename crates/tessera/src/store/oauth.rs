@@ -139,6 +139,8 @@ pub struct CodeRow {
     pub token_session_id: Option<String>,
     /// The tenant the tokens are for.
     pub tenant_id: Option<String>,
+    /// How the user signed in to the browser session (RFC 8176, space-separated).
+    pub amr: Option<String>,
 }
 
 pub async fn insert_code<'e>(
@@ -147,8 +149,8 @@ pub async fn insert_code<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO oauth_codes (code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, \
-         resource, nonce, code_challenge, auth_time, created_at, expires_at, tenant_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         resource, nonce, code_challenge, auth_time, created_at, expires_at, tenant_id, amr) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&c.code_hash)
     .bind(&c.client_id)
@@ -163,6 +165,7 @@ pub async fn insert_code<'e>(
     .bind(c.created_at)
     .bind(c.expires_at)
     .bind(&c.tenant_id)
+    .bind(&c.amr)
     .execute(db)
     .await
     .map(|_| ())
@@ -172,7 +175,8 @@ pub async fn insert_code<'e>(
 macro_rules! code_columns {
     () => {
         "code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, resource, nonce, \
-         code_challenge, auth_time, created_at, expires_at, used_at, token_session_id, tenant_id"
+         code_challenge, auth_time, created_at, expires_at, used_at, token_session_id, tenant_id, \
+         amr"
     };
 }
 
@@ -279,13 +283,17 @@ pub async fn live_revoked_jtis<'e>(
         .await
 }
 
+/// A browser session: id, user, auth time, expiry, revocation, methods (`amr`).
+pub type BrowserSessionRow = (String, String, i64, i64, Option<i64>, Option<String>);
+
 /// The browser (SSO) session a cookie token belongs to.
 pub async fn find_browser_session<'e>(
     db: impl Executor<'e, Database = Any>,
     token_hash: &str,
-) -> Result<Option<(String, String, i64, i64, Option<i64>)>, sqlx::Error> {
+) -> Result<Option<BrowserSessionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, user_id, COALESCE(auth_time, created_at), expires_at, revoked_at FROM sessions WHERE browser_token_hash = $1",
+        "SELECT id, user_id, COALESCE(auth_time, created_at), expires_at, revoked_at, amr \
+         FROM sessions WHERE browser_token_hash = $1",
     )
     .bind(token_hash)
     .fetch_optional(db)

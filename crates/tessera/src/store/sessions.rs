@@ -36,13 +36,15 @@ pub struct NewSession<'a> {
     pub browser_token_hash: Option<&'a str>,
     /// The active tenant of the session's tokens.
     pub tenant_id: Option<&'a str>,
+    /// How the user proved who they are (RFC 8176 values, space-separated).
+    pub amr: Option<&'a str>,
 }
 
 pub async fn insert_session(tx: &mut super::Tx, s: &NewSession<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip, \
-         client_id, scope, audience, parent_id, auth_time, browser_token_hash, tenant_id) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         client_id, scope, audience, parent_id, auth_time, browser_token_hash, tenant_id, amr) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(s.id)
     .bind(s.user_id)
@@ -57,6 +59,7 @@ pub async fn insert_session(tx: &mut super::Tx, s: &NewSession<'_>) -> Result<()
     .bind(s.auth_time)
     .bind(s.browser_token_hash)
     .bind(s.tenant_id)
+    .bind(s.amr)
     .execute(&mut **tx)
     .await
     .map(|_| ())
@@ -91,6 +94,8 @@ pub struct RefreshLookup {
     pub client_id: Option<String>,
     pub scope: Option<String>,
     pub audience: Option<String>,
+    /// How the user signed in to the session (RFC 8176, space-separated).
+    pub amr: Option<String>,
     pub user_id: String,
     pub user_status: String,
     pub email_verified_at: Option<i64>,
@@ -150,7 +155,7 @@ macro_rules! refresh_columns {
     () => {
         "r.session_id, r.expires_at AS token_expires_at, r.used_at, \
          s.expires_at AS session_expires_at, s.revoked_at AS session_revoked_at, s.tenant_id, \
-         s.client_id, s.scope, s.audience, \
+         s.client_id, s.scope, s.audience, s.amr, \
          u.id AS user_id, u.status AS user_status, u.email_verified_at, ur.role"
     };
 }
@@ -346,4 +351,19 @@ pub async fn list_active_sessions<'e>(
     .bind(now)
     .fetch_all(db)
     .await
+}
+
+/// When and how the user proved who they are in a session: its `auth_time` (its start when the
+/// column is empty) and `amr`.
+pub async fn authentication_of<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<Option<(i64, Option<String>)>, sqlx::Error> {
+    if !super::storable(id) {
+        return Ok(None);
+    }
+    sqlx::query_as("SELECT COALESCE(auth_time, created_at), amr FROM sessions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }

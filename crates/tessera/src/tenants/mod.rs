@@ -861,6 +861,8 @@ pub async fn switch(
         email_verified: account.email_verified_at.is_some(),
         tenant_id: Some(tenant_id),
         tenant_roles,
+        // `sessions::start` carries over the switched-from session's.
+        amr: None,
     };
     crate::sessions::start(
         &core.store,

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, assert_error, event_types_of, events_of};
 use crate::oauth::{browse, field, param, register_client, token};
 use crate::on_both_backends;
+use crate::tenants::claims;
 
 on_both_backends!(
     a_confirmed_factor_is_asked_for_on_every_password_path,
@@ -148,6 +149,18 @@ async fn a_confirmed_factor_is_asked_for_on_every_password_path(b: Backend) {
     assert_eq!(done["status"], 200, "{done}");
     let access = done["body"]["access_token"].as_str().unwrap();
     assert_eq!(app.get("/identity/me", access).await.status, StatusCode::OK);
+    // RFC 8176 in the tokens: how each session's user proved who they are.
+    assert_eq!(claims(access)["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims(&alice.tokens.access)["amr"], json!(["pwd"]));
+    let refreshed = app
+        .refresh(done["body"]["refresh_token"].as_str().unwrap())
+        .await;
+    let again = refreshed.body["access_token"].as_str().unwrap();
+    assert_eq!(
+        claims(again)["amr"],
+        json!(["pwd", "otp", "mfa"]),
+        "kept on refresh"
+    );
     let bad_method = second_factor(&app, &mfa_token, "sms", &code).await;
     assert_eq!(bad_method["status"], 422, "{bad_method}");
 
@@ -304,6 +317,31 @@ async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
     let access = refreshed.body["access_token"].as_str().unwrap().to_string();
     let res = app
         .request(reqwest::Method::DELETE, &path, Some(&access), None)
+        .await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    // Switching tenant starts a session, but not a sign-in: it stays ten minutes old.
+    let tid = claims(&access)["tid"].as_str().unwrap().to_string();
+    let switched = app
+        .request(
+            reqwest::Method::POST,
+            "/auth/switch-tenant",
+            Some(&access),
+            Some(json!({ "tenant": tid })),
+        )
+        .await;
+    assert_eq!(switched.status, StatusCode::OK, "{}", switched.text);
+    let switched = switched.body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        claims(&switched)["amr"],
+        json!(["pwd"]),
+        "carried from the session"
+    );
+    let res = app
+        .request(reqwest::Method::DELETE, &path, Some(&switched), None)
         .await;
     assert_error(
         &res,
@@ -496,5 +534,25 @@ async fn the_hosted_login_asks_for_the_second_factor_on_its_own_page(b: Backend)
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body["id_token"].is_string());
+    let id_token = claims(body["id_token"].as_str().unwrap());
+    assert_eq!(id_token["amr"], json!(["pwd", "otp", "mfa"]), "{id_token}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["amr"],
+        id_token["amr"]
+    );
+    // Introspection says the same (RFC 7662 with RFC 8176 `amr`).
+    let res = app
+        .client
+        .post(format!("{}/oauth2/introspect", app.base))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[("token", body["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    let introspected: Value = res.json().await.unwrap();
+    assert_eq!(
+        introspected["amr"],
+        json!(["pwd", "otp", "mfa"]),
+        "{introspected}"
+    );
 }
