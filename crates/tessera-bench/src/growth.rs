@@ -148,7 +148,7 @@ async fn backend(
             loads,
         });
     }
-    let purge = purge(&api, server, database, options).await?;
+    let purge = purge(&api, server, options).await?;
     Ok(GrowthRun {
         backend: name,
         steps,
@@ -188,36 +188,30 @@ async fn mixed(
     Ok([me?, refresh?])
 }
 
-/// The purge, run by this process through Tessera's own housekeeping pass on the server's
-/// database, while `me` and `refresh` load the server.
-async fn purge(
-    api: &Api,
-    server: &Server,
-    database: &str,
-    options: &Options,
-) -> anyhow::Result<Purge> {
+/// The purge, run inside the server process (its own housekeeping pass, on its own store and
+/// writer queue, as the hourly pass runs in production), while `me` and `refresh` load it.
+async fn purge(api: &Api, server: &Server, options: &Options) -> anyhow::Result<Purge> {
     let quiet = mixed("quiet", api, server, options).await?;
-    let store = tessera::store::Store::connect(database, 2)
-        .await
-        .context("connecting to the server's database to purge it")?;
-    progress("housekeeping: purging the expired rows while me and refresh run");
+    progress("housekeeping: the server purges the expired rows while me and refresh run");
     let started = Instant::now();
-    let purging = tokio::spawn(async move {
-        let deleted = tessera::app::purge_expired(&store, Clock::System.now()).await;
-        store.close().await;
-        (deleted, started.elapsed())
-    });
-    // Let the purge take its first batches before the window opens.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let during = mixed("purge", api, server, options).await?;
-    let outlasted_window = !purging.is_finished();
-    let (deleted, took) = purging.await.context("the purge task panicked")?;
+    let purging = async {
+        let purged = server.purge().await;
+        (purged, started.elapsed())
+    };
+    let window = async {
+        // Let the purge take its first batches before the window opens.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let during = mixed("purge", api, server, options).await;
+        (during, started.elapsed())
+    };
+    let ((purged, purge_ended), (during, window_ended)) = tokio::join!(purging, window);
+    let (deleted, took) = purged.context("purging")?;
     Ok(Purge {
-        deleted: deleted.context("purging")?,
+        deleted,
         took,
-        outlasted_window,
+        outlasted_window: purge_ended > window_ended,
         quiet,
-        during,
+        during: during?,
     })
 }
 

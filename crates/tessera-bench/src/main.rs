@@ -2,7 +2,7 @@
 //!
 //! Run it with `cargo run --release -p tessera-bench` (about ten minutes on 2 cores);
 //! `-- --quick` gives a short smoke run, `-- --seconds N` sets the measured seconds per scenario,
-//! `-- --only foundation,events,oauth,abuse,shared,tenants,telemetry,growth` runs a subset of the scenario groups
+//! `-- --only foundation,events,oauth,abuse,shared,tenants,telemetry,growth,mfa` runs a subset of the scenario groups
 //! (default: all).
 //!
 //! It measures:
@@ -35,7 +35,10 @@
 //!   process (group `telemetry`, see [`telemetry`]);
 //! - cost as data grows: login, refresh, introspection and `/identity/me` at 1 000, 100 000 and
 //!   1 000 000 seeded users with 10 sessions each, on SQLite and PostgreSQL, and their p99
-//!   while housekeeping purges 2 000 000 expired rows (group `growth`, see [`growth`]).
+//!   while the server's housekeeping purges 2 000 000 expired rows (group `growth`, see
+//!   [`growth`]);
+//! - second factors: TOTP checks in this process, and a login with an authenticator app next to
+//!   one without, per server CPU-second (group `mfa`, see [`mfa`]).
 //!
 //! Every scenario has a warm-up that is not recorded, then a measured window. Throughput counts
 //! 2xx responses only; any other status or transport error is counted and shown. "Per server
@@ -66,6 +69,7 @@ mod events;
 mod growth;
 mod hot;
 mod instructions;
+mod mfa;
 mod oauth;
 mod shared;
 mod telemetry;
@@ -134,12 +138,32 @@ async fn serve_child() -> anyhow::Result<()> {
     }
     let config = tessera::Config::load(None)?;
     tessera::telemetry::init(&config.log_format, &config.traces)?;
+    let app = tessera::App::build(config, Clock::System).await?;
     // The parent holds our stdin open; end of file means it is gone, so no server outlives it.
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    // A `PURGE` line runs one housekeeping pass in this process, through the server's own store
+    // (and so its writer queue), as the hourly pass would: `PURGED <rows> <ms>` answers it.
+    let store = app.state().store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() != "PURGE" {
+                continue;
+            }
+            let store = store.clone();
+            runtime.spawn(async move {
+                let started = Instant::now();
+                let deleted = tessera::app::purge_expired(&store, Clock::System.now()).await;
+                let answer = match deleted {
+                    Ok(n) => format!("PURGED {n} {}", started.elapsed().as_millis()),
+                    Err(e) => format!("PURGE FAILED {e:#}"),
+                };
+                let mut stdout = std::io::stdout();
+                let _ = writeln!(stdout, "{answer}").and_then(|()| stdout.flush());
+            });
+        }
         std::process::exit(0);
     });
-    let app = tessera::App::build(config, Clock::System).await?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "LISTENING {}", app.local_addr())?;
     stdout.flush()?;
@@ -219,10 +243,12 @@ enum Group {
     Telemetry,
     /// 1 000 to 1 000 000 users with 10 sessions each: the hot paths, and a purge.
     Growth,
+    /// TOTP checks, and a login with a second factor against one without.
+    Mfa,
 }
 
 impl Group {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Foundation,
         Self::Events,
         Self::OAuth,
@@ -231,6 +257,7 @@ impl Group {
         Self::Tenants,
         Self::Telemetry,
         Self::Growth,
+        Self::Mfa,
     ];
 
     fn parse(s: &str) -> anyhow::Result<Self> {
@@ -243,9 +270,10 @@ impl Group {
             "tenants" => Self::Tenants,
             "telemetry" => Self::Telemetry,
             "growth" => Self::Growth,
+            "mfa" => Self::Mfa,
             other => {
                 bail!(
-                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants, telemetry, growth)"
+                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants, telemetry, growth, mfa)"
                 )
             }
         })
@@ -261,6 +289,7 @@ impl Group {
             Self::Tenants => "tenants",
             Self::Telemetry => "telemetry",
             Self::Growth => "growth",
+            Self::Mfa => "mfa",
         }
     }
 }
@@ -347,7 +376,7 @@ impl Options {
     }
 }
 
-const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared,tenants,telemetry,growth]\n   \
+const USAGE: &str = "tessera-bench [--quick] [--seconds N] [--only foundation,events,oauth,abuse,shared,tenants,telemetry,growth,mfa]\n   \
      or: tessera-bench --instructions [--server TESSERA_BIN] [--compare OLD_TESSERA_BIN]";
 
 struct Hardware {
@@ -588,9 +617,15 @@ struct Server {
     log: PathBuf,
     /// `TESSERA_DATA_DIR` of the server (its SQLite file).
     data_dir: PathBuf,
-    _stdin: Option<tokio::process::ChildStdin>,
-    _stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// The child's stdin and stdout: held open (the child exits when stdin closes), and the
+    /// channel of [`Server::purge`].
+    control: tokio::sync::Mutex<Control>,
     _dir: tempfile::TempDir,
+}
+
+struct Control {
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 }
 
 impl Server {
@@ -679,14 +714,39 @@ impl Server {
             idle_rss,
             log,
             data_dir,
-            _stdin: stdin,
-            _stdout: stdout,
+            control: tokio::sync::Mutex::new(Control { stdin, stdout }),
             _dir: dir,
         })
     }
 
     fn rss(&self) -> anyhow::Result<u64> {
         rss(self.pid)
+    }
+
+    /// One housekeeping pass run inside the server process (`tessera::app::purge_expired` on
+    /// its own store); returns the rows deleted and how long the server says it took.
+    async fn purge(&self) -> anyhow::Result<(u64, Duration)> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut control = self.control.lock().await;
+        let stdin = control
+            .stdin
+            .as_mut()
+            .context("the server's stdin is closed")?;
+        stdin.write_all(b"PURGE\n").await?;
+        stdin.flush().await?;
+        let line = control
+            .stdout
+            .next_line()
+            .await?
+            .context("the server closed its stdout during the purge")?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("PURGED"), Some(rows), Some(ms)) => Ok((
+                rows.parse().context("purged rows")?,
+                Duration::from_millis(ms.parse().context("purge time")?),
+            )),
+            _ => bail!("server {}: {line}\n{}", self.name, log_tail(&self.log)),
+        }
     }
 
     /// Kills the server and summarises its log.
@@ -941,6 +1001,8 @@ enum Task {
     },
     /// `GET /` of the bare axum server.
     Bare,
+    /// A password login answered `mfa_required`, then `POST /auth/mfa`; each user once.
+    MfaLogin(mfa::Queue),
 }
 
 impl Task {
@@ -1045,6 +1107,7 @@ impl Task {
                 .map(drop)
             }
             Self::Bare => send(api.client.get(api.url("/"))).await.map(drop),
+            Self::MfaLogin(queue) => mfa::mfa_login(api, queue).await,
         }
     }
 
@@ -1361,6 +1424,7 @@ struct Results {
     tenants: Option<tenants::TenantResults>,
     telemetry: Option<telemetry::TelemetryResults>,
     growth: Option<growth::GrowthResults>,
+    mfa: Option<mfa::MfaResults>,
     logs: Vec<LogSummary>,
 }
 
@@ -1388,6 +1452,7 @@ async fn run(options: &Options) -> anyhow::Result<String> {
         tenants: None,
         telemetry: None,
         growth: None,
+        mfa: None,
         logs: Vec::new(),
     };
     if options.runs(Group::Foundation) {
@@ -1413,6 +1478,9 @@ async fn run(options: &Options) -> anyhow::Result<String> {
     }
     if options.runs(Group::Growth) {
         growth::run(&client, options, &mut results).await?;
+    }
+    if options.runs(Group::Mfa) {
+        mfa::run(&client, options, &mut results).await?;
     }
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(render(
@@ -1838,6 +1906,7 @@ fn render(
     tenants::render(&mut rep, r);
     telemetry::render(&mut rep, r);
     growth::render(&mut rep, r);
+    mfa::render(&mut rep, r);
     hot::render(&mut rep, r, b);
 
     rep.section("Errors");
@@ -1853,7 +1922,8 @@ fn render(
         .chain(shared::loads(r))
         .chain(tenants::loads(r))
         .chain(telemetry::loads(r))
-        .chain(growth::loads(r));
+        .chain(growth::loads(r))
+        .chain(mfa::loads(r));
     for load in all {
         for (kind, n) in &load.stats.errors {
             any = true;
