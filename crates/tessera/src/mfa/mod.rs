@@ -292,7 +292,7 @@ async fn accept_totp(state: &Core, user_id: &str, code: &str, now: i64) -> Resul
         let totp = totp_of(state, &row, "")?;
         if let Some(step) = matching_step(&totp, code, now) {
             // RFC 6238 §5.2: the step (and every earlier one) is used up, atomically.
-            return Ok(store::accept_step(state.store.pool(), &row.id, step, false, now).await?);
+            return Ok(store::accept_step(state.store.writer(), &row.id, step, false, now).await?);
         }
     }
     Ok(false)
@@ -381,6 +381,15 @@ async fn require_recent(
             bearer: true,
         });
     };
+    if password.chars().count() > crate::passwords::MAX_LENGTH {
+        return Err(Error::invalid(
+            "current_password",
+            format!(
+                "must be at most {} characters long",
+                crate::passwords::MAX_LENGTH
+            ),
+        ));
+    }
     // Guesses the password: throttled like a password change.
     let key = format!("password_change:{}", caller.user_id);
     state.limiter.check(Class::LoginAccount, &key, now).await?;
