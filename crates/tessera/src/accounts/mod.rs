@@ -314,7 +314,7 @@ pub async fn authenticate(
     }
     if rehash {
         let hash = state.passwords.hash(password).await?;
-        users::set_password_hash(state.store.pool(), &user.id, &hash, now).await?;
+        users::set_password_hash(state.store.writer(), &user.id, &hash, now).await?;
         tracing::info!(user_id = %user.id, "password hash upgraded to the configured Argon2id parameters");
     }
     // A confirmed second factor is required on every password path; only
@@ -516,7 +516,7 @@ pub async fn change_password(
                 "invalid_current_password",
             )
             .target("user", user_id);
-            audit::record(state.store.pool(), ctx, &entry, now).await?;
+            audit::record(state.store.writer(), ctx, &entry, now).await?;
             return Err(Error::Forbidden {
                 code: crate::error::Code::InvalidCurrentPassword,
                 message: "the current password is wrong",

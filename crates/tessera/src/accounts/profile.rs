@@ -84,7 +84,7 @@ pub async fn update(
         .await?
         .ok_or(Error::NotFound)?;
     let p = apply(current, patch, now)?;
-    users::update_profile(store.pool(), user_id, &p).await?;
+    users::update_profile(store.writer(), user_id, &p).await?;
     Ok(p.into())
 }
 

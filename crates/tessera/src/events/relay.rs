@@ -144,11 +144,12 @@ pub async fn round(
     owner: &str,
 ) -> anyhow::Result<Round> {
     let now = clock.now();
-    let pool = store.pool();
+    let (pool, writer) = (store.pool(), store.writer());
     if !crate::store::jobs::any_due(pool, crate::store::jobs::OUTBOX, now).await? {
         return Ok(Round::default());
     }
-    let rows = store_outbox::claim(pool, owner, now, now + cfg.lease_secs, cfg.batch_size).await?;
+    let rows =
+        store_outbox::claim(writer, owner, now, now + cfg.lease_secs, cfg.batch_size).await?;
     if rows.is_empty() {
         return Ok(Round::default());
     }
@@ -184,7 +185,7 @@ pub async fn round(
                 let attempts = row.attempts + 1;
                 let now = clock.now();
                 let parked = crate::store::jobs::mark_failed(
-                    pool,
+                    writer,
                     crate::store::jobs::OUTBOX,
                     owner,
                     row.seq,
@@ -202,8 +203,8 @@ pub async fn round(
             }
         }
     }
-    store_outbox::mark_published(pool, owner, &published, clock.now()).await?;
-    store_outbox::release(pool, owner, &give_back).await?;
+    store_outbox::mark_published(writer, owner, &published, clock.now()).await?;
+    store_outbox::release(writer, owner, &give_back).await?;
     Ok(Round {
         published: published.len(),
         failed,

@@ -325,7 +325,7 @@ async fn claim(
     }
     let e = &state.config.events;
     let lease = (e.webhook_timeout_secs + e.lease_secs) as i64;
-    Ok(store_webhooks::claim(state.store.pool(), owner, now, now + lease, limit as i64).await?)
+    Ok(store_webhooks::claim(state.store.writer(), owner, now, now + lease, limit as i64).await?)
 }
 
 /// Posts one delivery and records the outcome (delivered, retry later, or parked).
@@ -340,14 +340,14 @@ async fn deliver_and_record(
     let now = state.clock.now();
     let max_attempts = i64::from(state.config.events.webhook_max_attempts);
     let recorded = match outcome {
-        Ok(_) => store_webhooks::mark_delivered(state.store.pool(), owner, &d.id, now)
+        Ok(_) => store_webhooks::mark_delivered(state.store.writer(), owner, &d.id, now)
             .await
             .map(|_| ()),
         Err(e) => {
             crate::metrics::delivery_failed("webhooks");
             let attempts = d.attempts + 1;
             let parked = crate::store::jobs::mark_failed(
-                state.store.pool(),
+                state.store.writer(),
                 crate::store::jobs::WEBHOOKS,
                 owner,
                 &d.id,

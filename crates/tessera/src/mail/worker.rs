@@ -126,11 +126,11 @@ pub async fn round(
     if !crate::store::jobs::any_due(state.store.pool(), crate::store::jobs::MAIL, now).await? {
         return Ok(0);
     }
-    let jobs = store_mail::claim(state.store.pool(), owner, now, now + 120, 20).await?;
+    let jobs = store_mail::claim(state.store.writer(), owner, now, now + 120, 20).await?;
     for (handled, job) in jobs.iter().enumerate() {
         if stopping.is_cancelled() {
             crate::store::jobs::release(
-                state.store.pool(),
+                state.store.writer(),
                 crate::store::jobs::MAIL,
                 &job.lease_owner,
             )
@@ -141,14 +141,14 @@ pub async fn round(
         let now = state.clock.now();
         match outcome {
             Ok(()) => {
-                store_mail::mark_sent(state.store.pool(), &job.lease_owner, &job.id, now).await?
+                store_mail::mark_sent(state.store.writer(), &job.lease_owner, &job.id, now).await?
             }
             Err(e) => {
                 crate::metrics::delivery_failed("mail");
                 let attempts = job.attempts + 1;
                 let next = now + 30 * crate::events::backoff(attempts).min(120);
                 let gave_up = store_mail::mark_failed(
-                    state.store.pool(),
+                    state.store.writer(),
                     &job.lease_owner,
                     &job.id,
                     &format!("{e:#}"),

@@ -409,7 +409,7 @@ pub async fn decide(
         tenant_id,
         amr: browser.amr.clone(),
     };
-    store::insert_code(state.store.pool(), &row).await?;
+    store::insert_code(state.store.writer(), &row).await?;
     let mut p = vec![("code", code.as_str()), ("iss", issuer.as_str())];
     if let Some(s) = &req.state {
         p.push(("state", s));

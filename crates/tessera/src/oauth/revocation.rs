@@ -41,7 +41,7 @@ impl RevokedTokens {
 
     /// Revokes one access token until `expires_at`.
     pub async fn revoke(&self, store: &Store, jti: &str, expires_at: i64) -> Result<()> {
-        store::revoke_jti(store.pool(), jti, expires_at).await?;
+        store::revoke_jti(store.writer(), jti, expires_at).await?;
         self.ids.insert(jti.to_string(), ());
         self.shared
             .publish(&Invalidation::Token(jti.to_string()))

@@ -32,11 +32,26 @@ pub async fn backup(store: &Store, to: &Path) -> anyhow::Result<()> {
         bail!("{} exists already; name a new file", to.display());
     }
     let target = to.to_str().context("the backup path must be UTF-8")?;
-    sqlx::query("VACUUM INTO $1")
+    // A reader connection, not the writer: the copy is one long read transaction, and writers
+    // go on meanwhile. `VACUUM INTO` counts as a write for `query_only` (it writes the copy),
+    // so the connection allows it for this statement only, and is dropped from the pool if it
+    // cannot be made read-only again.
+    let mut conn = store.pool().acquire().await?;
+    sqlx::query("PRAGMA query_only = OFF")
+        .execute(&mut *conn)
+        .await?;
+    let copied = sqlx::query("VACUUM INTO $1")
         .bind(target)
-        .execute(store.pool())
+        .execute(&mut *conn)
+        .await;
+    if sqlx::query("PRAGMA query_only = ON")
+        .execute(&mut *conn)
         .await
-        .with_context(|| format!("writing {}", to.display()))?;
+        .is_err()
+    {
+        drop(conn.detach());
+    }
+    copied.with_context(|| format!("writing {}", to.display()))?;
     Ok(())
 }
 

@@ -77,7 +77,9 @@ impl Store {
             crate::files::private_dir(&dir)?;
         }
         let options = AnyConnectOptions::from_str(url).context("parsing the database URL")?;
-        let connect = |max: u32, min: u32| {
+        // `read_only`: the shared pool on SQLite. Its connections refuse every write
+        // (`query_only`), so no write can bypass the writer's queue (see `Store::writer`).
+        let connect = |max: u32, min: u32, read_only: bool| {
             let pool = AnyPoolOptions::new()
                 .max_connections(max)
                 .min_connections(min)
@@ -95,7 +97,7 @@ impl Store {
                 // at concurrency 16. journal_size_limit: a WAL that grew past 64 MB (readers
                 // holding a checkpoint back) is truncated to that once a checkpoint has reset
                 // it.
-                pool.after_connect(|conn, _| {
+                pool.after_connect(move |conn, _| {
                     Box::pin(async move {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
@@ -104,6 +106,9 @@ impl Store {
                              PRAGMA journal_size_limit = 67108864;",
                         )
                         .await?;
+                        if read_only {
+                            conn.execute("PRAGMA query_only = ON;").await?;
+                        }
                         Ok(())
                     })
                 })
@@ -119,13 +124,13 @@ impl Store {
         };
         // SQLite keeps one shared connection open at all times; PostgreSQL opens them on demand.
         let readers_kept = u32::from(backend == Backend::Sqlite);
-        let pool = connect(max_connections, readers_kept)
+        let pool = connect(max_connections, readers_kept, backend == Backend::Sqlite)
             .connect_with(options.clone())
             .await
             .with_context(context)?;
         let writer = match backend {
             Backend::Sqlite => Some(
-                connect(1, 1)
+                connect(1, 1, false)
                     .connect_with(options)
                     .await
                     .with_context(context)?,
@@ -154,14 +159,24 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator
-            .run(&self.pool)
+            .run(self.writer())
             .await
             .context("applying database migrations")?;
         Ok(())
     }
 
+    /// The shared pool, for reads. On SQLite its connections are read-only (`query_only`):
+    /// write with [`Store::begin`] or [`Store::writer`].
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The executor of a single write outside a transaction (a lease, a touch, an audit entry):
+    /// on SQLite the writer connection, so the write queues in arrival order with the write
+    /// transactions ([`Store::begin`]) instead of meeting them at SQLite's lock; on PostgreSQL
+    /// the shared pool.
+    pub fn writer(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
     }
 
     /// Every pool: the shared one and, on SQLite, the writer's.
@@ -181,9 +196,9 @@ impl Store {
     /// … 100 ms) and lets a late writer overtake one that has waited long. A request then
     /// waits behind the transactions queued before it and no longer (a housekeeping batch
     /// among them), and the connection's statement cache stays warm for the write paths.
-    /// Single statements written straight on the shared pool still meet these transactions at
-    /// SQLite's lock, so the transaction takes it up front (`BEGIN IMMEDIATE`): one that reads
-    /// before it writes waits for the lock instead of failing with `SQLITE_BUSY` half-way.
+    /// Single writes go through the same connection ([`Store::writer`]); the lock is still
+    /// taken up front (`BEGIN IMMEDIATE`), so that another process on the file (a CLI command,
+    /// a backup) cannot make a transaction that reads before it writes fail half-way.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match &self.writer {
             Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,

@@ -462,7 +462,7 @@ fn touch(core: &Core, row: &ApiKeyRow, ip: Option<&str>, now: i64) {
     let id = row.id.clone();
     let ip = ip.map(str::to_string);
     tokio::spawn(async move {
-        if let Err(e) = store::touch(store.pool(), &id, now, ip.as_deref()).await {
+        if let Err(e) = store::touch(store.writer(), &id, now, ip.as_deref()).await {
             tracing::warn!(error = %e, "recording an API key's last use failed");
         }
     });

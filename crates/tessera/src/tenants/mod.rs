@@ -880,7 +880,7 @@ pub async fn switch(
 
 /// Remembers the tenant a user signed in to (the default of the next login).
 pub async fn remember(core: &Core, user_id: &str, tenant_id: &str) -> Result<()> {
-    Ok(store::set_last_tenant(core.store.pool(), user_id, tenant_id).await?)
+    Ok(store::set_last_tenant(core.store.writer(), user_id, tenant_id).await?)
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ async fn login_failures_are_indistinguishable(b: Backend) {
     sqlx::query(
         "UPDATE users SET status = 'deactivated' WHERE email_normalized = 'gone@example.com'",
     )
-    .execute(app.state.store.pool())
+    .execute(app.state.store.writer())
     .await
     .unwrap();
     let wrong_password = app.login("d@example.com", "not the password").await;

@@ -430,7 +430,7 @@ async fn erasure_removes_the_account_and_leaves_a_pseudonym_in_the_audit_log(b: 
     )
     .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
-    let pool = app.state.store.pool();
+    let pool = app.state.store.writer();
     sqlx::query("UPDATE outbox SET status = 'published'")
         .execute(pool)
         .await

@@ -456,7 +456,7 @@ async fn audit_rows_cannot_be_updated_and_old_ones_are_purged(b: Backend) {
     // Append-only: the database refuses to change a row.
     let update =
         sqlx::query("UPDATE audit_log SET result = 'success' WHERE result = 'failure' OR 1 = 1")
-            .execute(app.state.store.pool())
+            .execute(app.state.store.writer())
             .await;
     assert!(update.is_err(), "an audit row was updated");
     let before = all_entries(&app, &admin).await;

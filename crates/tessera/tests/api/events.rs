@@ -594,7 +594,7 @@ async fn relay_killed_mid_batch_resumes_without_duplicates_or_reordering(b: Back
     // The crash window: relay B claims the next batch, publishes it, and dies before marking it.
     let now = app.clock.now();
     let claimed = tessera::store::outbox::claim(
-        app.state.store.pool(),
+        app.state.store.writer(),
         "relay-b",
         now,
         now + cfg.lease_secs,

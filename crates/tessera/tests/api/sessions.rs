@@ -25,6 +25,7 @@ on_both_backends!(
     a_rotation_marks_the_token_used_adds_its_successor_and_touches_the_session,
     a_refused_refresh_writes_nothing,
     write_transactions_wait_their_turn,
+    no_write_skips_the_writer_queue,
 );
 
 async fn refresh_rotates_the_token(b: Backend) {
@@ -685,4 +686,30 @@ async fn write_transactions_wait_their_turn(b: Backend) {
     if b == Backend::Sqlite {
         assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
     }
+}
+
+/// On SQLite every write goes through the writer connection: the shared pool refuses writes
+/// (`query_only`), so a write path handed the pool fails in the tests instead of bypassing
+/// the queue. On PostgreSQL the writer is the pool itself.
+async fn no_write_skips_the_writer_queue(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.signed_in("reader@example.com").await;
+    let store = &app.state.store;
+    let bump = "UPDATE sessions SET last_used_at = last_used_at + 1";
+    let on_pool = sqlx::query(bump).execute(store.pool()).await;
+    match b {
+        Backend::Sqlite => {
+            let err = on_pool.expect_err("the shared pool refuses writes on SQLite");
+            assert!(err.to_string().contains("readonly"), "{err}");
+        }
+        Backend::Postgres => assert!(on_pool.is_ok(), "{on_pool:?}"),
+    }
+    let on_writer = sqlx::query(bump).execute(store.writer()).await.unwrap();
+    assert_eq!(on_writer.rows_affected(), 1);
+    // Reads on the pool still work, and see the write.
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sessions")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
 }
