@@ -77,8 +77,9 @@ pub enum Code {
     InvalidMfaToken => "invalid_mfa_token",
     /// 401: the second-factor code is wrong, expired or used already.
     InvalidMfaCode => "invalid_mfa_code",
-    /// 401 (RFC 9470): the session's sign-in is too old for this change; sign in again (or give
-    /// the current password where the route takes one). `WWW-Authenticate` carries `max_age`.
+    /// 401 (RFC 9470): the session's sign-in is too old (or too weak) for this change; sign in
+    /// again (or give the current password where the route takes one). `WWW-Authenticate`
+    /// carries `max_age`.
     InsufficientUserAuthentication => "insufficient_user_authentication",
     /// 401: a refresh token that is unknown, expired, revoked or reused.
     InvalidGrant => "invalid_grant",

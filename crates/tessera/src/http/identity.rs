@@ -106,8 +106,9 @@ async fn confirm_totp(
     Ok(super::no_store(axum::Json(confirmed).into_response()))
 }
 
-/// Removes a second factor; needs a sign-in within the last five minutes (RFC 9470
-/// `insufficient_user_authentication` otherwise). With the last one the recovery codes go too.
+/// Removes a second factor; needs a sign-in within the last five minutes that used a second
+/// factor (RFC 9470 `insufficient_user_authentication` otherwise). With the last one the
+/// recovery codes go too.
 #[utoipa::path(delete, path = "/identity/mfa/{id}", tag = "identity",
     params(("id" = String, Path, description = "The factor's id")),
     responses((status = 204, description = "Removed")))]
@@ -121,8 +122,8 @@ async fn remove_factor(
     Ok(no_content())
 }
 
-/// Replaces the recovery codes (the old ones stop working); needs a sign-in within the last five
-/// minutes and a second factor.
+/// Replaces the recovery codes (the old ones stop working); needs a second factor and a sign-in
+/// within the last five minutes that used one.
 #[utoipa::path(post, path = "/identity/mfa/recovery-codes", tag = "identity",
     responses((status = 200, description = "Ten new codes, shown once", body = mfa::RecoveryCodes)))]
 async fn regenerate_recovery_codes(

@@ -359,25 +359,38 @@ fn new_recovery_codes() -> (Vec<String>, Vec<String>) {
     (shown, hashes)
 }
 
-/// Refuses unless the caller's session began within [`RECENT_AUTH_SECS`], or (where allowed)
-/// the current password is given: RFC 9470 `insufficient_user_authentication` otherwise.
+/// Refuses unless the caller's session began within [`RECENT_AUTH_SECS`] (and, with
+/// `second_factor`, with one: `mfa` in its `amr`), or (where allowed) the current password is
+/// given: RFC 9470 `insufficient_user_authentication` otherwise.
 async fn require_recent(
     state: &Core,
     caller: &UserPrincipal,
     password: Option<&str>,
+    second_factor: bool,
     now: i64,
 ) -> Result<()> {
     let signed_in =
-        crate::store::sessions::authentication_of(state.store.pool(), &caller.session_id)
-            .await?
-            .map(|(auth_time, _)| auth_time);
-    if signed_in.is_some_and(|t| now - t <= RECENT_AUTH_SECS) {
+        crate::store::sessions::authentication_of(state.store.pool(), &caller.session_id).await?;
+    let strong = |amr: &Option<String>| {
+        !second_factor
+            || amr
+                .as_deref()
+                .is_some_and(|a| a.split(' ').any(|m| m == "mfa"))
+    };
+    if signed_in
+        .as_ref()
+        .is_some_and(|(t, amr)| now - t <= RECENT_AUTH_SECS && strong(amr))
+    {
         return Ok(());
     }
     let Some(password) = password else {
         return Err(Error::Unauthenticated {
             code: Code::InsufficientUserAuthentication,
-            message: "sign in again (or give the current password) to change second factors",
+            message: if second_factor {
+                "sign in again, with your second factor, to change it"
+            } else {
+                "sign in again (or give the current password) to change second factors"
+            },
             bearer: true,
         });
     };
@@ -447,7 +460,7 @@ pub async fn enrol_totp(
             format!("must be 1 to {MAX_NAME} characters, without control characters"),
         ));
     }
-    require_recent(state, caller, password, now).await?;
+    require_recent(state, caller, password, false, now).await?;
     let user = users::find_by_id(state.store.pool(), &caller.user_id)
         .await?
         .ok_or_else(Error::invalid_token)?;
@@ -594,8 +607,9 @@ pub async fn list(state: &Core, principal: &Principal) -> Result<FactorList> {
     })
 }
 
-/// Removes a factor (confirmed or pending). Needs a sign-in within the last five minutes; with
-/// the last factor, the recovery codes go too and sign-in needs the password alone again.
+/// Removes a factor (confirmed or pending). Needs a sign-in within the last five minutes, one
+/// that used a second factor when the account has one; with the last factor, the recovery codes
+/// go too and sign-in needs the password alone again.
 pub async fn remove(
     state: &Core,
     principal: &Principal,
@@ -604,7 +618,10 @@ pub async fn remove(
     now: i64,
 ) -> Result<()> {
     let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
-    require_recent(state, caller, None, now).await?;
+    // An account with a factor removes one only from a sign-in that used one: a session from
+    // before the enrolment (the password alone) cannot take it away.
+    let protected = store::count_confirmed(state.store.pool(), &caller.user_id).await? > 0;
+    require_recent(state, caller, None, protected, now).await?;
     let user_id = caller.user_id.as_str();
     let mut tx = state.store.begin().await?;
     let row = store::delete(&mut tx, user_id, id)
@@ -635,8 +652,8 @@ pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
 }
 
-/// Replaces the recovery codes (the old ones stop working). Needs a sign-in within the last five
-/// minutes and at least one factor.
+/// Replaces the recovery codes (the old ones stop working). Needs at least one factor and a
+/// sign-in within the last five minutes that used one.
 pub async fn regenerate_recovery_codes(
     state: &Core,
     principal: &Principal,
@@ -644,15 +661,15 @@ pub async fn regenerate_recovery_codes(
     now: i64,
 ) -> Result<RecoveryCodes> {
     let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
-    require_recent(state, caller, None, now).await?;
     let user_id = caller.user_id.as_str();
-    let mut tx = state.store.begin().await?;
-    if store::count_confirmed(&mut *tx, user_id).await? == 0 {
+    if store::count_confirmed(state.store.pool(), user_id).await? == 0 {
         return Err(Error::Conflict {
             code: Code::NoSecondFactor,
             message: "enrol a second factor first",
         });
     }
+    require_recent(state, caller, None, true, now).await?;
+    let mut tx = state.store.begin().await?;
     let (shown, hashes) = new_recovery_codes();
     store::replace_recovery_codes(&mut tx, user_id, &hashes, now).await?;
     let entry = Entry::success(Actor::User(user_id), action::REGENERATE_RECOVERY_CODES)

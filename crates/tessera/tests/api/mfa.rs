@@ -277,15 +277,27 @@ async fn recovery_codes_work_once_and_can_be_replaced(b: Backend) {
     assert_eq!(used.len(), 1);
     assert_eq!(used[0]["data"]["remaining"], 9);
 
-    // New codes replace the old ones (the session is still recent on the fixed clock).
-    let res = app
-        .request(
-            reqwest::Method::POST,
-            "/identity/mfa/recovery-codes",
-            Some(&carol.tokens.access),
-            None,
-        )
-        .await;
+    // New codes replace the old ones. They need a recent sign-in with a second factor: the
+    // session from before the enrolment (the password alone) is refused, recent as it is.
+    let regenerate = |token: String| {
+        let app = &app;
+        async move {
+            app.request(
+                reqwest::Method::POST,
+                "/identity/mfa/recovery-codes",
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    let res = regenerate(carol.tokens.access.clone()).await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    let res = regenerate(done["body"]["access_token"].as_str().unwrap().into()).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     let fresh = res.body["recovery_codes"][0].as_str().unwrap().to_string();
     let old = second_factor(&app, &t, "recovery_code", &carol.recovery_codes[1]).await;
@@ -309,8 +321,23 @@ async fn recovery_codes_work_once_and_can_be_replaced(b: Backend) {
 async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
     let app = TestApp::spawn(b).await;
     let erin = enrolled(&app, "erin@example.com").await;
-    app.clock.advance(600);
     let path = format!("/identity/mfa/{}", erin.factor_id);
+    // The session that enrolled signed in with the password alone: recent, but not strong
+    // enough to take the factor away.
+    let res = app
+        .request(
+            reqwest::Method::DELETE,
+            &path,
+            Some(&erin.tokens.access),
+            None,
+        )
+        .await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    app.clock.advance(600);
     // The access token is still valid, but its sign-in is ten minutes old.
     let refreshed = app.refresh(&erin.tokens.refresh).await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
