@@ -515,24 +515,67 @@ fn login_page(
     req: &authorize::AuthorizationRequest,
     error: Option<&str>,
 ) -> Response {
+    let email = json!(req.login_hint.as_deref().unwrap_or(""));
+    form_page(state, headers, req, "login.html", ("email", email), error)
+}
+
+/// A page of the sign-in (`template`) continuing `req`, with its CSRF token, one field of its
+/// own and an error (401 with one).
+fn form_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: &authorize::AuthorizationRequest,
+    template: &str,
+    (name, value): (&str, serde_json::Value),
+    error: Option<&str>,
+) -> Response {
     let (token, fresh) = csrf(state, headers);
-    let ctx = json!({
+    let mut ctx = json!({
         "client_name": req.client.name,
         "csrf_token": token,
         "request": req.params.encode(),
-        "email": req.login_hint.as_deref().unwrap_or(""),
         "error": error,
     });
+    ctx[name] = value;
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED
     } else {
         StatusCode::OK
     };
-    let mut res = state.pages.render(status, "login.html", ctx);
+    let mut res = state.pages.render(status, template, ctx);
     if fresh {
         set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
     }
     res
+}
+
+/// A posted sign-in form (password or second factor): its fields, the authorization request it
+/// carries, and that request validated again; or the page that refuses it (malformed, CSRF,
+/// an invalid request).
+async fn sign_in_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Params, Params, authorize::AuthorizationRequest), Response> {
+    let form = match parse_params(body) {
+        Ok(f) if is_form(headers) => f,
+        _ => return Err(bad_page(state, "The sign-in form was malformed.")),
+    };
+    if !csrf_ok(state, headers, &form) {
+        return Err(state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            "The sign-in form expired. Go back to the application and start again.",
+        ));
+    }
+    let params = parse_params(form.get("request").unwrap_or_default().as_bytes())
+        .map_err(|e| bad_page(state, &e.description))?;
+    let request = match authorize::validate(state, params.clone()).await {
+        Ok(r) => r,
+        Err(Refusal::Page(m)) => return Err(bad_page(state, &m)),
+        Err(Refusal::Redirect(url)) => return Err(see_other(&url)),
+    };
+    Ok((form, params, request))
 }
 
 /// The login form: checks CSRF and the password, starts the browser session, and continues the
@@ -548,25 +591,9 @@ async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match parse_params(&body) {
-        Ok(f) if is_form(&headers) => f,
-        _ => return bad_page(&state, "The sign-in form was malformed."),
-    };
-    if !csrf_ok(&state, &headers, &form) {
-        return state.pages.message(
-            StatusCode::FORBIDDEN,
-            "Please try again",
-            "The sign-in form expired. Go back to the application and start again.",
-        );
-    }
-    let params = match parse_params(form.get("request").unwrap_or_default().as_bytes()) {
-        Ok(p) => p,
-        Err(e) => return bad_page(&state, &e.description),
-    };
-    let request = match authorize::validate(&state, params.clone()).await {
-        Ok(r) => r,
-        Err(Refusal::Page(m)) => return bad_page(&state, &m),
-        Err(Refusal::Redirect(url)) => return see_other(&url),
+    let (form, params, request) = match sign_in_form(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(page) => return page,
     };
     let now = state.clock.now();
     let email = form.get("email").unwrap_or_default();
@@ -671,25 +698,11 @@ fn mfa_page(
     mfa_token: &str,
     error: Option<&str>,
 ) -> Response {
-    let (token, fresh) = csrf(state, headers);
-    let ctx = json!({
-        "client_name": req.client.name,
-        "csrf_token": token,
-        "request": req.params.encode(),
-        "mfa_token": mfa_token,
-        "error": error,
-    });
-    let status = if error.is_some() {
-        StatusCode::UNAUTHORIZED
-    } else {
-        StatusCode::OK
-    };
-    let mut res = state.pages.render(status, "mfa.html", ctx);
+    let field = ("mfa_token", json!(mfa_token));
+    let mut res = form_page(state, headers, req, "mfa.html", field, error);
+    // The page carries the challenge, a bearer secret: never kept by a cache.
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if fresh {
-        set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
-    }
     res
 }
 
@@ -707,25 +720,9 @@ async fn second_factor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match parse_params(&body) {
-        Ok(f) if is_form(&headers) => f,
-        _ => return bad_page(&state, "The sign-in form was malformed."),
-    };
-    if !csrf_ok(&state, &headers, &form) {
-        return state.pages.message(
-            StatusCode::FORBIDDEN,
-            "Please try again",
-            "The sign-in form expired. Go back to the application and start again.",
-        );
-    }
-    let params = match parse_params(form.get("request").unwrap_or_default().as_bytes()) {
-        Ok(p) => p,
-        Err(e) => return bad_page(&state, &e.description),
-    };
-    let request = match authorize::validate(&state, params.clone()).await {
-        Ok(r) => r,
-        Err(Refusal::Page(m)) => return bad_page(&state, &m),
-        Err(Refusal::Redirect(url)) => return see_other(&url),
+    let (form, params, request) = match sign_in_form(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(page) => return page,
     };
     let now = state.clock.now();
     let mfa_token = form.get("mfa_token").unwrap_or_default();
