@@ -48,6 +48,8 @@ pub struct Core {
     pub guard: crate::abuse::LoginGuard,
     /// Tenants and memberships read per request.
     pub tenants: crate::tenants::TenantCaches,
+    /// The WebAuthn relying party (the issuer), unless the issuer's host is an IP address.
+    pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 impl Core {
@@ -76,6 +78,7 @@ impl Core {
             sessions: SessionCache::new(config.access_token_ttl as i64, &shared),
             users: accounts::user_cache(&shared),
             tenants: crate::tenants::TenantCaches::new(&shared),
+            webauthn: crate::mfa::webauthn::relying_party(&config.issuer).map(Arc::new),
             shared,
             settings: Arc::new(Settings::from_config(&config)),
             config: Arc::new(config),

@@ -77,6 +77,8 @@ pub enum Code {
     InvalidMfaToken => "invalid_mfa_token",
     /// 401: the second-factor code is wrong, expired or used already.
     InvalidMfaCode => "invalid_mfa_code",
+    /// 401: the WebAuthn ceremony is unknown, used or expired (five minutes): start again.
+    InvalidCeremony => "invalid_ceremony",
     /// 401 (RFC 9470): the session's sign-in is too old (or too weak) for this change; sign in
     /// again (or give the current password where the route takes one). `WWW-Authenticate`
     /// carries `max_age`.
@@ -125,6 +127,10 @@ pub enum Code {
     AlreadyConfirmed => "already_confirmed",
     /// 409: the account has no second factor (recovery codes come with one).
     NoSecondFactor => "no_second_factor",
+    /// 409: the WebAuthn credential is registered already (to this or another account).
+    CredentialInUse => "credential_in_use",
+    /// 409: passkeys need the issuer to be a domain name (not an IP address).
+    WebauthnUnavailable => "webauthn_unavailable",
     /// 413.
     PayloadTooLarge => "payload_too_large",
     /// 415.
@@ -171,7 +177,7 @@ pub enum Error {
     },
     /// 401: the password was right; the sign-in needs a second factor (`mfa_required`).
     #[error("a second factor is required")]
-    MfaRequired(crate::mfa::Challenge),
+    MfaRequired(Box<crate::mfa::Challenge>),
     /// 403: authenticated but not allowed.
     #[error("{message}")]
     Forbidden { code: Code, message: &'static str },

@@ -320,9 +320,8 @@ pub async fn authenticate(
     // A confirmed second factor is required on every password path; only
     // `mfa::complete_sign_in` goes on from here.
     if user.second_factors > 0 {
-        return Err(Error::MfaRequired(crate::mfa::challenge(
-            state, &user, tenant, now,
-        )));
+        let challenge = crate::mfa::challenge(state, &user, tenant, now).await?;
+        return Err(Error::MfaRequired(Box::new(challenge)));
     }
     // Enterprise tenants of the address's domain take the user in before a tenant is chosen.
     crate::tenants::domains::join_at_sign_in(state, &user, ctx, now).await?;
@@ -354,13 +353,35 @@ pub async fn login_second_factor(
     state: &Core,
     mfa_token: &str,
     method: crate::mfa::Method,
-    code: &str,
+    proof: crate::mfa::Proof<'_>,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
-    let (user, tenant) =
-        crate::mfa::complete_sign_in(state, mfa_token, method, code, ctx, now).await?;
-    signed_in(state, &user, tenant.as_deref(), method.amr(), ctx, now).await
+    let done = crate::mfa::complete_sign_in(state, mfa_token, method, proof, ctx, now).await?;
+    signed_in(
+        state,
+        &done.user,
+        done.tenant.as_deref(),
+        done.amr,
+        ctx,
+        now,
+    )
+    .await
+}
+
+/// Logs in with a passkey (no password): the assertion answering ceremony `ceremony` of
+/// `POST /auth/passkey/start`, then a new session and its first tokens.
+pub async fn login_passkey(
+    state: &Core,
+    ceremony: &str,
+    assertion: &serde_json::Value,
+    tenant: Option<&str>,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<TokenPair> {
+    let (user, amr) =
+        crate::mfa::webauthn::passkey_finish(state, ceremony, assertion, ctx, now).await?;
+    signed_in(state, &user, tenant, amr, ctx, now).await
 }
 
 /// A new session and its first tokens for `user`, who has just proved who they are (`amr`:

@@ -288,7 +288,7 @@ event!(AccountLockedV1, "identity.account.locked.v1");
 pub struct MfaEnrolledV1 {
     pub user_id: String,
     pub factor_id: String,
-    /// `totp`.
+    /// `totp` or `webauthn`.
     pub kind: String,
 }
 event!(MfaEnrolledV1, "identity.mfa.enrolled.v1");
@@ -298,16 +298,18 @@ event!(MfaEnrolledV1, "identity.mfa.enrolled.v1");
 pub struct MfaRemovedV1 {
     pub user_id: String,
     pub factor_id: String,
-    /// `totp`.
+    /// `totp` or `webauthn`.
     pub kind: String,
 }
 event!(MfaRemovedV1, "identity.mfa.removed.v1");
 
-/// A wrong, expired or replayed second-factor code was given after a right password.
+/// A wrong, expired or replayed second-factor code was given after a right password, or a
+/// passkey's assertion did not verify.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MfaChallengeFailedV1 {
     pub user_id: String,
-    /// `totp` or `recovery_code`.
+    /// `totp`, `recovery_code` or `webauthn` (an assertion that did not verify, after a
+    /// password or without one).
     pub method: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,

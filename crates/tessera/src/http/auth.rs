@@ -21,6 +21,8 @@ pub fn router() -> super::Routes {
         .api(routes!(register), Access::Public)
         .api(routes!(login), Access::Public)
         .api(routes!(second_factor), Access::Public)
+        .api(routes!(passkey_start), Access::Public)
+        .api(routes!(passkey_finish), Access::Public)
         .api(routes!(refresh), Access::Public)
         .api(routes!(logout), Access::Public)
         .api(
@@ -100,10 +102,14 @@ async fn login(
 struct SecondFactorBody {
     /// From the `mfa_required` answer of `POST /auth/login`.
     mfa_token: String,
-    /// `totp` or `recovery_code`.
+    /// `totp`, `recovery_code` or `webauthn`: one of the answer's `methods`.
     method: String,
-    /// The app's six digits, or one recovery code.
-    code: String,
+    /// `totp` and `recovery_code`: the app's six digits, or one recovery code.
+    code: Option<String>,
+    /// `webauthn`: what `navigator.credentials.get` returned for the answer's `webauthn`
+    /// options, as JSON (`PublicKeyCredential.toJSON()`).
+    #[schema(value_type = Option<Object>)]
+    assertion: Option<serde_json::Value>,
 }
 
 /// Completes a login that answered `mfa_required`: a token pair once the second factor accepts
@@ -115,12 +121,63 @@ async fn second_factor(
     Context(ctx): Context,
     Json(body): Json<SecondFactorBody>,
 ) -> Result<Response> {
-    let method = crate::mfa::Method::parse(&body.method)
-        .ok_or_else(|| Error::invalid("method", "must be totp or recovery_code"))?;
+    use crate::mfa::{Method, Proof};
+    let method = Method::parse(&body.method)
+        .ok_or_else(|| Error::invalid("method", "must be totp, recovery_code or webauthn"))?;
+    let proof = match (method, &body.code, &body.assertion) {
+        (Method::Webauthn, _, Some(assertion)) => Proof::Assertion(assertion),
+        (Method::Webauthn, _, None) => {
+            return Err(Error::invalid(
+                "assertion",
+                "is required with method webauthn",
+            ));
+        }
+        (_, Some(code), _) => Proof::Code(code),
+        (_, None, _) => return Err(Error::invalid("code", "is required with this method")),
+    };
     let now = state.clock.now();
+    let token = &body.mfa_token;
+    let pair = accounts::login_second_factor(&state, token, method, proof, &ctx, now).await?;
+    crate::metrics::token_issued("tessera_login");
+    Ok(no_store(axum::Json(pair).into_response()))
+}
+
+/// Starts a passwordless sign-in with a passkey: the options for `navigator.credentials.get`
+/// (no allowed credentials: the browser offers the discoverable ones it holds for this site),
+/// and the ceremony to finish within five minutes. Throttled per IP.
+#[utoipa::path(post, path = "/auth/passkey/start", tag = "auth",
+    responses((status = 200, description = "The ceremony and its options", body = crate::mfa::webauthn::Started)))]
+async fn passkey_start(State(state): State<AppState>, Context(ctx): Context) -> Result<Response> {
+    let now = state.clock.now();
+    let started = crate::mfa::webauthn::passkey_start(&state, &ctx, now).await?;
+    Ok(no_store(axum::Json(started).into_response()))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasskeyBody {
+    /// From `POST /auth/passkey/start`.
+    ceremony: String,
+    /// What `navigator.credentials.get` returned, as JSON (`PublicKeyCredential.toJSON()`).
+    #[schema(value_type = Object)]
+    assertion: serde_json::Value,
+    /// The tenant (id or slug) the tokens are for.
+    tenant: Option<String>,
+}
+
+/// Signs in with a passkey, no password: a token pair whose `amr` says a key with user
+/// verification was used (`hwk`/`swk`, `user`, `mfa`).
+#[utoipa::path(post, path = "/auth/passkey/finish", tag = "auth", request_body = PasskeyBody,
+    responses((status = 200, description = "An access and a refresh token", body = sessions::TokenPair)))]
+async fn passkey_finish(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Json(body): Json<PasskeyBody>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let tenant = body.tenant.as_deref();
     let pair =
-        accounts::login_second_factor(&state, &body.mfa_token, method, &body.code, &ctx, now)
-            .await?;
+        accounts::login_passkey(&state, &body.ceremony, &body.assertion, tenant, &ctx, now).await?;
     crate::metrics::token_issued("tessera_login");
     Ok(no_store(axum::Json(pair).into_response()))
 }

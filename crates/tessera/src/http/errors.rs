@@ -25,6 +25,11 @@ pub struct ErrorBody {
     /// `mfa_required`: the methods `POST /auth/mfa` takes for this account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub methods: Option<Vec<crate::mfa::Method>>,
+    /// `mfa_required` with a passkey or security key: the options for
+    /// `navigator.credentials.get`, to answer with `method` `webauthn`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub webauthn: Option<webauthn_rs::prelude::RequestChallengeResponse>,
 }
 
 impl ErrorBody {
@@ -35,6 +40,7 @@ impl ErrorBody {
             fields: Vec::new(),
             mfa_token: None,
             methods: None,
+            webauthn: None,
         }
     }
 
@@ -114,6 +120,7 @@ impl IntoResponse for Error {
                 ErrorBody {
                     mfa_token: Some(challenge.token.clone()),
                     methods: Some(challenge.methods.clone()),
+                    webauthn: challenge.webauthn.clone(),
                     ..ErrorBody::new(
                         Code::MfaRequired,
                         "the password was right; complete the sign-in with a second factor",

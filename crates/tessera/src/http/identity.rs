@@ -37,6 +37,14 @@ pub fn router() -> super::Routes {
         .api(routes!(list_factors), Access::Permission(ReadOwnAccount))
         .api(routes!(enrol_totp), Access::Permission(ManageOwnAccount))
         .api(routes!(confirm_totp), Access::Permission(ManageOwnAccount))
+        .api(
+            routes!(webauthn_register_start),
+            Access::Permission(ManageOwnAccount),
+        )
+        .api(
+            routes!(webauthn_register_finish),
+            Access::Permission(ManageOwnAccount),
+        )
         .api(routes!(remove_factor), Access::Permission(ManageOwnAccount))
         .api(
             routes!(regenerate_recovery_codes),
@@ -104,6 +112,55 @@ async fn confirm_totp(
     let now = state.clock.now();
     let confirmed = mfa::confirm_totp(&state, &principal, &id, &body.code, &ctx, now).await?;
     Ok(super::no_store(axum::Json(confirmed).into_response()))
+}
+
+/// Starts adding a passkey or security key (WebAuthn): the options for
+/// `navigator.credentials.create`, and the ceremony to finish within five minutes. Needs a
+/// sign-in within the last five minutes or the current password.
+#[utoipa::path(post, path = "/identity/mfa/webauthn/register/start", tag = "identity",
+    request_body = EnrolBody,
+    responses((status = 200, description = "The ceremony and its options", body = mfa::webauthn::Started)))]
+async fn webauthn_register_start(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Json(body): Json<EnrolBody>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let name = body.name.as_deref();
+    let password = body.current_password.as_deref();
+    let started = mfa::webauthn::register_start(&state, &principal, name, password, now).await?;
+    Ok(super::no_store(axum::Json(started).into_response()))
+}
+
+/// `POST /identity/mfa/webauthn/register/finish`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RegisterFinishBody {
+    /// From the start.
+    ceremony: String,
+    /// What `navigator.credentials.create` returned, as JSON (`PublicKeyCredential.toJSON()`).
+    #[schema(value_type = Object)]
+    credential: serde_json::Value,
+}
+
+/// Finishes adding a passkey or security key: a confirmed second factor at once (the first
+/// factor comes with ten recovery codes, shown once). A discoverable one also signs in without
+/// a password (`POST /auth/passkey/start`).
+#[utoipa::path(post, path = "/identity/mfa/webauthn/register/finish", tag = "identity",
+    request_body = RegisterFinishBody,
+    responses((status = 201, description = "Registered", body = mfa::Confirmed)))]
+async fn webauthn_register_finish(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Json(body): Json<RegisterFinishBody>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let (ceremony, credential) = (&body.ceremony, &body.credential);
+    let confirmed =
+        mfa::webauthn::register_finish(&state, &principal, ceremony, credential, &ctx, now).await?;
+    let res = (axum::http::StatusCode::CREATED, axum::Json(confirmed)).into_response();
+    Ok(super::no_store(res))
 }
 
 /// Removes a second factor; needs a sign-in within the last five minutes that used a second

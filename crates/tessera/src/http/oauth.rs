@@ -11,7 +11,7 @@ use base64::Engine;
 use serde_json::json;
 
 use super::extract::Context;
-use super::pages::with_page_headers;
+use super::pages::{self, with_page_headers};
 use crate::abuse::Class;
 use crate::app::AppState;
 use crate::oauth::authorize::{self, BrowserSession, Interaction, Next, Refusal};
@@ -28,6 +28,8 @@ pub fn router() -> super::Routes {
         .api(routes!(authorize_get, authorize_post), Public)
         .api(routes!(login), Public)
         .api(routes!(second_factor), Public)
+        .api(routes!(passkey_sign_in), Public)
+        .api(routes!(passkeys_page, passkeys_add), Public)
         .api(routes!(consent), Public)
         .api(routes!(token_endpoint), Client)
         .api(routes!(userinfo_get, userinfo_post), Bearer)
@@ -43,6 +45,10 @@ pub fn router() -> super::Routes {
         .page(
             "/assets/logo.svg",
             get(|State(s): State<AppState>| async move { s.pages.logo() }),
+        )
+        .page(
+            "/assets/passkey.js",
+            get(|State(s): State<AppState>| async move { s.pages.passkey_js() }),
         )
 }
 
@@ -516,7 +522,14 @@ fn login_page(
     error: Option<&str>,
 ) -> Response {
     let email = json!(req.login_hint.as_deref().unwrap_or(""));
-    form_page(state, headers, req, "login.html", ("email", email), error)
+    let passkeys = state.webauthn.is_some();
+    let fields = [("email", email), ("passkeys", json!(passkeys))];
+    let res = form_page(state, headers, req, "login.html", fields, error);
+    if passkeys {
+        pages::allow_script(res)
+    } else {
+        res
+    }
 }
 
 /// A page of the sign-in (`template`) continuing `req`, with its CSRF token, one field of its
@@ -526,7 +539,7 @@ fn form_page(
     headers: &HeaderMap,
     req: &authorize::AuthorizationRequest,
     template: &str,
-    (name, value): (&str, serde_json::Value),
+    fields: impl IntoIterator<Item = (&'static str, serde_json::Value)>,
     error: Option<&str>,
 ) -> Response {
     let (token, fresh) = csrf(state, headers);
@@ -536,7 +549,9 @@ fn form_page(
         "request": req.params.encode(),
         "error": error,
     });
-    ctx[name] = value;
+    for (name, value) in fields {
+        ctx[name] = value;
+    }
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED
     } else {
@@ -625,7 +640,8 @@ async fn login(
         }
         // The password was right; the account needs its second factor, on a page of its own.
         Err(crate::Error::MfaRequired(challenge)) => {
-            return mfa_page(&state, &headers, &request, &challenge.token, None);
+            let webauthn = challenge.webauthn.as_ref();
+            return mfa_page(&state, &headers, &request, &challenge.token, webauthn, None);
         }
         // The password was right but the operator requires a verified address first.
         Err(crate::Error::Forbidden {
@@ -691,15 +707,25 @@ async fn signed_in(
     .await
 }
 
+/// The second-factor page; with the WebAuthn options when the account has a key (the page after
+/// a wrong code has none: the ceremony may have been used, and the code form stays).
 fn mfa_page(
     state: &AppState,
     headers: &HeaderMap,
     req: &authorize::AuthorizationRequest,
     mfa_token: &str,
+    webauthn: Option<&webauthn_rs::prelude::RequestChallengeResponse>,
     error: Option<&str>,
 ) -> Response {
-    let field = ("mfa_token", json!(mfa_token));
-    let mut res = form_page(state, headers, req, "mfa.html", field, error);
+    let options = webauthn.and_then(|w| serde_json::to_string(w).ok());
+    let fields = [
+        ("mfa_token", json!(mfa_token)),
+        ("webauthn", json!(options)),
+    ];
+    let mut res = form_page(state, headers, req, "mfa.html", fields, error);
+    if options.is_some() {
+        res = pages::allow_script(res);
+    }
     // The page carries the challenge, a bearer secret: never kept by a cache.
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -725,28 +751,39 @@ async fn second_factor(
         Err(page) => return page,
     };
     let now = state.clock.now();
+    use crate::mfa::{Method, Proof};
     let mfa_token = form.get("mfa_token").unwrap_or_default();
     let code = form.get("code").unwrap_or_default().trim();
-    let method = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-        crate::mfa::Method::Totp
-    } else {
-        crate::mfa::Method::RecoveryCode
-    };
-    match crate::mfa::complete_sign_in(&state, mfa_token, method, code, &ctx, now).await {
-        Ok((user, _)) => {
-            let amr = method.amr();
-            signed_in(&state, &headers, params, user, amr, &ctx, now).await
+    let assertion = form
+        .get("assertion")
+        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok());
+    let (method, proof) = match (form.get("method"), &assertion) {
+        (Some("webauthn"), Some(a)) => (Method::Webauthn, Proof::Assertion(a)),
+        (Some("webauthn"), None) => (Method::Webauthn, Proof::Code("")),
+        _ if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) => {
+            (Method::Totp, Proof::Code(code))
         }
-        Err(crate::Error::Unauthenticated {
-            code: crate::error::Code::InvalidMfaCode,
-            ..
-        }) => {
-            let message = "That code did not work. Give the current code from your app.";
-            mfa_page(&state, &headers, &request, mfa_token, Some(message))
+        _ => (Method::RecoveryCode, Proof::Code(code)),
+    };
+    match crate::mfa::complete_sign_in(&state, mfa_token, method, proof, &ctx, now).await {
+        Ok(done) => signed_in(&state, &headers, params, done.user, done.amr, &ctx, now).await,
+        Err(
+            crate::Error::Unauthenticated {
+                code: crate::error::Code::InvalidMfaCode,
+                ..
+            }
+            | crate::Error::Validation(_),
+        ) => {
+            let message = if method == Method::Webauthn {
+                "That passkey did not work. Give a code from your app, or sign in again."
+            } else {
+                "That code did not work. Give the current code from your app."
+            };
+            mfa_page(&state, &headers, &request, mfa_token, None, Some(message))
         }
         Err(crate::Error::TooManyRequests { retry_after }) => {
             let message = format!("Too many attempts. Try again in {retry_after} seconds.");
-            let mut res = mfa_page(&state, &headers, &request, mfa_token, Some(&message));
+            let mut res = mfa_page(&state, &headers, &request, mfa_token, None, Some(&message));
             *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -760,6 +797,263 @@ async fn second_factor(
         }
         Err(e) => {
             tracing::error!(error = ?e, "hosted second factor failed");
+            state.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            )
+        }
+    }
+}
+
+/// The hosted passwordless sign-in form (posted by `passkey.js`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PasskeyForm {
+    csrf_token: String,
+    request: String,
+    /// From `POST /auth/passkey/start`.
+    ceremony: String,
+    /// `PublicKeyCredential` JSON, from `navigator.credentials.get`.
+    assertion: String,
+}
+
+/// Signs in with a passkey from the login page: checks CSRF and the assertion, starts the
+/// browser session, and continues the authorization request it carries.
+#[utoipa::path(post, path = "/oauth2/passkey", tag = "oauth",
+    request_body(content = PasskeyForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The next page: consent or pick a tenant", content_type = "text/html"),
+        (status = 303, description = "To the client's redirect URI with `code` or `error`"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
+async fn passkey_sign_in(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, params, request) = match sign_in_form(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(page) => return page,
+    };
+    let now = state.clock.now();
+    let ceremony = form.get("ceremony").unwrap_or_default();
+    let assertion = serde_json::from_str(form.get("assertion").unwrap_or_default())
+        .unwrap_or(serde_json::Value::Null);
+    match crate::mfa::webauthn::passkey_finish(&state, ceremony, &assertion, &ctx, now).await {
+        Ok((user, amr)) => signed_in(&state, &headers, params, user, amr, &ctx, now).await,
+        Err(crate::Error::TooManyRequests { retry_after }) => {
+            let message = format!("Too many attempts. Try again in {retry_after} seconds.");
+            let mut res = login_page(&state, &headers, &request, Some(&message));
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            res
+        }
+        Err(
+            crate::Error::Unauthenticated { .. }
+            | crate::Error::Validation(_)
+            | crate::Error::Forbidden { .. }
+            | crate::Error::Conflict { .. },
+        ) => {
+            let message = "That passkey did not work. Try again, or sign in with your password.";
+            login_page(&state, &headers, &request, Some(message))
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "hosted passkey sign-in failed");
+            state.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            )
+        }
+    }
+}
+
+/// The signed-in browser user, when their sign-in is recent enough to add a passkey; else the
+/// page that says what to do (403: a cookie session is no HTTP authentication scheme).
+async fn recent_browser_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<crate::store::users::User, Response> {
+    let Some(session) = browser_session(state, headers, now).await else {
+        return Err(state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Sign in first",
+            "Sign in to an application that uses Tessera, then come back to add a passkey.",
+        ));
+    };
+    if now - session.auth_time > crate::mfa::RECENT_AUTH_SECS {
+        return Err(state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Sign in again",
+            "For your security, adding a passkey needs a sign-in within the last five minutes. \
+             Sign out, sign in again, then come back.",
+        ));
+    }
+    match crate::store::users::find_by_id(state.store.pool(), &session.user_id).await {
+        Ok(Some(user)) if user.is_active() => Ok(user),
+        Ok(_) => Err(state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Sign in first",
+            "Sign in to an application that uses Tessera, then come back to add a passkey.",
+        )),
+        Err(e) => {
+            tracing::error!(error = ?e, "reading the browser session's user failed");
+            Err(state.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            ))
+        }
+    }
+}
+
+/// The page of the signed-in browser user's passkeys, with a fresh registration ceremony.
+async fn render_passkeys(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &crate::store::users::User,
+    error: Option<&str>,
+    now: i64,
+) -> Response {
+    let started = crate::mfa::webauthn::start_registration_for(state, user, "Passkey", now).await;
+    let listed = crate::mfa::webauthn::list_for(state, &user.id).await;
+    let (started, listed) = match (started, listed) {
+        (Ok(s), Ok(l)) => (s, l),
+        (Err(crate::Error::Conflict { message, .. }), _) => {
+            return state
+                .pages
+                .message(StatusCode::CONFLICT, "Passkeys are unavailable", message);
+        }
+        (Err(crate::Error::TooManyRequests { .. }), _) => {
+            return state.pages.message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Please wait",
+                "Too many attempts. Try again in a minute.",
+            );
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = ?e, "the passkeys page failed");
+            return state.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again later.",
+            );
+        }
+    };
+    let (token, fresh) = csrf(state, headers);
+    let ctx = json!({
+        "email": user.email,
+        "passkeys": listed,
+        "ceremony": started.ceremony,
+        "options": started.options.to_string(),
+        "csrf_token": token,
+        "error": error,
+    });
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let mut res = pages::allow_script(state.pages.render(status, "passkeys.html", ctx));
+    if fresh {
+        set_cookie(&mut res, state, CSRF_COOKIE, &token, 3600);
+    }
+    res
+}
+
+/// The hosted page where a user signed in on this browser (within the last five minutes) adds
+/// a passkey (WebAuthn; the page runs `passkey.js`).
+#[utoipa::path(get, path = "/oauth2/passkeys", tag = "oauth",
+    responses((status = 200, description = "The page: the user's passkeys and a button to add one", content_type = "text/html"),
+        (status = "4XX", description = "An HTML page saying what to do first (sign in)", content_type = "text/html")))]
+async fn passkeys_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let now = state.clock.now();
+    match recent_browser_user(&state, &headers, now).await {
+        Ok(user) => render_passkeys(&state, &headers, &user, None, now).await,
+        Err(page) => page,
+    }
+}
+
+/// The hosted passkey registration form (posted by `passkey.js`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PasskeyRegistrationForm {
+    csrf_token: String,
+    ceremony: String,
+    /// `PublicKeyCredential` JSON, from `navigator.credentials.create`.
+    credential: String,
+    name: String,
+}
+
+/// Adds the passkey the browser created for the page's ceremony (CSRF-checked), then shows the
+/// recovery codes when it is the account's first factor.
+#[utoipa::path(post, path = "/oauth2/passkeys", tag = "oauth",
+    request_body(content = PasskeyRegistrationForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Added", content_type = "text/html"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
+async fn passkeys_add(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match parse_params(&body) {
+        Ok(f) if is_form(&headers) => f,
+        _ => return bad_page(&state, "The form was malformed."),
+    };
+    if !csrf_ok(&state, &headers, &form) {
+        return state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            "The form expired. Open the passkeys page again.",
+        );
+    }
+    let now = state.clock.now();
+    let user = match recent_browser_user(&state, &headers, now).await {
+        Ok(user) => user,
+        Err(page) => return page,
+    };
+    let credential = serde_json::from_str(form.get("credential").unwrap_or_default())
+        .unwrap_or(serde_json::Value::Null);
+    let ceremony = form.get("ceremony").unwrap_or_default();
+    let name = form.get("name").filter(|n| !n.trim().is_empty());
+    let finished = crate::mfa::webauthn::finish_registration_for(
+        &state,
+        &user.id,
+        ceremony,
+        &credential,
+        name,
+        &ctx,
+        now,
+    )
+    .await;
+    match finished {
+        Ok(confirmed) => {
+            let mut message = format!("“{}” signs you in from now on.", confirmed.factor.name);
+            if let Some(codes) = &confirmed.recovery_codes {
+                message.push_str(
+                    " Keep these recovery codes somewhere safe; each works once if you lose \
+                     your passkey: ",
+                );
+                message.push_str(&codes.join(" · "));
+            }
+            state
+                .pages
+                .message(StatusCode::OK, "Passkey added", &message)
+        }
+        Err(
+            crate::Error::Validation(_)
+            | crate::Error::Unauthenticated { .. }
+            | crate::Error::Conflict { .. },
+        ) => {
+            let error = "That did not work: the passkey may be registered already, or the page \
+                         was open too long. Try again.";
+            render_passkeys(&state, &headers, &user, Some(error), now).await
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "adding a passkey failed");
             state.pages.message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",

@@ -1,4 +1,6 @@
-//! Server-rendered pages of the hosted login, consent and logout (no JavaScript). Templates are
+//! Server-rendered pages of the hosted login, consent and logout. They work without JavaScript;
+//! one first-party script (`passkey.js`) runs the WebAuthn ceremonies on the pages that offer
+//! passkeys, which are served under [`SCRIPT_CSP`]. Templates are
 //! built in; a file of the same name in `TESSERA_TEMPLATES_DIR` overrides one (as do
 //! `tessera.css` and `logo.svg`). Output is HTML-escaped.
 
@@ -13,6 +15,10 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("mfa.html", include_str!("../../templates/mfa.html")),
+    (
+        "passkeys.html",
+        include_str!("../../templates/passkeys.html"),
+    ),
     ("consent.html", include_str!("../../templates/consent.html")),
     ("tenant.html", include_str!("../../templates/tenant.html")),
     ("logout.html", include_str!("../../templates/logout.html")),
@@ -20,10 +26,16 @@ const BUILT_IN: &[(&str, &str)] = &[
 ];
 const CSS: &str = include_str!("../../templates/tessera.css");
 const LOGO: &str = include_str!("../../templates/logo.svg");
+const PASSKEY_JS: &str = include_str!("../../templates/passkey.js");
 
 /// Content-Security-Policy of every page: no script at all, no framing.
 pub const CSP: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Content-Security-Policy of the pages that offer passkeys: the same, plus this origin's own
+/// script (`/assets/passkey.js`, no inline script) and its fetch of `/auth/passkey/start`.
+pub const SCRIPT_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+     style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub struct Pages {
     env: Environment<'static>,
@@ -87,6 +99,10 @@ impl Pages {
     pub fn logo(&self) -> Response {
         asset("image/svg+xml", self.logo.clone())
     }
+
+    pub fn passkey_js(&self) -> Response {
+        asset("text/javascript; charset=utf-8", PASSKEY_JS.to_string())
+    }
 }
 
 fn asset(content_type: &'static str, body: String) -> Response {
@@ -94,6 +110,15 @@ fn asset(content_type: &'static str, body: String) -> Response {
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
+    );
+    res
+}
+
+/// A page that runs `passkey.js`: [`SCRIPT_CSP`] instead of [`CSP`].
+pub fn allow_script(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SCRIPT_CSP),
     );
     res
 }

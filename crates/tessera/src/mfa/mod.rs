@@ -1,11 +1,13 @@
-//! Second factors: TOTP authenticator apps (RFC 6238, through `totp-rs`) and single-use recovery
-//! codes; the challenge that sits between a correct password and the second factor at sign-in;
+//! Second factors: TOTP authenticator apps (RFC 6238, through `totp-rs`), passkeys and security
+//! keys (WebAuthn, [`webauthn`]) and single-use recovery codes; the challenge that sits between a correct password and the second factor at sign-in;
 //! and the recent-authentication check that guards changes to the factors.
 //!
 //! A user with a confirmed factor must present it on every password path: `accounts::authenticate`
 //! (the JSON login, the OAuth password grant and the hosted login all go through it) answers a
 //! right password with [`Error::MfaRequired`] instead of the user, and only
 //! [`complete_sign_in`] turns that challenge into a signed-in user.
+
+pub mod webauthn;
 
 use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Secret, Totp};
@@ -44,6 +46,8 @@ pub enum Method {
     Totp => "totp",
     /// One of the single-use recovery codes.
     RecoveryCode => "recovery_code",
+    /// A passkey or security key (WebAuthn), answering the challenge's `webauthn` options.
+    Webauthn => "webauthn",
 }
 }
 
@@ -54,9 +58,11 @@ impl Method {
 
     /// RFC 8176 methods of a sign-in completed with this factor: the password, a one-time
     /// password (a recovery code is one too: a single-use secret), and so more than one factor.
+    /// (WebAuthn's depend on the key: [`webauthn::second_factor_amr`].)
     pub fn amr(self) -> &'static str {
         match self {
             Self::Totp | Self::RecoveryCode => "pwd otp mfa",
+            Self::Webauthn => "pwd hwk mfa",
         }
     }
 }
@@ -69,6 +75,8 @@ wire_codes! {
 pub enum FactorKind {
     /// An authenticator app (RFC 6238).
     Totp => "totp",
+    /// A passkey or security key (WebAuthn).
+    Webauthn => "webauthn",
 }
 }
 
@@ -83,6 +91,8 @@ pub struct Challenge {
     /// Sealed, short-lived, names the user: the bearer may complete the sign-in with a factor.
     pub token: String,
     pub methods: Vec<Method>,
+    /// With a WebAuthn factor: the options for `navigator.credentials.get`.
+    pub webauthn: Option<webauthn_rs::prelude::RequestChallengeResponse>,
 }
 
 impl std::fmt::Debug for Challenge {
@@ -101,21 +111,73 @@ struct ChallengeClaims {
     /// The tenant asked for at the password step (JSON login).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tenant: Option<String>,
+    /// The WebAuthn ceremony started for the user's keys, if they have any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ceremony: Option<String>,
 }
 
-/// A challenge for `user`, who gave the right password.
-pub fn challenge(state: &Core, user: &User, tenant: Option<&str>, now: i64) -> Challenge {
+/// A challenge for `user`, who gave the right password: the methods their factors allow, and
+/// for WebAuthn keys a ceremony started with them.
+pub async fn challenge(
+    state: &Core,
+    user: &User,
+    tenant: Option<&str>,
+    now: i64,
+) -> Result<Challenge> {
+    let rows = store::confirmed(state.store.pool(), &user.id).await?;
+    let mut methods = Vec::with_capacity(3);
+    if rows.iter().any(|r| r.kind == FactorKind::Totp.as_str()) {
+        methods.push(Method::Totp);
+    }
+    let keys = rows
+        .iter()
+        .filter(|r| r.kind == FactorKind::Webauthn.as_str())
+        .map(|r| webauthn::decode(&open_secret(state, r)?))
+        .collect::<Result<Vec<_>>>()?;
+    let (mut options, mut ceremony) = (None, None);
+    if let (false, Some(rp)) = (keys.is_empty(), state.webauthn.as_deref()) {
+        let (request, auth) = webauthn::start_second_factor(rp, &keys)?;
+        let started = webauthn::Ceremony::SecondFactor {
+            user_id: user.id.clone(),
+            state: auth,
+        };
+        ceremony = Some(webauthn::stash(state, started, now).await?);
+        options = Some(request);
+        methods.push(Method::Webauthn);
+    }
+    methods.push(Method::RecoveryCode);
     let claims = ChallengeClaims {
         sub: user.id.clone(),
         exp: now + CHALLENGE_TTL_SECS,
         tenant: tenant.map(str::to_string),
+        ceremony,
     };
     let plain = serde_json::to_vec(&claims).unwrap_or_default();
     let sealed = state.master.seal(CHALLENGE_CONTEXT, &plain);
-    Challenge {
+    Ok(Challenge {
         token: format!("{CHALLENGE_PREFIX}{}", b64url(&sealed)),
-        methods: vec![Method::Totp, Method::RecoveryCode],
-    }
+        methods,
+        webauthn: options,
+    })
+}
+
+/// What a second factor is proven with.
+#[derive(Clone, Copy)]
+pub enum Proof<'a> {
+    /// A TOTP or recovery code.
+    Code(&'a str),
+    /// A WebAuthn assertion (`PublicKeyCredential` JSON).
+    Assertion(&'a serde_json::Value),
+}
+
+/// A sign-in completed with a second factor.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub user: User,
+    /// The tenant asked for at the password step.
+    pub tenant: Option<String>,
+    /// How (RFC 8176, space-separated).
+    pub amr: &'static str,
 }
 
 fn invalid_challenge() -> Error {
@@ -147,25 +209,30 @@ fn open_challenge(state: &Core, token: &str, now: i64) -> Result<ChallengeClaims
     Ok(claims)
 }
 
-/// The user a challenge names, once one of their factors accepts `code`; with the tenant asked
+/// The user a challenge names, once one of their factors accepts `proof`; with the tenant asked
 /// for at the password step. The factor is checked under the same throttling and lockout as
 /// passwords; every failure is audited and evented.
 pub async fn complete_sign_in(
     state: &Core,
     token: &str,
     method: Method,
-    code: &str,
+    proof: Proof<'_>,
     ctx: &RequestContext,
     now: i64,
-) -> Result<(User, Option<String>)> {
+) -> Result<SignedIn> {
     let claims = open_challenge(state, token, now)?;
     let user = users::find_by_id(state.store.pool(), &claims.sub)
         .await?
         .filter(|u| u.is_active() && u.second_factors > 0)
         .ok_or_else(invalid_challenge)?;
-    verify(state, &user.id, method, code, ctx, now).await?;
+    let ceremony = claims.ceremony.as_deref();
+    let amr = verify(state, &user.id, method, proof, ceremony, ctx, now).await?;
     crate::tenants::domains::join_at_sign_in(state, &user, ctx, now).await?;
-    Ok((user, claims.tenant))
+    Ok(SignedIn {
+        user,
+        tenant: claims.tenant,
+        amr,
+    })
 }
 
 fn wrong_code() -> Error {
@@ -181,29 +248,49 @@ fn guard_key(user_id: &str) -> String {
     format!("\u{0}mfa:{user_id}")
 }
 
-/// Checks `code` against the user's factors of kind `method`, throttled per IP and locked out
-/// per account (and account and IP) after repeated failures, like passwords.
+/// Checks `proof` against the user's factors of kind `method`, throttled per IP and locked out
+/// per account (and account and IP) after repeated failures, like passwords. Returns the
+/// sign-in's RFC 8176 methods.
 async fn verify(
     state: &Core,
     user_id: &str,
     method: Method,
-    code: &str,
+    proof: Proof<'_>,
+    ceremony: Option<&str>,
     ctx: &RequestContext,
     now: i64,
-) -> Result<()> {
+) -> Result<&'static str> {
     let ip = ctx.ip.as_deref().unwrap_or("");
     state.limiter.check(Class::LoginIp, ip, now).await?;
     let key = guard_key(user_id);
     // As with passwords, devices that passed this step before are not locked out account-wide.
     let known = state.guard.is_known(&key, ip).await;
     let _attempt = state.guard.reserve_known(&key, ip, known, now).await?;
-    let accepted = match method {
-        Method::Totp => accept_totp(state, user_id, code, now).await?,
-        Method::RecoveryCode => accept_recovery_code(state, user_id, code, ctx, now).await?,
+    let accepted = match (method, proof) {
+        (Method::Totp, Proof::Code(code)) => accept_totp(state, user_id, code, now)
+            .await?
+            .then_some(method.amr()),
+        (Method::RecoveryCode, Proof::Code(code)) => {
+            accept_recovery_code(state, user_id, code, ctx, now)
+                .await?
+                .then_some(method.amr())
+        }
+        (Method::Webauthn, Proof::Assertion(assertion)) => {
+            webauthn::accept_second_factor(state, user_id, ceremony, assertion, now).await?
+        }
+        (Method::Webauthn, Proof::Code(_)) => {
+            return Err(Error::invalid(
+                "assertion",
+                "is required with method webauthn",
+            ));
+        }
+        (_, Proof::Assertion(_)) => {
+            return Err(Error::invalid("code", "is required with this method"));
+        }
     };
-    if accepted {
+    if let Some(amr) = accepted {
         state.guard.succeeded(&key, ip).await;
-        return Ok(());
+        return Ok(amr);
     }
     let outcome = state.guard.failed(&key, ip, now).await?;
     crate::metrics::login(method.as_str(), "failure");
@@ -235,18 +322,22 @@ async fn verify(
     Err(wrong_code())
 }
 
+/// A factor's secret (a TOTP key, a WebAuthn credential), unsealed.
+fn open_secret(state: &Core, row: &FactorRow) -> Result<Zeroizing<Vec<u8>>> {
+    state
+        .master
+        .open(&seal_context(&row.id), &row.secret)
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            Error::internal(anyhow::anyhow!(
+                "second factor {} does not open with the master key",
+                row.id
+            ))
+        })
+}
+
 fn totp_of(state: &Core, row: &FactorRow, account: &str) -> Result<Totp> {
-    let secret = Zeroizing::new(
-        state
-            .master
-            .open(&seal_context(&row.id), &row.secret)
-            .map_err(|_| {
-                Error::internal(anyhow::anyhow!(
-                    "second factor {} does not open with the master key",
-                    row.id
-                ))
-            })?,
-    );
+    let secret = open_secret(state, row)?;
     build_totp(&secret, account, &state.config.issuer)
 }
 
@@ -288,8 +379,9 @@ pub fn check_totp(secret: &[u8], code: &str, now: i64) -> Option<i64> {
 }
 
 async fn accept_totp(state: &Core, user_id: &str, code: &str, now: i64) -> Result<bool> {
-    for row in store::confirmed(state.store.pool(), user_id).await? {
-        let totp = totp_of(state, &row, "")?;
+    let rows = store::confirmed(state.store.pool(), user_id).await?;
+    for row in rows.iter().filter(|r| r.kind == FactorKind::Totp.as_str()) {
+        let totp = totp_of(state, row, "")?;
         if let Some(step) = matching_step(&totp, code, now) {
             // RFC 6238 §5.2: the step (and every earlier one) is used up, atomically.
             return Ok(store::accept_step(state.store.writer(), &row.id, step, false, now).await?);
@@ -443,6 +535,18 @@ impl std::fmt::Debug for TotpEnrolment {
 
 const MAX_NAME: usize = 64;
 
+/// A factor's name as given (trimmed), or `default`.
+fn factor_name<'a>(name: Option<&'a str>, default: &'a str) -> Result<&'a str> {
+    let name = name.map(str::trim).unwrap_or(default);
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME} characters, without control characters"),
+        ));
+    }
+    Ok(name)
+}
+
 /// Starts enrolling an authenticator app. Needs a sign-in within the last five minutes or the
 /// current password. Nothing is required of the user until a code confirms it.
 pub async fn enrol_totp(
@@ -453,13 +557,7 @@ pub async fn enrol_totp(
     now: i64,
 ) -> Result<TotpEnrolment> {
     let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
-    let name = name.map(str::trim).unwrap_or("Authenticator app");
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "name",
-            format!("must be 1 to {MAX_NAME} characters, without control characters"),
-        ));
-    }
+    let name = factor_name(name, "Authenticator app")?;
     require_recent(state, caller, password, false, now).await?;
     let user = users::find_by_id(state.store.pool(), &caller.user_id)
         .await?
@@ -480,6 +578,7 @@ pub async fn enrol_totp(
             kind: FactorKind::Totp.as_str(),
             name,
             secret: &sealed,
+            credential_id: None,
             now,
         },
     )
@@ -537,21 +636,7 @@ pub async fn confirm_totp(
     if !store::accept_step(&mut *tx, &row.id, step, true, now).await? {
         return Err(mismatch());
     }
-    let recovery_codes = if first {
-        let (shown, hashes) = new_recovery_codes();
-        store::replace_recovery_codes(&mut tx, user_id, &hashes, now).await?;
-        Some(shown)
-    } else {
-        None
-    };
-    let entry = Entry::success(Actor::User(user_id), action::ENROL_MFA).target("mfa_factor", id);
-    audit::record(&mut *tx, ctx, &entry, now).await?;
-    let event = MfaEnrolledV1 {
-        user_id: user_id.to_string(),
-        factor_id: id.to_string(),
-        kind: row.kind.clone(),
-    };
-    events::append(&mut tx, ctx, &event, now).await?;
+    let recovery_codes = enrolled(&mut tx, user_id, &row.id, &row.kind, first, ctx, now).await?;
     tx.commit().await?;
     let factor = FactorView::new(&FactorRow {
         confirmed_at: Some(now),
@@ -564,11 +649,41 @@ pub async fn confirm_totp(
     })
 }
 
+/// A factor has just been activated (in `tx`): with the user's first, ten recovery codes, which
+/// are returned to be shown once; audited and evented.
+async fn enrolled(
+    tx: &mut crate::store::Tx,
+    user_id: &str,
+    factor_id: &str,
+    kind: &str,
+    first: bool,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<Option<Vec<String>>> {
+    let recovery_codes = if first {
+        let (shown, hashes) = new_recovery_codes();
+        store::replace_recovery_codes(tx, user_id, &hashes, now).await?;
+        Some(shown)
+    } else {
+        None
+    };
+    let entry =
+        Entry::success(Actor::User(user_id), action::ENROL_MFA).target("mfa_factor", factor_id);
+    audit::record(&mut **tx, ctx, &entry, now).await?;
+    let event = MfaEnrolledV1 {
+        user_id: user_id.to_string(),
+        factor_id: factor_id.to_string(),
+        kind: kind.to_string(),
+    };
+    events::append(tx, ctx, &event, now).await?;
+    Ok(recovery_codes)
+}
+
 /// A factor as the API shows it (never its secret).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FactorView {
     pub id: String,
-    /// `totp`.
+    /// `totp` or `webauthn`.
     #[serde(rename = "type")]
     pub kind: String,
     pub name: String,

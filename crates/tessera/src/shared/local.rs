@@ -26,6 +26,8 @@ pub struct Local {
     buckets: moka::sync::Cache<String, Arc<Mutex<Bucket>>>,
     failures: moka::sync::Cache<String, Arc<Mutex<Failures>>>,
     known: moka::sync::Cache<String, ()>,
+    /// Values kept for one taker (ceremony state), at most [`super::STASH_MAX_SECS`].
+    stash: moka::sync::Cache<String, Arc<[u8]>>,
 }
 
 impl Default for Local {
@@ -42,6 +44,10 @@ impl Default for Local {
             known: moka::sync::Cache::builder()
                 .max_capacity(500_000)
                 .time_to_idle(Duration::from_secs(super::KNOWN_DEVICE_SECS))
+                .build(),
+            stash: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(super::STASH_MAX_SECS))
                 .build(),
         }
     }
@@ -116,6 +122,14 @@ impl Local {
 
     pub fn is_known(&self, key: &str) -> bool {
         self.known.contains_key(key)
+    }
+
+    pub fn stash(&self, key: &str, value: &[u8]) {
+        self.stash.insert(key.to_string(), value.into());
+    }
+
+    pub fn take_stashed(&self, key: &str) -> Option<Vec<u8>> {
+        self.stash.remove(key).map(|v| v.to_vec())
     }
 
     fn entry(&self, key: &str) -> Arc<Mutex<Failures>> {

@@ -35,6 +35,9 @@ pub const KNOWN_DEVICE_SECS: u64 = 30 * 24 * 3600;
 /// How long lockout counters are kept after the last failure, seconds.
 pub const FAILURE_MEMORY_SECS: u64 = 24 * 3600;
 
+/// The longest a stashed value ([`Shared::stash`]) is kept, seconds.
+pub const STASH_MAX_SECS: u64 = 600;
+
 /// A reservation not released (a crashed replica) expires after this many seconds.
 pub const RESERVATION_SECS: i64 = 30;
 
@@ -294,6 +297,31 @@ impl Shared {
         }
     }
 
+    /// Keeps `value` under `key` for one [`Self::take_stashed`], for `ttl_secs` (at most
+    /// [`STASH_MAX_SECS`]): the state of a WebAuthn ceremony between its two requests, which
+    /// may reach different replicas. Fails closed (503) while Redis is unreachable.
+    pub async fn stash(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), Error> {
+        match &self.inner.backend {
+            Backend::Local => {
+                self.inner.local.stash(key, value);
+                Ok(())
+            }
+            Backend::Redis(r) => r
+                .stash(key, value, ttl_secs.min(STASH_MAX_SECS))
+                .await
+                .map_err(|()| stash_unavailable()),
+        }
+    }
+
+    /// The value stashed under `key`, removed in the same step (so two takers never both get
+    /// it). Fails closed.
+    pub async fn take_stashed(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match &self.inner.backend {
+            Backend::Local => Ok(self.inner.local.take_stashed(key)),
+            Backend::Redis(r) => r.take_stashed(key).await.map_err(|()| stash_unavailable()),
+        }
+    }
+
     /// Tells the other replicas of a change; returns once Redis has passed it on to every
     /// subscribed replica. With one process, nothing to do (the caller has changed its own
     /// caches). Best effort: a replica that misses it has lost its subscription and bypasses
@@ -329,6 +357,10 @@ impl Shared {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+fn stash_unavailable() -> Error {
+    Error::Unavailable("passkeys are briefly unavailable (the shared state is unreachable)")
 }
 
 fn lockout_unavailable() -> Error {

@@ -270,6 +270,26 @@ impl Redis {
         self.note(known, "known device").unwrap_or(false)
     }
 
+    pub async fn stash(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), ()> {
+        let done: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(self.key("st", key))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.note(done, "stash")
+    }
+
+    /// `GETDEL` (Redis 6.2): read and removed atomically.
+    pub async fn take_stashed(&self, key: &str) -> Result<Option<Vec<u8>>, ()> {
+        let value: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GETDEL")
+            .arg(self.key("st", key))
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.note(value, "stash")
+    }
+
     pub async fn publish(&self, message: &str) {
         let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
             .arg(&self.channel)

@@ -1,4 +1,4 @@
-//! Second factors (TOTP, sealed under the master key) and single-use recovery codes (SHA-256
+//! Second factors (TOTP keys and WebAuthn credentials, sealed under the master key) and single-use recovery codes (SHA-256
 //! digests only).
 
 use sqlx::{Any, Executor};
@@ -15,6 +15,8 @@ pub struct FactorRow {
     pub confirmed_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub last_step: Option<i64>,
+    /// WebAuthn: the credential id, base64url.
+    pub credential_id: Option<String>,
 }
 
 impl std::fmt::Debug for FactorRow {
@@ -31,7 +33,7 @@ macro_rules! select_factors {
     ($rest:literal) => {
         concat!(
             "SELECT id, user_id, kind, name, secret, created_at, confirmed_at, last_used_at, \
-             last_step FROM mfa_factors ",
+             last_step, credential_id FROM mfa_factors ",
             $rest
         )
     };
@@ -43,6 +45,7 @@ pub struct NewFactor<'a> {
     pub kind: &'a str,
     pub name: &'a str,
     pub secret: &'a [u8],
+    pub credential_id: Option<&'a str>,
     pub now: i64,
 }
 
@@ -66,6 +69,57 @@ pub async fn insert_pending(tx: &mut super::Tx, f: &NewFactor<'_>) -> Result<(),
     .execute(&mut **tx)
     .await
     .map(|_| ())
+}
+
+/// Adds a factor confirmed at once (a WebAuthn credential: its registration proved it).
+pub async fn insert_confirmed(tx: &mut super::Tx, f: &NewFactor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO mfa_factors (id, user_id, kind, name, secret, created_at, confirmed_at, \
+         last_used_at, credential_id) VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7)",
+    )
+    .bind(f.id)
+    .bind(f.user_id)
+    .bind(f.kind)
+    .bind(f.name)
+    .bind(f.secret)
+    .bind(f.now)
+    .bind(f.credential_id)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}
+
+/// The confirmed factor holding WebAuthn credential `credential_id`, whoever's it is.
+pub async fn find_by_credential<'e>(
+    db: impl Executor<'e, Database = Any>,
+    credential_id: &str,
+) -> Result<Option<FactorRow>, sqlx::Error> {
+    if credential_id.is_empty() || credential_id.len() > 1400 {
+        return Ok(None);
+    }
+    sqlx::query_as(select_factors!(
+        "WHERE credential_id = $1 AND confirmed_at IS NOT NULL"
+    ))
+    .bind(credential_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A factor was used: its (re-sealed) secret, after a WebAuthn credential's counter or backup
+/// state moved.
+pub async fn used<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    secret: &[u8],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE mfa_factors SET secret = $2, last_used_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(secret)
+        .bind(now)
+        .execute(db)
+        .await
+        .map(|_| ())
 }
 
 /// One of the user's factors, confirmed or not.

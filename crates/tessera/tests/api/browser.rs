@@ -224,6 +224,106 @@ async fn hosted_second_factor_in_a_real_browser() {
     );
 }
 
+/// Passkeys on the hosted pages in a real browser, with Chromium's virtual authenticator: the
+/// user signs in with the password through a code flow, adds a passkey on the passkeys page
+/// (the first factor: recovery codes are shown), and after signing out signs in through a second
+/// code flow with the passkey button alone, and through a third with the browser's autofill
+/// (conditional UI); the ID tokens say how (`amr`).
+#[tokio::test]
+async fn hosted_passkey_in_a_real_browser() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.issuer = crate::helpers::LOCALHOST_ISSUER.into();
+    })
+    .await;
+    let issuer = app.config.issuer.clone();
+    app.signed_in("ada@example.com").await;
+    // The client comes back to a page that loads (Tessera's health check): the browser lands.
+    let callback = format!("{issuer}/healthz");
+    let c = crate::oauth::create_client(
+        &app,
+        tessera::oauth::clients::ClientSpec {
+            name: Some("Test App".into()),
+            redirect_uris: Some(vec![callback.clone()]),
+            grant_types: Some(vec!["authorization_code".into()]),
+            scopes: Some(vec!["openid".into()]),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (id, secret) = (c.id.as_str(), c.secret.as_deref().unwrap());
+    let authorize = |state: &str| {
+        format!(
+            "{issuer}/oauth2/authorize?response_type=code&client_id={id}&redirect_uri={callback}&scope=openid&state={state}&code_challenge={CHALLENGE}&code_challenge_method=S256"
+        )
+    };
+    let got = run(
+        "passkey_sign_in.mjs",
+        &[
+            ("ISSUER", &issuer),
+            ("AUTHORIZE_URL", &authorize("p1")),
+            ("AUTHORIZE_URL_2", &authorize("p2")),
+            ("AUTHORIZE_URL_3", &authorize("p3")),
+            ("CALLBACK", &callback),
+            ("EMAIL", "ada@example.com"),
+            ("PASSWORD", PASSWORD),
+        ],
+    )
+    .await;
+    let titles: Vec<&str> = got["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(titles.len(), 3, "{got}");
+    assert!(titles[0].starts_with("Sign in"), "{got}");
+    assert!(titles[1].starts_with("Passkeys"), "{got}");
+    assert!(titles[2].starts_with("Sign in"), "{got}");
+    let added = got["added"].as_str().unwrap_or_else(|| panic!("{got}"));
+    assert!(added.contains("recovery codes"), "{added}");
+    // The authenticator holds one discoverable credential for this relying party.
+    assert_eq!(
+        got["credentials"],
+        serde_json::json!([{ "resident": true, "rp": "localhost" }]),
+        "{got}"
+    );
+    // The script ran under the page's CSP: Chromium refused nothing. (The health check the
+    // client lands on has no favicon: Chromium logs its 404, which is no page's resource.)
+    let errors = got["console_errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .filter_map(Value::as_str)
+            .all(|e| e.starts_with("Failed to load resource") && e.contains("404")),
+        "{got}"
+    );
+
+    let callbacks = got["callbacks"].as_array().unwrap();
+    assert_eq!(callbacks.len(), 3, "{got}");
+    let mut amrs = Vec::new();
+    for (back, state) in callbacks.iter().zip(["p1", "p2", "p3"]) {
+        let back = back.as_str().unwrap();
+        assert_eq!(param(back, "state").as_deref(), Some(state), "{back}");
+        let code = param(back, "code").unwrap_or_else(|| panic!("no code in {back}"));
+        let (status, _, body) = token(
+            &app,
+            Some((id, secret)),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &callback),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        amrs.push(claims(body["id_token"].as_str().unwrap())["amr"].clone());
+    }
+    assert_eq!(amrs[0], serde_json::json!(["pwd"]));
+    assert_eq!(amrs[1], serde_json::json!(["hwk", "user", "mfa"]));
+    assert_eq!(amrs[2], serde_json::json!(["hwk", "user", "mfa"]));
+}
+
 #[tokio::test]
 async fn email_link_pages_in_a_real_browser() {
     let sink = crate::helpers::SmtpSink::start().await;

@@ -13,6 +13,8 @@ use tessera::{App, AppState, Config};
 
 pub const START: i64 = 1_800_000_000;
 pub const ISSUER: &str = "http://tessera.test";
+/// An issuer to be replaced by `http://localhost:<port>`: WebAuthn needs a domain name.
+pub const LOCALHOST_ISSUER: &str = "http://localhost";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +96,9 @@ impl TestApp {
         let mut config = config;
         if config.issuer == ISSUER {
             config.issuer = base.clone();
+        } else if config.issuer == LOCALHOST_ISSUER {
+            let port = base.rsplit(':').next().unwrap_or_default();
+            config.issuer = format!("http://localhost:{port}");
         }
         let app = App::with_listener(config.clone(), clock.clone(), listener)
             .await

@@ -34,3 +34,4 @@ mod tenant_sign_in;
 mod tenants;
 mod token_exchange;
 mod tokens;
+mod webauthn;

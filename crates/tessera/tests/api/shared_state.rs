@@ -47,7 +47,25 @@ on_both_states!(
     buckets_allow_the_burst_then_refill_at_the_rate,
     concurrent_attempts_reserve_no_more_checks_than_the_threshold,
     lockout_backs_off_exponentially_and_spares_known_devices,
+    a_stashed_value_is_taken_once,
 );
+
+/// Ceremony state (WebAuthn) is stashed for one taker: the first take gets it, every later one
+/// nothing; keys are separate.
+async fn a_stashed_value_is_taken_once(kind: Kind) {
+    let state = shared(kind).await;
+    state.stash("c1", b"state one", 60).await.unwrap();
+    state.stash("c2", b"state two", 60).await.unwrap();
+    let (a, b) = tokio::join!(state.take_stashed("c1"), state.take_stashed("c1"));
+    let got: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(got, vec![b"state one".to_vec()], "exactly one taker");
+    assert_eq!(state.take_stashed("c1").await.unwrap(), None);
+    assert_eq!(
+        state.take_stashed("c2").await.unwrap(),
+        Some(b"state two".to_vec())
+    );
+    assert_eq!(state.take_stashed("never").await.unwrap(), None);
+}
 
 fn retry_after(result: Result<(), Error>) -> u64 {
     match result {
@@ -255,6 +273,13 @@ async fn replicas_on_one_redis_share_limits_lockouts_devices_and_invalidations()
     assert!(guard_b.reserve("bob", "ip", 1).await.is_err());
     guard_a.succeeded("bob", "office").await;
     assert!(guard_b.is_known("bob", "office").await);
+    // A ceremony started on A finishes on B (the WebAuthn state is shared), once.
+    a.stash("ceremony", b"sealed", 60).await.unwrap();
+    assert_eq!(
+        b.take_stashed("ceremony").await.unwrap(),
+        Some(b"sealed".to_vec())
+    );
+    assert_eq!(a.take_stashed("ceremony").await.unwrap(), None);
     // Invalidations published by A reach B, and not another deployment's prefix.
     let heard = Arc::new(Heard::default());
     tokio::spawn(b.clone().listen(heard.clone()));
@@ -312,6 +337,15 @@ async fn when_redis_goes_away_limits_fall_back_lockout_fails_closed_and_caches_a
     ));
     assert!(matches!(
         g.failed("ada", "ip", 0).await,
+        Err(Error::Unavailable(_))
+    ));
+    // Ceremony state: refused (503), never kept where another replica cannot find it.
+    assert!(matches!(
+        state.stash("ceremony", b"x", 60).await,
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(
+        state.take_stashed("ceremony").await,
         Err(Error::Unavailable(_))
     ));
     // Caches: not trusted while invalidations cannot arrive, emptied when they can again.
