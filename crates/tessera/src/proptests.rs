@@ -60,6 +60,7 @@ fn fixture() -> &'static Fixture {
             api_key: false,
             permissions: Vec::new(),
             amr: vec!["pwd".into()],
+            acr: None,
         };
         let token = keys.sign_access_token(&claims).expect("sign");
         Fixture {

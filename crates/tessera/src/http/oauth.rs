@@ -94,6 +94,11 @@ struct AuthorizationRequest {
     #[schema(required = false)]
     #[param(required = false)]
     max_age: u64,
+    /// Space-separated, in order of preference (`acr_values_supported`): a session weaker than
+    /// the weakest known one signs in again.
+    #[schema(required = false)]
+    #[param(required = false)]
+    acr_values: String,
     #[schema(required = false)]
     #[param(required = false)]
     login_hint: String,

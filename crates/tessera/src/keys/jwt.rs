@@ -61,6 +61,9 @@ pub struct AccessClaims {
     /// `pwd otp mfa` after a second factor).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// RFC 9068 §2.2.1 / OIDC Core §2: the class of that sign-in (`crate::mfa::acr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 /// An access token whose signature was verified, and the key that verified it.

@@ -7,6 +7,7 @@
 //! right password with [`Error::MfaRequired`] instead of the user, and only
 //! [`complete_sign_in`] turns that challenge into a signed-in user.
 
+pub mod acr;
 pub mod webauthn;
 
 use serde::{Deserialize, Serialize};

@@ -29,6 +29,9 @@ pub struct AuthorizationRequest {
     pub code_challenge: Option<String>,
     pub prompt: Vec<String>,
     pub max_age: Option<i64>,
+    /// OIDC Core §3.1.2.1 `acr_values`: the weakest known class asked for (`None`: no known
+    /// value was asked for).
+    pub acr: Option<crate::mfa::acr::Acr>,
     pub login_hint: Option<String>,
     pub resource: Option<String>,
     /// The tenant the tokens are for (id or slug), when the client names one.
@@ -216,6 +219,13 @@ pub async fn validate(state: &Core, params: Params) -> Result<AuthorizationReque
         })?),
         None => None,
     };
+    let acr = match params.get("acr_values") {
+        Some(v) if v.len() > 1024 => {
+            return Err(fail(OAuthError::invalid_request("acr_values too long")));
+        }
+        Some(v) => crate::mfa::acr::Acr::needed(v),
+        None => None,
+    };
     let resource = match params.get("resource") {
         Some(r) if client.allows_resource(r) => Some(r.to_string()),
         Some(_) => {
@@ -253,6 +263,7 @@ pub async fn validate(state: &Core, params: Params) -> Result<AuthorizationReque
         code_challenge,
         prompt,
         max_age,
+        acr,
         resource,
         tenant,
         params,
@@ -318,6 +329,14 @@ pub async fn decide(
         (_, None) => None,
     };
     let stale = browser.is_some_and(|b| req.max_age.is_some_and(|m| now - b.auth_time > m));
+    // OIDC Core §3.1.2.1 / RFC 9470 §4: a session weaker than the `acr_values` asked for signs
+    // in again (the hosted login then asks for every factor the account has). After that sign-in
+    // the code carries what was achieved: `acr` is a voluntary claim, and the client checks it.
+    let weak = browser.is_some_and(|b| {
+        req.acr.is_some_and(|needed| {
+            !crate::mfa::acr::Acr::of_amr(b.amr.as_deref().unwrap_or_default()).satisfies(needed)
+        })
+    });
     let (Some(user), Some(browser)) = (user, browser) else {
         return Ok(if has("none") {
             fail(OAuthError::new(
@@ -328,7 +347,7 @@ pub async fn decide(
             Next::Login(req)
         });
     };
-    if !fresh_login && (has("login") || stale) {
+    if !fresh_login && (has("login") || stale || weak) {
         return Ok(if has("none") {
             fail(OAuthError::new(
                 ErrorCode::LoginRequired,

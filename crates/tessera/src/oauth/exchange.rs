@@ -240,5 +240,6 @@ async fn for_api_key(
         permissions,
         // No user signed in: a key is not an authentication method of RFC 8176.
         amr: Vec::new(),
+        acr: None,
     })
 }

@@ -51,6 +51,9 @@ pub struct Introspection {
     /// RFC 8176: how the user proved who they are in the token's session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amr: Option<Vec<String>>,
+    /// OIDC Core §2 / RFC 9470: the class of that sign-in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 /// Introspects an access token or a refresh token (only the owning client's). Expired, revoked
@@ -88,6 +91,7 @@ pub async fn introspect(
             sub: Some(t.user_id),
             iss: Some(state.settings.issuer.clone()),
             sid: Some(t.session_id),
+            acr: crate::mfa::acr::claim(t.amr.as_deref()),
             amr: t.amr.map(|a| crate::sessions::amr_claim(Some(&a))),
             ..Default::default()
         });
@@ -129,6 +133,7 @@ pub async fn introspect(
         jti: Some(claims.jti),
         sid: claims.sid,
         amr: (!claims.amr.is_empty()).then_some(claims.amr),
+        acr: claims.acr,
     })
 }
 

@@ -481,6 +481,9 @@ struct IdTokenClaims<'a> {
     /// OIDC Core §2 / RFC 8176: how the user proved who they are, as in the access token.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     amr: &'a [String],
+    /// OIDC Core §2: the class of that sign-in (`crate::mfa::acr`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acr: Option<&'a str>,
 }
 
 fn respond(
@@ -511,6 +514,7 @@ fn respond(
                 sid: input.sid,
                 tid: issued.claims.tid.as_deref(),
                 amr: &issued.claims.amr,
+                acr: issued.claims.acr.as_deref(),
             };
             Some(jwt::sign(key, "JWT", &claims).map_err(internal)?)
         }

@@ -32,6 +32,7 @@ pub const CLAIMS: &[&str] = &[
     "iat",
     "auth_time",
     "amr",
+    "acr",
     "nonce",
     "at_hash",
     "sid",
@@ -72,6 +73,8 @@ pub fn discovery(config: &Config) -> Bytes {
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": CLAIMS,
         "prompt_values_supported": ["none", "login", "consent"],
+        // OIDC Discovery §3: the classes `acr` takes and `acr_values` asks for, weakest first.
+        "acr_values_supported": crate::mfa::acr::Acr::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,

@@ -304,6 +304,7 @@ pub fn access_claims(
         api_key: false,
         permissions: Vec::new(),
         amr: amr_claim(subject.amr),
+        acr: crate::mfa::acr::claim(subject.amr),
     }
 }
 

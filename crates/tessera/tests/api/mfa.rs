@@ -18,6 +18,7 @@ on_both_backends!(
     wrong_codes_lock_out_like_passwords,
     a_challenge_cannot_be_forged_or_kept,
     the_hosted_login_asks_for_the_second_factor_on_its_own_page,
+    acr_values_make_a_weaker_session_sign_in_again,
 );
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -563,10 +564,10 @@ async fn the_hosted_login_asks_for_the_second_factor_on_its_own_page(b: Backend)
     assert_eq!(status, StatusCode::OK, "{body}");
     let id_token = claims(body["id_token"].as_str().unwrap());
     assert_eq!(id_token["amr"], json!(["pwd", "otp", "mfa"]), "{id_token}");
-    assert_eq!(
-        claims(body["access_token"].as_str().unwrap())["amr"],
-        id_token["amr"]
-    );
+    assert_eq!(id_token["acr"], "urn:tessera:acr:mfa", "{id_token}");
+    let access = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(access["amr"], id_token["amr"]);
+    assert_eq!(access["acr"], id_token["acr"]);
     // Introspection says the same (RFC 7662 with RFC 8176 `amr`).
     let res = app
         .client
@@ -581,5 +582,83 @@ async fn the_hosted_login_asks_for_the_second_factor_on_its_own_page(b: Backend)
         introspected["amr"],
         json!(["pwd", "otp", "mfa"]),
         "{introspected}"
+    );
+    assert_eq!(introspected["acr"], "urn:tessera:acr:mfa", "{introspected}");
+}
+
+/// OIDC Core §3.1.2.1 `acr_values` and RFC 9470 §4: a browser session signed in with the
+/// password alone is asked to sign in again when a client asks for more than one factor
+/// (`prompt=none`: `login_required`); unknown values are ignored; the classes are in discovery.
+async fn acr_values_make_a_weaker_session_sign_in_again(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.signed_in("ivan@example.com").await;
+    let client = register_client(&app, false, &["authorization_code"], &["openid"]).await;
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&state=x",
+        app.base, client.id
+    );
+    let redirect = browse(&app, &url, "ivan@example.com", "allow").await;
+    let code = param(&redirect, "code").expect("an authorization code");
+    let (status, _, body) = token(
+        &app,
+        Some((&client.id, client.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id_token = claims(body["id_token"].as_str().unwrap());
+    assert_eq!(id_token["acr"], "urn:tessera:acr:pwd", "{id_token}");
+
+    let get = |extra: &str| app.client.get(format!("{url}{extra}")).send();
+    // Unknown classes are ignored: the session goes on to a code.
+    let res = get("&acr_values=urn%3Aexample%3Agold").await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(
+        res.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("code=")
+    );
+    // More than one factor asked for: sign in again, or `login_required` without a page.
+    let res = get("&acr_values=urn%3Atessera%3Aacr%3Amfa").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains(r#"action="/oauth2/login""#)
+    );
+    let res = get("&acr_values=phr%20urn%3Atessera%3Aacr%3Amfa&prompt=none")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(param(&location, "error").as_deref(), Some("login_required"));
+    // The password class is met by the session as it is.
+    let res = get("&acr_values=urn%3Atessera%3Aacr%3Apwd").await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    let discovery = app
+        .client
+        .get(format!("{}/.well-known/openid-configuration", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        discovery["acr_values_supported"],
+        json!(["urn:tessera:acr:pwd", "urn:tessera:acr:mfa", "phr"])
+    );
+    assert!(
+        discovery["claims_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("acr"))
     );
 }

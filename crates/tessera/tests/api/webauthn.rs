@@ -183,6 +183,7 @@ async fn a_passkey_is_a_second_factor_after_the_password(b: Backend) {
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     let access = claims(res.body["access_token"].as_str().unwrap());
     assert_eq!(access["amr"], json!(["pwd", "hwk", "mfa"]), "{access}");
+    assert_eq!(access["acr"], "phr", "{access}");
 
     // The same assertion again: its ceremony is used up.
     let replay = app.post("/auth/mfa", body).await;
@@ -246,6 +247,7 @@ async fn a_passkey_signs_in_without_a_password(b: Backend) {
     let access = claims(res.body["access_token"].as_str().unwrap());
     assert_eq!(access["sub"], grace);
     assert_eq!(access["amr"], json!(["hwk", "user", "mfa"]), "{access}");
+    assert_eq!(access["acr"], "phr", "{access}");
     // A passkey sign-in is strong and recent: it may change the factors.
     let pair_access = res.body["access_token"].as_str().unwrap().to_string();
     let codes = app
