@@ -79,9 +79,9 @@ pub enum Code {
     InvalidMfaCode => "invalid_mfa_code",
     /// 401: the WebAuthn ceremony is unknown, used or expired (five minutes): start again.
     InvalidCeremony => "invalid_ceremony",
-    /// 401 (RFC 9470): the session's sign-in is too old (or too weak) for this change; sign in
+    /// 401 (RFC 9470): the session's sign-in is too old or too weak for this action; sign in
     /// again (or give the current password where the route takes one). `WWW-Authenticate`
-    /// carries `max_age`.
+    /// carries `acr_values` and `max_age`.
     InsufficientUserAuthentication => "insufficient_user_authentication",
     /// 401: a refresh token that is unknown, expired, revoked or reused.
     InvalidGrant => "invalid_grant",
@@ -175,6 +175,10 @@ pub enum Error {
         message: &'static str,
         bearer: bool,
     },
+    /// 401 (RFC 9470): the session's sign-in is too old or too weak for this action
+    /// (`insufficient_user_authentication`, with what it needs in `WWW-Authenticate`).
+    #[error("a more recent or stronger sign-in is required")]
+    StepUp(crate::mfa::step_up::Needed),
     /// 401: the password was right; the sign-in needs a second factor (`mfa_required`).
     #[error("a second factor is required")]
     MfaRequired(Box<crate::mfa::Challenge>),

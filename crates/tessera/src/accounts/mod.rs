@@ -508,6 +508,9 @@ pub async fn change_password(
 ) -> Result<()> {
     let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
     let (user_id, session_id) = (caller.user_id.as_str(), caller.session_id.as_str());
+    // RFC 9470: the current password proves who is typing; an account with a second factor
+    // also needs a session that used one (a password-only session cannot take the account).
+    crate::mfa::step_up::require(state, caller, None, now).await?;
     // Each attempt costs two Argon2 runs and guesses the current password: throttle it like
     // logins to the account.
     state

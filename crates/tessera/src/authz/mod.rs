@@ -132,7 +132,7 @@ impl Permission {
     }
 
     /// The role the user must hold, if any.
-    pub(crate) fn role(self) -> Option<Role> {
+    pub fn role(self) -> Option<Role> {
         match self {
             Permission::ReadOwnAccount
             | Permission::ManageOwnAccount

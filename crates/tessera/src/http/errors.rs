@@ -115,6 +115,18 @@ impl IntoResponse for Error {
             Error::Unauthenticated { code, message, .. } => {
                 (StatusCode::UNAUTHORIZED, ErrorBody::new(*code, *message))
             }
+            Error::StepUp(needed) => (
+                StatusCode::UNAUTHORIZED,
+                ErrorBody::new(
+                    Code::InsufficientUserAuthentication,
+                    match needed.max_age {
+                        Some(_) => {
+                            "sign in again (more recently, or with your second factor) to do this"
+                        }
+                        None => "sign in again with your second factor to do this",
+                    },
+                ),
+            ),
             Error::MfaRequired(challenge) => (
                 StatusCode::UNAUTHORIZED,
                 ErrorBody {
@@ -167,6 +179,11 @@ impl IntoResponse for Error {
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+        if let Error::StepUp(needed) = &self
+            && let Ok(v) = HeaderValue::from_str(&needed.challenge())
+        {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
         if let Error::TooManyRequests { retry_after } = &self {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
@@ -179,11 +196,6 @@ impl IntoResponse for Error {
             let value = match code {
                 Code::InvalidToken => {
                     r#"Bearer realm="tessera", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
-                }
-                // RFC 9470 §3: how recent the authentication must be, in seconds.
-                Code::InsufficientUserAuthentication => {
-                    const _: () = assert!(crate::mfa::RECENT_AUTH_SECS == 300);
-                    r#"Bearer realm="tessera", error="insufficient_user_authentication", error_description="a more recent authentication is required", max_age="300""#
                 }
                 _ => r#"Bearer realm="tessera""#,
             };

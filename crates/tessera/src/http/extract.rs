@@ -101,6 +101,18 @@ impl FromRequestParts<AppState> for Caller {
         };
         if let Some(Required(permission)) = parts.extensions.get::<Required>() {
             authz::require(&principal, *permission)?;
+            // RFC 9470: a change through the admin API needs a recent, strong enough sign-in
+            // of the administrator (reading does not).
+            if let (Principal::User(user), Some(authz::Role::Admin)) =
+                (&principal, permission.role())
+                && !matches!(
+                    parts.method,
+                    axum::http::Method::GET | axum::http::Method::HEAD
+                )
+            {
+                let recent = Some(crate::mfa::step_up::ADMIN_SECS);
+                crate::mfa::step_up::require(state, user, recent, state.clock.now()).await?;
+            }
         }
         // A key's tenant is the only one that exists for it: say so before any body is read
         // (the domain function checks again, `tenants::require`).

@@ -8,6 +8,7 @@
 //! [`complete_sign_in`] turns that challenge into a signed-in user.
 
 pub mod acr;
+pub mod step_up;
 pub mod webauthn;
 
 use serde::{Deserialize, Serialize};
@@ -452,41 +453,25 @@ fn new_recovery_codes() -> (Vec<String>, Vec<String>) {
     (shown, hashes)
 }
 
-/// Refuses unless the caller's session began within [`RECENT_AUTH_SECS`] (and, with
-/// `second_factor`, with one: `mfa` in its `amr`), or (where allowed) the current password is
-/// given: RFC 9470 `insufficient_user_authentication` otherwise.
+/// Refuses (RFC 9470, [`step_up`]) unless the caller's session is strong enough for the account
+/// (more than one factor once it has one) and began within [`RECENT_AUTH_SECS`]; where
+/// `password` is allowed, the current password stands in for the recency, never for a factor.
 async fn require_recent(
     state: &Core,
     caller: &UserPrincipal,
     password: Option<&str>,
-    second_factor: bool,
     now: i64,
 ) -> Result<()> {
-    let signed_in =
-        crate::store::sessions::authentication_of(state.store.pool(), &caller.session_id).await?;
-    let strong = |amr: &Option<String>| {
-        !second_factor
-            || amr
-                .as_deref()
-                .is_some_and(|a| a.split(' ').any(|m| m == "mfa"))
-    };
-    if signed_in
-        .as_ref()
-        .is_some_and(|(t, amr)| now - t <= RECENT_AUTH_SECS && strong(amr))
-    {
-        return Ok(());
+    let acr = step_up::strong_enough(state, &caller.user_id).await?;
+    let max_age = Some(step_up::ACCOUNT_SECS);
+    let (strong, recent) = step_up::check(state, caller, acr, max_age, now).await?;
+    let needed = Error::StepUp(step_up::Needed { acr, max_age });
+    match (strong, recent, password) {
+        (true, true, _) => return Ok(()),
+        (true, false, Some(_)) => {}
+        _ => return Err(needed),
     }
-    let Some(password) = password else {
-        return Err(Error::Unauthenticated {
-            code: Code::InsufficientUserAuthentication,
-            message: if second_factor {
-                "sign in again, with your second factor, to change it"
-            } else {
-                "sign in again (or give the current password) to change second factors"
-            },
-            bearer: true,
-        });
-    };
+    let password = password.unwrap_or_default();
     if password.chars().count() > crate::passwords::MAX_LENGTH {
         return Err(Error::invalid(
             "current_password",
@@ -559,7 +544,7 @@ pub async fn enrol_totp(
 ) -> Result<TotpEnrolment> {
     let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
     let name = factor_name(name, "Authenticator app")?;
-    require_recent(state, caller, password, false, now).await?;
+    require_recent(state, caller, password, now).await?;
     let user = users::find_by_id(state.store.pool(), &caller.user_id)
         .await?
         .ok_or_else(Error::invalid_token)?;
@@ -736,8 +721,7 @@ pub async fn remove(
     let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
     // An account with a factor removes one only from a sign-in that used one: a session from
     // before the enrolment (the password alone) cannot take it away.
-    let protected = store::count_confirmed(state.store.pool(), &caller.user_id).await? > 0;
-    require_recent(state, caller, None, protected, now).await?;
+    require_recent(state, caller, None, now).await?;
     let user_id = caller.user_id.as_str();
     let mut tx = state.store.begin().await?;
     let row = store::delete(&mut tx, user_id, id)
@@ -784,7 +768,7 @@ pub async fn regenerate_recovery_codes(
             message: "enrol a second factor first",
         });
     }
-    require_recent(state, caller, None, true, now).await?;
+    require_recent(state, caller, None, now).await?;
     let mut tx = state.store.begin().await?;
     let (shown, hashes) = new_recovery_codes();
     store::replace_recovery_codes(&mut tx, user_id, &hashes, now).await?;

@@ -301,7 +301,7 @@ pub async fn register_start(
     let caller = authz::require_user(principal, Permission::ManageOwnAccount)?;
     let name = super::factor_name(name, "Passkey")?;
     rp(state)?;
-    super::require_recent(state, caller, password, false, now).await?;
+    super::require_recent(state, caller, password, now).await?;
     let user = users::find_by_id(state.store.pool(), &caller.user_id)
         .await?
         .ok_or_else(Error::invalid_token)?;

@@ -143,6 +143,7 @@ impl From<crate::Error> for OAuthError {
             ),
             // RFC 6749 §5.2: the resource owner's credentials alone do not grant access; the
             // password grant has no step for a second factor (docs/oauth.md).
+            E::StepUp(_) => Self::new(ErrorCode::AccessDenied, "a stronger sign-in is required"),
             E::MfaRequired(_) => Self::invalid_grant(
                 "the account needs a second factor: sign in through the authorization endpoint",
             ),

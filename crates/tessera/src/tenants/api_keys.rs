@@ -124,6 +124,11 @@ pub async fn create(
     now: i64,
 ) -> Result<CreatedKey> {
     let caller = require(core, principal, tenant_id, TenantPermission::ApiKeysManage).await?;
+    // RFC 9470: a new long-lived secret needs a recent, strong enough sign-in of a person.
+    if let Principal::User(user) = principal {
+        let recent = Some(crate::mfa::step_up::ACCOUNT_SECS);
+        crate::mfa::step_up::require(core, user, recent, now).await?;
+    }
     let tenant = info(core, tenant_id).await?.ok_or(Error::NotFound)?;
     let name = input.name.trim();
     if name.is_empty() {

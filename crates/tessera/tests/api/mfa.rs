@@ -19,6 +19,7 @@ on_both_backends!(
     a_challenge_cannot_be_forged_or_kept,
     the_hosted_login_asks_for_the_second_factor_on_its_own_page,
     acr_values_make_a_weaker_session_sign_in_again,
+    sensitive_actions_ask_for_a_step_up,
 );
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -379,29 +380,52 @@ async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
     let challenge_header = res.headers["www-authenticate"].to_str().unwrap();
     assert!(
         challenge_header.contains(r#"error="insufficient_user_authentication""#)
+            && challenge_header.contains(r#"acr_values="urn:tessera:acr:mfa""#)
             && challenge_header.contains(r#"max_age="300""#),
         "{challenge_header}"
     );
-    // Enrolling another app takes the current password instead.
-    let enrol = |body: Value| {
+    let app = &app;
+    let enrol = |token: String, body: Value| async move {
         app.request(
             reqwest::Method::POST,
             "/identity/mfa/totp",
-            Some(&access),
+            Some(&token),
             Some(body),
         )
+        .await
     };
-    let res = enrol(json!({})).await;
+    // Adding another factor from a session without one: refused even with the password, which
+    // stands in for recency, never for a factor.
+    let res = enrol(access.clone(), json!({ "current_password": PASSWORD })).await;
     assert_error(
         &res,
         StatusCode::UNAUTHORIZED,
         "insufficient_user_authentication",
     );
-    let res = enrol(json!({ "current_password": "wrong password!" })).await;
+
+    // A sign-in with the factor, ten minutes old: the current password makes up for the age.
+    let t = challenge(&app, "erin@example.com").await;
+    let done = second_factor(&app, &t, "totp", &code_at(&erin.secret, app.clock.now())).await;
+    assert_eq!(done["status"], 200, "{done}");
+    app.clock.advance(600);
+    let refresh = done["body"]["refresh_token"].as_str().unwrap();
+    let refreshed = app.refresh(refresh).await;
+    let strong = refreshed.body["access_token"].as_str().unwrap().to_string();
+    let res = enrol(strong.clone(), json!({})).await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    let res = enrol(
+        strong.clone(),
+        json!({ "current_password": "wrong password!" }),
+    )
+    .await;
     assert_error(&res, StatusCode::FORBIDDEN, "invalid_current_password");
-    let res = enrol(json!({ "current_password": PASSWORD })).await;
+    let res = enrol(strong.clone(), json!({ "current_password": PASSWORD })).await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
-    let res = enrol(json!({ "current_password": PASSWORD, "name": "" })).await;
+    let res = enrol(strong, json!({ "current_password": PASSWORD, "name": "" })).await;
     assert_error(&res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 
     // A fresh sign-in (with the factor) may remove it; with the last one the codes go too.
@@ -661,4 +685,127 @@ async fn acr_values_make_a_weaker_session_sign_in_again(b: Backend) {
             .unwrap()
             .contains(&json!("acr"))
     );
+}
+
+/// RFC 9470 on Tessera's own sensitive actions: a password change from a session without the
+/// account's second factor, an API key from a sign-in older than five minutes, and an admin
+/// change from a sign-in older than an hour are refused with `insufficient_user_authentication`
+/// and a `WWW-Authenticate` saying what would do (`acr_values`, `max_age`); reading is not.
+async fn sensitive_actions_ask_for_a_step_up(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let challenge_of = |res: &crate::helpers::Response| {
+        res.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Password change: the session that enrolled used the password alone.
+    let grace = enrolled(&app, "grace@example.com").await;
+    let change = json!({ "current_password": PASSWORD, "new_password": "another long passphrase" });
+    let res = app
+        .request(
+            reqwest::Method::POST,
+            "/identity/password",
+            Some(&grace.tokens.access),
+            Some(change.clone()),
+        )
+        .await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    let header = challenge_of(&res);
+    assert!(
+        header.contains(r#"acr_values="urn:tessera:acr:mfa""#),
+        "{header}"
+    );
+    assert!(!header.contains("max_age"), "any age will do: {header}");
+    let t = challenge(&app, "grace@example.com").await;
+    let done = second_factor(&app, &t, "totp", &code_at(&grace.secret, app.clock.now())).await;
+    let strong = done["body"]["access_token"].as_str().unwrap().to_string();
+    let res = app
+        .request(
+            reqwest::Method::POST,
+            "/identity/password",
+            Some(&strong),
+            Some(change),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+
+    // API keys: a sign-in within five minutes.
+    let ada = app.signed_in("ada@example.com").await;
+    crate::audit::admin_token(&app).await;
+    let tid = claims(&ada.access)["tid"].as_str().unwrap().to_string();
+    let create_key = |token: String| {
+        let path = format!("/tenants/{tid}/api-keys");
+        let app = &app;
+        async move {
+            app.request(
+                reqwest::Method::POST,
+                &path,
+                Some(&token),
+                Some(json!({ "name": "ci", "permissions": ["tenant:read"] })),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        create_key(ada.access.clone()).await.status,
+        StatusCode::CREATED
+    );
+    app.clock.advance(600);
+    let ada_later = app.refresh(&ada.refresh).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = create_key(ada_later.clone()).await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    let header = challenge_of(&res);
+    assert!(
+        header.contains(r#"acr_values="urn:tessera:acr:pwd""#)
+            && header.contains(r#"max_age="300""#),
+        "{header}"
+    );
+    let listed = app
+        .get(&format!("/tenants/{tid}/api-keys"), &ada_later)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "reading needs no step-up");
+
+    // Admin changes: a sign-in within the hour; reading is not a change.
+    let root_refresh =
+        crate::helpers::Tokens::from(&app.login("root@example.com", PASSWORD).await.body);
+    let new_user = |token: String, email: &'static str| {
+        let app = &app;
+        async move {
+            app.request(
+                reqwest::Method::POST,
+                "/admin/users",
+                Some(&token),
+                Some(json!({ "email": email })),
+            )
+            .await
+        }
+    };
+    let res = new_user(root_refresh.access.clone(), "one@example.com").await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    app.clock.advance(3601);
+    let later = app.refresh(&root_refresh.refresh).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = new_user(later.clone(), "two@example.com").await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    assert!(challenge_of(&res).contains(r#"max_age="3600""#));
+    assert_eq!(app.get("/admin/users", &later).await.status, StatusCode::OK);
 }
