@@ -404,8 +404,8 @@ async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
     );
 
     // A sign-in with the factor, ten minutes old: the current password makes up for the age.
-    let t = challenge(&app, "erin@example.com").await;
-    let done = second_factor(&app, &t, "totp", &code_at(&erin.secret, app.clock.now())).await;
+    let t = challenge(app, "erin@example.com").await;
+    let done = second_factor(app, &t, "totp", &code_at(&erin.secret, app.clock.now())).await;
     assert_eq!(done["status"], 200, "{done}");
     app.clock.advance(600);
     let refresh = done["body"]["refresh_token"].as_str().unwrap();
@@ -429,8 +429,8 @@ async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
     assert_error(&res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 
     // A fresh sign-in (with the factor) may remove it; with the last one the codes go too.
-    let t = challenge(&app, "erin@example.com").await;
-    let done = second_factor(&app, &t, "totp", &code_at(&erin.secret, app.clock.now())).await;
+    let t = challenge(app, "erin@example.com").await;
+    let done = second_factor(app, &t, "totp", &code_at(&erin.secret, app.clock.now())).await;
     assert_eq!(done["status"], 200, "{done}");
     let fresh = done["body"]["access_token"].as_str().unwrap().to_string();
     let res = app
@@ -449,7 +449,7 @@ async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
         StatusCode::OK,
         "without a factor the password alone signs in again"
     );
-    let types = event_types_of(&app, &erin.user_id).await;
+    let types = event_types_of(app, &erin.user_id).await;
     assert!(
         types.iter().any(|t| t == "identity.mfa.removed.v1"),
         "{types:?}"
