@@ -38,7 +38,8 @@
 //!   while the server's housekeeping purges 2 000 000 expired rows (group `growth`, see
 //!   [`growth`]);
 //! - second factors: TOTP checks in this process, and a login with an authenticator app next to
-//!   one without, per server CPU-second (group `mfa`, see [`mfa`]).
+//!   one without, a login with a passkey as the second step, and a passwordless passkey
+//!   sign-in, per server CPU-second, next to TOTP and WebAuthn limits (group `mfa`, see [`mfa`]).
 //!
 //! Every scenario has a warm-up that is not recorded, then a measured window. Throughput counts
 //! 2xx responses only; any other status or transport error is counted and shown. "Per server
@@ -1003,6 +1004,10 @@ enum Task {
     Bare,
     /// A password login answered `mfa_required`, then `POST /auth/mfa`; each user once.
     MfaLogin(mfa::Queue),
+    /// A password login answered `mfa_required` with WebAuthn options, then the assertion.
+    PasskeyMfaLogin(mfa::KeyRing),
+    /// `POST /auth/passkey/start`, a soft passkey signs, `POST /auth/passkey/finish`.
+    PasskeyLogin(mfa::KeyRing),
 }
 
 impl Task {
@@ -1108,6 +1113,8 @@ impl Task {
             }
             Self::Bare => send(api.client.get(api.url("/"))).await.map(drop),
             Self::MfaLogin(queue) => mfa::mfa_login(api, queue).await,
+            Self::PasskeyMfaLogin(ring) => mfa::passkey_mfa_login(api, ring).await,
+            Self::PasskeyLogin(ring) => mfa::passkey_login(api, ring).await,
         }
     }
 

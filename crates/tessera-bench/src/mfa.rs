@@ -1,20 +1,28 @@
-//! Second factors (issue 12): what one TOTP check costs in this process (the limit), and what
-//! the second step adds to a password login on a server with cheap Argon2id (so that the hash
-//! does not hide it).
+//! Second factors (issue 12): what one TOTP check and one WebAuthn assertion verification cost
+//! in this process (the limits), and what a second step adds to a password login on a server
+//! with cheap Argon2id (so that the hash does not hide it), next to a passwordless passkey
+//! sign-in.
 //!
 //! Scenarios at concurrency 16:
 //! - `login`: `POST /auth/login` of users without a factor (a token pair);
 //! - `login + TOTP`: `POST /auth/login` of a user with an authenticator app (`mfa_required`),
 //!   then `POST /auth/mfa` with the app's code (a token pair). Each enrolled user signs in once
-//!   (a code is accepted once per 30-second step), so the run enrols more users than it needs.
+//!   (a code is accepted once per 30-second step), so the run enrols more users than it needs;
+//! - `login + passkey`: the same with a passkey (`webauthn-authenticator-rs`' soft passkey in
+//!   the load generator answers the challenge's options);
+//! - `passkey`: `POST /auth/passkey/start`, the soft passkey signs, `POST /auth/passkey/finish`
+//!   (no password: no Argon2id at all).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
+use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use tokio::task::JoinSet;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 use crate::{
     Api, CHEAP_ARGON2, Creds, Length, Load, Options, Report, Results, Server, Task, USERS,
@@ -26,10 +34,26 @@ const CONCURRENCY: usize = 16;
 pub struct MfaResults {
     /// TOTP checks of a wrong code (three HMAC-SHA-1, the most a check does) per CPU-second.
     pub checks_per_cpu_second: f64,
+    /// WebAuthn assertion verifications (ES256, webauthn-rs) per CPU-second.
+    pub assertions_per_cpu_second: f64,
     pub login: Load,
     pub mfa_login: Load,
+    pub passkey_mfa_login: Load,
+    pub passkey_login: Load,
     pub enrolled: usize,
 }
+
+/// A user with a soft passkey (its signing happens in the load generator).
+pub struct Keyed {
+    login_body: String,
+    user_handle: String,
+    credential_id: String,
+    key: SoftPasskey,
+}
+
+/// Users with passkeys, reused (a passkey signs in any number of times): a task takes one,
+/// signs, and gives it back.
+pub type KeyRing = Arc<Mutex<VecDeque<Keyed>>>;
 
 /// One enrolled user, signed in at most once.
 pub struct Enrolled {
@@ -46,6 +70,7 @@ pub async fn run(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let checks_per_cpu_second = totp_limit()?;
+    let assertions_per_cpu_second = webauthn_limit()?;
     let server = Server::start("second factors, cheap Argon2id", &CHEAP_ARGON2).await?;
     let api = Api::new(client, &server);
     register_users(&api, USERS).await?;
@@ -72,11 +97,31 @@ pub async fn run(
         seconds,
     )
     .await?;
+    let ring: KeyRing = Arc::new(Mutex::new(enrol_passkeys(&api, CONCURRENCY * 4).await?));
+    let tasks = (0..CONCURRENCY)
+        .map(|_| Task::PasskeyMfaLogin(Arc::clone(&ring)))
+        .collect();
+    let passkey_mfa_login = run_load(
+        "login + passkey",
+        &server,
+        &api,
+        tasks,
+        options.warmup,
+        seconds,
+    )
+    .await?;
+    let tasks = (0..CONCURRENCY)
+        .map(|_| Task::PasskeyLogin(Arc::clone(&ring)))
+        .collect();
+    let passkey_login = run_load("passkey", &server, &api, tasks, options.warmup, seconds).await?;
     results.logs.push(server.stop().await?);
     results.mfa = Some(MfaResults {
         checks_per_cpu_second,
+        assertions_per_cpu_second,
         login,
         mfa_login,
+        passkey_mfa_login,
+        passkey_login,
         enrolled: needed,
     });
     Ok(())
@@ -98,6 +143,203 @@ fn totp_limit() -> anyhow::Result<f64> {
     }
     let cpu = process_cpu("self")?.saturating_sub(before);
     Ok(f64::from(n) / cpu.as_secs_f64().max(1e-9))
+}
+
+/// The in-process limit: verifications of one soft passkey's assertion against its ceremony
+/// (what `POST /auth/mfa` and `/auth/passkey/finish` do besides reading and writing rows).
+fn webauthn_limit() -> anyhow::Result<f64> {
+    progress("baseline: WebAuthn assertion verifications");
+    let rp = tessera::mfa::webauthn::relying_party(crate::ISSUER)
+        .context("the bench issuer is no WebAuthn relying party")?;
+    let origin = url::Url::parse(crate::ISSUER)?;
+    let user = uuid::Uuid::new_v4();
+    let (options, registration) = rp.start_passkey_registration(user, "bench", "bench", None)?;
+    let mut key = SoftPasskey::new(true);
+    let credential = key
+        .do_registration(origin.clone(), options)
+        .map_err(|e| anyhow::anyhow!("soft passkey registration: {e:?}"))?;
+    let passkey = rp.finish_passkey_registration(&credential, &registration)?;
+    let (options, authentication) = rp.start_passkey_authentication(&[passkey])?;
+    let assertion = key
+        .do_authentication(origin, options)
+        .map_err(|e| anyhow::anyhow!("soft passkey assertion: {e:?}"))?;
+    rp.finish_passkey_authentication(&assertion, &authentication)
+        .context("the assertion does not verify")?;
+    let n = 20_000;
+    let before = process_cpu("self")?;
+    for _ in 0..n {
+        std::hint::black_box(rp.finish_passkey_authentication(&assertion, &authentication))
+            .context("the assertion stopped verifying")?;
+    }
+    let cpu = process_cpu("self")?.saturating_sub(before);
+    Ok(f64::from(n) / cpu.as_secs_f64().max(1e-9))
+}
+
+/// Registers `n` users, each with a soft passkey (8 at a time).
+async fn enrol_passkeys(api: &Api, n: usize) -> anyhow::Result<VecDeque<Keyed>> {
+    progress(&format!("enrolling {n} users with a passkey"));
+    let mut set = JoinSet::new();
+    let mut out = VecDeque::with_capacity(n);
+    for i in 0..n {
+        if set.len() >= 8 {
+            out.push_back(set.join_next().await.context("enrolment")???);
+        }
+        let api = api.clone();
+        set.spawn(async move { enrol_passkey(&api, i).await });
+    }
+    while let Some(r) = set.join_next().await {
+        out.push_back(r??);
+    }
+    Ok(out)
+}
+
+async fn enrol_passkey(api: &Api, i: usize) -> anyhow::Result<Keyed> {
+    let creds = Creds {
+        email: format!("bench-passkey-{i}@example.com"),
+        password: format!("bench-passkey-password-{i}-correct-horse"),
+    };
+    api.register(&creds).await?;
+    let pair = crate::parse_pair(
+        &api.post_json("/auth/login", creds.login_body())
+            .await
+            .map_err(|e| anyhow::anyhow!("login: {e}"))?,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let bearer = format!("Bearer {}", pair.access);
+    let me: serde_json::Value = serde_json::from_slice(
+        &send(
+            api.client
+                .get(api.url("/identity/me"))
+                .header(AUTHORIZATION, &bearer),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("me: {e}"))?,
+    )?;
+    let user_id = uuid::Uuid::parse_str(me["id"].as_str().context("no user id")?)?;
+    let started: serde_json::Value = serde_json::from_slice(
+        &send(
+            api.client
+                .post(api.url("/identity/mfa/webauthn/register/start"))
+                .header(AUTHORIZATION, &bearer)
+                .json(&serde_json::json!({})),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("registration start: {e}"))?,
+    )?;
+    let mut key = SoftPasskey::new(true);
+    let credential = key
+        .do_registration(
+            url::Url::parse(crate::ISSUER)?,
+            serde_json::from_value(started["options"].clone())?,
+        )
+        .map_err(|e| anyhow::anyhow!("soft passkey registration: {e:?}"))?;
+    let credential_id = credential.id.clone();
+    send(
+        api.client
+            .post(api.url("/identity/mfa/webauthn/register/finish"))
+            .header(AUTHORIZATION, &bearer)
+            .json(
+                &serde_json::json!({ "ceremony": started["ceremony"], "credential": credential }),
+            ),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("registration finish: {e}"))?;
+    Ok(Keyed {
+        login_body: creds.login_body(),
+        user_handle: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user_id.as_bytes()),
+        credential_id,
+        key,
+    })
+}
+
+/// Signs `options` with a user's passkey from the ring (given back after).
+fn sign(
+    ring: &KeyRing,
+    pick: Option<Keyed>,
+    options: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let mut user = match pick {
+        Some(u) => u,
+        None => ring
+            .lock()
+            .map_err(|_| "the ring is poisoned".to_string())?
+            .pop_front()
+            .ok_or("no passkey user free: enrol more")?,
+    };
+    let mut options = options.clone();
+    options["publicKey"]["allowCredentials"] =
+        serde_json::json!([{ "type": "public-key", "id": user.credential_id }]);
+    let signed = serde_json::from_value(options)
+        .map_err(|e| format!("options: {e}"))
+        .and_then(|o| {
+            let origin = url::Url::parse(crate::ISSUER).map_err(|e| e.to_string())?;
+            user.key
+                .do_authentication(origin, o)
+                .map_err(|e| format!("soft passkey: {e:?}"))
+        });
+    let handle = user.user_handle.clone();
+    ring.lock()
+        .map_err(|_| "the ring is poisoned".to_string())?
+        .push_back(user);
+    let mut assertion = serde_json::to_value(signed?).map_err(|e| e.to_string())?;
+    assertion["response"]["userHandle"] = serde_json::json!(handle);
+    Ok(assertion)
+}
+
+/// One `passkey` iteration: start, sign, finish (a token pair, no password).
+pub async fn passkey_login(api: &Api, ring: &KeyRing) -> Result<(), String> {
+    let started: serde_json::Value =
+        serde_json::from_slice(&send(api.client.post(api.url("/auth/passkey/start"))).await?)
+            .map_err(|e| e.to_string())?;
+    let assertion = sign(ring, None, &started["options"])?;
+    let body = serde_json::json!({ "ceremony": started["ceremony"], "assertion": assertion });
+    api.post_json("/auth/passkey/finish", body.to_string())
+        .await
+        .map(drop)
+}
+
+/// One `login + passkey` iteration: the password step's `mfa_required` with WebAuthn options,
+/// then the assertion.
+pub async fn passkey_mfa_login(api: &Api, ring: &KeyRing) -> Result<(), String> {
+    let user = ring
+        .lock()
+        .map_err(|_| "the ring is poisoned".to_string())?
+        .pop_front()
+        .ok_or("no passkey user free: enrol more")?;
+    let response = api
+        .client
+        .post(api.url("/auth/login"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(user.login_body.clone())
+        .send()
+        .await;
+    let answer = match response {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.bytes().await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            (status == 401 && v["mfa_token"].is_string())
+                .then_some(v)
+                .ok_or(format!("HTTP {status}"))
+        }
+        Err(e) => Err(format!("transport error: {e}")),
+    };
+    let v = match answer {
+        Ok(v) => v,
+        Err(e) => {
+            if let Ok(mut r) = ring.lock() {
+                r.push_back(user);
+            }
+            return Err(e);
+        }
+    };
+    let assertion = sign(ring, Some(user), &v["webauthn"])?;
+    let body = serde_json::json!({
+        "mfa_token": v["mfa_token"],
+        "method": "webauthn",
+        "assertion": assertion,
+    });
+    api.post_json("/auth/mfa", body.to_string()).await.map(drop)
 }
 
 /// The code an app with `secret` shows one step from now (one step of skew is accepted, and it
@@ -220,21 +462,30 @@ pub async fn mfa_login(api: &Api, queue: &Queue) -> Result<(), String> {
 }
 
 pub fn loads(r: &Results) -> impl Iterator<Item = &Load> {
-    r.mfa.iter().flat_map(|m| [&m.login, &m.mfa_login])
+    r.mfa.iter().flat_map(|m| {
+        [
+            &m.login,
+            &m.mfa_login,
+            &m.passkey_mfa_login,
+            &m.passkey_login,
+        ]
+    })
 }
 
 pub fn render(rep: &mut Report, r: &Results) {
     let Some(m) = &r.mfa else {
         return;
     };
-    rep.section("Second factors: TOTP (cheap Argon2id server, so the hash does not hide the step)");
+    rep.section("Second factors: TOTP and passkeys (cheap Argon2id server, so the hash does not hide the step)");
     rep.line(&format!(
-        "Limit, in this process: {:.0} TOTP checks per CPU-second (a wrong code: three HMAC-SHA-1)",
-        m.checks_per_cpu_second
+        "Limits, in this process: {:.0} TOTP checks per CPU-second (a wrong code: three HMAC-SHA-1); {:.0} WebAuthn assertion verifications per CPU-second (ES256, webauthn-rs)",
+        m.checks_per_cpu_second, m.assertions_per_cpu_second
     ));
     rep.load_header();
     rep.load_row(&m.login, None);
     rep.load_row(&m.mfa_login, None);
+    rep.load_row(&m.passkey_mfa_login, None);
+    rep.load_row(&m.passkey_login, None);
     let (plain, mfa) = (
         m.login.ok_per_server_cpu_second(),
         m.mfa_login.ok_per_server_cpu_second(),
@@ -244,5 +495,12 @@ pub fn render(rep: &mut Report, r: &Results) {
         "The second step adds {added_us:.0} µs of server CPU per login ({:.0}% of a password login's); {} users enrolled, each signed in once.",
         added_us / (1e6 / plain.max(1e-9)) * 100.0,
         m.enrolled
+    ));
+    let with_key = m.passkey_mfa_login.ok_per_server_cpu_second();
+    let added_key = 1e6 / with_key.max(1e-9) - 1e6 / plain.max(1e-9);
+    rep.line(&format!(
+        "A passkey as the second step adds {added_key:.0} µs of server CPU per login ({:.0}% of a password login's); a passwordless passkey sign-in costs {:.0} µs.",
+        added_key / (1e6 / plain.max(1e-9)) * 100.0,
+        1e6 / m.passkey_login.ok_per_server_cpu_second().max(1e-9)
     ));
 }
