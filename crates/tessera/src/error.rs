@@ -101,6 +101,9 @@ pub enum Code {
     TenantMismatch => "tenant_mismatch",
     /// 403: the tenant is suspended.
     TenantSuspended => "tenant_suspended",
+    /// 403: the tenant requires a second factor, and the sign-in did not use one (or the account
+    /// has none: add one, then sign in with it).
+    TenantRequiresMfa => "tenant_requires_mfa",
     /// 403: the tenant (or the API key) does not allow the caller's address.
     IpNotAllowed => "ip_not_allowed",
     /// 404.

@@ -396,7 +396,8 @@ async fn signed_in(
 ) -> Result<TokenPair> {
     let roles = crate::store::roles::roles_of(state.store.pool(), &user.id).await?;
     let ip = ctx.ip.as_deref();
-    let (tenant_id, tenant_roles) = crate::tenants::choose(state, user, tenant, ip).await?;
+    let (tenant_id, tenant_roles) =
+        crate::tenants::choose(state, user, tenant, ip, Some(amr)).await?;
     if tenant.is_some() {
         crate::tenants::remember(state, &user.id, &tenant_id).await?;
     }

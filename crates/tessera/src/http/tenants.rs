@@ -39,6 +39,7 @@ pub fn router() -> super::Routes {
         .api(routes!(revoke_key), member)
         .api(routes!(rotate_key), member)
         .api(routes!(get_allow_list, set_allow_list), member)
+        .api(routes!(get_mfa_policy, set_mfa_policy), member)
         .api(routes!(get_plan), member)
         // Plan overrides are the operator's: the same path, its own guard.
         .api(routes!(set_plan), operator)
@@ -407,6 +408,31 @@ async fn set_allow_list(
     let now = state.clock.now();
     let list = policy::set_allow_list(&state, &principal, &id, input, &ctx, now).await?;
     Ok(axum::Json(list).into_response())
+}
+
+/// The tenant's MFA policy.
+#[utoipa::path(get, path = "/tenants/{id}/mfa-policy", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), responses((status = 200, description = "The policy", body = policy::MfaPolicy)))]
+async fn get_mfa_policy(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(axum::Json(policy::mfa_policy(&state, &principal, &id).await?).into_response())
+}
+
+/// Sets the tenant's MFA policy: with `required`, members get tokens for the tenant only from a
+/// sign-in with a second factor. Turning it on needs such a sign-in of the caller's own.
+#[utoipa::path(put, path = "/tenants/{id}/mfa-policy", tag = "tenants", params(("id" = String, Path, description = "The tenant's id")), request_body = policy::MfaPolicy, responses((status = 200, description = "The policy as set", body = policy::MfaPolicy)))]
+async fn set_mfa_policy(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+    Json(input): Json<policy::MfaPolicy>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let set = policy::set_mfa_policy(&state, &principal, &id, input, &ctx, now).await?;
+    Ok(axum::Json(set).into_response())
 }
 
 /// The tenant's plan and limits.

@@ -398,7 +398,9 @@ pub async fn decide(
             return Ok(Next::PickTenant(req, mine));
         }
     }
-    let tenant_id = match crate::tenants::choose(state, &user, req.tenant.as_deref(), ip).await {
+    let amr = Some(browser.amr.as_deref().unwrap_or_default());
+    let wanted = req.tenant.as_deref();
+    let tenant_id = match crate::tenants::choose(state, &user, wanted, ip, amr).await {
         Ok((tenant_id, _)) => Some(tenant_id),
         Err(crate::Error::Forbidden { message, .. }) if req.tenant.is_some() => {
             return Ok(fail(OAuthError::new(ErrorCode::AccessDenied, message)));

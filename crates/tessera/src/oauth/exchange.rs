@@ -152,8 +152,12 @@ async fn for_user_token(
     let wanted = params.get("tenant").or(subject.tid.as_deref());
     let (tid, tenant_roles) = match wanted {
         Some(t) => {
+            // An API key's token is the tenant's own, not a person's sign-in.
+            let amr = subject.amr.join(" ");
+            let amr = (!subject.api_key).then_some(amr.as_str());
             let (id, roles) =
-                crate::tenants::choose_named(state, &subject.sub, t, ctx.ip.as_deref()).await?;
+                crate::tenants::choose_named(state, &subject.sub, t, ctx.ip.as_deref(), amr)
+                    .await?;
             (Some(id), roles)
         }
         None => (None, Vec::new()),

@@ -304,7 +304,9 @@ async fn password(
     // The tenant as at the JSON login: the one named, else the last used, else the personal
     // one; a named tenant that does not take the user (or this address) is refused.
     let wanted = params.get("tenant");
-    let tenant_id = match crate::tenants::choose(state, &user, wanted, ctx.ip.as_deref()).await {
+    let amr = Some(crate::mfa::AMR_PASSWORD);
+    let tenant_id = match crate::tenants::choose(state, &user, wanted, ctx.ip.as_deref(), amr).await
+    {
         Ok((tenant_id, _)) => Some(tenant_id),
         Err(crate::Error::Forbidden { .. }) if wanted.is_none() => None,
         Err(e) => return Err(e.into()),

@@ -545,6 +545,15 @@ async fn rotate_in(
             {
                 return Err(crate::tenants::policy::ip_not_allowed());
             }
+            // The tenant's MFA policy, turned on since: no more tokens from a weaker sign-in.
+            if let Some(tenant) = &tenant
+                && !crate::tenants::policy::admits_sign_in(
+                    tenant,
+                    Some(t.amr.as_deref().unwrap_or_default()),
+                )
+            {
+                return Err(crate::tenants::policy::mfa_required());
+            }
             let roles = crate::tenants::roles_in(core, tx, tid, &t.user_id).await?;
             match (roles, active) {
                 (Some(roles), true) => roles.as_ref().clone(),

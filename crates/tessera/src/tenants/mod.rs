@@ -769,14 +769,17 @@ pub async fn purge(
 /// The tenant a login lands in: `wanted` (id or slug) when given, else the one used last,
 /// else the personal tenant (both read with `user`, no query of their own). Returns the tenant
 /// id and the roles there.
+///
+/// `amr`: how the user signed in (RFC 8176), for the tenant's MFA policy (`None`: no person).
 pub async fn choose(
     core: &Core,
     user: &User,
     wanted: Option<&str>,
     ip: Option<&str>,
+    amr: Option<&str>,
 ) -> Result<(String, Vec<String>)> {
     if let Some(key) = wanted {
-        return choose_named(core, &user.id, key, ip).await;
+        return choose_named(core, &user.id, key, ip, amr).await;
     }
     // The last tenant only if it still takes the user, from this address; else the personal
     // one (a tenant asked for by name says why it refuses).
@@ -784,6 +787,7 @@ pub async fn choose(
         Some(t) => {
             matches!(access(core, t, &user.id).await, Ok(Some(_)))
                 && policy::check_ip(core, t, ip).await.is_ok()
+                && policy::check_sign_in(core, t, amr).await.is_ok()
         }
         None => false,
     };
@@ -794,7 +798,7 @@ pub async fn choose(
             .as_deref()
             .ok_or_else(not_a_member)?,
     };
-    enter(core, tenant_id, &user.id, ip).await
+    enter(core, tenant_id, &user.id, ip, amr).await
 }
 
 /// The tenant named by `key` (id or slug), if it takes `user_id` from `ip`.
@@ -803,24 +807,27 @@ pub async fn choose_named(
     user_id: &str,
     key: &str,
     ip: Option<&str>,
+    amr: Option<&str>,
 ) -> Result<(String, Vec<String>)> {
     let row = store::find_by_id_or_slug(core.store.pool(), key)
         .await?
         .ok_or_else(not_a_member)?;
-    enter(core, &row.id, user_id, ip).await
+    enter(core, &row.id, user_id, ip, amr).await
 }
 
-/// The user's roles in `tenant_id`, if it takes them from `ip`.
+/// The user's roles in `tenant_id`, if it takes them from `ip`, signed in that way (`amr`).
 async fn enter(
     core: &Core,
     tenant_id: &str,
     user_id: &str,
     ip: Option<&str>,
+    amr: Option<&str>,
 ) -> Result<(String, Vec<String>)> {
     let access = access(core, tenant_id, user_id)
         .await?
         .ok_or_else(not_a_member)?;
     policy::check_ip(core, tenant_id, ip).await?;
+    policy::check_sign_in(core, tenant_id, amr).await?;
     Ok((tenant_id.to_string(), access.roles))
 }
 
@@ -849,7 +856,12 @@ pub async fn switch(
         });
     }
     let ip = ctx.ip.as_deref();
-    let (tenant_id, tenant_roles) = choose_named(core, &user.user_id, wanted, ip).await?;
+    // The switched-to tenant's MFA policy looks at how the session signed in.
+    let signed_in =
+        crate::store::sessions::authentication_of(core.store.pool(), &user.session_id).await?;
+    let amr = signed_in.and_then(|(_, amr)| amr).unwrap_or_default();
+    let (tenant_id, tenant_roles) =
+        choose_named(core, &user.user_id, wanted, ip, Some(&amr)).await?;
     remember(core, &user.user_id, &tenant_id).await?;
     let account = crate::store::users::find_by_id(core.store.pool(), &user.user_id)
         .await?

@@ -30,6 +30,9 @@ pub struct TenantSettings {
     /// A system administrator's replacement of the plan's features.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
+    /// Members get tokens for the tenant only from a sign-in with a second factor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mfa_required: bool,
 }
 
 impl TenantSettings {
@@ -243,6 +246,90 @@ pub async fn allow_list(
             .map(ToString::to_string)
             .collect(),
     })
+}
+
+/// Whether a sign-in with these RFC 8176 methods may get tokens for the tenant: with
+/// `mfa_required`, only one that used more than one factor. `None`: no person signed in (an API
+/// key acting for the tenant), which the policy does not concern.
+pub fn admits_sign_in(tenant: &TenantInfo, amr: Option<&str>) -> bool {
+    use crate::mfa::acr::Acr;
+    !tenant.settings.mfa_required || amr.is_none_or(|a| Acr::of_amr(a).satisfies(Acr::Mfa))
+}
+
+/// 403 `tenant_requires_mfa`.
+pub fn mfa_required() -> Error {
+    Error::Forbidden {
+        code: Code::TenantRequiresMfa,
+        message: "this tenant requires a second factor: add an authenticator app or a passkey, \
+                  then sign in with it",
+    }
+}
+
+/// Refuses a sign-in that the tenant's MFA policy does not admit.
+pub async fn check_sign_in(core: &Core, tenant_id: &str, amr: Option<&str>) -> Result<()> {
+    match info(core, tenant_id).await? {
+        Some(t) if !admits_sign_in(&t, amr) => Err(mfa_required()),
+        _ => Ok(()),
+    }
+}
+
+/// `{required}`: the tenant's MFA policy.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaPolicy {
+    /// Members get tokens for the tenant only from a sign-in with a second factor; a member
+    /// without one is refused (`tenant_requires_mfa`) until they add one.
+    pub required: bool,
+}
+
+/// `GET /tenants/{id}/mfa-policy` (`tenant:read`).
+pub async fn mfa_policy(core: &Core, principal: &Principal, tenant_id: &str) -> Result<MfaPolicy> {
+    require(core, principal, tenant_id, TenantPermission::TenantRead).await?;
+    let tenant = info(core, tenant_id).await?.ok_or(Error::NotFound)?;
+    Ok(MfaPolicy {
+        required: tenant.settings.mfa_required,
+    })
+}
+
+/// `PUT /tenants/{id}/mfa-policy` `{required}` (`tenant:manage`). Turning it on from a sign-in
+/// without a second factor is refused: the caller would shut themselves out.
+pub async fn set_mfa_policy(
+    core: &Core,
+    principal: &Principal,
+    tenant_id: &str,
+    input: MfaPolicy,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<MfaPolicy> {
+    require(core, principal, tenant_id, TenantPermission::TenantManage).await?;
+    let tenant = info(core, tenant_id).await?.ok_or(Error::NotFound)?;
+    if input.required
+        && let Principal::User(user) = principal
+    {
+        let signed_in =
+            crate::store::sessions::authentication_of(core.store.pool(), &user.session_id).await?;
+        let amr = signed_in.and_then(|(_, amr)| amr).unwrap_or_default();
+        let strong = crate::mfa::acr::Acr::of_amr(&amr).satisfies(crate::mfa::acr::Acr::Mfa);
+        if !strong {
+            return Err(Error::StepUp(crate::mfa::step_up::Needed {
+                acr: crate::mfa::acr::Acr::Mfa,
+                max_age: None,
+            }));
+        }
+    }
+    let mut settings = tenant.settings.clone();
+    settings.mfa_required = input.required;
+    save(
+        core,
+        principal,
+        tenant_id,
+        &settings,
+        "mfa_policy",
+        ctx,
+        now,
+    )
+    .await?;
+    mfa_policy(core, principal, tenant_id).await
 }
 
 /// `PUT /tenants/{id}/ip-allowlist` `{allowed_cidrs}` (`tenant:manage`, enterprise tenants):

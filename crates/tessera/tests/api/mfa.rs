@@ -20,6 +20,7 @@ on_both_backends!(
     the_hosted_login_asks_for_the_second_factor_on_its_own_page,
     acr_values_make_a_weaker_session_sign_in_again,
     sensitive_actions_ask_for_a_step_up,
+    a_tenant_can_require_a_second_factor,
 );
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -808,4 +809,101 @@ async fn sensitive_actions_ask_for_a_step_up(b: Backend) {
     );
     assert!(challenge_of(&res).contains(r#"max_age="3600""#));
     assert_eq!(app.get("/admin/users", &later).await.status, StatusCode::OK);
+}
+
+/// A tenant's MFA policy: once on (which needs a sign-in with a factor), a member without a
+/// factor gets no token for it (login naming it, switching to it, refreshing a token of it),
+/// while their personal tenant still works; a member signed in with a factor goes on.
+async fn a_tenant_can_require_a_second_factor(b: Backend) {
+    use crate::tenants::{add_member, team, user_id};
+    let app = TestApp::spawn(b).await;
+    let olga = enrolled(&app, "olga@example.com").await;
+    let acme = team(&app, &olga.tokens.access, "Acme", "acme").await;
+    let mallory = app.signed_in("mallory@example.com").await;
+    add_member(&app, &acme, &user_id(&mallory), &["member"]).await;
+    let switch = |token: String| {
+        let (app, acme) = (&app, acme.clone());
+        async move {
+            app.request(
+                reqwest::Method::POST,
+                "/auth/switch-tenant",
+                Some(&token),
+                Some(json!({ "tenant": acme })),
+            )
+            .await
+        }
+    };
+    let in_acme = switch(mallory.access.clone()).await;
+    assert_eq!(in_acme.status, StatusCode::OK, "{}", in_acme.text);
+    let acme_refresh = in_acme.body["refresh_token"].as_str().unwrap().to_string();
+
+    let path = format!("/tenants/{acme}/mfa-policy");
+    let put = |token: String, required: bool| {
+        let (app, path) = (&app, path.clone());
+        async move {
+            app.request(
+                reqwest::Method::PUT,
+                &path,
+                Some(&token),
+                Some(json!({ "required": required })),
+            )
+            .await
+        }
+    };
+    // Olga's session signed in with the password alone: she could lock herself out.
+    let olga_in_acme = switch(olga.tokens.access.clone()).await;
+    let olga_in_acme = olga_in_acme.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = put(olga_in_acme, true).await;
+    assert_error(
+        &res,
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+    );
+    let t = challenge(&app, "olga@example.com").await;
+    let done = second_factor(&app, &t, "totp", &code_at(&olga.secret, app.clock.now())).await;
+    let strong = done["body"]["access_token"].as_str().unwrap().to_string();
+    let strong_in_acme = switch(strong.clone()).await;
+    let strong_in_acme = strong_in_acme.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = put(strong_in_acme, true).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.body, json!({ "required": true }));
+    let read = app
+        .get(&path, in_acme.body["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(read.body, json!({ "required": true }), "{}", read.text);
+
+    // Mallory has no factor: no new token for Acme, by any path.
+    assert_error(
+        &switch(mallory.access.clone()).await,
+        StatusCode::FORBIDDEN,
+        "tenant_requires_mfa",
+    );
+    let res = app
+        .post(
+            "/auth/login",
+            json!({ "email": "mallory@example.com", "password": PASSWORD, "tenant": "acme" }),
+        )
+        .await;
+    assert_error(&res, StatusCode::FORBIDDEN, "tenant_requires_mfa");
+    let res = app.refresh(&acme_refresh).await;
+    assert_error(&res, StatusCode::FORBIDDEN, "tenant_requires_mfa");
+    // Her personal tenant is unaffected (a login without a tenant lands there).
+    let res = app.login("mallory@example.com", PASSWORD).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let personal = claims(res.body["access_token"].as_str().unwrap());
+    assert_ne!(personal["tid"], json!(acme));
+
+    // Olga: from the sign-in with her factor, yes; from the password-only session, no.
+    assert_eq!(switch(strong).await.status, StatusCode::OK);
+    assert_error(
+        &switch(olga.tokens.access.clone()).await,
+        StatusCode::FORBIDDEN,
+        "tenant_requires_mfa",
+    );
 }

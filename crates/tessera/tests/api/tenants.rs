@@ -643,15 +643,17 @@ fn needs(method: &Method, path: &str) -> Needs {
         ("GET" | "POST", "/invitations") | ("DELETE", "/invitations/{invitation_id}") => {
             Tenant("members:invite")
         }
-        ("GET", "/roles" | "/permissions" | "/ip-allowlist" | "/plan" | "/usage" | "/domains") => {
-            Tenant("tenant:read")
-        }
+        (
+            "GET",
+            "/roles" | "/permissions" | "/ip-allowlist" | "/mfa-policy" | "/plan" | "/usage"
+            | "/domains",
+        ) => Tenant("tenant:read"),
         ("POST", "/domains") | ("DELETE", "/domains/{domain}") => Tenant("tenant:manage"),
         ("PUT" | "DELETE", "/roles/{name}") | ("POST", "/permissions") => Tenant("roles:manage"),
         ("GET" | "POST", "/api-keys")
         | ("DELETE", "/api-keys/{key_id}")
         | ("POST", "/api-keys/{key_id}/rotate") => Tenant("api_keys:manage"),
-        ("PUT", "/ip-allowlist") => Tenant("tenant:manage"),
+        ("PUT", "/ip-allowlist" | "/mfa-policy") => Tenant("tenant:manage"),
         ("GET", "/audit") => Tenant("audit:read"),
         _ => panic!(
             "{method} {path} is not in the tenant matrix: add its permission to `needs` in tests/api/tenants.rs"
@@ -669,6 +671,7 @@ fn body_for(method: &Method, path: &str) -> Value {
         ("POST", "/permissions") => json!({"name": "invoices:approve"}),
         ("POST", "/api-keys") => json!({"name": "k", "permissions": ["tenant:read"]}),
         ("PUT", "/ip-allowlist") => json!({"allowed_cidrs": ["0.0.0.0/0", "::/0"]}),
+        ("PUT", "/mfa-policy") => json!({"required": false}),
         ("PATCH", "/plan") => json!({"limits": {"max_members": 5}}),
         ("POST", "/domains") => json!({"domain": "b.example"}),
         _ => json!({}),
