@@ -37,6 +37,10 @@ pub enum ClientCommand {
         /// Seconds a rotated-out refresh token is still honoured (0 to 60; default 0).
         #[arg(long)]
         refresh_reuse_grace: Option<i64>,
+        /// The sign-in class every user must reach for this client (urn:tessera:acr:pwd,
+        /// urn:tessera:acr:mfa or phr).
+        #[arg(long)]
+        require_acr: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -73,6 +77,9 @@ pub enum ClientCommand {
         /// Seconds a rotated-out refresh token is still honoured (0 to 60).
         #[arg(long)]
         refresh_reuse_grace: Option<i64>,
+        /// The sign-in class every user must reach (`none` to require none beyond the request).
+        #[arg(long)]
+        require_acr: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -161,6 +168,7 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
             resources,
             first_party,
             refresh_reuse_grace,
+            require_acr,
             json,
         } => {
             let spec = ClientSpec {
@@ -175,6 +183,7 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
                 refresh_reuse_grace,
                 rate_limit: None,
                 may_introspect: None,
+                require_acr: require_acr.map(Some),
             };
             let r = clients::create(&store, spec, by(&ctx), now)
                 .await
@@ -207,6 +216,7 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
             resources,
             first_party,
             refresh_reuse_grace,
+            require_acr,
             json,
         } => {
             let spec = ClientSpec {
@@ -221,6 +231,7 @@ pub async fn run(cmd: ClientCommand, config: &Config, now: i64) -> anyhow::Resul
                 refresh_reuse_grace,
                 rate_limit: None,
                 may_introspect: None,
+                require_acr: require_acr.map(|a| (a != "none").then_some(a)),
             };
             print(
                 &clients::update(&store, &cache, &client_id, spec, by(&ctx), now)

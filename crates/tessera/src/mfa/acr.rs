@@ -36,7 +36,7 @@ impl Acr {
         }
     }
 
-    fn rank(self) -> u8 {
+    pub fn rank(self) -> u8 {
         match self {
             Self::Pwd => 0,
             Self::Mfa => 1,

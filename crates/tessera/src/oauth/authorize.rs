@@ -332,11 +332,14 @@ pub async fn decide(
     // OIDC Core §3.1.2.1 / RFC 9470 §4: a session weaker than the `acr_values` asked for signs
     // in again (the hosted login then asks for every factor the account has). After that sign-in
     // the code carries what was achieved: `acr` is a voluntary claim, and the client checks it.
-    let weak = browser.is_some_and(|b| {
-        req.acr.is_some_and(|needed| {
-            !crate::mfa::acr::Acr::of_amr(b.amr.as_deref().unwrap_or_default()).satisfies(needed)
-        })
-    });
+    // A class the client requires (`require_acr`) is asked for too, and is not voluntary.
+    let needed = [req.acr, req.client.require_acr]
+        .into_iter()
+        .flatten()
+        .max_by_key(|a| a.rank());
+    let class_of =
+        |b: &BrowserSession| crate::mfa::acr::Acr::of_amr(b.amr.as_deref().unwrap_or_default());
+    let weak = browser.is_some_and(|b| needed.is_some_and(|n| !class_of(b).satisfies(n)));
     let (Some(user), Some(browser)) = (user, browser) else {
         return Ok(if has("none") {
             fail(OAuthError::new(
@@ -356,6 +359,16 @@ pub async fn decide(
         } else {
             Next::Login(req)
         });
+    }
+    // Signed in just now and still short of what the client requires: the account cannot
+    // reach it (no such factor), and the client said it will not take less.
+    if let Some(required) = req.client.require_acr
+        && !class_of(browser).satisfies(required)
+    {
+        return Ok(fail(OAuthError::new(
+            ErrorCode::UnmetAuthenticationRequirements,
+            "this application requires a stronger sign-in than the account can give",
+        )));
     }
     match interaction.consent {
         Some(false) => {

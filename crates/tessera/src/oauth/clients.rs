@@ -122,6 +122,10 @@ pub struct Client {
     pub rate_limit: Option<Limit>,
     /// May introspect any token (RFC 7662 §4), not only its own and its audience's.
     pub may_introspect: bool,
+    /// Every sign-in this client gets a code from must reach this class (`acr`), whatever the
+    /// request asks; a user who cannot is sent back with `unmet_authentication_requirements`.
+    #[schema(value_type = Option<String>)]
+    pub require_acr: Option<crate::mfa::acr::Acr>,
     pub status: String,
     pub created_at: String,
     pub updated_at: String,
@@ -158,6 +162,12 @@ impl From<ClientRow> for Client {
                 _ => None,
             },
             may_introspect: r.may_introspect == 1,
+            // Only known classes are stored (`apply` validates); anything else counts as the
+            // strongest, so a damaged row fails closed.
+            require_acr: r
+                .require_acr
+                .as_deref()
+                .map(|a| crate::mfa::acr::Acr::parse(a).unwrap_or(crate::mfa::acr::Acr::Phr)),
             status: r.status,
             created_at: crate::clock::rfc3339(r.created_at),
             updated_at: crate::clock::rfc3339(r.updated_at),
@@ -215,6 +225,10 @@ pub struct ClientSpec {
     pub first_party: Option<bool>,
     pub refresh_reuse_grace: Option<i64>,
     pub may_introspect: Option<bool>,
+    /// A class of `acr_values_supported` every sign-in must reach, or `null` for none.
+    #[serde(default, deserialize_with = "present_text")]
+    #[schema(value_type = Option<String>)]
+    pub require_acr: Option<Option<String>>,
     /// `{"burst", "per_minute"}`, or `null` for the configured default.
     #[serde(default, deserialize_with = "present")]
     pub rate_limit: Option<Option<Limit>>,
@@ -223,6 +237,12 @@ pub struct ClientSpec {
 /// Tells a field sent as `null` (Some(None)) from an absent one (None).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Limit>>, D::Error> {
     Option::<Limit>::deserialize(d).map(Some)
+}
+
+fn present_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// The most a client's own limit may allow, per minute and at once.
@@ -282,6 +302,7 @@ pub async fn create(store: &Store, spec: ClientSpec, by: By<'_>, now: i64) -> Re
         rate_limit_per_minute: None,
         rate_limit_burst: None,
         may_introspect: 0,
+        require_acr: None,
     };
     if spec.name.is_none() {
         return Err(Error::invalid("name", "is required"));
@@ -372,6 +393,16 @@ fn apply(row: &mut ClientRow, spec: ClientSpec) -> Result<()> {
     }
     if let Some(may) = spec.may_introspect {
         row.may_introspect = i64::from(may);
+    }
+    match spec.require_acr {
+        Some(Some(acr)) if crate::mfa::acr::Acr::parse(&acr).is_none() => {
+            errors.push(FieldError::new(
+                "require_acr",
+                "must be one of urn:tessera:acr:pwd, urn:tessera:acr:mfa, phr",
+            ));
+        }
+        Some(acr) => row.require_acr = acr,
+        None => {}
     }
     if let Some(grace) = spec.refresh_reuse_grace {
         if !(0..=60).contains(&grace) {

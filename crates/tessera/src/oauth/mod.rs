@@ -51,6 +51,9 @@ pub enum ErrorCode {
     ConsentRequired => "consent_required",
     /// OIDC Core §3.1.2.6.
     RequestNotSupported => "request_not_supported",
+    /// OpenID Connect Core Error Code unmet_authentication_requirements 1.0 §2: the sign-in
+    /// cannot reach the class the client requires.
+    UnmetAuthenticationRequirements => "unmet_authentication_requirements",
 }
 }
 

@@ -293,6 +293,15 @@ async fn password(
         None => "openid".to_string(),
     };
     let audience = resource(client, params)?;
+    // A password is one factor: a client that requires more never gets tokens from one.
+    if client
+        .require_acr
+        .is_some_and(|acr| !crate::mfa::acr::Acr::Pwd.satisfies(acr))
+    {
+        return Err(OAuthError::invalid_grant(
+            "this client requires a sign-in with more than a password: use the authorization endpoint",
+        ));
+    }
     let user = match crate::accounts::authenticate(state, username, password, None, ctx, now).await
     {
         Ok(u) => u,

@@ -21,6 +21,8 @@ pub struct ClientRow {
     pub rate_limit_per_minute: Option<i64>,
     pub rate_limit_burst: Option<i64>,
     pub may_introspect: i64,
+    /// The class every sign-in for this client must reach (`crate::mfa::acr`).
+    pub require_acr: Option<String>,
 }
 
 macro_rules! select_clients {
@@ -28,7 +30,7 @@ macro_rules! select_clients {
         concat!(
             "SELECT id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, \
              resources, status, created_at, updated_at, first_party, refresh_reuse_grace, \
-             rate_limit_per_minute, rate_limit_burst, may_introspect FROM oauth_clients ",
+             rate_limit_per_minute, rate_limit_burst, may_introspect, require_acr FROM oauth_clients ",
             $rest
         )
     };
@@ -41,8 +43,8 @@ pub async fn insert_client<'e>(
     sqlx::query(
         "INSERT INTO oauth_clients (id, name, secret_hash, redirect_uris, post_logout_redirect_uris, \
          grant_types, scopes, resources, status, created_at, updated_at, first_party, \
-         refresh_reuse_grace, rate_limit_per_minute, rate_limit_burst, may_introspect) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         refresh_reuse_grace, rate_limit_per_minute, rate_limit_burst, may_introspect, require_acr) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&c.id)
     .bind(&c.name)
@@ -60,6 +62,7 @@ pub async fn insert_client<'e>(
     .bind(c.rate_limit_per_minute)
     .bind(c.rate_limit_burst)
     .bind(c.may_introspect)
+    .bind(&c.require_acr)
     .execute(db)
     .await
     .map(|_| ())
@@ -74,7 +77,7 @@ pub async fn update_client<'e>(
         "UPDATE oauth_clients SET name = $1, secret_hash = $2, redirect_uris = $3, \
          post_logout_redirect_uris = $4, grant_types = $5, scopes = $6, resources = $7, status = $8, \
          updated_at = $9, first_party = $10, refresh_reuse_grace = $11, rate_limit_per_minute = $12, \
-         rate_limit_burst = $13, may_introspect = $14 WHERE id = $15",
+         rate_limit_burst = $13, may_introspect = $14, require_acr = $15 WHERE id = $16",
     )
     .bind(&c.name)
     .bind(&c.secret_hash)
@@ -90,6 +93,7 @@ pub async fn update_client<'e>(
     .bind(c.rate_limit_per_minute)
     .bind(c.rate_limit_burst)
     .bind(c.may_introspect)
+    .bind(&c.require_acr)
     .bind(&c.id)
     .execute(db)
     .await

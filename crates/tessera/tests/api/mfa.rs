@@ -21,6 +21,7 @@ on_both_backends!(
     acr_values_make_a_weaker_session_sign_in_again,
     sensitive_actions_ask_for_a_step_up,
     a_tenant_can_require_a_second_factor,
+    a_client_can_require_more_than_a_password,
 );
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -906,4 +907,111 @@ async fn a_tenant_can_require_a_second_factor(b: Backend) {
         StatusCode::FORBIDDEN,
         "tenant_requires_mfa",
     );
+}
+
+/// A client registered with `require_acr: urn:tessera:acr:mfa`: a user without a factor is sent
+/// back with `unmet_authentication_requirements` after signing in, one with a factor goes on
+/// through the second-factor page, and the password grant never gives such a client tokens.
+async fn a_client_can_require_more_than_a_password(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.signed_in("peggy@example.com").await;
+    let quinn = enrolled(&app, "quinn@example.com").await;
+    let client = crate::oauth::create_client(
+        &app,
+        tessera::oauth::clients::ClientSpec {
+            name: Some("Bank".into()),
+            redirect_uris: Some(vec![REDIRECT.into()]),
+            grant_types: Some(vec!["authorization_code".into(), "password".into()]),
+            scopes: Some(vec!["openid".into()]),
+            require_acr: Some(Some("urn:tessera:acr:mfa".into())),
+            ..Default::default()
+        },
+    )
+    .await;
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&state=b",
+        app.base, client.id
+    );
+    let back = browse(&app, &url, "peggy@example.com", "allow").await;
+    assert_eq!(
+        param(&back, "error").as_deref(),
+        Some("unmet_authentication_requirements"),
+        "{back}"
+    );
+    assert_eq!(param(&back, "state").as_deref(), Some("b"));
+
+    // Quinn has an app: the password leads to the second-factor page, then on to consent.
+    let other = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = other.get(&url).send().await.unwrap().text().await.unwrap();
+    let res = other
+        .post(format!("{}/oauth2/login", app.base))
+        .form(&[
+            ("csrf_token", field(&page, "csrf_token")),
+            ("request", field(&page, "request")),
+            ("email", "quinn@example.com".into()),
+            ("password", PASSWORD.into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let page = res.text().await.unwrap();
+    assert!(page.contains(r#"action="/oauth2/mfa""#), "{page}");
+    let res = other
+        .post(format!("{}/oauth2/mfa", app.base))
+        .form(&[
+            ("csrf_token", field(&page, "csrf_token")),
+            ("request", field(&page, "request")),
+            ("mfa_token", field(&page, "mfa_token")),
+            ("code", code_at(&quinn.secret, app.clock.now())),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains(r#"action="/oauth2/consent""#)
+    );
+
+    // The password grant: one factor, never enough for this client.
+    let (status, _, body) = token(
+        &app,
+        Some((&client.id, client.secret.as_deref().unwrap())),
+        &[
+            ("grant_type", "password"),
+            ("username", "peggy@example.com"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+
+    // Only known classes can be required.
+    let root = crate::audit::admin_token(&app).await;
+    let res = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/admin/clients/{}", client.id),
+            Some(&root),
+            Some(json!({ "require_acr": "urn:example:gold" })),
+        )
+        .await;
+    assert_error(&res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let res = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/admin/clients/{}", client.id),
+            Some(&root),
+            Some(json!({ "require_acr": null })),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert!(res.body["require_acr"].is_null(), "{}", res.text);
 }
