@@ -60,7 +60,7 @@ impl Method {
 
     /// RFC 8176 methods of a sign-in completed with this factor: the password, a one-time
     /// password (a recovery code is one too: a single-use secret), and so more than one factor.
-    /// (WebAuthn's depend on the key: [`webauthn::second_factor_amr`].)
+    /// (WebAuthn's depend on the key: `webauthn::second_factor_amr`.)
     pub fn amr(self) -> &'static str {
         match self {
             Self::Totp | Self::RecoveryCode => "pwd otp mfa",
