@@ -376,6 +376,38 @@ async fn browser_session(
         .flatten()
 }
 
+/// The page of an unexpected failure: the cause is logged (as `what` failed), never shown.
+fn went_wrong(state: &AppState, what: &str, e: &dyn std::fmt::Debug) -> Response {
+    tracing::error!(error = ?e, "{what} failed");
+    state.pages.message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "Please try again later.",
+    )
+}
+
+/// A posted hosted form (not a sign-in form): its fields, or the page that refuses it
+/// (malformed, or a CSRF check that fails; `expired` says what to do then).
+fn posted_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    expired: &str,
+) -> Result<Params, Box<Response>> {
+    let form = match parse_params(body) {
+        Ok(f) if is_form(headers) => f,
+        _ => return Err(Box::new(bad_page(state, "The form was malformed."))),
+    };
+    if !csrf_ok(state, headers, &form) {
+        return Err(Box::new(state.pages.message(
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            expired,
+        )));
+    }
+    Ok(form)
+}
+
 fn bad_page(state: &AppState, message: &str) -> Response {
     state.pages.message(
         StatusCode::BAD_REQUEST,
@@ -489,14 +521,7 @@ async fn proceed(
             let ctx = json!({ "client_name": req.client.name, "tenants": choices });
             state.pages.render(StatusCode::OK, "tenant.html", ctx)
         }
-        Err(e) => {
-            tracing::error!(error = ?e, "authorization failed");
-            state.pages.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again later.",
-            )
-        }
+        Err(e) => went_wrong(state, "authorization", &e),
     };
     if let Some(token) = new_session {
         set_cookie(
@@ -661,12 +686,7 @@ async fn login(
             return res;
         }
         Err(e) => {
-            tracing::error!(error = ?e, "hosted login failed");
-            return state.pages.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again later.",
-            );
+            return went_wrong(&state, "hosted login", &e);
         }
     };
     let amr = crate::mfa::AMR_PASSWORD;
@@ -688,12 +708,7 @@ async fn signed_in(
     let (session, token) = match started {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = ?e, "starting a browser session failed");
-            return state.pages.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again later.",
-            );
+            return went_wrong(state, "starting a browser session", &e);
         }
     };
     let interaction = Interaction {
@@ -800,14 +815,7 @@ async fn second_factor(
             *res.status_mut() = StatusCode::UNAUTHORIZED;
             res
         }
-        Err(e) => {
-            tracing::error!(error = ?e, "hosted second factor failed");
-            state.pages.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again later.",
-            )
-        }
+        Err(e) => went_wrong(&state, "hosted second factor", &e),
     }
 }
 
@@ -863,14 +871,7 @@ async fn passkey_sign_in(
             let message = "That passkey did not work. Try again, or sign in with your password.";
             login_page(&state, &headers, &request, Some(message))
         }
-        Err(e) => {
-            tracing::error!(error = ?e, "hosted passkey sign-in failed");
-            state.pages.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again later.",
-            )
-        }
+        Err(e) => went_wrong(&state, "hosted passkey sign-in", &e),
     }
 }
 
@@ -903,14 +904,7 @@ async fn recent_browser_user(
             "Sign in first",
             "Sign in to an application that uses Tessera, then come back to add a passkey.",
         )),
-        Err(e) => {
-            tracing::error!(error = ?e, "reading the browser session's user failed");
-            Err(state.pages.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again later.",
-            ))
-        }
+        Err(e) => Err(went_wrong(state, "reading the browser session's user", &e)),
     }
 }
 
@@ -939,12 +933,7 @@ async fn render_passkeys(
             );
         }
         (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = ?e, "the passkeys page failed");
-            return state.pages.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again later.",
-            );
+            return went_wrong(state, "the passkeys page", &e);
         }
     };
     let (token, fresh) = csrf(state, headers);
@@ -1004,17 +993,11 @@ async fn passkeys_add(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match parse_params(&body) {
-        Ok(f) if is_form(&headers) => f,
-        _ => return bad_page(&state, "The form was malformed."),
+    let expired = "The form expired. Open the passkeys page again.";
+    let form = match posted_form(&state, &headers, &body, expired) {
+        Ok(f) => f,
+        Err(page) => return *page,
     };
-    if !csrf_ok(&state, &headers, &form) {
-        return state.pages.message(
-            StatusCode::FORBIDDEN,
-            "Please try again",
-            "The form expired. Open the passkeys page again.",
-        );
-    }
     let now = state.clock.now();
     let user = match recent_browser_user(&state, &headers, now).await {
         Ok(user) => user,
@@ -1057,14 +1040,7 @@ async fn passkeys_add(
                          was open too long. Try again.";
             render_passkeys(&state, &headers, &user, Some(error), now).await
         }
-        Err(e) => {
-            tracing::error!(error = ?e, "adding a passkey failed");
-            state.pages.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again later.",
-            )
-        }
+        Err(e) => went_wrong(&state, "adding a passkey", &e),
     }
 }
 
@@ -1080,17 +1056,11 @@ async fn consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match parse_params(&body) {
-        Ok(f) if is_form(&headers) => f,
-        _ => return bad_page(&state, "The consent form was malformed."),
+    let expired = "The consent form expired. Go back to the application and start again.";
+    let form = match posted_form(&state, &headers, &body, expired) {
+        Ok(f) => f,
+        Err(page) => return *page,
     };
-    if !csrf_ok(&state, &headers, &form) {
-        return state.pages.message(
-            StatusCode::FORBIDDEN,
-            "Please try again",
-            "The consent form expired. Go back to the application and start again.",
-        );
-    }
     let params = match parse_params(form.get("request").unwrap_or_default().as_bytes()) {
         Ok(p) => p,
         Err(e) => return bad_page(&state, &e.description),
@@ -1422,12 +1392,7 @@ async fn logout_post(
     if let Some(session) = browser_session(&state, &headers, now).await
         && let Err(e) = oidc::end_browser_session(&state, &session, &ctx, now).await
     {
-        tracing::error!(error = ?e, "ending a browser session failed");
-        return state.pages.message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong",
-            "Please try again later.",
-        );
+        return went_wrong(&state, "ending a browser session", &e);
     }
     let mut res = match &request.post_logout_redirect_uri {
         Some(uri) => {
