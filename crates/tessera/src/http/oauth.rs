@@ -386,7 +386,17 @@ fn went_wrong(state: &AppState, what: &str, e: &dyn std::fmt::Debug) -> Response
     )
 }
 
-/// A posted hosted form (not a sign-in form): its fields, or the page that refuses it
+/// `page` (showing `message`) as 429 with `Retry-After`: throttled or locked out.
+fn throttled(retry_after: u64, page: impl FnOnce(&str) -> Response) -> Response {
+    let message = format!("Too many attempts. Try again in {retry_after} seconds.");
+    let mut res = page(&message);
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    res
+}
+
+/// A posted hosted form: its fields, or the page that refuses it
 /// (malformed, or a CSRF check that fails; `expired` says what to do then).
 fn posted_form(
     state: &AppState,
@@ -602,17 +612,8 @@ async fn sign_in_form(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Params, Params, authorize::AuthorizationRequest), Response> {
-    let form = match parse_params(body) {
-        Ok(f) if is_form(headers) => f,
-        _ => return Err(bad_page(state, "The sign-in form was malformed.")),
-    };
-    if !csrf_ok(state, headers, &form) {
-        return Err(state.pages.message(
-            StatusCode::FORBIDDEN,
-            "Please try again",
-            "The sign-in form expired. Go back to the application and start again.",
-        ));
-    }
+    let expired = "The sign-in form expired. Go back to the application and start again.";
+    let form = posted_form(state, headers, body, expired).map_err(|page| *page)?;
     let params = parse_params(form.get("request").unwrap_or_default().as_bytes())
         .map_err(|e| bad_page(state, &e.description))?;
     let request = match authorize::validate(state, params.clone()).await {
@@ -656,12 +657,7 @@ async fn login(
         Err(crate::Error::TooManyRequests { retry_after }) => {
             let mut req = request;
             req.login_hint = Some(email.chars().take(254).collect());
-            let message = format!("Too many attempts. Try again in {retry_after} seconds.");
-            let mut res = login_page(&state, &headers, &req, Some(&message));
-            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            return res;
+            return throttled(retry_after, |m| login_page(&state, &headers, &req, Some(m)));
         }
         Err(crate::Error::Unauthenticated { .. } | crate::Error::Validation(_)) => {
             let mut req = request;
@@ -801,14 +797,9 @@ async fn second_factor(
             };
             mfa_page(&state, &headers, &request, mfa_token, None, Some(message))
         }
-        Err(crate::Error::TooManyRequests { retry_after }) => {
-            let message = format!("Too many attempts. Try again in {retry_after} seconds.");
-            let mut res = mfa_page(&state, &headers, &request, mfa_token, None, Some(&message));
-            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            res
-        }
+        Err(crate::Error::TooManyRequests { retry_after }) => throttled(retry_after, |m| {
+            mfa_page(&state, &headers, &request, mfa_token, None, Some(m))
+        }),
         Err(crate::Error::Unauthenticated { .. }) => {
             let message = "The sign-in took too long. Sign in again.";
             let mut res = login_page(&state, &headers, &request, Some(message));
@@ -854,14 +845,9 @@ async fn passkey_sign_in(
         .unwrap_or(serde_json::Value::Null);
     match crate::mfa::webauthn::passkey_finish(&state, ceremony, &assertion, &ctx, now).await {
         Ok((user, amr)) => signed_in(&state, &headers, params, user, amr, &ctx, now).await,
-        Err(crate::Error::TooManyRequests { retry_after }) => {
-            let message = format!("Too many attempts. Try again in {retry_after} seconds.");
-            let mut res = login_page(&state, &headers, &request, Some(&message));
-            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            res
-        }
+        Err(crate::Error::TooManyRequests { retry_after }) => throttled(retry_after, |m| {
+            login_page(&state, &headers, &request, Some(m))
+        }),
         Err(
             crate::Error::Unauthenticated { .. }
             | crate::Error::Validation(_)
@@ -882,12 +868,15 @@ async fn recent_browser_user(
     headers: &HeaderMap,
     now: i64,
 ) -> Result<crate::store::users::User, Response> {
-    let Some(session) = browser_session(state, headers, now).await else {
-        return Err(state.pages.message(
+    let sign_in_first = || {
+        state.pages.message(
             StatusCode::FORBIDDEN,
             "Sign in first",
             "Sign in to an application that uses Tessera, then come back to add a passkey.",
-        ));
+        )
+    };
+    let Some(session) = browser_session(state, headers, now).await else {
+        return Err(sign_in_first());
     };
     if now - session.auth_time > crate::mfa::RECENT_AUTH_SECS {
         return Err(state.pages.message(
@@ -899,11 +888,7 @@ async fn recent_browser_user(
     }
     match crate::store::users::find_by_id(state.store.pool(), &session.user_id).await {
         Ok(Some(user)) if user.is_active() => Ok(user),
-        Ok(_) => Err(state.pages.message(
-            StatusCode::FORBIDDEN,
-            "Sign in first",
-            "Sign in to an application that uses Tessera, then come back to add a passkey.",
-        )),
+        Ok(_) => Err(sign_in_first()),
         Err(e) => Err(went_wrong(state, "reading the browser session's user", &e)),
     }
 }

@@ -57,17 +57,12 @@ impl Method {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|m| m.as_str() == s)
     }
-
-    /// RFC 8176 methods of a sign-in completed with this factor: the password, a one-time
-    /// password (a recovery code is one too: a single-use secret), and so more than one factor.
-    /// (WebAuthn's depend on the key: `webauthn::second_factor_amr`.)
-    pub fn amr(self) -> &'static str {
-        match self {
-            Self::Totp | Self::RecoveryCode => "pwd otp mfa",
-            Self::Webauthn => "pwd hwk mfa",
-        }
-    }
 }
+
+/// RFC 8176 methods of a sign-in completed with an app's code or a recovery code: the password,
+/// a one-time password (a recovery code is one too: a single-use secret), and so more than one
+/// factor. (A WebAuthn key's depend on the key: `webauthn::second_factor_amr`.)
+pub const AMR_OTP: &str = "pwd otp mfa";
 
 /// RFC 8176 methods of a sign-in with the password alone.
 pub const AMR_PASSWORD: &str = "pwd";
@@ -134,7 +129,7 @@ pub async fn challenge(
     let keys = rows
         .iter()
         .filter(|r| r.kind == FactorKind::Webauthn.as_str())
-        .map(|r| webauthn::decode(&open_secret(state, r)?))
+        .map(|r| webauthn::passkey_of(state, r))
         .collect::<Result<Vec<_>>>()?;
     let (mut options, mut ceremony) = (None, None);
     if let (false, Some(rp)) = (keys.is_empty(), state.webauthn.as_deref()) {
@@ -271,11 +266,11 @@ async fn verify(
     let accepted = match (method, proof) {
         (Method::Totp, Proof::Code(code)) => accept_totp(state, user_id, code, now)
             .await?
-            .then_some(method.amr()),
+            .then_some(AMR_OTP),
         (Method::RecoveryCode, Proof::Code(code)) => {
             accept_recovery_code(state, user_id, code, ctx, now)
                 .await?
-                .then_some(method.amr())
+                .then_some(AMR_OTP)
         }
         (Method::Webauthn, Proof::Assertion(assertion)) => {
             webauthn::accept_second_factor(state, user_id, ceremony, assertion, now).await?

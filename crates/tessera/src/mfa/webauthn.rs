@@ -47,7 +47,7 @@ pub fn relying_party(issuer: &str) -> Option<Webauthn> {
     built
 }
 
-pub(super) fn rp(state: &Core) -> Result<&Webauthn> {
+fn rp(state: &Core) -> Result<&Webauthn> {
     state.webauthn.as_deref().ok_or(Error::Conflict {
         code: Code::WebauthnUnavailable,
         message: "passkeys need the issuer (TESSERA_ISSUER) to be a domain name, not an IP address",
@@ -99,7 +99,7 @@ pub(super) async fn stash(state: &Core, ceremony: Ceremony, now: i64) -> Result<
     Ok(id)
 }
 
-pub(super) fn ceremony_gone() -> Error {
+fn ceremony_gone() -> Error {
     Error::Unauthenticated {
         code: Code::InvalidCeremony,
         message: "the passkey ceremony is unknown, used or expired; start again",
@@ -108,7 +108,7 @@ pub(super) fn ceremony_gone() -> Error {
 }
 
 /// Takes (uses up) the ceremony `id`.
-pub(super) async fn take(state: &Core, id: &str, now: i64) -> Result<Ceremony> {
+async fn take(state: &Core, id: &str, now: i64) -> Result<Ceremony> {
     if id.is_empty() || id.len() > 64 {
         return Err(ceremony_gone());
     }
@@ -129,7 +129,7 @@ pub(super) async fn take(state: &Core, id: &str, now: i64) -> Result<Ceremony> {
 }
 
 /// The user handle of an account: its id (a UUID), never anything personal.
-pub(super) fn user_handle(user_id: &str) -> Result<Uuid> {
+fn user_handle(user_id: &str) -> Result<Uuid> {
     Uuid::parse_str(user_id)
         .map_err(|_| Error::internal(anyhow::anyhow!("user id {user_id} is not a UUID")))
 }
@@ -137,7 +137,7 @@ pub(super) fn user_handle(user_id: &str) -> Result<Uuid> {
 /// Registration options: every credential is asked to be discoverable where the authenticator
 /// can (`residentKey: preferred`), so a passkey also signs in without a password; user
 /// verification is required (webauthn-rs' passkey profile).
-pub(super) fn start_registration(
+fn start_registration(
     rp: &Webauthn,
     user_id: &str,
     email: &str,
@@ -155,7 +155,7 @@ pub(super) fn start_registration(
     Ok((options, reg))
 }
 
-pub(super) fn bad_credential(field: &'static str) -> Error {
+fn bad_credential(field: &'static str) -> Error {
     Error::invalid(
         field,
         "the authenticator's answer does not verify for this ceremony",
@@ -163,24 +163,24 @@ pub(super) fn bad_credential(field: &'static str) -> Error {
 }
 
 /// A credential's public part as stored (sealed): webauthn-rs' own serialisation.
-pub(super) fn encode(passkey: &Passkey) -> Result<Vec<u8>> {
+fn encode(passkey: &Passkey) -> Result<Vec<u8>> {
     serde_json::to_vec(passkey)
         .map_err(|e| Error::internal(anyhow::anyhow!("serialising a credential: {e}")))
 }
 
-pub(super) fn decode(plain: &[u8]) -> Result<Passkey> {
+fn decode(plain: &[u8]) -> Result<Passkey> {
     serde_json::from_slice(plain)
         .map_err(|e| Error::internal(anyhow::anyhow!("a stored credential does not parse: {e}")))
 }
 
 /// The credential id as stored and looked up: base64url without padding.
-pub(super) fn credential_id(raw: &[u8]) -> String {
+fn credential_id(raw: &[u8]) -> String {
     b64url(raw)
 }
 
 /// RFC 8176 methods of a WebAuthn proof after the password: a synced passkey (backup eligible)
 /// is a software-held key (`swk`), any other a hardware key (`hwk`).
-pub(super) fn second_factor_amr(backup_eligible: bool) -> &'static str {
+fn second_factor_amr(backup_eligible: bool) -> &'static str {
     if backup_eligible {
         "pwd swk mfa"
     } else {
@@ -190,7 +190,7 @@ pub(super) fn second_factor_amr(backup_eligible: bool) -> &'static str {
 
 /// RFC 8176 methods of a passwordless passkey sign-in: the key, with user verification (a PIN
 /// or biometric on the authenticator, which webauthn-rs requires), so more than one factor.
-pub(super) fn passkey_amr(backup_eligible: bool) -> &'static str {
+fn passkey_amr(backup_eligible: bool) -> &'static str {
     if backup_eligible {
         "swk user mfa"
     } else {
@@ -200,7 +200,7 @@ pub(super) fn passkey_amr(backup_eligible: bool) -> &'static str {
 
 /// The options for a passwordless sign-in, without conditional mediation (the page or client
 /// decides how to ask: a button, or the autofill list where the browser offers it).
-pub(super) fn start_discoverable(
+fn start_discoverable(
     rp: &Webauthn,
 ) -> Result<(RequestChallengeResponse, DiscoverableAuthentication)> {
     let (mut options, auth) = rp
@@ -211,7 +211,7 @@ pub(super) fn start_discoverable(
 }
 
 /// Verifies a passwordless assertion against the one stored credential it names.
-pub(super) fn finish_discoverable(
+fn finish_discoverable(
     rp: &Webauthn,
     credential: &PublicKeyCredential,
     auth: DiscoverableAuthentication,
@@ -223,7 +223,7 @@ pub(super) fn finish_discoverable(
 }
 
 /// The user and credential a passwordless assertion names (not yet verified).
-pub(super) fn identify(rp: &Webauthn, credential: &PublicKeyCredential) -> Option<(Uuid, String)> {
+fn identify(rp: &Webauthn, credential: &PublicKeyCredential) -> Option<(Uuid, String)> {
     rp.identify_discoverable_authentication(credential)
         .ok()
         .map(|(user, raw)| (user, credential_id(raw)))
@@ -239,7 +239,7 @@ pub(super) fn start_second_factor(
 }
 
 /// Parses a credential (the authenticator's answer) from its JSON, `field` naming it in errors.
-pub(super) fn parse_assertion(value: &serde_json::Value) -> Result<PublicKeyCredential> {
+fn parse_assertion(value: &serde_json::Value) -> Result<PublicKeyCredential> {
     serde_json::from_value(value.clone()).map_err(|_| {
         Error::invalid(
             "assertion",
@@ -248,7 +248,7 @@ pub(super) fn parse_assertion(value: &serde_json::Value) -> Result<PublicKeyCred
     })
 }
 
-pub(super) fn parse_registration(value: &serde_json::Value) -> Result<RegisterPublicKeyCredential> {
+fn parse_registration(value: &serde_json::Value) -> Result<RegisterPublicKeyCredential> {
     serde_json::from_value(value.clone()).map_err(|_| {
         Error::invalid(
             "credential",
@@ -285,7 +285,7 @@ fn started(ceremony: String, options: &impl Serialize) -> Result<Started> {
 }
 
 /// The stored credential of a factor row.
-fn passkey_of(state: &Core, row: &FactorRow) -> Result<Passkey> {
+pub(super) fn passkey_of(state: &Core, row: &FactorRow) -> Result<Passkey> {
     decode(&super::open_secret(state, row)?)
 }
 

@@ -45,8 +45,13 @@ impl Default for Local {
                 .max_capacity(500_000)
                 .time_to_idle(Duration::from_secs(super::KNOWN_DEVICE_SECS))
                 .build(),
+            // Bounded by bytes (a sealed ceremony is 1 to 3 KiB): abandoned ceremonies cannot
+            // grow the process past 32 MiB, whatever the rate of starts.
             stash: moka::sync::Cache::builder()
-                .max_capacity(100_000)
+                .weigher(|k: &String, v: &Arc<[u8]>| {
+                    u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX)
+                })
+                .max_capacity(32 * 1024 * 1024)
                 .time_to_live(Duration::from_secs(super::STASH_MAX_SECS))
                 .build(),
         }

@@ -786,8 +786,7 @@ pub async fn choose(
     let usable = match &user.last_tenant_id {
         Some(t) => {
             matches!(access(core, t, &user.id).await, Ok(Some(_)))
-                && policy::check_ip(core, t, ip).await.is_ok()
-                && policy::check_sign_in(core, t, amr).await.is_ok()
+                && policy::check_entry(core, t, ip, amr).await.is_ok()
         }
         None => false,
     };
@@ -826,8 +825,7 @@ async fn enter(
     let access = access(core, tenant_id, user_id)
         .await?
         .ok_or_else(not_a_member)?;
-    policy::check_ip(core, tenant_id, ip).await?;
-    policy::check_sign_in(core, tenant_id, amr).await?;
+    policy::check_entry(core, tenant_id, ip, amr).await?;
     Ok((tenant_id.to_string(), access.roles))
 }
 

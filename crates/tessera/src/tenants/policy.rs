@@ -167,9 +167,17 @@ pub fn ip_not_allowed() -> Error {
 }
 
 /// 403 `ip_not_allowed` unless `ip` may act in `tenant_id`.
-pub async fn check_ip(core: &Core, tenant_id: &str, ip: Option<&str>) -> Result<()> {
+/// Whether the tenant takes a sign-in (`amr`, see [`admits_sign_in`]) from `ip`: its allow-list
+/// and its MFA policy, on one read of the cached tenant.
+pub async fn check_entry(
+    core: &Core,
+    tenant_id: &str,
+    ip: Option<&str>,
+    amr: Option<&str>,
+) -> Result<()> {
     match info(core, tenant_id).await? {
         Some(t) if !t.admits(ip) => Err(ip_not_allowed()),
+        Some(t) if !admits_sign_in(&t, amr) => Err(mfa_required()),
         _ => Ok(()),
     }
 }
@@ -262,14 +270,6 @@ pub fn mfa_required() -> Error {
         code: Code::TenantRequiresMfa,
         message: "this tenant requires a second factor: add an authenticator app or a passkey, \
                   then sign in with it",
-    }
-}
-
-/// Refuses a sign-in that the tenant's MFA policy does not admit.
-pub async fn check_sign_in(core: &Core, tenant_id: &str, amr: Option<&str>) -> Result<()> {
-    match info(core, tenant_id).await? {
-        Some(t) if !admits_sign_in(&t, amr) => Err(mfa_required()),
-        _ => Ok(()),
     }
 }
 
