@@ -210,8 +210,34 @@ pub struct LoginSucceededV1 {
     pub session_id: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// How: `password`, `passkey`, or `federated:NAME` (an upstream provider). Absent from
+    /// events written before it existed, which were all `password` or `passkey`.
+    #[serde(default)]
+    pub method: String,
 }
 event!(LoginSucceededV1, "identity.login.succeeded.v1");
+
+/// An upstream identity was linked to an account.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityLinkedV1 {
+    pub user_id: String,
+    pub identity_id: String,
+    /// The provider's name.
+    pub provider: String,
+    /// How the account's ownership was shown: `verified_email` (both sides hold the address
+    /// as verified), `password`, or `created` (the account was created just in time).
+    pub via: String,
+}
+event!(IdentityLinkedV1, "identity.federation.linked.v1");
+
+/// An upstream identity was unlinked from an account.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityUnlinkedV1 {
+    pub user_id: String,
+    pub identity_id: String,
+    pub provider: String,
+}
+event!(IdentityUnlinkedV1, "identity.federation.unlinked.v1");
 
 /// A login failed. `user_id` is empty when the email names no account (the address itself is
 /// not recorded: people type passwords into the email field).
@@ -339,6 +365,8 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<PasswordChangedV1>(),
         one::<LoginSucceededV1>(),
         one::<LoginFailedV1>(),
+        one::<IdentityLinkedV1>(),
+        one::<IdentityUnlinkedV1>(),
         one::<SessionRevokedV1>(),
         one::<UserDeactivatedV1>(),
         one::<UserReactivatedV1>(),

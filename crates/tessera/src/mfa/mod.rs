@@ -67,6 +67,21 @@ pub const AMR_OTP: &str = "pwd otp mfa";
 /// RFC 8176 methods of a sign-in with the password alone.
 pub const AMR_PASSWORD: &str = "pwd";
 
+/// A sign-in at an upstream provider (RFC 8176 has no value for it; `fed` is the one Microsoft
+/// Entra ID uses): one factor, like a password.
+pub const AMR_FEDERATED: &str = "fed";
+
+/// The methods of a two-factor sign-in whose first factor was an upstream provider, not the
+/// password (`amr` as [`verify`] returns it).
+fn federated(amr: &'static str) -> &'static str {
+    match amr {
+        AMR_OTP => "fed otp mfa",
+        "pwd hwk mfa" => "fed hwk mfa",
+        "pwd swk mfa" => "fed swk mfa",
+        other => other,
+    }
+}
+
 wire_codes! {
 /// The kinds of second factor.
 pub enum FactorKind {
@@ -111,6 +126,9 @@ struct ChallengeClaims {
     /// The WebAuthn ceremony started for the user's keys, if they have any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ceremony: Option<String>,
+    /// The upstream provider the first factor was a sign-in at (else it was the password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    via: Option<String>,
 }
 
 /// A challenge for `user`, who gave the right password: the methods their factors allow, and
@@ -119,6 +137,18 @@ pub async fn challenge(
     state: &Core,
     user: &User,
     tenant: Option<&str>,
+    now: i64,
+) -> Result<Challenge> {
+    challenge_after(state, user, tenant, None, now).await
+}
+
+/// A challenge for `user` after a first factor: the password, or a sign-in at upstream provider
+/// `via` (the sign-in's methods then say `fed` instead of `pwd`).
+pub async fn challenge_after(
+    state: &Core,
+    user: &User,
+    tenant: Option<&str>,
+    via: Option<&str>,
     now: i64,
 ) -> Result<Challenge> {
     let rows = store::confirmed(state.store.pool(), &user.id).await?;
@@ -148,6 +178,7 @@ pub async fn challenge(
         exp: now + CHALLENGE_TTL_SECS,
         tenant: tenant.map(str::to_string),
         ceremony,
+        via: via.map(str::to_string),
     };
     let plain = serde_json::to_vec(&claims).unwrap_or_default();
     let sealed = state.master.seal(CHALLENGE_CONTEXT, &plain);
@@ -175,6 +206,8 @@ pub struct SignedIn {
     pub tenant: Option<String>,
     /// How (RFC 8176, space-separated).
     pub amr: &'static str,
+    /// The upstream provider of the first factor, if it was not the password.
+    pub via: Option<String>,
 }
 
 fn invalid_challenge() -> Error {
@@ -224,11 +257,17 @@ pub async fn complete_sign_in(
         .ok_or_else(invalid_challenge)?;
     let ceremony = claims.ceremony.as_deref();
     let amr = verify(state, &user.id, method, proof, ceremony, ctx, now).await?;
+    let amr = if claims.via.is_some() {
+        federated(amr)
+    } else {
+        amr
+    };
     crate::tenants::domains::join_at_sign_in(state, &user, ctx, now).await?;
     Ok(SignedIn {
         user,
         tenant: claims.tenant,
         amr,
+        via: claims.via,
     })
 }
 

@@ -339,7 +339,8 @@ async fn password(
         state, &mut tx, session_id, &user, roles, grant, family, ctx, now,
     )
     .await?;
-    sessions::record_login(&mut tx, &user.id, &issued.session_id, ctx, now).await?;
+    let method = "password";
+    sessions::record_login(&mut tx, &user.id, &issued.session_id, method, ctx, now).await?;
     tx.commit().await?;
     let sid = issued.session_id.clone();
     let id_token = scope::contains(&scope, "openid").then(|| IdTokenInput {

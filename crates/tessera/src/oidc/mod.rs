@@ -85,11 +85,12 @@ pub fn discovery(config: &Config) -> Bytes {
 }
 
 /// Starts a browser session after a sign-in on the hosted pages (`amr`: how the user proved who
-/// they are); returns it and the cookie token (stored only as a digest).
+/// they are; `via`: the upstream provider of a federated sign-in); returns it and the cookie token (stored only as a digest).
 pub async fn start_browser_session(
     state: &Core,
     user_id: &str,
     amr: &str,
+    via: Option<&str>,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<(BrowserSession, String)> {
@@ -117,7 +118,8 @@ pub async fn start_browser_session(
         None,
     )
     .await?;
-    crate::sessions::record_login(&mut tx, user_id, &id, ctx, now).await?;
+    let method = crate::sessions::login_method(amr, via);
+    crate::sessions::record_login(&mut tx, user_id, &id, &method, ctx, now).await?;
     tx.commit().await?;
     Ok((
         BrowserSession {

@@ -181,8 +181,9 @@ pub async fn open_in(
 /// Why a first-party session starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Start<'a> {
-    /// A password login: `LoginSucceededV1` and a `user.login` audit entry.
-    Login,
+    /// A sign-in (`method`: see [`login_method`]): `LoginSucceededV1` and a `user.login` audit
+    /// entry.
+    Login { method: &'a str },
     /// A switch to another tenant from session `from`: a `tenant.switch` audit entry.
     Switch { from: &'a str },
 }
@@ -204,7 +205,7 @@ pub async fn start(
     // A switch is the same sign-in in another tenant: it keeps when and how the user proved who
     // they are, so that switching never makes a sign-in look recent (see `mfa::require_recent`).
     let (auth_time, amr) = match how {
-        Start::Login => (now, subject.amr.map(str::to_string)),
+        Start::Login { .. } => (now, subject.amr.map(str::to_string)),
         Start::Switch { from } => crate::store::sessions::authentication_of(&mut *tx, from)
             .await?
             .ok_or_else(Error::invalid_token)?,
@@ -236,7 +237,9 @@ pub async fn start(
     .await?
     .ok_or_else(|| Error::internal(anyhow::anyhow!("no refresh token issued")))?;
     match how {
-        Start::Login => record_login(&mut tx, subject.user_id, &session_id, ctx, now).await?,
+        Start::Login { method } => {
+            record_login(&mut tx, subject.user_id, &session_id, method, ctx, now).await?
+        }
         Start::Switch { from } => {
             let entry = Entry::success(Actor::User(subject.user_id), audit::action::SWITCH_TENANT)
                 .target("session", from)
@@ -256,17 +259,34 @@ pub async fn start(
     )
 }
 
-/// Records a successful password login (JSON, hosted page or OAuth password grant) in the
-/// transaction that starts its session: the audit entry and `LoginSucceededV1`, the same for
-/// every path.
+/// How a sign-in went, as `LoginSucceededV1.method` says it: `federated:NAME` through upstream
+/// provider `via`, else `passkey` for a passkey alone, else `password`.
+pub fn login_method(amr: &str, via: Option<&str>) -> String {
+    let has = |m: &str| amr.split_whitespace().any(|x| x == m);
+    match via {
+        Some(provider) => format!("federated:{provider}"),
+        None if !has("pwd") && (has("hwk") || has("swk")) => "passkey".into(),
+        None => "password".into(),
+    }
+}
+
+/// Records a successful sign-in (JSON, hosted page, OAuth password grant, passkey or upstream
+/// provider) in the transaction that starts its session: the audit entry and
+/// `LoginSucceededV1`, the same for every path.
 pub async fn record_login(
     tx: &mut crate::store::Tx,
     user_id: &str,
     session_id: &str,
+    method: &str,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<()> {
-    crate::metrics::login("password", "success");
+    let kind = match method.split(':').next() {
+        Some("federated") => "federated",
+        Some("passkey") => "passkey",
+        _ => "password",
+    };
+    crate::metrics::login(kind, "success");
     let entry = Entry::success(Actor::User(user_id), audit::action::LOGIN).target("user", user_id);
     audit::record(&mut **tx, ctx, &entry, now).await?;
     let event = LoginSucceededV1 {
@@ -274,6 +294,7 @@ pub async fn record_login(
         session_id: session_id.to_string(),
         ip: ctx.ip.clone(),
         user_agent: ctx.user_agent.clone(),
+        method: method.to_string(),
     };
     events::append(tx, ctx, &event, now).await
 }
