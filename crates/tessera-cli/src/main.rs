@@ -1,6 +1,7 @@
 //! `tessera`: the Tessera identity service and its admin commands.
 
 mod client;
+mod idp;
 mod keys;
 
 use std::io::Read;
@@ -47,6 +48,9 @@ enum Command {
     /// Manage OAuth 2.0 / OpenID Connect clients.
     #[command(subcommand)]
     Client(client::ClientCommand),
+    /// Manage the upstream identity providers users may sign in with.
+    #[command(subcommand)]
+    Idp(idp::IdpCommand),
     /// Inspect the domain-event outbox.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -333,6 +337,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(cmd, &config, clock.now()).await,
         Command::MasterKey(cmd) => keys::master_key(cmd, &config, clock.now()).await,
         Command::Client(cmd) => client::run(cmd, &config, clock.now()).await,
+        Command::Idp(cmd) => idp::run(cmd, &config, clock.now()).await,
         Command::Events(cmd) => events(cmd, config, clock).await,
         Command::Webhooks(cmd) => webhooks(cmd, config, clock).await,
         Command::Audit(cmd) => audit(cmd, config, clock).await,
@@ -669,13 +674,14 @@ async fn user(cmd: UserCommand, config: Config, clock: Clock) -> anyhow::Result<
     }
 }
 
-fn describe(e: &tessera::Error) -> String {
+pub(crate) fn describe(e: &tessera::Error) -> String {
     match e {
         tessera::Error::Validation(fields) => fields
             .iter()
             .map(|f| format!("{}: {}", f.field, f.message))
             .collect::<Vec<_>>()
             .join("; "),
+        tessera::Error::NotFound => "not found".into(),
         other => other.to_string(),
     }
 }

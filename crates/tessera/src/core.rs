@@ -50,6 +50,8 @@ pub struct Core {
     pub tenants: crate::tenants::TenantCaches,
     /// The WebAuthn relying party (the issuer), unless the issuer's host is an IP address.
     pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
+    /// The upstream identity providers' HTTP client and discovery cache.
+    pub federation: crate::federation::upstream::Upstreams,
 }
 
 impl Core {
@@ -79,6 +81,7 @@ impl Core {
             users: accounts::user_cache(&shared),
             tenants: crate::tenants::TenantCaches::new(&shared),
             webauthn: crate::mfa::webauthn::relying_party(&config.issuer).map(Arc::new),
+            federation: crate::federation::upstream::Upstreams::new(),
             shared,
             settings: Arc::new(Settings::from_config(&config)),
             config: Arc::new(config),

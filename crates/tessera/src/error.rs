@@ -134,6 +134,10 @@ pub enum Code {
     CredentialInUse => "credential_in_use",
     /// 409: passkeys need the issuer to be a domain name (not an IP address).
     WebauthnUnavailable => "webauthn_unavailable",
+    /// 409: an identity provider of this name exists already.
+    ProviderExists => "provider_exists",
+    /// 409: removing this would leave the account with no way to sign in.
+    LastSignInMethod => "last_sign_in_method",
     /// 413.
     PayloadTooLarge => "payload_too_large",
     /// 415.

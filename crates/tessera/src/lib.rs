@@ -18,6 +18,7 @@ pub mod core;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod federation;
 pub mod files;
 pub mod http;
 pub mod keys;

@@ -191,6 +191,31 @@ async fn insert_in(
     })
 }
 
+/// Creates the account of a first sign-in at an upstream provider (just in time, see
+/// [`crate::federation::signin::resolve`]) in `tx`: the address as the upstream verified it,
+/// no password (`UserRegisteredV1` with source `federated`).
+pub(crate) async fn create_federated_in(
+    tx: &mut crate::store::Tx,
+    email: &str,
+    display_name: Option<&str>,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<User> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let new = NewUser {
+        id: &id,
+        email,
+        email_verified_at: Some(now),
+        password_hash: None,
+        display_name,
+        now,
+    };
+    let user = insert_in(tx, &new, "federated", ctx).await?;
+    let entry = Entry::success(Actor::User(&user.id), action::REGISTER).target("user", &user.id);
+    audit::record(&mut **tx, ctx, &entry, now).await?;
+    Ok(user)
+}
+
 fn collect(errors: &mut Vec<FieldError>, e: Error) {
     if let Error::Validation(mut v) = e {
         errors.append(&mut v);
@@ -414,7 +439,9 @@ async fn signed_in(
         &state.keys,
         &state.settings,
         subject,
-        sessions::Start::Login,
+        sessions::Start::Login {
+            method: &sessions::login_method(amr, None),
+        },
         ctx,
         now,
     )

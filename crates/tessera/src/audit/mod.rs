@@ -101,6 +101,12 @@ pub mod action {
     pub const ROTATE_API_KEY: &str = "api_key.rotate";
     pub const REVOKE_API_KEY: &str = "api_key.revoke";
     /// An enterprise tenant's allow-list, plan overrides, domains or type changed.
+    pub const CREATE_IDP: &str = "idp.create";
+    pub const UPDATE_IDP: &str = "idp.update";
+    pub const DELETE_IDP: &str = "idp.delete";
+    /// An upstream identity joined to an account (`reason`: how ownership was shown).
+    pub const LINK_IDENTITY: &str = "identity.link";
+    pub const UNLINK_IDENTITY: &str = "identity.unlink";
     pub const CHANGE_TENANT_POLICY: &str = "tenant.policy_change";
 }
 

@@ -103,6 +103,8 @@ pub enum Permission {
     ActInTenant,
     /// System administration of tenants: enterprise tenants, suspension, reactivation.
     ManageTenants,
+    /// Add, change and remove the upstream identity providers users may sign in with.
+    ManageIdentityProviders,
     /// Ask the AuthZEN decision point (`/access/v1/*`): users (about themselves, or with
     /// `access:evaluate` in the tenant), API keys, and resource servers (clients with the
     /// introspection permission). Whom one may ask about is decided by [`crate::access`].
@@ -127,7 +129,8 @@ impl Permission {
             | Permission::ManageKeys
             | Permission::ManageWebhooks
             | Permission::ReadMetrics
-            | Permission::ManageTenants => SCOPE_ADMIN,
+            | Permission::ManageTenants
+            | Permission::ManageIdentityProviders => SCOPE_ADMIN,
         }
     }
 
@@ -148,7 +151,8 @@ impl Permission {
             | Permission::ManageKeys
             | Permission::ManageWebhooks
             | Permission::ReadMetrics
-            | Permission::ManageTenants => Some(Role::Admin),
+            | Permission::ManageTenants
+            | Permission::ManageIdentityProviders => Some(Role::Admin),
         }
     }
 }

@@ -10,6 +10,7 @@ mod auth;
 pub mod client_ip;
 pub mod errors;
 pub mod extract;
+mod federation;
 mod identity;
 mod oauth;
 mod openapi;
@@ -127,6 +128,7 @@ fn routes() -> Routes {
         .merge(identity::router())
         .merge(ops::router())
         .merge(oauth::router())
+        .merge(federation::router())
         .merge(recovery_pages::router())
         .merge(admin_events::router())
         .merge(admin::router())

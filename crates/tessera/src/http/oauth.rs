@@ -267,7 +267,7 @@ fn bearer_error(status: StatusCode, code: ErrorCode, description: &str) -> Respo
     res
 }
 
-fn see_other(location: &str) -> Response {
+pub(super) fn see_other(location: &str) -> Response {
     let mut res = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -287,7 +287,7 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -301,7 +301,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The name of a hosted-page cookie: with the `__Host-` prefix when the issuer is https, so the
 /// browser only accepts it from this host, over TLS, for every path (RFC 6265bis §4.1.3.2).
-fn cookie_name(state: &AppState, base: &str) -> String {
+pub(super) fn cookie_name(state: &AppState, base: &str) -> String {
     if state.config.issuer.starts_with("https://") {
         format!("__Host-{base}")
     } else {
@@ -309,7 +309,13 @@ fn cookie_name(state: &AppState, base: &str) -> String {
     }
 }
 
-fn set_cookie(res: &mut Response, state: &AppState, base: &str, value: &str, max_age: i64) {
+pub(super) fn set_cookie(
+    res: &mut Response,
+    state: &AppState,
+    base: &str,
+    value: &str,
+    max_age: i64,
+) {
     let name = cookie_name(state, base);
     let secure = if state.config.issuer.starts_with("https://") {
         "; Secure"
@@ -377,7 +383,7 @@ async fn browser_session(
 }
 
 /// The page of an unexpected failure: the cause is logged (as `what` failed), never shown.
-fn went_wrong(state: &AppState, what: &str, e: &dyn std::fmt::Debug) -> Response {
+pub(super) fn went_wrong(state: &AppState, what: &str, e: &dyn std::fmt::Debug) -> Response {
     tracing::error!(error = ?e, "{what} failed");
     state.pages.message(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -387,9 +393,17 @@ fn went_wrong(state: &AppState, what: &str, e: &dyn std::fmt::Debug) -> Response
 }
 
 /// `page` (showing `message`) as 429 with `Retry-After`: throttled or locked out.
-fn throttled(retry_after: u64, page: impl FnOnce(&str) -> Response) -> Response {
-    let message = format!("Too many attempts. Try again in {retry_after} seconds.");
-    let mut res = page(&message);
+pub(super) fn throttled(retry_after: u64, page: impl FnOnce(&str) -> Response) -> Response {
+    let message = too_many(retry_after);
+    retry_later(retry_after, page(&message))
+}
+
+pub(super) fn too_many(retry_after: u64) -> String {
+    format!("Too many attempts. Try again in {retry_after} seconds.")
+}
+
+/// `res` (a page saying [`too_many`]) as 429 with `Retry-After`.
+pub(super) fn retry_later(retry_after: u64, mut res: Response) -> Response {
     *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -418,7 +432,7 @@ fn posted_form(
     Ok(form)
 }
 
-fn bad_page(state: &AppState, message: &str) -> Response {
+pub(super) fn bad_page(state: &AppState, message: &str) -> Response {
     state.pages.message(
         StatusCode::BAD_REQUEST,
         "This request cannot continue",
@@ -505,7 +519,11 @@ async fn proceed(
     let decided = authorize::decide(state, request, browser.as_ref(), interaction, ip, now).await;
     let mut res = match decided {
         Ok(Next::Redirect(url)) => see_other(&url),
-        Ok(Next::Login(req)) => login_page(state, headers, &req, None),
+        Ok(Next::Login(req)) => match req.params.get("idp") {
+            // `idp=NAME`: straight to that provider, skipping the sign-in page.
+            Some(idp) => see_other(&super::federation::start_url(idp, &req.params.encode())),
+            None => login_page(state, headers, &req, None).await,
+        },
         Ok(Next::Consent(req, user)) => {
             let (token, fresh) = csrf(state, headers);
             let scopes: Vec<&str> = req.scope.split(' ').map(describe_scope).collect();
@@ -555,7 +573,7 @@ fn describe_scope(scope: &str) -> &str {
     }
 }
 
-fn login_page(
+async fn login_page(
     state: &AppState,
     headers: &HeaderMap,
     req: &authorize::AuthorizationRequest,
@@ -563,7 +581,22 @@ fn login_page(
 ) -> Response {
     let email = json!(req.login_hint.as_deref().unwrap_or(""));
     let passkeys = state.webauthn.is_some();
-    let fields = [("email", email), ("passkeys", json!(passkeys))];
+    let request = req.params.encode();
+    let providers = match crate::federation::offered(state).await {
+        Ok(list) => list,
+        Err(e) => return went_wrong(state, "listing identity providers", &e),
+    };
+    let providers: Vec<_> = providers
+        .iter()
+        .map(|(name, display)| {
+            json!({ "name": display, "href": super::federation::start_url(name, &request) })
+        })
+        .collect();
+    let fields = [
+        ("email", email),
+        ("passkeys", json!(passkeys)),
+        ("providers", json!(providers)),
+    ];
     let res = form_page(state, headers, req, "login.html", fields, error);
     if passkeys {
         pages::allow_script(res)
@@ -574,7 +607,7 @@ fn login_page(
 
 /// A page of the sign-in (`template`) continuing `req`, with its CSRF token, one field of its
 /// own and an error (401 with one).
-fn form_page(
+pub(super) fn form_page(
     state: &AppState,
     headers: &HeaderMap,
     req: &authorize::AuthorizationRequest,
@@ -607,21 +640,29 @@ fn form_page(
 /// A posted sign-in form (password or second factor): its fields, the authorization request it
 /// carries, and that request validated again; or the page that refuses it (malformed, CSRF,
 /// an invalid request).
-async fn sign_in_form(
+pub(super) async fn sign_in_form(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Params, Params, authorize::AuthorizationRequest), Response> {
     let expired = "The sign-in form expired. Go back to the application and start again.";
     let form = posted_form(state, headers, body, expired).map_err(|page| *page)?;
-    let params = parse_params(form.get("request").unwrap_or_default().as_bytes())
-        .map_err(|e| bad_page(state, &e.description))?;
-    let request = match authorize::validate(state, params.clone()).await {
-        Ok(r) => r,
-        Err(Refusal::Page(m)) => return Err(bad_page(state, &m)),
-        Err(Refusal::Redirect(url)) => return Err(see_other(&url)),
-    };
+    let (params, request) = continued(state, form.get("request").unwrap_or_default()).await?;
     Ok((form, params, request))
+}
+
+/// The authorization request a hosted page continues (form-encoded), validated again; or the
+/// page that refuses it.
+pub(super) async fn continued(
+    state: &AppState,
+    raw: &str,
+) -> Result<(Params, authorize::AuthorizationRequest), Response> {
+    let params = parse_params(raw.as_bytes()).map_err(|e| bad_page(state, &e.description))?;
+    match authorize::validate(state, params.clone()).await {
+        Ok(r) => Ok((params, r)),
+        Err(Refusal::Page(m)) => Err(bad_page(state, &m)),
+        Err(Refusal::Redirect(url)) => Err(see_other(&url)),
+    }
 }
 
 /// The login form: checks CSRF and the password, starts the browser session, and continues the
@@ -657,12 +698,13 @@ async fn login(
         Err(crate::Error::TooManyRequests { retry_after }) => {
             let mut req = request;
             req.login_hint = Some(email.chars().take(254).collect());
-            return throttled(retry_after, |m| login_page(&state, &headers, &req, Some(m)));
+            let page = login_page(&state, &headers, &req, Some(&too_many(retry_after))).await;
+            return retry_later(retry_after, page);
         }
         Err(crate::Error::Unauthenticated { .. } | crate::Error::Validation(_)) => {
             let mut req = request;
             req.login_hint = Some(email.chars().take(254).collect());
-            return login_page(&state, &headers, &req, Some("Invalid email or password."));
+            return login_page(&state, &headers, &req, Some("Invalid email or password.")).await;
         }
         // The password was right; the account needs its second factor, on a page of its own.
         Err(crate::Error::MfaRequired(challenge)) => {
@@ -677,7 +719,7 @@ async fn login(
             let mut req = request;
             req.login_hint = Some(email.chars().take(254).collect());
             let message = "Confirm your email address first: follow the link we sent you.";
-            let mut res = login_page(&state, &headers, &req, Some(message));
+            let mut res = login_page(&state, &headers, &req, Some(message)).await;
             *res.status_mut() = StatusCode::FORBIDDEN;
             return res;
         }
@@ -686,21 +728,41 @@ async fn login(
         }
     };
     let amr = crate::mfa::AMR_PASSWORD;
-    signed_in(&state, &headers, params, user, amr, &ctx, now).await
+    signed_in(
+        &state,
+        &headers,
+        params,
+        Proven {
+            user,
+            amr,
+            via: None,
+        },
+        &ctx,
+        now,
+    )
+    .await
 }
 
-/// A user who has just proved who they are: a new browser session, then the authorization
+/// A user who has just proved who they are, and how: RFC 8176 methods, and the upstream provider
+/// of a federated sign-in.
+pub(super) struct Proven<'a> {
+    pub user: crate::store::users::User,
+    pub amr: &'a str,
+    pub via: Option<&'a str>,
+}
+
+/// A new browser session for a user who has just proved who they are, then the authorization
 /// request goes on (consent, tenant, or the redirect with a code).
-async fn signed_in(
+pub(super) async fn signed_in(
     state: &AppState,
     headers: &HeaderMap,
     params: Params,
-    user: crate::store::users::User,
-    amr: &str,
+    proven: Proven<'_>,
     ctx: &crate::context::RequestContext,
     now: i64,
 ) -> Response {
-    let started = oidc::start_browser_session(state, &user.id, amr, ctx, now).await;
+    let Proven { user, amr, via } = proven;
+    let started = oidc::start_browser_session(state, &user.id, amr, via, ctx, now).await;
     let (session, token) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -725,7 +787,7 @@ async fn signed_in(
 
 /// The second-factor page; with the WebAuthn options when the account has a key (the page after
 /// a wrong code has none: the ceremony may have been used, and the code form stays).
-fn mfa_page(
+pub(super) fn mfa_page(
     state: &AppState,
     headers: &HeaderMap,
     req: &authorize::AuthorizationRequest,
@@ -782,7 +844,14 @@ async fn second_factor(
         _ => (Method::RecoveryCode, Proof::Code(code)),
     };
     match crate::mfa::complete_sign_in(&state, mfa_token, method, proof, &ctx, now).await {
-        Ok(done) => signed_in(&state, &headers, params, done.user, done.amr, &ctx, now).await,
+        Ok(done) => {
+            let proven = Proven {
+                user: done.user,
+                amr: done.amr,
+                via: done.via.as_deref(),
+            };
+            signed_in(&state, &headers, params, proven, &ctx, now).await
+        }
         Err(
             crate::Error::Unauthenticated {
                 code: crate::error::Code::InvalidMfaCode,
@@ -802,7 +871,7 @@ async fn second_factor(
         }),
         Err(crate::Error::Unauthenticated { .. }) => {
             let message = "The sign-in took too long. Sign in again.";
-            let mut res = login_page(&state, &headers, &request, Some(message));
+            let mut res = login_page(&state, &headers, &request, Some(message)).await;
             *res.status_mut() = StatusCode::UNAUTHORIZED;
             res
         }
@@ -844,10 +913,26 @@ async fn passkey_sign_in(
     let assertion = serde_json::from_str(form.get("assertion").unwrap_or_default())
         .unwrap_or(serde_json::Value::Null);
     match crate::mfa::webauthn::passkey_finish(&state, ceremony, &assertion, &ctx, now).await {
-        Ok((user, amr)) => signed_in(&state, &headers, params, user, amr, &ctx, now).await,
-        Err(crate::Error::TooManyRequests { retry_after }) => throttled(retry_after, |m| {
-            login_page(&state, &headers, &request, Some(m))
-        }),
+        Ok((user, amr)) => {
+            signed_in(
+                &state,
+                &headers,
+                params,
+                Proven {
+                    user,
+                    amr,
+                    via: None,
+                },
+                &ctx,
+                now,
+            )
+            .await
+        }
+        Err(crate::Error::TooManyRequests { retry_after }) => {
+            let message = too_many(retry_after);
+            let page = login_page(&state, &headers, &request, Some(&message)).await;
+            retry_later(retry_after, page)
+        }
         Err(
             crate::Error::Unauthenticated { .. }
             | crate::Error::Validation(_)
@@ -855,7 +940,7 @@ async fn passkey_sign_in(
             | crate::Error::Conflict { .. },
         ) => {
             let message = "That passkey did not work. Try again, or sign in with your password.";
-            login_page(&state, &headers, &request, Some(message))
+            login_page(&state, &headers, &request, Some(message)).await
         }
         Err(e) => went_wrong(&state, "hosted passkey sign-in", &e),
     }

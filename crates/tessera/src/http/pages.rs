@@ -15,6 +15,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("mfa.html", include_str!("../../templates/mfa.html")),
+    ("link.html", include_str!("../../templates/link.html")),
     (
         "passkeys.html",
         include_str!("../../templates/passkeys.html"),

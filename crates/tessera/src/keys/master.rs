@@ -1,5 +1,5 @@
 //! Master-key rotation: every secret sealed under the master key (signing keys' private parts,
-//! queued mail, webhook secrets, second-factor secrets) is opened with the old key and sealed with the new one, in one
+//! queued mail, webhook secrets, second-factor secrets, identity providers' client secrets) is opened with the old key and sealed with the new one, in one
 //! transaction: either all move or none.
 
 use anyhow::Context;

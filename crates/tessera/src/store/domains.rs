@@ -10,6 +10,9 @@ pub struct DomainRow {
     pub created_at: i64,
     pub verified_at: Option<i64>,
     pub verified_by: Option<String>,
+    /// The identity provider the domain's users sign in at (enterprise routing).
+    pub idp: Option<String>,
+    pub passwords_disabled: i64,
 }
 
 /// Claims a domain; a domain claimed by any tenant already is a unique violation.
@@ -38,8 +41,8 @@ pub async fn of_tenant<'e>(
     tenant_id: &str,
 ) -> Result<Vec<DomainRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT domain, tenant_id, default_role, created_at, verified_at, verified_by \
-         FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain",
+        "SELECT domain, tenant_id, default_role, created_at, verified_at, verified_by, \
+         idp, passwords_disabled FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain",
     )
     .bind(tenant_id)
     .fetch_all(db)
@@ -51,8 +54,8 @@ pub async fn find<'e>(
     domain: &str,
 ) -> Result<Option<DomainRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT domain, tenant_id, default_role, created_at, verified_at, verified_by \
-         FROM tenant_domains WHERE domain = $1",
+        "SELECT domain, tenant_id, default_role, created_at, verified_at, verified_by, \
+         idp, passwords_disabled FROM tenant_domains WHERE domain = $1",
     )
     .bind(domain)
     .fetch_optional(db)

@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod backup;
 pub mod domains;
+pub mod federation;
 pub mod housekeeping;
 pub mod invitations;
 pub mod jobs;

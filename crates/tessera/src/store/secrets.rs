@@ -1,5 +1,5 @@
 //! Every value sealed under the master key, for master-key rotation: signing keys, queued mail,
-//! webhook secrets and second-factor secrets.
+//! webhook secrets, second-factor secrets and identity providers' client secrets.
 
 use sqlx::{Any, Executor};
 
@@ -50,6 +50,16 @@ pub async fn all_sealed(tx: &mut super::Tx) -> Result<Vec<Sealed>, sqlx::Error> 
         id,
         value,
     }));
+    let idps: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT name, client_secret FROM identity_providers")
+            .fetch_all(&mut **tx)
+            .await?;
+    out.extend(idps.into_iter().map(|(id, value)| Sealed {
+        table: "identity_providers",
+        context: crate::federation::secret_context(&id),
+        id,
+        value,
+    }));
     Ok(out)
 }
 
@@ -64,6 +74,7 @@ pub async fn replace<'e>(
         "mail_jobs" => "UPDATE mail_jobs SET payload = $1 WHERE id = $2",
         "webhooks" => "UPDATE webhooks SET secret = $1 WHERE id = $2",
         "mfa_factors" => "UPDATE mfa_factors SET secret = $1 WHERE id = $2",
+        "identity_providers" => "UPDATE identity_providers SET client_secret = $1 WHERE name = $2",
         other => {
             return Err(sqlx::Error::Protocol(format!(
                 "no sealed values in {other}"

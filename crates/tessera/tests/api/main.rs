@@ -19,6 +19,7 @@ mod bad_input;
 mod browser;
 mod email;
 mod events;
+mod federation;
 mod hardening;
 mod invitations;
 mod mfa;

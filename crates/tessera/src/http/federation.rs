@@ -1,0 +1,398 @@
+//! Sign-in through other identity providers (docs/federation.md): the hosted flow
+//! (`/auth/federated/{idp}/start` and `/callback`, and the page that links an existing account
+//! with its password), the user's linked identities (`/identity/identities`), and the
+//! operator's providers (`/admin/idps`).
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use utoipa_axum::routes;
+
+use super::extract::{Caller, Context, Json};
+use super::oauth::{
+    Proven as Who, bad_page, continued, cookie, cookie_name, form_page, mfa_page, retry_later,
+    see_other, set_cookie, sign_in_form, signed_in, too_many, went_wrong,
+};
+use super::{Access, no_content};
+use crate::app::AppState;
+use crate::audit::By;
+use crate::authz::Permission;
+use crate::error::Result;
+use crate::federation::signin::{self, Callback, Outcome, Proven, Refusal};
+use crate::federation::{self, IdentityList, ProviderList, ProviderSpec, ProviderView};
+use crate::oauth::parse_params;
+
+/// The cookie that binds a started upstream sign-in to the browser that started it.
+const FLOW_COOKIE: &str = "tessera_federation";
+
+pub fn router() -> super::Routes {
+    use Permission::{ManageIdentityProviders, ManageOwnAccount, ReadOwnAccount};
+    let operator = Access::Permission(ManageIdentityProviders);
+    super::Routes::default()
+        .api(routes!(start), Access::Public)
+        .api(routes!(callback), Access::Public)
+        .api(routes!(link), Access::Public)
+        .api(routes!(list_identities), Access::Permission(ReadOwnAccount))
+        .api(routes!(unlink), Access::Permission(ManageOwnAccount))
+        .api(routes!(list_providers, add_provider), operator)
+        .api(
+            routes!(get_provider, update_provider, remove_provider),
+            operator,
+        )
+}
+
+/// The link that starts a sign-in at provider `name`, continuing authorization request
+/// `request` (form-encoded).
+pub(super) fn start_url(name: &str, request: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "/auth/federated/{}/start?request={}",
+        enc(name),
+        enc(request)
+    )
+}
+
+/// Sends the browser to the upstream provider (OIDC Core §3.1.2.1: code flow, PKCE, a nonce),
+/// with a cookie that binds the sign-in to this browser. `request`: the authorization request
+/// the sign-in continues.
+#[utoipa::path(get, path = "/auth/federated/{idp}/start", tag = "federation",
+    params(("idp" = String, Path, description = "The provider's name"),
+        ("request" = String, Query, description = "The authorization request to continue, form-encoded")),
+    responses((status = 303, description = "To the upstream's authorization endpoint"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html"),
+        (status = 503, description = "The provider cannot be reached", content_type = "text/html")))]
+async fn start(
+    State(state): State<AppState>,
+    Path(idp): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = match parse_params(query.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return bad_page(&state, &e.description),
+    };
+    let request = params.get("request").unwrap_or_default();
+    // The request must be one the hosted pages would continue (client, redirect URI, PKCE).
+    if let Err(page) = continued(&state, request).await {
+        return page;
+    }
+    let now = state.clock.now();
+    match signin::begin(&state, &idp, request, now).await {
+        Ok(begun) => {
+            let mut res = see_other(&begun.url);
+            let ttl = signin::FLOW_TTL_SECS;
+            set_cookie(&mut res, &state, FLOW_COOKIE, &begun.browser_token, ttl);
+            res
+        }
+        Err(crate::Error::NotFound) => state.pages.message(
+            StatusCode::NOT_FOUND,
+            "Unknown identity provider",
+            "This sign-in option does not exist. Go back and choose another.",
+        ),
+        Err(crate::Error::Unavailable(_)) => unavailable(&state),
+        Err(e) => went_wrong(&state, "starting a federated sign-in", &e),
+    }
+}
+
+fn unavailable(state: &AppState) -> Response {
+    state.pages.message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The identity provider cannot be reached",
+        "Please try again later, or sign in another way.",
+    )
+}
+
+/// Where the upstream sends the browser back (RFC 6749 §4.1.2): checks the flow (taken once,
+/// this browser's), RFC 9207 `iss`, then the code and the ID token, then signs the user in by
+/// the linking rules, or says why not.
+#[utoipa::path(get, path = "/auth/federated/{idp}/callback", tag = "federation",
+    params(("idp" = String, Path, description = "The provider's name"),
+        ("state" = String, Query, description = "The state of the started sign-in"),
+        ("code" = Option<String>, Query, description = "The upstream's authorization code"),
+        ("iss" = Option<String>, Query, description = "RFC 9207: the upstream's issuer"),
+        ("error" = Option<String>, Query, description = "The upstream's error")),
+    responses((status = 200, description = "The next page: second factor, linking, consent or pick a tenant", content_type = "text/html"),
+        (status = 303, description = "To the client's redirect URI with `code` or `error`"),
+        (status = "4XX", description = "An HTML page saying why the sign-in stopped", content_type = "text/html"),
+        (status = 503, description = "The provider cannot be reached", content_type = "text/html")))]
+async fn callback(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Path(idp): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = match parse_params(query.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return bad_page(&state, &e.description),
+    };
+    let browser = cookie(&headers, &cookie_name(&state, FLOW_COOKIE));
+    let cb = Callback {
+        provider: &idp,
+        state: params.get("state"),
+        code: params.get("code"),
+        error: params.get("error"),
+        iss: params.get("iss"),
+        browser_token: browser.as_deref(),
+    };
+    let now = state.clock.now();
+    let mut res = match signin::complete(&state, cb, &ctx, now).await {
+        Ok(done) => outcome(&state, &headers, &done.request, done.outcome, &ctx, now).await,
+        Err(crate::Error::Unavailable(_)) => unavailable(&state),
+        Err(e) => went_wrong(&state, "completing a federated sign-in", &e),
+    };
+    // The flow is used up, whatever became of it.
+    set_cookie(&mut res, &state, FLOW_COOKIE, "", 0);
+    res
+}
+
+/// The page of a callback's outcome, continuing authorization request `raw`.
+async fn outcome(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: &str,
+    outcome: Outcome,
+    ctx: &crate::context::RequestContext,
+    now: i64,
+) -> Response {
+    if let Outcome::Refused(why) = outcome {
+        return refused(state, why);
+    }
+    let (params, request) = match continued(state, raw).await {
+        Ok(parts) => parts,
+        Err(page) => return page,
+    };
+    match outcome {
+        Outcome::SignedIn { user, via } => {
+            let amr = crate::mfa::AMR_FEDERATED;
+            let who = Who {
+                user,
+                amr,
+                via: Some(&via),
+            };
+            signed_in(state, headers, params, who, ctx, now).await
+        }
+        Outcome::MfaRequired(challenge) => {
+            let webauthn = challenge.webauthn.as_ref();
+            mfa_page(state, headers, &request, &challenge.token, webauthn, None)
+        }
+        Outcome::ProveOwnership {
+            pending,
+            email,
+            provider,
+        } => link_page(state, headers, &request, &pending, &email, &provider, None),
+        Outcome::Refused(why) => refused(state, why),
+    }
+}
+
+fn refused(state: &AppState, why: Refusal) -> Response {
+    let status = match why {
+        Refusal::Expired | Refusal::WrongIssuer | Refusal::Denied | Refusal::Rejected => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::FORBIDDEN,
+    };
+    state
+        .pages
+        .message(status, "Sign-in did not complete", why.message())
+}
+
+/// The page asking for the password of the account at the upstream's address.
+fn link_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &crate::oauth::authorize::AuthorizationRequest,
+    pending: &str,
+    email: &str,
+    provider: &str,
+    error: Option<&str>,
+) -> Response {
+    let fields = [
+        ("pending", json!(pending)),
+        ("email", json!(email)),
+        ("provider", json!(provider)),
+    ];
+    let mut res = form_page(state, headers, request, "link.html", fields, error);
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+/// The hosted form linking an upstream identity to an existing account.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct LinkForm {
+    csrf_token: String,
+    request: String,
+    /// From the linking page.
+    pending: String,
+    #[schema(format = Password)]
+    password: String,
+}
+
+/// Links the upstream identity to the account at its address once the account's password is
+/// given (throttled and locked out like any password), then signs in (or asks for the
+/// account's second factor).
+#[utoipa::path(post, path = "/auth/federated/link", tag = "federation",
+    request_body(content = LinkForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The next page: second factor, consent or pick a tenant", content_type = "text/html"),
+        (status = 303, description = "To the client's redirect URI with `code` or `error`"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
+async fn link(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, params, request) = match sign_in_form(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(page) => return page,
+    };
+    let now = state.clock.now();
+    let pending = form.get("pending").unwrap_or_default();
+    let password = form.get("password").unwrap_or_default();
+    let Some(email) = signin::pending_email(&state, pending, now) else {
+        return refused(&state, Refusal::Expired);
+    };
+    let again = |message: &str| {
+        let provider = "the identity provider";
+        link_page(
+            &state,
+            &headers,
+            &request,
+            pending,
+            &email,
+            provider,
+            Some(message),
+        )
+    };
+    match signin::prove_with_password(&state, pending, password, &ctx, now).await {
+        Ok(Proven::SignedIn(user)) => {
+            let amr = crate::mfa::AMR_PASSWORD;
+            let who = Who {
+                user,
+                amr,
+                via: None,
+            };
+            signed_in(&state, &headers, params, who, &ctx, now).await
+        }
+        Ok(Proven::MfaRequired(challenge)) => {
+            let webauthn = challenge.webauthn.as_ref();
+            mfa_page(&state, &headers, &request, &challenge.token, webauthn, None)
+        }
+        Err(crate::Error::TooManyRequests { retry_after }) => {
+            retry_later(retry_after, again(&too_many(retry_after)))
+        }
+        Err(crate::Error::Unauthenticated { .. } | crate::Error::Validation(_)) => {
+            again("That password is not right.")
+        }
+        Err(crate::Error::Forbidden { .. }) => {
+            let mut res = again("Confirm your email address first: follow the link we sent you.");
+            *res.status_mut() = StatusCode::FORBIDDEN;
+            res
+        }
+        Err(e) => went_wrong(&state, "linking an identity", &e),
+    }
+}
+
+// ---------------------------------------------------------------- the user's identities
+
+/// The upstream identities linked to the signed-in user's account.
+#[utoipa::path(get, path = "/identity/identities", tag = "identity",
+    responses((status = 200, description = "The linked identities", body = IdentityList)))]
+async fn list_identities(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<Response> {
+    Ok(axum::Json(federation::identities(&state, &principal).await?).into_response())
+}
+
+/// Unlinks an upstream identity, while another way to sign in remains (a password, a passkey
+/// or another identity); else 409 `last_sign_in_method`.
+#[utoipa::path(delete, path = "/identity/identities/{id}", tag = "identity",
+    params(("id" = String, Path, description = "The identity's id")),
+    responses((status = 204, description = "Unlinked"),
+        (status = 409, description = "`last_sign_in_method`: the account's only way to sign in")))]
+async fn unlink(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    federation::unlink(&state, &principal, &id, &ctx, state.clock.now()).await?;
+    Ok(no_content())
+}
+
+// ---------------------------------------------------------------- the operator's providers
+
+/// The name in `/admin/idps/{name}`.
+const NAME: &str = "The provider's name";
+
+/// Adds an upstream identity provider (its client secret is sealed and never shown again).
+#[utoipa::path(post, path = "/admin/idps", tag = "admin", request_body = ProviderSpec,
+    responses((status = 201, description = "The provider", body = ProviderView),
+        (status = 409, description = "`provider_exists`")))]
+async fn add_provider(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Json(spec): Json<ProviderSpec>,
+) -> Result<Response> {
+    let by = By::new(&principal, &ctx);
+    let view = federation::add((&*state).into(), spec, by, state.clock.now()).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+/// The configured providers.
+#[utoipa::path(get, path = "/admin/idps", tag = "admin",
+    responses((status = 200, description = "The providers", body = ProviderList)))]
+async fn list_providers(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<Response> {
+    Ok(axum::Json(federation::list((&*state).into(), &principal).await?).into_response())
+}
+
+/// One provider.
+#[utoipa::path(get, path = "/admin/idps/{name}", tag = "admin", params(("name" = String, Path, description = NAME)),
+    responses((status = 200, description = "The provider", body = ProviderView)))]
+async fn get_provider(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    Ok(axum::Json(federation::get((&*state).into(), &principal, &name).await?).into_response())
+}
+
+/// Changes a provider; an absent field stays as it is.
+#[utoipa::path(patch, path = "/admin/idps/{name}", tag = "admin", params(("name" = String, Path, description = NAME)),
+    request_body = ProviderSpec,
+    responses((status = 200, description = "The provider as changed", body = ProviderView)))]
+async fn update_provider(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+    Json(spec): Json<ProviderSpec>,
+) -> Result<Response> {
+    let by = By::new(&principal, &ctx);
+    let view = federation::update((&*state).into(), &name, spec, by, state.clock.now()).await?;
+    Ok(axum::Json(view).into_response())
+}
+
+/// Removes a provider and every identity linked through it (their accounts stay).
+#[utoipa::path(delete, path = "/admin/idps/{name}", tag = "admin", params(("name" = String, Path, description = NAME)),
+    responses((status = 204, description = "Removed")))]
+async fn remove_provider(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    let by = By::new(&principal, &ctx);
+    federation::remove((&*state).into(), &name, by, state.clock.now()).await?;
+    Ok(no_content())
+}

@@ -1,0 +1,740 @@
+//! Sign-in through another identity provider: a second Tessera, on its own port with its own
+//! database and keys, is the upstream (real HTTP, discovery, JWKS, hosted pages); one cookie
+//! jar plays the browser across both, following every redirect and form as a person would.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tessera::oauth::clients::ClientSpec;
+
+use crate::helpers::{Backend, LOCALHOST_ISSUER, PASSWORD, TestApp, event_types_of, events_of};
+use crate::oauth::{create_client, field, param};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_first_sign_in_creates_the_account_just_in_time_and_signs_in_again,
+    without_just_in_time_creation_no_account_is_made,
+    linking_needs_proof_when_either_side_has_not_verified_the_address,
+    linking_is_automatic_only_when_both_sides_verified_the_address,
+    a_local_second_factor_is_still_required,
+    a_wrong_issuer_a_wrong_nonce_or_an_expired_id_token_is_refused,
+    a_callback_cannot_be_replayed_or_used_by_another_browser,
+    the_admin_api_manages_providers,
+);
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const IDP: &str = "up";
+
+/// The downstream Tessera, its upstream, and the downstream client the test signs in to.
+struct Federation {
+    app: TestApp,
+    upstream: TestApp,
+    client_id: String,
+    client_secret: String,
+    browser: reqwest::Client,
+}
+
+/// Where a walk through the pages stopped.
+#[derive(Debug)]
+enum End {
+    /// Back at the client with this URL (`code` or `error`).
+    Client(String),
+    /// A page that needs the test: status, HTML and the URL it was at.
+    Page(StatusCode, String, String),
+}
+
+impl End {
+    fn code(&self) -> String {
+        match self {
+            End::Client(url) => param(url, "code").unwrap_or_else(|| panic!("no code in {url}")),
+            End::Page(status, html, url) => panic!("stopped at {url} ({status}): {html}"),
+        }
+    }
+
+    fn page(&self) -> (StatusCode, &str) {
+        match self {
+            End::Page(status, html, _) => (*status, html),
+            End::Client(url) => panic!("expected a page, got back to the client: {url}"),
+        }
+    }
+}
+
+async fn setup(b: Backend, jit: bool) -> Federation {
+    let upstream = TestApp::spawn_with(b, |c| c.issuer = LOCALHOST_ISSUER.into()).await;
+    let app = TestApp::spawn(b).await;
+    // The upstream knows the downstream as a confidential client with its callback.
+    let callback = format!("{}/auth/federated/{IDP}/callback", app.config.issuer);
+    let at_upstream = create_client(
+        &upstream,
+        ClientSpec {
+            name: Some("Downstream".into()),
+            redirect_uris: Some(vec![callback.clone()]),
+            scopes: Some(["openid", "email", "profile"].map(String::from).to_vec()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ctx = tessera::context::RequestContext::system();
+    let spec = tessera::federation::ProviderSpec {
+        name: Some(IDP.into()),
+        display_name: Some("Upstream".into()),
+        issuer: Some(upstream.config.issuer.clone()),
+        client_id: Some(at_upstream.id),
+        client_secret: at_upstream.secret,
+        jit: Some(jit),
+        ..Default::default()
+    };
+    let view = tessera::federation::add(
+        (&*app.state).into(),
+        spec,
+        tessera::audit::By::system(&ctx),
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(view.redirect_uri, callback);
+    // The application signing in at the downstream: first-party, so its token may read the
+    // account API.
+    let client = create_client(
+        &app,
+        ClientSpec {
+            name: Some("App".into()),
+            redirect_uris: Some(vec![REDIRECT.into()]),
+            scopes: Some(
+                ["openid", "email", "tessera:account"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            first_party: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    Federation {
+        app,
+        upstream,
+        client_id: client.id,
+        client_secret: client.secret.unwrap(),
+        browser: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    }
+}
+
+/// An account at the upstream with its address verified or not.
+async fn upstream_user(up: &TestApp, email: &str, verified: bool) {
+    let hash = up.state.passwords.hash(PASSWORD).await.unwrap();
+    let verified_at = verified.then_some(up.clock.now());
+    tessera::accounts::create(
+        &up.state.store,
+        email,
+        Some(&hash),
+        verified_at,
+        &[],
+        None,
+        1,
+    )
+    .await
+    .unwrap();
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&amp;", "&")
+        .replace("&#x2f;", "/")
+        .replace("&#x3d;", "=")
+}
+
+const VERIFIER: &str = "federation-test-code-verifier-0123456789-abcdefghijklmnop";
+
+impl Federation {
+    /// The authorization request of the downstream app (`extra`: more parameters).
+    fn authorize_url(&self, extra: &str) -> String {
+        use base64::Engine as _;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes());
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        format!(
+            "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid%20email%20tessera%3Aaccount&state=s1&code_challenge={challenge}&code_challenge_method=S256{extra}",
+            self.app.base, self.client_id, REDIRECT
+        )
+    }
+
+    /// Follows redirects and the upstream's sign-in and consent forms (as `email`), and the
+    /// downstream's consent form, until back at the client or at a page the test must read.
+    async fn walk(&self, url: &str, email: &str) -> End {
+        self.walk_until(url, email, |_| false).await
+    }
+
+    /// [`Self::walk`], stopping (without following) at the first redirect `stop` picks.
+    async fn walk_until(&self, url: &str, email: &str, stop: impl Fn(&str) -> bool) -> End {
+        self.walk_from(url, None, email, stop).await
+    }
+
+    /// Goes on from `res`, the answer at `url` (or from fetching `url`).
+    async fn walk_from(
+        &self,
+        url: &str,
+        res: Option<reqwest::Response>,
+        email: &str,
+        stop: impl Fn(&str) -> bool,
+    ) -> End {
+        let mut url = url.to_string();
+        let mut res = res;
+        for _ in 0..12 {
+            let answer = match res.take() {
+                Some(r) => r,
+                None => {
+                    if url.starts_with(REDIRECT) || stop(&url) {
+                        return End::Client(url);
+                    }
+                    self.browser.get(&url).send().await.unwrap()
+                }
+            };
+            if answer.status() == StatusCode::SEE_OTHER || answer.status() == StatusCode::FOUND {
+                url = absolute(&url, answer.headers()["location"].to_str().unwrap());
+                continue;
+            }
+            let status = answer.status();
+            let html = answer.text().await.unwrap();
+            let origin = origin_of(&url);
+            let at_upstream = origin == origin_of(&self.upstream.config.issuer);
+            let (action, mut form) = if at_upstream && html.contains(r#"action="/oauth2/login""#) {
+                let creds = vec![
+                    ("email", email.to_string()),
+                    ("password", PASSWORD.to_string()),
+                ];
+                ("login", creds)
+            } else if html.contains(r#"action="/oauth2/consent""#) {
+                ("consent", vec![("decision", "allow".to_string())])
+            } else {
+                return End::Page(status, html, url);
+            };
+            form.push(("csrf_token", field(&html, "csrf_token")));
+            form.push(("request", field(&html, "request")));
+            let posted = self
+                .browser
+                .post(format!("{origin}/oauth2/{action}"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            res = Some(posted);
+        }
+        panic!("too many steps, at {url}");
+    }
+
+    /// Posts the linking page's form with `password`.
+    async fn link(&self, html: &str, password: &str) -> End {
+        let form = [
+            ("csrf_token", field(html, "csrf_token")),
+            ("request", field(html, "request")),
+            ("pending", field(html, "pending")),
+            ("password", password.to_string()),
+        ];
+        let url = format!("{}/auth/federated/link", self.app.base);
+        let res = self.browser.post(&url).form(&form).send().await.unwrap();
+        self.walk_from(&url, Some(res), "", |_| false).await
+    }
+
+    /// Redeems a code at the downstream: its token response.
+    async fn redeem(&self, code: &str) -> Value {
+        let res = self
+            .browser
+            .post(format!("{}/oauth2/token", self.app.base))
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    async fn user_id(&self, email: &str) -> Option<String> {
+        tessera::store::users::find_by_email(self.app.state.store.pool(), email)
+            .await
+            .unwrap()
+            .map(|u| u.id)
+    }
+
+    async fn identities(&self, user_id: &str) -> Vec<tessera::store::federation::IdentityRow> {
+        tessera::store::federation::identities_of(self.app.state.store.pool(), user_id)
+            .await
+            .unwrap()
+    }
+}
+
+fn origin_of(url: &str) -> String {
+    let u = reqwest::Url::parse(url).unwrap();
+    u.origin().ascii_serialization()
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    reqwest::Url::parse(base)
+        .unwrap()
+        .join(location)
+        .unwrap()
+        .to_string()
+}
+
+/// The claims of a JWT (not verified: the test reads what the server signed).
+fn claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn a_first_sign_in_creates_the_account_just_in_time_and_signs_in_again(b: Backend) {
+    let f = setup(b, true).await;
+    upstream_user(&f.upstream, "ada@corp.example", true).await;
+    // The sign-in page lists the provider; its link starts the upstream sign-in.
+    let login = f.walk(&f.authorize_url(""), "").await;
+    let (status, html) = login.page();
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Continue with Upstream"), "{html}");
+    let html = unescape(html);
+    let marker = r#"href="/auth/federated/up/start?request="#;
+    let start = html.find(marker).expect("a link to the provider") + r#"href=""#.len();
+    let href = &html[start..start + html[start..].find('"').unwrap()];
+    let end = f
+        .walk(&format!("{}{href}", f.app.base), "ada@corp.example")
+        .await;
+    let tokens = f.redeem(&end.code()).await;
+    // The account was created with the upstream's verified address, and no password.
+    let user_id = f
+        .user_id("ada@corp.example")
+        .await
+        .expect("created just in time");
+    let id_token = claims(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["sub"], user_id);
+    assert_eq!(id_token["amr"], json!(["fed"]));
+    assert_eq!(id_token["acr"], "urn:tessera:acr:pwd");
+    let user = tessera::store::users::find_by_id(f.app.state.store.pool(), &user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.email_verified_at.is_some());
+    assert!(user.password_hash.is_none());
+    let types = event_types_of(&f.app, &user_id).await;
+    for t in [
+        "identity.user.registered.v1",
+        "identity.federation.linked.v1",
+        "identity.login.succeeded.v1",
+    ] {
+        assert!(types.iter().any(|x| x == t), "{t} in {types:?}");
+    }
+    let events = events_of(&f.app, &user_id).await;
+    let linked = events
+        .iter()
+        .find(|e| e["event_type"] == "identity.federation.linked.v1")
+        .unwrap();
+    assert_eq!(linked["data"]["via"], "created");
+    let login = events
+        .iter()
+        .find(|e| e["event_type"] == "identity.login.succeeded.v1")
+        .unwrap();
+    assert_eq!(login["data"]["method"], "federated:up");
+    // The user sees the identity; it is their only way in, so it cannot be unlinked.
+    let access = tokens["access_token"].as_str().unwrap();
+    let list = f.app.get("/identity/identities", access).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    let ids = list.body["identities"].as_array().unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0]["provider"], "up");
+    assert_eq!(ids[0]["email"], "ada@corp.example");
+    let id = ids[0]["id"].as_str().unwrap();
+    let res = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/identity/identities/{id}"),
+            Some(access),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.text);
+    assert_eq!(res.body["error"], "last_sign_in_method");
+    // Signing in again (a new browser: `idp=` goes straight to the provider) finds the link:
+    // the same account, no second one.
+    let f2 = Federation {
+        browser: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        ..f
+    };
+    let end = f2
+        .walk(&f2.authorize_url("&idp=up"), "ada@corp.example")
+        .await;
+    let tokens = f2.redeem(&end.code()).await;
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user_id);
+    assert_eq!(f2.identities(&user_id).await.len(), 1);
+}
+
+async fn without_just_in_time_creation_no_account_is_made(b: Backend) {
+    let f = setup(b, false).await;
+    upstream_user(&f.upstream, "bob@corp.example", true).await;
+    let end = f
+        .walk(&f.authorize_url("&idp=up"), "bob@corp.example")
+        .await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        html.contains("No account uses this email address"),
+        "{html}"
+    );
+    assert!(f.user_id("bob@corp.example").await.is_none());
+}
+
+async fn linking_needs_proof_when_either_side_has_not_verified_the_address(b: Backend) {
+    let f = setup(b, true).await;
+    // The local account registered itself and never verified its address; the upstream has.
+    f.app.register("cy@corp.example").await;
+    upstream_user(&f.upstream, "cy@corp.example", true).await;
+    let user_id = f.user_id("cy@corp.example").await.unwrap();
+    let end = f.walk(&f.authorize_url("&idp=up"), "cy@corp.example").await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"action="/auth/federated/link""#), "{html}");
+    assert!(
+        f.identities(&user_id).await.is_empty(),
+        "not linked without proof"
+    );
+    // A wrong password links nothing.
+    let again = f.link(html, "not the password").await;
+    let (status, again_html) = again.page();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(again_html.contains("That password is not right"));
+    assert!(f.identities(&user_id).await.is_empty());
+    // The right one links, and signs in.
+    let end = f.link(html, PASSWORD).await;
+    let tokens = f.redeem(&end.code()).await;
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user_id);
+    let linked = f.identities(&user_id).await;
+    assert_eq!(linked.len(), 1);
+    let events = events_of(&f.app, &user_id).await;
+    let event = events
+        .iter()
+        .find(|e| e["event_type"] == "identity.federation.linked.v1")
+        .unwrap();
+    assert_eq!(event["data"]["via"], "password");
+
+    // The other way round: Tessera verified the address, the upstream did not.
+    let f = setup(b, true).await;
+    crate::authz::create_admin(&f.app, "dee@corp.example").await;
+    upstream_user(&f.upstream, "dee@corp.example", false).await;
+    let user_id = f.user_id("dee@corp.example").await.unwrap();
+    let end = f
+        .walk(&f.authorize_url("&idp=up"), "dee@corp.example")
+        .await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"action="/auth/federated/link""#), "{html}");
+    assert!(f.identities(&user_id).await.is_empty());
+    // Nor does an unverified upstream address create an account.
+    upstream_user(&f.upstream, "eve@corp.example", false).await;
+    let fresh = Federation {
+        browser: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        ..f
+    };
+    let end = fresh
+        .walk(&fresh.authorize_url("&idp=up"), "eve@corp.example")
+        .await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        html.contains("has not verified your email address"),
+        "{html}"
+    );
+    assert!(fresh.user_id("eve@corp.example").await.is_none());
+}
+
+async fn linking_is_automatic_only_when_both_sides_verified_the_address(b: Backend) {
+    let f = setup(b, false).await;
+    crate::authz::create_admin(&f.app, "fay@corp.example").await;
+    upstream_user(&f.upstream, "fay@corp.example", true).await;
+    let user_id = f.user_id("fay@corp.example").await.unwrap();
+    let end = f
+        .walk(&f.authorize_url("&idp=up"), "fay@corp.example")
+        .await;
+    let tokens = f.redeem(&end.code()).await;
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user_id);
+    let events = events_of(&f.app, &user_id).await;
+    let event = events
+        .iter()
+        .find(|e| e["event_type"] == "identity.federation.linked.v1")
+        .expect("linked");
+    assert_eq!(event["data"]["via"], "verified_email");
+    assert_eq!(event["data"]["provider"], "up");
+    // The account has a password too, so the identity can be unlinked.
+    let access = tokens["access_token"].as_str().unwrap();
+    let id = &f.identities(&user_id).await[0].id;
+    let res = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/identity/identities/{id}"),
+            Some(access),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+    assert!(f.identities(&user_id).await.is_empty());
+    let types = event_types_of(&f.app, &user_id).await;
+    assert!(types.iter().any(|t| t == "identity.federation.unlinked.v1"));
+}
+
+async fn a_local_second_factor_is_still_required(b: Backend) {
+    let f = setup(b, false).await;
+    let enrolled = crate::mfa::enrolled(&f.app, "gus@corp.example").await;
+    let user_id = enrolled.user_id.clone();
+    let mut tx = f.app.state.store.begin().await.unwrap();
+    tessera::store::users::set_verified(&mut tx, &user_id, true, f.app.clock.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    upstream_user(&f.upstream, "gus@corp.example", true).await;
+    let end = f
+        .walk(&f.authorize_url("&idp=up"), "gus@corp.example")
+        .await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"action="/oauth2/mfa""#), "{html}");
+    // The link was made (both verified); the sign-in waits for the factor.
+    assert_eq!(f.identities(&user_id).await.len(), 1);
+    let code = crate::mfa::code_at(&enrolled.secret, f.app.clock.now());
+    let res = f
+        .browser
+        .post(format!("{}/oauth2/mfa", f.app.base))
+        .form(&[
+            ("csrf_token", field(html, "csrf_token")),
+            ("request", field(html, "request")),
+            ("mfa_token", field(html, "mfa_token")),
+            ("code", code),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let url = format!("{}/oauth2/mfa", f.app.base);
+    let end = f.walk_from(&url, Some(res), "", |_| false).await;
+    let tokens = f.redeem(&end.code()).await;
+    let id_token = claims(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["amr"], json!(["fed", "otp", "mfa"]));
+    assert_eq!(id_token["acr"], "urn:tessera:acr:mfa");
+}
+
+async fn a_wrong_issuer_a_wrong_nonce_or_an_expired_id_token_is_refused(b: Backend) {
+    let f = setup(b, true).await;
+    upstream_user(&f.upstream, "hal@corp.example", true).await;
+    let callback = format!("{}/auth/federated/{IDP}/callback", f.app.base);
+    let at_callback = |u: &str| u.starts_with(&callback);
+    // RFC 9207: an `iss` other than the provider's (a mix-up) is refused.
+    let back = f
+        .walk_until(&f.authorize_url("&idp=up"), "hal@corp.example", at_callback)
+        .await;
+    let End::Client(url) = back else {
+        panic!("{back:?}")
+    };
+    assert_eq!(
+        param(&url, "iss").as_deref(),
+        Some(f.upstream.config.issuer.as_str())
+    );
+    let forged = url.replace(
+        &format!("iss={}", urlencode(&f.upstream.config.issuer)),
+        "iss=https%3A%2F%2Fevil.example",
+    );
+    assert_ne!(forged, url);
+    let end = f.walk(&forged, "").await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        html.contains("did not come from the identity provider"),
+        "{html}"
+    );
+    assert!(f.user_id("hal@corp.example").await.is_none());
+    // A nonce altered on its way to the upstream comes back in the ID token, and is refused.
+    let at_upstream = |u: &str| u.contains("/oauth2/authorize") && u.contains("nonce=");
+    let to_upstream = f
+        .walk_until(&f.authorize_url("&idp=up"), "hal@corp.example", at_upstream)
+        .await;
+    let End::Client(url) = to_upstream else {
+        panic!("{to_upstream:?}")
+    };
+    let nonce = param(&url, "nonce").unwrap();
+    let altered = url.replace(&format!("nonce={nonce}"), "nonce=another-nonce");
+    let end = f.walk(&altered, "hal@corp.example").await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("could not be verified"), "{html}");
+    assert!(f.user_id("hal@corp.example").await.is_none());
+    // An ID token that has expired by Tessera's clock: the downstream is a day ahead of the
+    // upstream that signs it.
+    f.app.clock.advance(24 * 3600);
+    let end = f
+        .walk(&f.authorize_url("&idp=up"), "hal@corp.example")
+        .await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("could not be verified"), "{html}");
+    assert!(f.user_id("hal@corp.example").await.is_none());
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Signs in at the upstream, stopping at the downstream's callback: its URL.
+async fn callback_url(f: &Federation, email: &str) -> String {
+    let callback = format!("{}/auth/federated/{IDP}/callback", f.app.base);
+    let at_callback = |u: &str| u.starts_with(&callback);
+    match f
+        .walk_until(&f.authorize_url("&idp=up"), email, at_callback)
+        .await
+    {
+        End::Client(url) => url,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn a_callback_cannot_be_replayed_or_used_by_another_browser(b: Backend) {
+    let f = setup(b, true).await;
+    upstream_user(&f.upstream, "ivy@corp.example", true).await;
+    let fresh_browser = || {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    // Another browser cannot use the callback (login CSRF): one without a flow cookie...
+    let url = callback_url(&f, "ivy@corp.example").await;
+    let res = fresh_browser().get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("expired or was used already")
+    );
+    // (that used the flow up: the right browser's callback now fails too)
+    assert_eq!(f.walk(&url, "").await.page().0, StatusCode::BAD_REQUEST);
+    // ...nor one with a flow of its own.
+    let url = callback_url(&f, "ivy@corp.example").await;
+    let other = Federation {
+        browser: fresh_browser(),
+        ..f
+    };
+    let at_upstream = |u: &str| u.contains("/oauth2/authorize") && u.contains("nonce=");
+    let started = other
+        .walk_until(&other.authorize_url("&idp=up"), "", at_upstream)
+        .await;
+    assert!(matches!(started, End::Client(_)), "{started:?}");
+    let end = other.walk(&url, "").await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("expired or was used already"), "{html}");
+    assert!(other.user_id("ivy@corp.example").await.is_none());
+    // A sign-in's own callback works once; replayed, it fails.
+    let f = Federation {
+        browser: fresh_browser(),
+        ..other
+    };
+    let url = callback_url(&f, "ivy@corp.example").await;
+    f.walk(&url, "").await.code();
+    let again = f.walk(&url, "").await;
+    let (status, html) = again.page();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("expired or was used already"), "{html}");
+}
+
+async fn the_admin_api_manages_providers(b: Backend) {
+    let f = setup(b, false).await;
+    let admin = crate::audit::admin_token(&f.app).await;
+    let list = f.app.get("/admin/idps", &admin).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(list.body["providers"][0]["name"], "up");
+    assert!(!list.text.contains("client_secret"), "{}", list.text);
+    let post = |body: Value| {
+        let app = &f.app;
+        let admin = admin.clone();
+        async move {
+            app.request(
+                reqwest::Method::POST,
+                "/admin/idps",
+                Some(&admin),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let res = post(json!({ "name": "up", "issuer": "https://idp.example", "client_id": "x", "client_secret": "y" })).await;
+    assert_eq!(res.status, StatusCode::CONFLICT);
+    assert_eq!(res.body["error"], "provider_exists");
+    let res =
+        post(json!({ "name": "Bad Name", "issuer": "http://idp.example", "client_id": "x" })).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.text);
+    let fields: Vec<&str> = res.body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    for field in ["name", "client_secret", "issuer"] {
+        assert!(fields.contains(&field), "{field} in {fields:?}");
+    }
+    let res = post(json!({ "name": "google", "preset": "google", "client_id": "x", "client_secret": "s3cret-value" })).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    assert_eq!(res.body["issuer"], "https://accounts.google.com");
+    assert_eq!(res.body["display_name"], "Google");
+    assert!(!res.text.contains("s3cret-value"));
+    // The secret is sealed at rest.
+    let row = tessera::store::federation::find_provider(f.app.state.store.pool(), "google")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&row.client_secret).contains("s3cret-value"));
+    let res = f
+        .app
+        .request(
+            reqwest::Method::PATCH,
+            "/admin/idps/google",
+            Some(&admin),
+            Some(json!({ "jit": true, "display_name": "Google Workspace" })),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.body["jit"], true);
+    let res = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            "/admin/idps/google",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let res = f.app.get("/admin/idps/google", &admin).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    let audit: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_log WHERE target_id = 'google' ORDER BY id")
+            .fetch_all(f.app.state.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(audit, ["idp.create", "idp.update", "idp.delete"]);
+}
