@@ -104,6 +104,9 @@ pub enum Code {
     /// 403: the tenant requires a second factor, and the sign-in did not use one (or the account
     /// has none: add one, then sign in with it).
     TenantRequiresMfa => "tenant_requires_mfa",
+    /// 403: addresses at this domain sign in through their organisation's identity provider, not
+    /// with a password (docs/federation.md, "Enterprise routing").
+    PasswordSignInDisabled => "password_sign_in_disabled",
     /// 403: the tenant (or the API key) does not allow the caller's address.
     IpNotAllowed => "ip_not_allowed",
     /// 404.

@@ -298,6 +298,16 @@ pub async fn authenticate(
             .await?;
     }
     let _attempt = state.guard.reserve_known(&account, ip, known, now).await?;
+    // Enterprise routing: a domain whose tenant turned passwords off is refused before any
+    // hashing, whether an account exists or not (the rule is the domain's, not the account's).
+    if let Some(route) = crate::federation::route_of(state, email).await?
+        && route.passwords_disabled != 0
+    {
+        return Err(Error::Forbidden {
+            code: crate::error::Code::PasswordSignInDisabled,
+            message: "addresses at this domain sign in through their organisation's identity provider",
+        });
+    }
     let user = users::find_by_email(state.store.pool(), email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let verification = state.passwords.verify(password, stored).await?;

@@ -303,6 +303,20 @@ pub async fn offered(state: &Core) -> Result<Vec<(String, String)>> {
     Ok(rows.into_iter().map(|r| (r.name, r.display_name)).collect())
 }
 
+/// The sign-in rule of an address's domain, when a verified domain of a tenant has one.
+pub async fn route_of(state: &Core, email: &str) -> Result<Option<store::Route>> {
+    let email = crate::store::users::normalize_email(email);
+    let Some(domain) = email
+        .rsplit_once('@')
+        .and_then(|(_, d)| crate::tenants::domains::canonical_domain("email", d).ok())
+    else {
+        return Ok(None);
+    };
+    Ok(store::route(state.store.pool(), &domain)
+        .await?
+        .filter(|r| r.idp.is_some()))
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
         && name

@@ -56,7 +56,10 @@ pub async fn begin(state: &Core, name: &str, request: &str, now: i64) -> Result<
     let provider = store::find_provider(state.store.pool(), name)
         .await?
         .ok_or(Error::NotFound)?;
-    let started = upstream::start(state, &provider)
+    let hint = crate::oauth::parse_params(request.as_bytes())
+        .ok()
+        .and_then(|p| p.get("login_hint").map(str::to_string));
+    let started = upstream::start(state, &provider, hint.as_deref())
         .await
         .map_err(|e| unavailable(&provider, &e))?;
     let browser_token = b64url(&random_bytes::<32>());
@@ -118,6 +121,8 @@ pub enum Refusal {
     Deactivated,
     /// An account uses the address, and has no password to prove it is the user's.
     NeedsProof,
+    /// The address's domain signs in through another provider (enterprise routing).
+    OtherProvider,
 }
 
 impl Refusal {
@@ -130,6 +135,9 @@ impl Refusal {
                 "The answer did not come from the identity provider it was sent to. Sign in again."
             }
             Self::Denied => "The sign-in was cancelled at the identity provider.",
+            Self::OtherProvider => {
+                "Addresses at this domain sign in through their organisation's identity provider. Enter your email address on the sign-in page."
+            }
             Self::Rejected => {
                 "The identity provider's answer could not be verified. Sign in again."
             }
@@ -252,6 +260,9 @@ async fn take_flow(state: &Core, state_param: Option<&str>, now: i64) -> Result<
 ///    nobody verified is how accounts are taken over.
 /// 3. Else an account is created just in time, only when the provider allows it and the
 ///    upstream has verified the address.
+///
+/// A verified domain bound to a provider (enterprise routing) makes that provider's word on its
+/// addresses count as verified and creates their accounts; other providers get nothing there.
 pub async fn resolve(
     state: &Core,
     provider: &ProviderRow,
@@ -276,6 +287,14 @@ pub async fn resolve(
     let Some(email) = email else {
         return Ok(Outcome::Refused(Refusal::NoEmail));
     };
+    // Enterprise routing: the provider a tenant bound the address's domain to vouches for its
+    // addresses (the operator verified the domain, the tenant chose the provider), and creates
+    // their accounts; no other provider may link or create an account there.
+    let (verified, jit) = match super::route_of(state, &email).await?.and_then(|r| r.idp) {
+        Some(bound) if bound == provider.name => (true, true),
+        Some(_) => return Ok(Outcome::Refused(Refusal::OtherProvider)),
+        None => (upstream.email_verified, provider.jit != 0),
+    };
     let link = NewLink {
         provider: &provider.name,
         subject: &upstream.subject,
@@ -283,7 +302,7 @@ pub async fn resolve(
     };
     match users::find_by_email(state.store.pool(), &email).await? {
         Some(user) if !user.is_active() => Ok(Outcome::Refused(Refusal::Deactivated)),
-        Some(user) if upstream.email_verified && user.email_verified_at.is_some() => {
+        Some(user) if verified && user.email_verified_at.is_some() => {
             let mut tx = state.store.begin().await?;
             link_in(&mut tx, &user.id, &link, "verified_email", ctx, now).await?;
             tx.commit().await?;
@@ -295,8 +314,8 @@ pub async fn resolve(
             provider: provider.display_name.clone(),
         }),
         Some(_) => Ok(Outcome::Refused(Refusal::NeedsProof)),
-        None if provider.jit == 0 => Ok(Outcome::Refused(Refusal::NoAccount)),
-        None if !upstream.email_verified => Ok(Outcome::Refused(Refusal::Unverified)),
+        None if !jit => Ok(Outcome::Refused(Refusal::NoAccount)),
+        None if !verified => Ok(Outcome::Refused(Refusal::Unverified)),
         None => {
             let name = upstream
                 .name

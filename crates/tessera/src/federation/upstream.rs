@@ -195,7 +195,12 @@ fn client_of(state: &Core, provider: &ProviderRow, meta: &Metadata) -> Result<Cl
 
 /// Starts an upstream sign-in: the authorization request (code flow, PKCE S256, a nonce; OIDC
 /// Core §3.1.2.1, RFC 7636 §4.3) and what the callback needs to check its answer.
-pub async fn start(state: &Core, provider: &ProviderRow) -> Result<Started, Failure> {
+/// `login_hint` (OIDC Core §3.1.2.1) is the address the user gave, when they gave one.
+pub async fn start(
+    state: &Core,
+    provider: &ProviderRow,
+    login_hint: Option<&str>,
+) -> Result<Started, Failure> {
     let meta = state.federation.metadata(provider, false).await?;
     let client = client_of(state, provider, &meta)?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -212,6 +217,9 @@ pub async fn start(state: &Core, provider: &ProviderRow) -> Result<Started, Fail
         .filter(|s| *s != "openid" && !s.is_empty())
     {
         request = request.add_scope(Scope::new(scope.to_string()));
+    }
+    if let Some(hint) = login_hint {
+        request = request.set_login_hint(openidconnect::LoginHint::new(hint.to_string()));
     }
     let (url, csrf, nonce) = request.url();
     Ok(Started {

@@ -684,6 +684,18 @@ async fn login(
     };
     let now = state.clock.now();
     let email = form.get("email").unwrap_or_default();
+    // Identifier-first (enterprise routing): an address whose domain a tenant bound to an
+    // identity provider goes there, with the address as its `login_hint`; no password is read.
+    match crate::federation::route_of(&state, email).await {
+        Ok(Some(crate::store::federation::Route { idp: Some(idp), .. })) => {
+            let mut params = params;
+            params.0.retain(|(k, _)| k != "login_hint");
+            params.0.push(("login_hint".into(), email.to_string()));
+            return see_other(&super::federation::start_url(&idp, &params.encode()));
+        }
+        Ok(_) => {}
+        Err(e) => return went_wrong(&state, "routing a sign-in", &e),
+    }
     let user = match crate::accounts::authenticate(
         &state,
         email,

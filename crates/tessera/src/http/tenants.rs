@@ -46,6 +46,7 @@ pub fn router() -> super::Routes {
         .api(routes!(usage), member)
         .api(routes!(list_domains, claim_domain), member)
         .api(routes!(release_domain), member)
+        .api(routes!(domain_sign_in), member)
         // Verifying a domain is the operator's check.
         .api(routes!(verify_domain), operator)
         .api(routes!(audit_log), member)
@@ -520,6 +521,21 @@ async fn release_domain(
     let now = state.clock.now();
     domains::release(&state, &principal, &id, &domain, &ctx, now).await?;
     Ok(super::no_content())
+}
+
+/// Binds a verified domain to an identity provider: its addresses sign in there (and, with
+/// `disable_passwords`, only there).
+#[utoipa::path(put, path = "/tenants/{id}/domains/{domain}/sign-in", tag = "tenants", params(("id" = String, Path, description = "The tenant's id"), ("domain" = String, Path, description = "The domain name")), request_body = domains::DomainSignIn, responses((status = 200, description = "The domain with its sign-in", body = domains::DomainView)))]
+async fn domain_sign_in(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    Context(ctx): Context,
+    Path((id, domain)): Path<(String, String)>,
+    Json(input): Json<domains::DomainSignIn>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let view = domains::set_sign_in(&state, &principal, &id, &domain, input, &ctx, now).await?;
+    Ok(axum::Json(view).into_response())
 }
 
 /// Marks a domain as verified (the operator checked its DNS record).

@@ -24,6 +24,11 @@ pub struct DomainView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<i64>,
     pub created_at: i64,
+    /// The identity provider the domain's users sign in at (docs/federation.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+    /// Passwords are refused for the domain's addresses.
+    pub passwords_disabled: bool,
 }
 
 impl From<store::DomainRow> for DomainView {
@@ -34,8 +39,21 @@ impl From<store::DomainRow> for DomainView {
             verified: r.verified_at.is_some(),
             verified_at: r.verified_at,
             created_at: r.created_at,
+            idp: r.idp,
+            passwords_disabled: r.passwords_disabled != 0,
         }
     }
+}
+
+/// `PUT /tenants/{id}/domains/{domain}/sign-in`: how the domain's users sign in.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSignIn {
+    /// The identity provider (`/admin/idps`) the domain's users are sent to; `null` for none.
+    pub idp: Option<String>,
+    /// Refuse passwords for the domain's addresses on every path (needs `idp`).
+    #[serde(default)]
+    pub disable_passwords: bool,
 }
 
 /// `POST /tenants/{id}/domains`.
@@ -128,6 +146,8 @@ pub async fn claim(
         verified: false,
         verified_at: None,
         created_at: now,
+        idp: None,
+        passwords_disabled: false,
     })
 }
 
@@ -180,6 +200,71 @@ pub async fn verify(
         .target("domain", &domain)
         .tenant(tenant_id)
         .reason("domain_verified");
+    audit::record(&mut *tx, ctx, &entry, now).await?;
+    let row = store::find(&mut *tx, &domain)
+        .await?
+        .ok_or(Error::NotFound)?;
+    tx.commit().await?;
+    Ok(DomainView::from(row))
+}
+
+/// `PUT /tenants/{id}/domains/{domain}/sign-in` (`tenant:manage`): binds a verified domain to
+/// an identity provider (enterprise routing: the hosted login sends the domain's addresses there,
+/// and that provider is trusted for them), optionally refusing passwords for them.
+pub async fn set_sign_in(
+    core: &Core,
+    principal: &Principal,
+    tenant_id: &str,
+    domain: &str,
+    input: DomainSignIn,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<DomainView> {
+    require(core, principal, tenant_id, TenantPermission::TenantManage).await?;
+    let domain = canonical_domain("domain", domain).map_err(|_| Error::NotFound)?;
+    let claim = store::find(core.store.pool(), &domain)
+        .await?
+        .filter(|c| c.tenant_id == tenant_id)
+        .ok_or(Error::NotFound)?;
+    if claim.verified_at.is_none() {
+        return Err(Error::invalid(
+            "domain",
+            "must be verified before its sign-in is routed",
+        ));
+    }
+    if input.disable_passwords && input.idp.is_none() {
+        return Err(Error::invalid(
+            "disable_passwords",
+            "needs an identity provider (idp) to sign in with instead",
+        ));
+    }
+    if let Some(idp) = &input.idp
+        && crate::store::federation::find_provider(core.store.pool(), idp)
+            .await?
+            .is_none()
+    {
+        return Err(Error::invalid(
+            "idp",
+            "is not a configured identity provider",
+        ));
+    }
+    let mut tx = core.store.begin().await?;
+    let idp = input.idp.as_deref();
+    if !crate::store::federation::bind_domain(
+        &mut *tx,
+        tenant_id,
+        &domain,
+        idp,
+        input.disable_passwords,
+    )
+    .await?
+    {
+        return Err(Error::NotFound);
+    }
+    let entry = Entry::success(principal.actor(), action::CHANGE_TENANT_POLICY)
+        .target("domain", &domain)
+        .tenant(tenant_id)
+        .reason("domain_sign_in");
     audit::record(&mut *tx, ctx, &entry, now).await?;
     let row = store::find(&mut *tx, &domain)
         .await?

@@ -18,6 +18,7 @@ on_both_backends!(
     a_local_second_factor_is_still_required,
     a_wrong_issuer_a_wrong_nonce_or_an_expired_id_token_is_refused,
     a_callback_cannot_be_replayed_or_used_by_another_browser,
+    a_tenant_routes_its_domain_to_its_provider,
     the_admin_api_manages_providers,
 );
 
@@ -61,37 +62,7 @@ impl End {
 async fn setup(b: Backend, jit: bool) -> Federation {
     let upstream = TestApp::spawn_with(b, |c| c.issuer = LOCALHOST_ISSUER.into()).await;
     let app = TestApp::spawn(b).await;
-    // The upstream knows the downstream as a confidential client with its callback.
-    let callback = format!("{}/auth/federated/{IDP}/callback", app.config.issuer);
-    let at_upstream = create_client(
-        &upstream,
-        ClientSpec {
-            name: Some("Downstream".into()),
-            redirect_uris: Some(vec![callback.clone()]),
-            scopes: Some(["openid", "email", "profile"].map(String::from).to_vec()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let ctx = tessera::context::RequestContext::system();
-    let spec = tessera::federation::ProviderSpec {
-        name: Some(IDP.into()),
-        display_name: Some("Upstream".into()),
-        issuer: Some(upstream.config.issuer.clone()),
-        client_id: Some(at_upstream.id),
-        client_secret: at_upstream.secret,
-        jit: Some(jit),
-        ..Default::default()
-    };
-    let view = tessera::federation::add(
-        (&*app.state).into(),
-        spec,
-        tessera::audit::By::system(&ctx),
-        app.clock.now(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(view.redirect_uri, callback);
+    add_provider(&app, &upstream, IDP, jit).await;
     // The application signing in at the downstream: first-party, so its token may read the
     // account API.
     let client = create_client(
@@ -120,6 +91,41 @@ async fn setup(b: Backend, jit: bool) -> Federation {
             .build()
             .unwrap(),
     }
+}
+
+/// Registers the downstream at the upstream as a confidential client with the callback of
+/// provider `name`, and adds that provider at the downstream.
+async fn add_provider(app: &TestApp, upstream: &TestApp, name: &str, jit: bool) {
+    let callback = format!("{}/auth/federated/{name}/callback", app.config.issuer);
+    let at_upstream = create_client(
+        upstream,
+        ClientSpec {
+            name: Some("Downstream".into()),
+            redirect_uris: Some(vec![callback.clone()]),
+            scopes: Some(["openid", "email", "profile"].map(String::from).to_vec()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ctx = tessera::context::RequestContext::system();
+    let spec = tessera::federation::ProviderSpec {
+        name: Some(name.into()),
+        display_name: Some("Upstream".into()),
+        issuer: Some(upstream.config.issuer.clone()),
+        client_id: Some(at_upstream.id),
+        client_secret: at_upstream.secret,
+        jit: Some(jit),
+        ..Default::default()
+    };
+    let view = tessera::federation::add(
+        (&*app.state).into(),
+        spec,
+        tessera::audit::By::system(&ctx),
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(view.redirect_uri, callback);
 }
 
 /// An account at the upstream with its address verified or not.
@@ -660,6 +666,144 @@ async fn a_callback_cannot_be_replayed_or_used_by_another_browser(b: Backend) {
     let (status, html) = again.page();
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(html.contains("expired or was used already"), "{html}");
+}
+
+async fn a_tenant_routes_its_domain_to_its_provider(b: Backend) {
+    use crate::tenants::{send, switch};
+    use reqwest::Method;
+    // Provider `up` without just-in-time creation; `other`, the same upstream, with it.
+    let mut f = setup(b, false).await;
+    add_provider(&f.app, &f.upstream, "other", true).await;
+    let root = crate::tenant_keys::system_admin(&f.app).await;
+    let res = send(
+        &f.app,
+        Method::POST,
+        "/tenants",
+        &root,
+        json!({"name": "Corp", "slug": "corp", "type": "enterprise"}),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    let corp = res.body["id"].as_str().unwrap().to_string();
+    let owner = switch(&f.app, &root, &corp).await;
+    let domains = format!("/tenants/{corp}/domains");
+    let res = send(
+        &f.app,
+        Method::POST,
+        &domains,
+        &owner.access,
+        json!({"domain": "corp.example"}),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    let sign_in = format!("{domains}/corp.example/sign-in");
+    // Only a verified domain is routed, only to a configured provider, and passwords go only
+    // with a provider to go to.
+    let res = send(
+        &f.app,
+        Method::PUT,
+        &sign_in,
+        &owner.access,
+        json!({"idp": "up"}),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.text);
+    let verify = format!("{domains}/corp.example/verify");
+    let res = send(&f.app, Method::POST, &verify, &root, json!({})).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    for (body, field) in [
+        (json!({"idp": "nope"}), "idp"),
+        (
+            json!({"idp": null, "disable_passwords": true}),
+            "disable_passwords",
+        ),
+    ] {
+        let res = send(&f.app, Method::PUT, &sign_in, &owner.access, body).await;
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.text);
+        assert_eq!(res.body["fields"][0]["field"], field, "{}", res.text);
+    }
+    // An account at the domain that signed up with a password before the binding.
+    crate::authz::create_admin(&f.app, "lee@corp.example").await;
+    let res = send(
+        &f.app,
+        Method::PUT,
+        &sign_in,
+        &owner.access,
+        json!({"idp": "up", "disable_passwords": true}),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.body["idp"], "up");
+    assert_eq!(res.body["passwords_disabled"], true);
+    // Passwords are refused for the domain on every path, for accounts and non-accounts alike.
+    for email in ["lee@corp.example", "nobody@corp.example"] {
+        let res = f.app.login(email, PASSWORD).await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.text);
+        assert_eq!(res.body["error"], "password_sign_in_disabled");
+    }
+    // Identifier-first: the address alone, on the hosted sign-in page, goes to the provider
+    // (which, bound to the domain, vouches for its addresses: the upstream never verified it,
+    // and `up` creates no accounts elsewhere); the account is made and joins the tenant.
+    upstream_user(&f.upstream, "kim@corp.example", false).await;
+    let login = f.walk(&f.authorize_url(""), "").await;
+    let (_, html) = login.page();
+    let form = [
+        ("csrf_token", field(html, "csrf_token")),
+        ("request", field(html, "request")),
+        ("email", "kim@corp.example".to_string()),
+        ("password", String::new()),
+    ];
+    let url = format!("{}/oauth2/login", f.app.base);
+    let res = f.browser.post(&url).form(&form).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with("/auth/federated/up/start?"),
+        "{location}"
+    );
+    let at_upstream = |u: &str| u.contains("/oauth2/authorize") && u.contains("nonce=");
+    let start = absolute(&url, &location);
+    let End::Client(to_upstream) = f.walk_until(&start, "", at_upstream).await else {
+        panic!("not sent to the upstream")
+    };
+    assert_eq!(
+        param(&to_upstream, "login_hint").as_deref(),
+        Some("kim@corp.example")
+    );
+    let end = f.walk(&to_upstream, "kim@corp.example").await;
+    let tokens = f.redeem(&end.code()).await;
+    let kim = f
+        .user_id("kim@corp.example")
+        .await
+        .expect("created for the domain");
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], kim);
+    let roles = tessera::store::tenants::member_roles(f.app.state.store.pool(), &corp, &kim)
+        .await
+        .unwrap();
+    assert_eq!(roles, Some(vec!["member".to_string()]));
+    // Another provider may neither create an account at the domain nor link one there.
+    upstream_user(&f.upstream, "max@corp.example", true).await;
+    upstream_user(&f.upstream, "lee@corp.example", true).await;
+    for email in ["max@corp.example", "lee@corp.example"] {
+        let browser = Federation {
+            browser: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            ..f
+        };
+        let end = browser
+            .walk(&browser.authorize_url("&idp=other"), email)
+            .await;
+        let (status, html) = end.page();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{email}");
+        assert!(html.contains("through their organisation"), "{html}");
+        f = browser;
+    }
+    assert!(f.user_id("max@corp.example").await.is_none());
+    let lee = f.user_id("lee@corp.example").await.unwrap();
+    assert!(f.identities(&lee).await.is_empty());
 }
 
 async fn the_admin_api_manages_providers(b: Backend) {

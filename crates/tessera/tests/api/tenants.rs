@@ -648,7 +648,9 @@ fn needs(method: &Method, path: &str) -> Needs {
             "/roles" | "/permissions" | "/ip-allowlist" | "/mfa-policy" | "/plan" | "/usage"
             | "/domains",
         ) => Tenant("tenant:read"),
-        ("POST", "/domains") | ("DELETE", "/domains/{domain}") => Tenant("tenant:manage"),
+        ("POST", "/domains")
+        | ("DELETE", "/domains/{domain}")
+        | ("PUT", "/domains/{domain}/sign-in") => Tenant("tenant:manage"),
         ("PUT" | "DELETE", "/roles/{name}") | ("POST", "/permissions") => Tenant("roles:manage"),
         ("GET" | "POST", "/api-keys")
         | ("DELETE", "/api-keys/{key_id}")
@@ -674,6 +676,7 @@ fn body_for(method: &Method, path: &str) -> Value {
         ("PUT", "/mfa-policy") => json!({"required": false}),
         ("PATCH", "/plan") => json!({"limits": {"max_members": 5}}),
         ("POST", "/domains") => json!({"domain": "b.example"}),
+        ("PUT", "/domains/{domain}/sign-in") => json!({"idp": null}),
         _ => json!({}),
     }
 }
