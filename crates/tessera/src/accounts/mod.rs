@@ -378,7 +378,26 @@ pub async fn login(
 ) -> Result<TokenPair> {
     let user = authenticate(state, email, password, tenant, ctx, now).await?;
     let amr = crate::mfa::AMR_PASSWORD;
-    signed_in(state, &user, tenant, amr, ctx, now).await
+    signed_in(state, &user, tenant, amr, None, ctx, now).await
+}
+
+/// Completes an application's sign-in at upstream provider `via` (a redeemed login code, see
+/// [`crate::federation::signin::redeem_login_code`]): a new session and its first tokens, or,
+/// for an account with a second factor, [`Error::MfaRequired`] (finished at `POST /auth/mfa`).
+pub async fn login_federated(
+    state: &Core,
+    user: &User,
+    via: &str,
+    tenant: Option<&str>,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<TokenPair> {
+    if user.second_factors > 0 {
+        let challenge = crate::mfa::challenge_after(state, user, tenant, Some(via), now).await?;
+        return Err(Error::MfaRequired(Box::new(challenge)));
+    }
+    let amr = crate::mfa::AMR_FEDERATED;
+    signed_in(state, user, tenant, amr, Some(via), ctx, now).await
 }
 
 /// Completes a login that answered `mfa_required`: the challenge's user, once a second factor
@@ -398,6 +417,7 @@ pub async fn login_second_factor(
         &done.user,
         done.tenant.as_deref(),
         done.amr,
+        done.via.as_deref(),
         ctx,
         now,
     )
@@ -416,16 +436,17 @@ pub async fn login_passkey(
 ) -> Result<TokenPair> {
     let (user, amr) =
         crate::mfa::webauthn::passkey_finish(state, ceremony, assertion, ctx, now).await?;
-    signed_in(state, &user, tenant, amr, ctx, now).await
+    signed_in(state, &user, tenant, amr, None, ctx, now).await
 }
 
 /// A new session and its first tokens for `user`, who has just proved who they are (`amr`:
-/// how, RFC 8176).
+/// how, RFC 8176; `via`: the upstream provider of a federated sign-in).
 async fn signed_in(
     state: &Core,
     user: &User,
     tenant: Option<&str>,
     amr: &str,
+    via: Option<&str>,
     ctx: &RequestContext,
     now: i64,
 ) -> Result<TokenPair> {
@@ -450,7 +471,7 @@ async fn signed_in(
         &state.settings,
         subject,
         sessions::Start::Login {
-            method: &sessions::login_method(amr, None),
+            method: &sessions::login_method(amr, via),
         },
         ctx,
         now,

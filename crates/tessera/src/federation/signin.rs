@@ -36,9 +36,67 @@ struct Flow {
     pkce_verifier: String,
     /// The digest of the browser's flow cookie.
     browser: String,
-    /// The hosted authorization request the sign-in continues (form-encoded).
+    /// The hosted authorization request the sign-in continues (form-encoded); empty for an
+    /// application's sign-in.
     request: String,
+    /// Where an application's sign-in returns.
+    #[serde(default)]
+    app: Option<AppReturn>,
     exp: i64,
+}
+
+/// Where a sign-in an application started (`/auth/federated/{idp}/start?client_id=…`) returns,
+/// with a single-use login code its PKCE verifier redeems.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppReturn {
+    pub client_id: String,
+    /// One of the client's redirect URIs, exactly.
+    pub return_to: String,
+    /// RFC 7636 S256 challenge of the verifier that redeems the login code.
+    pub code_challenge: String,
+    /// Echoed back to the application.
+    pub state: Option<String>,
+}
+
+/// An application's sign-in request, checked: an active first-party client, a `return_to` that
+/// is exactly one of its redirect URIs (no open redirect), and an S256 PKCE challenge.
+pub async fn check_app(
+    state: &Core,
+    client_id: &str,
+    return_to: &str,
+    code_challenge: &str,
+    method: Option<&str>,
+    app_state: Option<&str>,
+) -> Result<AppReturn> {
+    let client = crate::oauth::clients::find_active(&state.store, &state.clients, client_id)
+        .await?
+        .filter(|c| c.first_party)
+        .ok_or_else(|| Error::invalid("client_id", "must be an active first-party client"))?;
+    if !client.has_redirect_uri(return_to) {
+        return Err(Error::invalid(
+            "return_to",
+            "must be exactly one of the client's redirect URIs",
+        ));
+    }
+    if method.unwrap_or("S256") != "S256" {
+        return Err(Error::invalid("code_challenge_method", "must be S256"));
+    }
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if !(43..=128).contains(&code_challenge.len()) || !code_challenge.bytes().all(unreserved) {
+        return Err(Error::invalid(
+            "code_challenge",
+            "must be an RFC 7636 S256 challenge (43 to 128 unreserved characters)",
+        ));
+    }
+    if app_state.is_some_and(|s| s.len() > 512) {
+        return Err(Error::invalid("state", "must be at most 512 characters"));
+    }
+    Ok(AppReturn {
+        client_id: client.client_id.clone(),
+        return_to: return_to.to_string(),
+        code_challenge: code_challenge.to_string(),
+        state: app_state.map(str::to_string),
+    })
 }
 
 fn flow_key(state_param: &str) -> String {
@@ -51,8 +109,15 @@ pub struct Begun {
     pub browser_token: String,
 }
 
-/// Starts a sign-in at provider `name` that continues authorization request `request`.
-pub async fn begin(state: &Core, name: &str, request: &str, now: i64) -> Result<Begun> {
+/// Starts a sign-in at provider `name` that continues authorization request `request` (the
+/// hosted pages) or returns to application `app`.
+pub async fn begin(
+    state: &Core,
+    name: &str,
+    request: &str,
+    app: Option<AppReturn>,
+    now: i64,
+) -> Result<Begun> {
     let provider = store::find_provider(state.store.pool(), name)
         .await?
         .ok_or(Error::NotFound)?;
@@ -69,6 +134,7 @@ pub async fn begin(state: &Core, name: &str, request: &str, now: i64) -> Result<
         pkce_verifier: started.pkce_verifier,
         browser: token_hash(&browser_token),
         request: request.to_string(),
+        app,
         exp: now + FLOW_TTL_SECS,
     };
     let plain = serde_json::to_vec(&flow).map_err(|e| Error::internal(anyhow::Error::from(e)))?;
@@ -164,7 +230,11 @@ pub enum Outcome {
         via: String,
     },
     /// The account has a second factor; the challenge carries the federated first factor.
-    MfaRequired(Box<Challenge>),
+    MfaRequired {
+        challenge: Box<Challenge>,
+        user_id: String,
+        via: String,
+    },
     /// An account uses the address, but the link needs the holder to show it is theirs: its
     /// password, on a page that carries `pending`.
     ProveOwnership {
@@ -176,9 +246,11 @@ pub enum Outcome {
 }
 
 /// A finished callback: the authorization request it continues (empty when the flow was not
-/// found) and its outcome.
+/// found, or for an application's sign-in), where an application's sign-in returns, and its
+/// outcome.
 pub struct Completed {
     pub request: String,
+    pub app: Option<AppReturn>,
     pub outcome: Outcome,
 }
 
@@ -189,18 +261,29 @@ pub async fn complete(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<Completed> {
+    let Some(mut flow) = take_flow(state, cb.state, now).await? else {
+        return Ok(Completed {
+            request: String::new(),
+            app: None,
+            outcome: Outcome::Refused(Refusal::Expired),
+        });
+    };
+    let app = flow.app.take();
     let refused = |request: String, why: Refusal| Completed {
         request,
+        app: app.clone(),
         outcome: Outcome::Refused(why),
-    };
-    let Some(flow) = take_flow(state, cb.state, now).await? else {
-        return Ok(refused(String::new(), Refusal::Expired));
     };
     let same_browser = cb
         .browser_token
         .is_some_and(|t| ct_eq(token_hash(t).as_bytes(), flow.browser.as_bytes()));
     if flow.provider != cb.provider || !same_browser {
-        return Ok(refused(String::new(), Refusal::Expired));
+        // Not this browser's: nothing goes back to the application either.
+        return Ok(Completed {
+            request: String::new(),
+            app: None,
+            outcome: Outcome::Refused(Refusal::Expired),
+        });
     }
     let Some(provider) = store::find_provider(state.store.pool(), &flow.provider).await? else {
         return Ok(refused(flow.request, Refusal::Expired));
@@ -233,6 +316,7 @@ pub async fn complete(
     let outcome = resolve(state, &provider, upstream_user, ctx, now).await?;
     Ok(Completed {
         request: flow.request,
+        app,
         outcome,
     })
 }
@@ -343,7 +427,11 @@ async fn sign_in(
     if user.second_factors > 0 {
         let challenge =
             crate::mfa::challenge_after(state, &user, None, Some(&provider.name), now).await?;
-        return Ok(Outcome::MfaRequired(Box::new(challenge)));
+        return Ok(Outcome::MfaRequired {
+            challenge: Box::new(challenge),
+            user_id: user.id,
+            via: provider.name.clone(),
+        });
     }
     crate::tenants::domains::join_at_sign_in(state, &user, ctx, now).await?;
     Ok(Outcome::SignedIn {
@@ -494,4 +582,89 @@ pub async fn prove_with_password(
         Err(e) => return Err(e),
     }
     Ok(proven)
+}
+
+/// How long an application has to redeem a login code.
+pub const LOGIN_CODE_TTL_SECS: i64 = 60;
+const LOGIN_CODE_PREFIX: &str = "tsr_flc_";
+const LOGIN_CODE_CONTEXT: &str = "federation_login_code";
+
+/// What a login code stands for, sealed in the shared state.
+#[derive(Serialize, Deserialize)]
+struct LoginCode {
+    user_id: String,
+    via: String,
+    client_id: String,
+    code_challenge: String,
+    exp: i64,
+}
+
+fn login_code_key(code: &str) -> String {
+    format!("federation_code:{}", token_hash(code))
+}
+
+/// A single-use login code for `user_id`, signed in at provider `via`, for the application's
+/// PKCE verifier to redeem within [`LOGIN_CODE_TTL_SECS`].
+pub async fn issue_login_code(
+    state: &Core,
+    app: &AppReturn,
+    user_id: &str,
+    via: &str,
+    now: i64,
+) -> Result<String> {
+    let code = crate::crypto::new_token(LOGIN_CODE_PREFIX);
+    let grant = LoginCode {
+        user_id: user_id.to_string(),
+        via: via.to_string(),
+        client_id: app.client_id.clone(),
+        code_challenge: app.code_challenge.clone(),
+        exp: now + LOGIN_CODE_TTL_SECS,
+    };
+    let plain = serde_json::to_vec(&grant).map_err(|e| Error::internal(anyhow::Error::from(e)))?;
+    let sealed = state.master.seal(LOGIN_CODE_CONTEXT, &plain);
+    state
+        .shared
+        .stash(&login_code_key(&code), &sealed, LOGIN_CODE_TTL_SECS as u64)
+        .await?;
+    Ok(code)
+}
+
+/// The user and provider of a login code, taken once: `code_verifier` must hash to the
+/// challenge the application started with (RFC 7636 §4.6, S256). Anything else is 401
+/// `invalid_grant`, and the code is used up.
+pub async fn redeem_login_code(
+    state: &Core,
+    code: &str,
+    code_verifier: &str,
+    now: i64,
+) -> Result<(User, String)> {
+    let invalid = || Error::Unauthenticated {
+        code: crate::error::Code::InvalidGrant,
+        message: "the login code is invalid, expired or used already, or the verifier is wrong",
+        bearer: false,
+    };
+    if !code.starts_with(LOGIN_CODE_PREFIX) || code.len() > 128 || code_verifier.len() > 128 {
+        return Err(invalid());
+    }
+    let sealed = state
+        .shared
+        .take_stashed(&login_code_key(code))
+        .await?
+        .ok_or_else(invalid)?;
+    let grant = state
+        .master
+        .open(LOGIN_CODE_CONTEXT, &sealed)
+        .ok()
+        .and_then(|plain| serde_json::from_slice::<LoginCode>(&plain).ok())
+        .filter(|g| g.exp > now)
+        .ok_or_else(invalid)?;
+    let challenge = token_hash(code_verifier);
+    if !ct_eq(challenge.as_bytes(), grant.code_challenge.as_bytes()) {
+        return Err(invalid());
+    }
+    let user = users::find_by_id(state.store.pool(), &grant.user_id)
+        .await?
+        .filter(User::is_active)
+        .ok_or_else(invalid)?;
+    Ok((user, grant.via))
 }

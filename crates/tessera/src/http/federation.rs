@@ -34,6 +34,7 @@ pub fn router() -> super::Routes {
         .api(routes!(start), Access::Public)
         .api(routes!(callback), Access::Public)
         .api(routes!(link), Access::Public)
+        .api(routes!(app_token), Access::Public)
         .api(routes!(list_identities), Access::Permission(ReadOwnAccount))
         .api(routes!(unlink), Access::Permission(ManageOwnAccount))
         .api(routes!(list_providers, add_provider), operator)
@@ -55,11 +56,18 @@ pub(super) fn start_url(name: &str, request: &str) -> String {
 }
 
 /// Sends the browser to the upstream provider (OIDC Core §3.1.2.1: code flow, PKCE, a nonce),
-/// with a cookie that binds the sign-in to this browser. `request`: the authorization request
-/// the sign-in continues.
+/// with a cookie that binds the sign-in to this browser. From the hosted pages, `request` is
+/// the authorization request the sign-in continues. From an application (a single-page app):
+/// `client_id` (first-party), `return_to` (exactly one of its redirect URIs), `code_challenge`
+/// (S256) and an optional `state`; the sign-in ends at `return_to` with a login code.
 #[utoipa::path(get, path = "/auth/federated/{idp}/start", tag = "federation",
     params(("idp" = String, Path, description = "The provider's name"),
-        ("request" = String, Query, description = "The authorization request to continue, form-encoded")),
+        ("request" = Option<String>, Query, description = "Hosted pages: the authorization request to continue, form-encoded"),
+        ("client_id" = Option<String>, Query, description = "An application's sign-in: its first-party client"),
+        ("return_to" = Option<String>, Query, description = "An application's sign-in: one of the client's redirect URIs"),
+        ("code_challenge" = Option<String>, Query, description = "An application's sign-in: RFC 7636 S256 challenge"),
+        ("code_challenge_method" = Option<String>, Query, description = "`S256`"),
+        ("state" = Option<String>, Query, description = "An application's sign-in: echoed back to `return_to`")),
     responses((status = 303, description = "To the upstream's authorization endpoint"),
         (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html"),
         (status = 503, description = "The provider cannot be reached", content_type = "text/html")))]
@@ -73,12 +81,39 @@ async fn start(
         Err(e) => return bad_page(&state, &e.description),
     };
     let request = params.get("request").unwrap_or_default();
-    // The request must be one the hosted pages would continue (client, redirect URI, PKCE).
-    if let Err(page) = continued(&state, request).await {
-        return page;
-    }
+    let app = match params.get("client_id") {
+        // An application's sign-in: nothing redirects before the client and URI are checked.
+        Some(client_id) => {
+            let checked = signin::check_app(
+                &state,
+                client_id,
+                params.get("return_to").unwrap_or_default(),
+                params.get("code_challenge").unwrap_or_default(),
+                params.get("code_challenge_method"),
+                params.get("state"),
+            )
+            .await;
+            match checked {
+                Ok(app) => Some(app),
+                Err(crate::Error::Validation(fields)) => {
+                    let message = fields
+                        .iter()
+                        .map(|f| format!("{}: {}", f.field, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return bad_page(&state, &message);
+                }
+                Err(e) => return went_wrong(&state, "checking an application's sign-in", &e),
+            }
+        }
+        // The request must be one the hosted pages would continue (client, redirect URI, PKCE).
+        None => match continued(&state, request).await {
+            Ok(_) => None,
+            Err(page) => return page,
+        },
+    };
     let now = state.clock.now();
-    match signin::begin(&state, &idp, request, now).await {
+    match signin::begin(&state, &idp, request, app, now).await {
         Ok(begun) => {
             let mut res = see_other(&begun.url);
             let ttl = signin::FLOW_TTL_SECS;
@@ -138,6 +173,11 @@ async fn callback(
     };
     let now = state.clock.now();
     let mut res = match signin::complete(&state, cb, &ctx, now).await {
+        Ok(signin::Completed {
+            app: Some(app),
+            outcome,
+            ..
+        }) => back_to_app(&state, &app, outcome, now).await,
         Ok(done) => outcome(&state, &headers, &done.request, done.outcome, &ctx, now).await,
         Err(crate::Error::Unavailable(_)) => unavailable(&state),
         Err(e) => went_wrong(&state, "completing a federated sign-in", &e),
@@ -173,7 +213,7 @@ async fn outcome(
             };
             signed_in(state, headers, params, who, ctx, now).await
         }
-        Outcome::MfaRequired(challenge) => {
+        Outcome::MfaRequired { challenge, .. } => {
             let webauthn = challenge.webauthn.as_ref();
             mfa_page(state, headers, &request, &challenge.token, webauthn, None)
         }
@@ -184,6 +224,91 @@ async fn outcome(
         } => link_page(state, headers, &request, &pending, &email, &provider, None),
         Outcome::Refused(why) => refused(state, why),
     }
+}
+
+/// The end of an application's sign-in: `return_to` with a login code (RFC 9207 `iss` beside
+/// it, and the application's `state`), or with `error=access_denied` and why.
+async fn back_to_app(
+    state: &AppState,
+    app: &signin::AppReturn,
+    outcome: Outcome,
+    now: i64,
+) -> Response {
+    let (user_id, via) = match outcome {
+        Outcome::SignedIn { user, via } => (user.id, via),
+        Outcome::MfaRequired { user_id, via, .. } => (user_id, via),
+        Outcome::ProveOwnership { .. } => {
+            let why = "An account already uses this email address. Sign in with its password \
+                       on the sign-in page to link the provider to it.";
+            return app_redirect(
+                app,
+                &[("error", "access_denied"), ("error_description", why)],
+            );
+        }
+        Outcome::Refused(why) => {
+            let pairs = [
+                ("error", "access_denied"),
+                ("error_description", why.message()),
+            ];
+            return app_redirect(app, &pairs);
+        }
+    };
+    match signin::issue_login_code(state, app, &user_id, &via, now).await {
+        Ok(code) => {
+            let issuer = state.config.issuer.as_str();
+            app_redirect(app, &[("login_code", &code), ("iss", issuer)])
+        }
+        Err(e) => went_wrong(state, "issuing a login code", &e),
+    }
+}
+
+/// `return_to` with `pairs` and the application's `state` added to its query.
+fn app_redirect(app: &signin::AppReturn, pairs: &[(&str, &str)]) -> Response {
+    let Ok(mut url) = url::Url::parse(&app.return_to) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in pairs {
+            query.append_pair(k, v);
+        }
+        if let Some(s) = &app.state {
+            query.append_pair("state", s);
+        }
+    }
+    see_other(url.as_str())
+}
+
+/// `POST /auth/federated/token`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AppTokenBody {
+    /// From `return_to` at the end of the sign-in (single use, 60 seconds).
+    login_code: String,
+    /// The RFC 7636 verifier of the `code_challenge` the sign-in started with.
+    code_verifier: String,
+    /// The tenant (id or slug) the tokens are for.
+    tenant: Option<String>,
+}
+
+/// Redeems an application's login code: a token pair, like `POST /auth/login`. An account with
+/// a second factor answers 401 `mfa_required` with an `mfa_token` to complete at
+/// `POST /auth/mfa`.
+#[utoipa::path(post, path = "/auth/federated/token", tag = "federation", request_body = AppTokenBody,
+    responses((status = 200, description = "An access and a refresh token", body = crate::sessions::TokenPair),
+        (status = 401, description = "`invalid_grant` (unknown, used or expired code, wrong verifier) or `mfa_required`")))]
+async fn app_token(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    Json(body): Json<AppTokenBody>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let (user, via) =
+        signin::redeem_login_code(&state, &body.login_code, &body.code_verifier, now).await?;
+    let tenant = body.tenant.as_deref();
+    let pair = crate::accounts::login_federated(&state, &user, &via, tenant, &ctx, now).await?;
+    crate::metrics::token_issued("tessera_login");
+    Ok(super::no_store(axum::Json(pair).into_response()))
 }
 
 fn refused(state: &AppState, why: Refusal) -> Response {

@@ -102,6 +102,7 @@ fn class_of(method: &Method, path: &str) -> Option<Class> {
         | "/auth/federated/{idp}/start"
         | "/auth/federated/{idp}/callback"
         | "/auth/federated/link"
+        | "/auth/federated/token"
         | "/openapi.json"
         | "/docs"
         | "/docs/"

@@ -19,6 +19,7 @@ on_both_backends!(
     a_wrong_issuer_a_wrong_nonce_or_an_expired_id_token_is_refused,
     a_callback_cannot_be_replayed_or_used_by_another_browser,
     a_tenant_routes_its_domain_to_its_provider,
+    a_single_page_app_signs_in_with_a_login_code,
     the_admin_api_manages_providers,
 );
 
@@ -804,6 +805,119 @@ async fn a_tenant_routes_its_domain_to_its_provider(b: Backend) {
     assert!(f.user_id("max@corp.example").await.is_none());
     let lee = f.user_id("lee@corp.example").await.unwrap();
     assert!(f.identities(&lee).await.is_empty());
+}
+
+async fn a_single_page_app_signs_in_with_a_login_code(b: Backend) {
+    use base64::Engine as _;
+    let f = setup(b, false).await;
+    crate::authz::create_admin(&f.app, "ned@corp.example").await;
+    upstream_user(&f.upstream, "ned@corp.example", true).await;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+    let base = f.app.base.clone();
+    let start = |client_id: &str, return_to: &str, challenge: &str| {
+        format!(
+            "{base}/auth/federated/up/start?client_id={client_id}&return_to={}&code_challenge={challenge}&state=app-state",
+            urlencode(return_to)
+        )
+    };
+    // The client must be first-party, `return_to` one of its redirect URIs, PKCE S256: else a
+    // page, and no redirect anywhere.
+    let third_party = create_client(
+        &f.app,
+        ClientSpec {
+            name: Some("Third".into()),
+            redirect_uris: Some(vec![REDIRECT.into()]),
+            ..Default::default()
+        },
+    )
+    .await;
+    for url in [
+        start(&third_party.id, REDIRECT, &challenge),
+        start(&f.client_id, "http://127.0.0.1:9/elsewhere", &challenge),
+        start(&f.client_id, REDIRECT, "short"),
+    ] {
+        let res = f.browser.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{url}");
+        assert!(res.headers().get("location").is_none());
+    }
+    let end = f
+        .walk(
+            &start(&f.client_id, REDIRECT, &challenge),
+            "ned@corp.example",
+        )
+        .await;
+    let End::Client(back) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(param(&back, "state").as_deref(), Some("app-state"));
+    assert_eq!(
+        param(&back, "iss").as_deref(),
+        Some(f.app.config.issuer.as_str())
+    );
+    let code = param(&back, "login_code").expect("a login code");
+    let redeem = |code: String, verifier: &'static str| {
+        let app = &f.app;
+        async move {
+            app.post(
+                "/auth/federated/token",
+                json!({ "login_code": code, "code_verifier": verifier }),
+            )
+            .await
+        }
+    };
+    // A wrong verifier fails, and uses the code up.
+    let res = redeem(
+        code.clone(),
+        "wrong-verifier-wrong-verifier-wrong-verifier-0",
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text);
+    assert_eq!(res.body["error"], "invalid_grant");
+    let res = redeem(code, VERIFIER).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text);
+    // A new sign-in's code with its verifier: Tessera's own tokens, once.
+    let end = f
+        .walk(
+            &start(&f.client_id, REDIRECT, &challenge),
+            "ned@corp.example",
+        )
+        .await;
+    let End::Client(back) = end else {
+        panic!("{end:?}")
+    };
+    let code = param(&back, "login_code").unwrap();
+    let res = redeem(code.clone(), VERIFIER).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.headers["cache-control"], "no-store");
+    let access = claims(res.body["access_token"].as_str().unwrap());
+    assert_eq!(access["sub"], f.user_id("ned@corp.example").await.unwrap());
+    assert_eq!(access["amr"], json!(["fed"]));
+    assert_eq!(
+        redeem(code, VERIFIER).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A refusal goes back to the application as an error.
+    upstream_user(&f.upstream, "oz@corp.example", true).await;
+    let other = Federation {
+        browser: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        ..f
+    };
+    let end = other
+        .walk(
+            &start(&other.client_id, REDIRECT, &challenge),
+            "oz@corp.example",
+        )
+        .await;
+    let End::Client(back) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(param(&back, "error").as_deref(), Some("access_denied"));
+    assert!(param(&back, "login_code").is_none());
 }
 
 async fn the_admin_api_manages_providers(b: Backend) {
