@@ -393,3 +393,50 @@ async fn documentation_ui_in_a_real_browser() {
     assert_eq!(got["healthz"], "200", "{got}");
     assert_eq!(got["console_errors"], serde_json::json!([]), "{got}");
 }
+
+#[tokio::test]
+async fn federated_sign_in_in_a_real_browser() {
+    use crate::federation::{self, Federation};
+    let f: Federation = federation::setup(Backend::Sqlite, false).await;
+    // An account at Tessera that never verified its address, and the same address verified at
+    // the upstream: the link needs the account's password.
+    f.app.register("ada@corp.example").await;
+    federation::upstream_user(&f.upstream, "ada@corp.example", true).await;
+    let got = run(
+        "federated_sign_in.mjs",
+        &[
+            ("AUTHORIZE_URL", &f.authorize_url("")),
+            ("CALLBACK", federation::REDIRECT),
+            ("PROVIDER", "Upstream"),
+            ("EMAIL", "ada@corp.example"),
+            ("PASSWORD", PASSWORD),
+        ],
+    )
+    .await;
+    let titles: Vec<&str> = got["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(titles.len(), 4, "{got}");
+    assert!(titles[0].starts_with("Sign in"), "{got}");
+    assert!(titles[1].starts_with("Sign in"), "{got}");
+    assert!(titles[2].starts_with("Link your account"), "{got}");
+    // No refused script, style or request on any page.
+    assert_eq!(got["console_errors"], serde_json::json!([]), "{got}");
+    let back = got["callback"].as_str().unwrap_or_else(|| panic!("{got}"));
+    let code = param(back, "code").unwrap_or_else(|| panic!("no code in {back}"));
+    let tokens = f.redeem(&code).await;
+    let id_token = claims(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["amr"], serde_json::json!(["pwd"]), "{id_token}");
+    let user = tessera::store::users::find_by_email(f.app.state.store.pool(), "ada@corp.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id_token["sub"], user.id.as_str());
+    let linked = tessera::store::federation::identities_of(f.app.state.store.pool(), &user.id)
+        .await
+        .unwrap();
+    assert_eq!(linked.len(), 1);
+}

@@ -23,14 +23,14 @@ on_both_backends!(
     the_admin_api_manages_providers,
 );
 
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const IDP: &str = "up";
 
 /// The downstream Tessera, its upstream, and the downstream client the test signs in to.
-struct Federation {
-    app: TestApp,
-    upstream: TestApp,
-    client_id: String,
+pub(crate) struct Federation {
+    pub app: TestApp,
+    pub upstream: TestApp,
+    pub client_id: String,
     client_secret: String,
     browser: reqwest::Client,
 }
@@ -60,7 +60,7 @@ impl End {
     }
 }
 
-async fn setup(b: Backend, jit: bool) -> Federation {
+pub(crate) async fn setup(b: Backend, jit: bool) -> Federation {
     let upstream = TestApp::spawn_with(b, |c| c.issuer = LOCALHOST_ISSUER.into()).await;
     let app = TestApp::spawn(b).await;
     add_provider(&app, &upstream, IDP, jit).await;
@@ -130,7 +130,7 @@ async fn add_provider(app: &TestApp, upstream: &TestApp, name: &str, jit: bool) 
 }
 
 /// An account at the upstream with its address verified or not.
-async fn upstream_user(up: &TestApp, email: &str, verified: bool) {
+pub(crate) async fn upstream_user(up: &TestApp, email: &str, verified: bool) {
     let hash = up.state.passwords.hash(PASSWORD).await.unwrap();
     let verified_at = verified.then_some(up.clock.now());
     tessera::accounts::create(
@@ -156,7 +156,7 @@ const VERIFIER: &str = "federation-test-code-verifier-0123456789-abcdefghijklmno
 
 impl Federation {
     /// The authorization request of the downstream app (`extra`: more parameters).
-    fn authorize_url(&self, extra: &str) -> String {
+    pub(crate) fn authorize_url(&self, extra: &str) -> String {
         use base64::Engine as _;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes());
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
@@ -244,7 +244,7 @@ impl Federation {
     }
 
     /// Redeems a code at the downstream: its token response.
-    async fn redeem(&self, code: &str) -> Value {
+    pub(crate) async fn redeem(&self, code: &str) -> Value {
         let res = self
             .browser
             .post(format!("{}/oauth2/token", self.app.base))
