@@ -67,6 +67,7 @@ use tokio::task::JoinSet;
 
 mod abuse;
 mod events;
+mod federation;
 mod growth;
 mod hot;
 mod instructions;
@@ -246,10 +247,12 @@ enum Group {
     Growth,
     /// TOTP checks, and a login with a second factor against one without.
     Mfa,
+    /// A sign-in through an upstream OpenID Connect provider (a second Tessera).
+    Federation,
 }
 
 impl Group {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Foundation,
         Self::Events,
         Self::OAuth,
@@ -259,6 +262,7 @@ impl Group {
         Self::Telemetry,
         Self::Growth,
         Self::Mfa,
+        Self::Federation,
     ];
 
     fn parse(s: &str) -> anyhow::Result<Self> {
@@ -272,9 +276,10 @@ impl Group {
             "telemetry" => Self::Telemetry,
             "growth" => Self::Growth,
             "mfa" => Self::Mfa,
+            "federation" => Self::Federation,
             other => {
                 bail!(
-                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants, telemetry, growth, mfa)"
+                    "unknown group {other:?} (groups: foundation, events, oauth, abuse, shared, tenants, telemetry, growth, mfa, federation)"
                 )
             }
         })
@@ -291,6 +296,7 @@ impl Group {
             Self::Telemetry => "telemetry",
             Self::Growth => "growth",
             Self::Mfa => "mfa",
+            Self::Federation => "federation",
         }
     }
 }
@@ -1432,6 +1438,7 @@ struct Results {
     telemetry: Option<telemetry::TelemetryResults>,
     growth: Option<growth::GrowthResults>,
     mfa: Option<mfa::MfaResults>,
+    federation: Option<federation::FederationResults>,
     logs: Vec<LogSummary>,
 }
 
@@ -1460,6 +1467,7 @@ async fn run(options: &Options) -> anyhow::Result<String> {
         telemetry: None,
         growth: None,
         mfa: None,
+        federation: None,
         logs: Vec::new(),
     };
     if options.runs(Group::Foundation) {
@@ -1488,6 +1496,9 @@ async fn run(options: &Options) -> anyhow::Result<String> {
     }
     if options.runs(Group::Mfa) {
         mfa::run(&client, options, &mut results).await?;
+    }
+    if options.runs(Group::Federation) {
+        federation::run(options, &mut results).await?;
     }
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(render(
@@ -1914,6 +1925,7 @@ fn render(
     telemetry::render(&mut rep, r);
     growth::render(&mut rep, r);
     mfa::render(&mut rep, r);
+    federation::render(&mut rep, r, b);
     hot::render(&mut rep, r, b);
 
     rep.section("Errors");
