@@ -397,11 +397,7 @@ async fn link(
     match signin::prove_with_password(&state, pending, password, &ctx, now).await {
         Ok(Proven::SignedIn(user)) => {
             let amr = crate::mfa::AMR_PASSWORD;
-            let who = Who {
-                user,
-                amr,
-                via: None,
-            };
+            let who = Who::here(user, amr);
             signed_in(&state, &headers, params, who, &ctx, now).await
         }
         Ok(Proven::MfaRequired(challenge)) => {

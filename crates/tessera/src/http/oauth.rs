@@ -740,19 +740,7 @@ async fn login(
         }
     };
     let amr = crate::mfa::AMR_PASSWORD;
-    signed_in(
-        &state,
-        &headers,
-        params,
-        Proven {
-            user,
-            amr,
-            via: None,
-        },
-        &ctx,
-        now,
-    )
-    .await
+    signed_in(&state, &headers, params, Proven::here(user, amr), &ctx, now).await
 }
 
 /// A user who has just proved who they are, and how: RFC 8176 methods, and the upstream provider
@@ -761,6 +749,17 @@ pub(super) struct Proven<'a> {
     pub user: crate::store::users::User,
     pub amr: &'a str,
     pub via: Option<&'a str>,
+}
+
+impl<'a> Proven<'a> {
+    /// Proven here, not at an upstream provider.
+    pub(super) fn here(user: crate::store::users::User, amr: &'a str) -> Self {
+        Self {
+            user,
+            amr,
+            via: None,
+        }
+    }
 }
 
 /// A new browser session for a user who has just proved who they are, then the authorization
@@ -926,19 +925,7 @@ async fn passkey_sign_in(
         .unwrap_or(serde_json::Value::Null);
     match crate::mfa::webauthn::passkey_finish(&state, ceremony, &assertion, &ctx, now).await {
         Ok((user, amr)) => {
-            signed_in(
-                &state,
-                &headers,
-                params,
-                Proven {
-                    user,
-                    amr,
-                    via: None,
-                },
-                &ctx,
-                now,
-            )
-            .await
+            signed_in(&state, &headers, params, Proven::here(user, amr), &ctx, now).await
         }
         Err(crate::Error::TooManyRequests { retry_after }) => {
             let message = too_many(retry_after);

@@ -37,48 +37,48 @@ pub async fn insert_provider<'e>(
     db: impl Executor<'e, Database = Any>,
     p: &ProviderRow,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    let sql = format!(
         "INSERT INTO identity_providers ({PROVIDER_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-    )))
-    .bind(&p.name)
-    .bind(&p.kind)
-    .bind(&p.display_name)
-    .bind(&p.issuer)
-    .bind(&p.client_id)
-    .bind(&p.client_secret)
-    .bind(&p.scopes)
-    .bind(&p.claims)
-    .bind(p.jit)
-    .bind(p.created_at)
-    .bind(p.updated_at)
-    .execute(db)
-    .await
-    .map(|_| ())
+    );
+    bind_provider(sqlx::query(sqlx::AssertSqlSafe(sql)), p)
+        .bind(p.updated_at)
+        .execute(db)
+        .await
+        .map(|_| ())
 }
 
-/// Replaces everything but the name and creation time; false when there is no such provider.
+/// Replaces everything but the name and creation time (which the row read must still have);
+/// false when there is no such provider.
 pub async fn update_provider<'e>(
     db: impl Executor<'e, Database = Any>,
     p: &ProviderRow,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE identity_providers SET kind = $2, display_name = $3, issuer = $4, client_id = $5, \
-         client_secret = $6, scopes = $7, claims = $8, jit = $9, updated_at = $10 WHERE name = $1",
-    )
-    .bind(&p.name)
-    .bind(&p.kind)
-    .bind(&p.display_name)
-    .bind(&p.issuer)
-    .bind(&p.client_id)
-    .bind(&p.client_secret)
-    .bind(&p.scopes)
-    .bind(&p.claims)
-    .bind(p.jit)
-    .bind(p.updated_at)
-    .execute(db)
-    .await?;
+    let sql = "UPDATE identity_providers SET kind = $2, display_name = $3, issuer = $4, \
+               client_id = $5, client_secret = $6, scopes = $7, claims = $8, jit = $9, \
+               updated_at = $11 WHERE name = $1 AND created_at = $10";
+    let done = bind_provider(sqlx::query(sql), p)
+        .bind(p.updated_at)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Binds `$1`..`$10` of a provider row (every column but `updated_at`, in column order).
+fn bind_provider<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    p: &'q ProviderRow,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    q.bind(&p.name)
+        .bind(&p.kind)
+        .bind(&p.display_name)
+        .bind(&p.issuer)
+        .bind(&p.client_id)
+        .bind(&p.client_secret)
+        .bind(&p.scopes)
+        .bind(&p.claims)
+        .bind(p.jit)
+        .bind(p.created_at)
 }
 
 pub async fn find_provider<'e>(

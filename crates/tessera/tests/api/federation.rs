@@ -86,11 +86,7 @@ pub(crate) async fn setup(b: Backend, jit: bool) -> Federation {
         upstream,
         client_id: client.id,
         client_secret: client.secret.unwrap(),
-        browser: reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        browser: new_browser(),
     }
 }
 
@@ -155,6 +151,14 @@ fn unescape(s: &str) -> String {
 const VERIFIER: &str = "federation-test-code-verifier-0123456789-abcdefghijklmnop";
 
 impl Federation {
+    /// The same servers and client, seen from another browser (an empty cookie jar).
+    pub(crate) fn in_a_new_browser(self) -> Self {
+        Self {
+            browser: new_browser(),
+            ..self
+        }
+    }
+
     /// The authorization request of the downstream app (`extra`: more parameters).
     pub(crate) fn authorize_url(&self, extra: &str) -> String {
         use base64::Engine as _;
@@ -276,6 +280,14 @@ impl Federation {
     }
 }
 
+fn new_browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 fn origin_of(url: &str) -> String {
     let u = reqwest::Url::parse(url).unwrap();
     u.origin().ascii_serialization()
@@ -373,14 +385,7 @@ async fn a_first_sign_in_creates_the_account_just_in_time_and_signs_in_again(b: 
     assert_eq!(res.body["error"], "last_sign_in_method");
     // Signing in again (a new browser: `idp=` goes straight to the provider) finds the link:
     // the same account, no second one.
-    let f2 = Federation {
-        browser: reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        ..f
-    };
+    let f2 = f.in_a_new_browser();
     let end = f2
         .walk(&f2.authorize_url("&idp=up"), "ada@corp.example")
         .await;
@@ -451,14 +456,7 @@ async fn linking_needs_proof_when_either_side_has_not_verified_the_address(b: Ba
     assert!(f.identities(&user_id).await.is_empty());
     // Nor does an unverified upstream address create an account.
     upstream_user(&f.upstream, "eve@corp.example", false).await;
-    let fresh = Federation {
-        browser: reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        ..f
-    };
+    let fresh = f.in_a_new_browser();
     let end = fresh
         .walk(&fresh.authorize_url("&idp=up"), "eve@corp.example")
         .await;
@@ -621,16 +619,9 @@ async fn callback_url(f: &Federation, email: &str) -> String {
 async fn a_callback_cannot_be_replayed_or_used_by_another_browser(b: Backend) {
     let f = setup(b, true).await;
     upstream_user(&f.upstream, "ivy@corp.example", true).await;
-    let fresh_browser = || {
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-    };
     // Another browser cannot use the callback (login CSRF): one without a flow cookie...
     let url = callback_url(&f, "ivy@corp.example").await;
-    let res = fresh_browser().get(&url).send().await.unwrap();
+    let res = new_browser().get(&url).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert!(
         res.text()
@@ -642,10 +633,7 @@ async fn a_callback_cannot_be_replayed_or_used_by_another_browser(b: Backend) {
     assert_eq!(f.walk(&url, "").await.page().0, StatusCode::BAD_REQUEST);
     // ...nor one with a flow of its own.
     let url = callback_url(&f, "ivy@corp.example").await;
-    let other = Federation {
-        browser: fresh_browser(),
-        ..f
-    };
+    let other = f.in_a_new_browser();
     let at_upstream = |u: &str| u.contains("/oauth2/authorize") && u.contains("nonce=");
     let started = other
         .walk_until(&other.authorize_url("&idp=up"), "", at_upstream)
@@ -657,10 +645,7 @@ async fn a_callback_cannot_be_replayed_or_used_by_another_browser(b: Backend) {
     assert!(html.contains("expired or was used already"), "{html}");
     assert!(other.user_id("ivy@corp.example").await.is_none());
     // A sign-in's own callback works once; replayed, it fails.
-    let f = Federation {
-        browser: fresh_browser(),
-        ..other
-    };
+    let f = other.in_a_new_browser();
     let url = callback_url(&f, "ivy@corp.example").await;
     f.walk(&url, "").await.code();
     let again = f.walk(&url, "").await;
@@ -786,21 +771,11 @@ async fn a_tenant_routes_its_domain_to_its_provider(b: Backend) {
     upstream_user(&f.upstream, "max@corp.example", true).await;
     upstream_user(&f.upstream, "lee@corp.example", true).await;
     for email in ["max@corp.example", "lee@corp.example"] {
-        let browser = Federation {
-            browser: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            ..f
-        };
-        let end = browser
-            .walk(&browser.authorize_url("&idp=other"), email)
-            .await;
+        f = f.in_a_new_browser();
+        let end = f.walk(&f.authorize_url("&idp=other"), email).await;
         let (status, html) = end.page();
         assert_eq!(status, StatusCode::FORBIDDEN, "{email}");
         assert!(html.contains("through their organisation"), "{html}");
-        f = browser;
     }
     assert!(f.user_id("max@corp.example").await.is_none());
     let lee = f.user_id("lee@corp.example").await.unwrap();
@@ -899,14 +874,7 @@ async fn a_single_page_app_signs_in_with_a_login_code(b: Backend) {
     );
     // A refusal goes back to the application as an error.
     upstream_user(&f.upstream, "oz@corp.example", true).await;
-    let other = Federation {
-        browser: reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        ..f
-    };
+    let other = f.in_a_new_browser();
     let end = other
         .walk(
             &start(&other.client_id, REDIRECT, &challenge),
