@@ -132,7 +132,9 @@ pub(super) fn describe(path: &str, item: &mut PathItem, access: Access) {
             });
         }
         let responses = &mut operation.responses.responses;
-        if !responses.keys().any(|status| status.starts_with('4')) {
+        // Every operation can answer a client error (bad input, a missing or weak credential,
+        // throttling) besides the ones it names: the 4XX range says so, with the error body.
+        if !responses.contains_key("4XX") {
             let schema = match access {
                 Access::Client => "OAuthError",
                 _ => "Error",
