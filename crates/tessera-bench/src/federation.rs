@@ -294,16 +294,7 @@ impl Flow {
 }
 
 fn field(html: &str, name: &str) -> anyhow::Result<String> {
-    let marker = format!(r#"name="{name}" value=""#);
-    let start = html.find(&marker).context("a hidden field")? + marker.len();
-    let end = html[start..].find('"').context("a hidden field's end")?;
-    Ok(html[start..start + end]
-        .replace("&#x2f;", "/")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&"))
+    crate::oauth::hidden_field(html, name).with_context(|| format!("no hidden field {name}"))
 }
 
 pub fn render(rep: &mut Report, r: &Results, b: &Baselines) {

@@ -310,7 +310,7 @@ fn form_fields(page: &str, html: &str) -> Result<(String, String), String> {
     Ok((field("csrf_token")?, field("request")?))
 }
 
-fn hidden_field(html: &str, name: &str) -> Option<String> {
+pub(crate) fn hidden_field(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker)? + marker.len();
     let end = start + html[start..].find('"')?;

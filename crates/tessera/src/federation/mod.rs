@@ -297,14 +297,18 @@ pub async fn get(state: Providers<'_>, principal: &Principal, name: &str) -> Res
     Ok(ProviderView::new(&row, state.issuer))
 }
 
-/// What the sign-in page lists: name and display name of every provider.
-pub async fn offered(state: &Core) -> Result<Vec<(String, String)>> {
-    let rows = store::providers(state.store.pool()).await?;
-    Ok(rows.into_iter().map(|r| (r.name, r.display_name)).collect())
+/// What the sign-in page lists: name and display name of every provider (a change shows within
+/// [`upstream::OFFERED_TTL`]).
+pub async fn offered(state: &Core) -> Result<std::sync::Arc<Vec<(String, String)>>> {
+    Ok(state.federation.offered(&state.store).await?)
 }
 
 /// The sign-in rule of an address's domain, when a verified domain of a tenant has one.
 pub async fn route_of(state: &Core, email: &str) -> Result<Option<store::Route>> {
+    // No address is longer (`validate_email`); a longer input is routed nowhere.
+    if email.len() > 254 {
+        return Ok(None);
+    }
     let email = crate::store::users::normalize_email(email);
     let Some(domain) = email
         .rsplit_once('@')
@@ -368,10 +372,10 @@ fn apply(
     if let Some(issuer) = spec.issuer {
         row.issuer = issuer;
     }
-    if !row.issuer.is_empty() && !valid_issuer(&row.issuer) {
+    if !row.issuer.is_empty() && (row.issuer.len() > 512 || !valid_issuer(&row.issuer)) {
         errors.push(FieldError::new(
             "issuer",
-            "must be an https URL (http only on a loopback address), without query or fragment",
+            "must be an https URL of at most 512 characters (http only on a loopback address), without query or fragment",
         ));
     }
     let printable =
@@ -392,6 +396,9 @@ fn apply(
         errors.push(FieldError::new("client_secret", "must be 1 to 1024 bytes"));
     }
     if let Some(scopes) = spec.scopes {
+        if scopes.len() > 32 {
+            errors.push(FieldError::new("scopes", "at most 32 entries"));
+        }
         let mut list = vec!["openid".to_string()];
         for s in scopes {
             if !printable(&s) || s.contains('"') || s.contains('\\') {

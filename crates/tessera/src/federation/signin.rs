@@ -137,12 +137,8 @@ pub async fn begin(
         app,
         exp: now + FLOW_TTL_SECS,
     };
-    let plain = serde_json::to_vec(&flow).map_err(|e| Error::internal(anyhow::Error::from(e)))?;
-    let sealed = state.master.seal(FLOW_CONTEXT, &plain);
-    state
-        .shared
-        .stash(&flow_key(&started.state), &sealed, FLOW_TTL_SECS as u64)
-        .await?;
+    let key = flow_key(&started.state);
+    stash_sealed(state, FLOW_CONTEXT, &key, &flow, FLOW_TTL_SECS).await?;
     Ok(Begun {
         url: started.url.to_string(),
         browser_token,
@@ -325,15 +321,40 @@ async fn take_flow(state: &Core, state_param: Option<&str>, now: i64) -> Result<
     let Some(param) = state_param.filter(|s| !s.is_empty() && s.len() <= 256) else {
         return Ok(None);
     };
-    let Some(sealed) = state.shared.take_stashed(&flow_key(param)).await? else {
+    let flow: Option<Flow> = take_sealed(state, FLOW_CONTEXT, &flow_key(param)).await?;
+    Ok(flow.filter(|f| f.exp > now))
+}
+
+/// Keeps `value` in the shared state under `key`, sealed under the master key (`context`), for
+/// one [`take_sealed`] within `ttl_secs`.
+async fn stash_sealed<T: Serialize>(
+    state: &Core,
+    context: &str,
+    key: &str,
+    value: &T,
+    ttl_secs: i64,
+) -> Result<()> {
+    let plain = serde_json::to_vec(value).map_err(|e| Error::internal(anyhow::Error::from(e)))?;
+    let sealed = state.master.seal(context, &plain);
+    let ttl = u64::try_from(ttl_secs).unwrap_or(0);
+    state.shared.stash(key, &sealed, ttl).await
+}
+
+/// Takes what [`stash_sealed`] kept under `key`: `None` when there is nothing, or it does not
+/// open or parse (the caller checks its expiry).
+async fn take_sealed<T: serde::de::DeserializeOwned>(
+    state: &Core,
+    context: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    let Some(sealed) = state.shared.take_stashed(key).await? else {
         return Ok(None);
     };
-    let flow = state
+    Ok(state
         .master
-        .open(FLOW_CONTEXT, &sealed)
+        .open(context, &sealed)
         .ok()
-        .and_then(|plain| serde_json::from_slice::<Flow>(&plain).ok());
-    Ok(flow.filter(|f| f.exp > now))
+        .and_then(|plain| serde_json::from_slice(&plain).ok()))
 }
 
 /// The linking rules (docs/federation.md):
@@ -354,6 +375,10 @@ pub async fn resolve(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<Outcome> {
+    // OIDC Core §2: `sub` is at most 255 ASCII characters (nothing longer is stored).
+    if upstream.subject.is_empty() || upstream.subject.len() > 255 {
+        return Ok(Outcome::Refused(Refusal::Rejected));
+    }
     if let Some(linked) =
         store::find_identity(state.store.pool(), &provider.name, &upstream.subject).await?
     {
@@ -620,12 +645,8 @@ pub async fn issue_login_code(
         code_challenge: app.code_challenge.clone(),
         exp: now + LOGIN_CODE_TTL_SECS,
     };
-    let plain = serde_json::to_vec(&grant).map_err(|e| Error::internal(anyhow::Error::from(e)))?;
-    let sealed = state.master.seal(LOGIN_CODE_CONTEXT, &plain);
-    state
-        .shared
-        .stash(&login_code_key(&code), &sealed, LOGIN_CODE_TTL_SECS as u64)
-        .await?;
+    let key = login_code_key(&code);
+    stash_sealed(state, LOGIN_CODE_CONTEXT, &key, &grant, LOGIN_CODE_TTL_SECS).await?;
     Ok(code)
 }
 
@@ -646,17 +667,9 @@ pub async fn redeem_login_code(
     if !code.starts_with(LOGIN_CODE_PREFIX) || code.len() > 128 || code_verifier.len() > 128 {
         return Err(invalid());
     }
-    let sealed = state
-        .shared
-        .take_stashed(&login_code_key(code))
+    let grant: LoginCode = take_sealed(state, LOGIN_CODE_CONTEXT, &login_code_key(code))
         .await?
-        .ok_or_else(invalid)?;
-    let grant = state
-        .master
-        .open(LOGIN_CODE_CONTEXT, &sealed)
-        .ok()
-        .and_then(|plain| serde_json::from_slice::<LoginCode>(&plain).ok())
-        .filter(|g| g.exp > now)
+        .filter(|g: &LoginCode| g.exp > now)
         .ok_or_else(invalid)?;
     let challenge = token_hash(code_verifier);
     if !ct_eq(challenge.as_bytes(), grant.code_challenge.as_bytes()) {

@@ -71,7 +71,18 @@ pub enum Failure {
 pub struct Upstreams {
     http: reqwest::Client,
     metadata: moka::sync::Cache<String, Arc<Metadata>>,
+    /// Issuers whose discovery just failed: anyone can start a sign-in, so an unreachable
+    /// upstream is not asked again (a 10 s wait each) before [`FAILURE_TTL`] has passed.
+    failed: moka::sync::Cache<String, String>,
+    /// What the sign-in page lists (name, display name), read at most every [`OFFERED_TTL`]:
+    /// the page is on every hosted sign-in's path.
+    offered: moka::sync::Cache<(), Arc<Vec<(String, String)>>>,
 }
+
+/// How long a failed discovery is remembered.
+const FAILURE_TTL: Duration = Duration::from_secs(15);
+/// How long the sign-in page's list of providers is reused.
+pub const OFFERED_TTL: Duration = Duration::from_secs(10);
 
 impl Default for Upstreams {
     fn default() -> Self {
@@ -93,7 +104,29 @@ impl Upstreams {
                 .max_capacity(256)
                 .time_to_live(METADATA_TTL)
                 .build(),
+            failed: moka::sync::Cache::builder()
+                .max_capacity(256)
+                .time_to_live(FAILURE_TTL)
+                .build(),
+            offered: moka::sync::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(OFFERED_TTL)
+                .build(),
         }
+    }
+
+    /// The providers the sign-in page lists, through the short-lived cache.
+    pub async fn offered(
+        &self,
+        store: &crate::store::Store,
+    ) -> Result<Arc<Vec<(String, String)>>, sqlx::Error> {
+        if let Some(list) = self.offered.get(&()) {
+            return Ok(list);
+        }
+        let rows = crate::store::federation::providers(store.pool()).await?;
+        let list = Arc::new(rows.into_iter().map(|r| (r.name, r.display_name)).collect());
+        self.offered.insert((), Arc::clone(&list));
+        Ok(list)
     }
 
     /// The provider's discovery document and keys: cached, or fetched (`fresh`: always fetched).
@@ -107,13 +140,21 @@ impl Upstreams {
         if !fresh && let Some(m) = self.metadata.get(&provider.issuer) {
             return Ok(m);
         }
+        if let Some(why) = self.failed.get(&provider.issuer) {
+            return Err(Failure::Unavailable(format!("{why} (remembered)")));
+        }
         let issuer = IssuerUrl::new(provider.issuer.clone())
             .map_err(|e| Failure::Unavailable(format!("issuer: {e}")))?;
         let client = self.http.clone();
         let http = move |req: HttpRequest| fetch(client.clone(), req);
-        let meta = Metadata::discover_async(issuer, &http)
-            .await
-            .map_err(|e| Failure::Unavailable(format!("discovery: {e}")))?;
+        let meta = match Metadata::discover_async(issuer, &http).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                let why = format!("discovery: {e}");
+                self.failed.insert(provider.issuer.clone(), why.clone());
+                return Err(Failure::Unavailable(why));
+            }
+        };
         let meta = Arc::new(meta);
         self.metadata
             .insert(provider.issuer.clone(), Arc::clone(&meta));

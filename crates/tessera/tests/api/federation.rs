@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use tessera::oauth::clients::ClientSpec;
 
 use crate::helpers::{Backend, LOCALHOST_ISSUER, PASSWORD, TestApp, event_types_of, events_of};
-use crate::oauth::{create_client, field, param};
+use crate::oauth::{create_client, field, param, unescape};
 use crate::on_both_backends;
+use crate::tenants::claims;
 
 on_both_backends!(
     a_first_sign_in_creates_the_account_just_in_time_and_signs_in_again,
@@ -140,12 +141,6 @@ pub(crate) async fn upstream_user(up: &TestApp, email: &str, verified: bool) {
     )
     .await
     .unwrap();
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&amp;", "&")
-        .replace("&#x2f;", "/")
-        .replace("&#x3d;", "=")
 }
 
 const VERIFIER: &str = "federation-test-code-verifier-0123456789-abcdefghijklmnop";
@@ -299,18 +294,6 @@ fn absolute(base: &str, location: &str) -> String {
         .join(location)
         .unwrap()
         .to_string()
-}
-
-/// The claims of a JWT (not verified: the test reads what the server signed).
-fn claims(jwt: &str) -> Value {
-    use base64::Engine as _;
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn a_first_sign_in_creates_the_account_just_in_time_and_signs_in_again(b: Backend) {

@@ -77,7 +77,7 @@ fn http() -> openidconnect::reqwest::Client {
         .unwrap()
 }
 
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("&#x2f;", "/")
         .replace("&#x27;", "'")
         .replace("&quot;", "\"")
