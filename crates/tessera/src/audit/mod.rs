@@ -258,7 +258,7 @@ pub fn session_revocation(
     use crate::sessions::RevocationReason as R;
     match reason {
         R::Logout | R::LogoutAll => (Actor::User(user_id), action::LOGOUT),
-        R::RevokedByUser | R::PasswordChanged | R::PasswordReset => {
+        R::RevokedByUser | R::PasswordChanged | R::PasswordReset | R::AccountReclaimed => {
             (Actor::User(user_id), action::REVOKE_SESSION)
         }
         R::UserDeactivated

@@ -198,7 +198,8 @@ event!(
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PasswordChangedV1 {
     pub user_id: String,
-    /// `change` (knowing the current one) or `reset` (through an emailed token).
+    /// `change` (knowing the current one), `reset` (through an emailed token), or `removed`
+    /// (the account was reclaimed through an emailed link: docs/federation.md).
     pub method: String,
 }
 event!(PasswordChangedV1, "identity.password.changed.v1");
@@ -225,10 +226,35 @@ pub struct IdentityLinkedV1 {
     /// The provider's name.
     pub provider: String,
     /// How the account's ownership was shown: `verified_email` (both sides hold the address
-    /// as verified), `password`, or `created` (the account was created just in time).
+    /// as verified), `password`, `email` (an emailed link, confirmed in the browser that asked
+    /// for it), or `created` (the account was created just in time).
     pub via: String,
 }
 event!(IdentityLinkedV1, "identity.federation.linked.v1");
+
+/// Someone signing in with an upstream identity asked to join it to the account at its address
+/// (docs/federation.md): a link was sent to the account's address; any earlier one stopped
+/// working. Nothing is linked unless the link is confirmed in the browser that asked.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityLinkRequestedV1 {
+    pub user_id: String,
+    /// The account's address, where the link went.
+    pub email: String,
+    /// The provider's name.
+    pub provider: String,
+    /// The provider's display name (what the email names).
+    pub provider_name: String,
+    /// When the link expires (RFC 3339).
+    pub expires_at: String,
+    /// The link with its raw token: present only with event-driven mail
+    /// (`TESSERA_MAIL__TRANSPORT=events`). Treat it as a secret.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<String>,
+}
+event!(
+    IdentityLinkRequestedV1,
+    "identity.federation.link_requested.v1"
+);
 
 /// An upstream identity was unlinked from an account.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -366,6 +392,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<LoginSucceededV1>(),
         one::<LoginFailedV1>(),
         one::<IdentityLinkedV1>(),
+        one::<IdentityLinkRequestedV1>(),
         one::<IdentityUnlinkedV1>(),
         one::<SessionRevokedV1>(),
         one::<UserDeactivatedV1>(),

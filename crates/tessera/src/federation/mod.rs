@@ -6,6 +6,7 @@
 //! The linking rules are the point (an upstream identity must never be merged into an account its
 //! holder does not own): see [`signin::resolve`].
 
+pub mod email_proof;
 pub mod signin;
 pub mod upstream;
 

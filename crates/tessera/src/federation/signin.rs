@@ -1,7 +1,7 @@
 //! A federated sign-in from start to finish: [`begin`] sends the browser to the upstream,
 //! [`complete`] checks what comes back and decides, by the linking rules of [`resolve`], whom
-//! it signs in; [`prove_with_password`] joins an upstream identity to an existing account whose
-//! holder has shown that it is theirs.
+//! it signs in; [`prove_with_password`] (and the emailed link of [`super::email_proof`]) join an
+//! upstream identity to an existing account whose holder has shown that it is theirs.
 //!
 //! The state between the two requests is sealed under the master key in the shared state, taken
 //! exactly once (a replayed callback finds nothing), for at most ten minutes, and bound to the
@@ -181,8 +181,6 @@ pub enum Refusal {
     NoAccount,
     /// The account at this address is deactivated.
     Deactivated,
-    /// An account uses the address, and has no password to prove it is the user's.
-    NeedsProof,
     /// The address's domain signs in through another provider (enterprise routing).
     OtherProvider,
 }
@@ -211,9 +209,6 @@ impl Refusal {
                 "No account uses this email address. Sign up first, then link the provider."
             }
             Self::Deactivated => "This account is deactivated.",
-            Self::NeedsProof => {
-                "An account already uses this email address. Sign in to it the usual way first."
-            }
         }
     }
 }
@@ -232,11 +227,13 @@ pub enum Outcome {
         via: String,
     },
     /// An account uses the address, but the link needs the holder to show it is theirs: its
-    /// password, on a page that carries `pending`.
+    /// password (when it has one) or an emailed link, on a page that carries `pending`.
     ProveOwnership {
         pending: String,
         email: String,
         provider: String,
+        /// Whether the account has a password to give.
+        password: bool,
     },
     Refused(Refusal),
 }
@@ -361,7 +358,7 @@ async fn take_sealed<T: serde::de::DeserializeOwned>(
 /// 1. An upstream identity linked already signs in its account.
 /// 2. Else, with an account at the upstream's address: linked at once only when both the
 ///    upstream and Tessera hold the address as verified; otherwise its holder must show that
-///    the account is theirs (its password) before the link is made. Merging into an address
+///    the account is theirs (its password, or an emailed link) before the link is made. Merging into an address
 ///    nobody verified is how accounts are taken over.
 /// 3. Else an account is created just in time, only when the provider allows it and the
 ///    upstream has verified the address.
@@ -417,12 +414,12 @@ pub async fn resolve(
             tx.commit().await?;
             sign_in(state, user, provider, ctx, now).await
         }
-        Some(user) if user.password_hash.is_some() => Ok(Outcome::ProveOwnership {
+        Some(user) => Ok(Outcome::ProveOwnership {
             pending: seal_pending(state, &user.id, &link, now),
+            password: user.password_hash.is_some(),
             email: user.email,
             provider: provider.display_name.clone(),
         }),
-        Some(_) => Ok(Outcome::Refused(Refusal::NeedsProof)),
         None if !jit => Ok(Outcome::Refused(Refusal::NoAccount)),
         None if !verified => Ok(Outcome::Refused(Refusal::Unverified)),
         None => {
@@ -467,22 +464,22 @@ async fn sign_in(
 
 /// An upstream identity to link.
 #[derive(Serialize, Deserialize)]
-struct NewLink<'a> {
-    provider: &'a str,
-    subject: &'a str,
-    email: &'a str,
+pub(super) struct NewLink<'a> {
+    pub provider: &'a str,
+    pub subject: &'a str,
+    pub email: &'a str,
 }
 
 /// Links the identity to `user_id` in `tx`, with its audit entry and `IdentityLinkedV1` (`via`:
-/// how ownership was shown).
-async fn link_in(
+/// how ownership was shown); returns the new identity's id.
+pub(super) async fn link_in(
     tx: &mut crate::store::Tx,
     user_id: &str,
     link: &NewLink<'_>,
     via: &'static str,
     ctx: &RequestContext,
     now: i64,
-) -> Result<()> {
+) -> Result<String> {
     let row = IdentityRow {
         id: uuid::Uuid::now_v7().to_string(),
         user_id: user_id.to_string(),
@@ -503,17 +500,19 @@ async fn link_in(
         provider: row.provider.clone(),
         via: via.to_string(),
     };
-    events::append(tx, ctx, &event, now).await
+    events::append(tx, ctx, &event, now).await?;
+    Ok(row.id)
 }
 
 /// What the page asking for the account's password carries, sealed.
 #[derive(Serialize, Deserialize)]
-struct Pending {
-    user_id: String,
-    provider: String,
-    subject: String,
-    email: String,
-    exp: i64,
+pub(super) struct Pending {
+    pub user_id: String,
+    pub provider: String,
+    pub subject: String,
+    /// The address the upstream gave.
+    pub email: String,
+    pub exp: i64,
 }
 
 fn seal_pending(state: &Core, user_id: &str, link: &NewLink<'_>, now: i64) -> String {
@@ -531,7 +530,7 @@ fn seal_pending(state: &Core, user_id: &str, link: &NewLink<'_>, now: i64) -> St
     )
 }
 
-fn open_pending(state: &Core, token: &str, now: i64) -> Option<Pending> {
+pub(super) fn open_pending(state: &Core, token: &str, now: i64) -> Option<Pending> {
     use base64::Engine as _;
     let body = token
         .strip_prefix(PENDING_PREFIX)
@@ -601,7 +600,7 @@ pub async fn prove_with_password(
     };
     let mut tx = state.store.begin().await?;
     match link_in(&mut tx, &account.id, &link, "password", ctx, now).await {
-        Ok(()) => tx.commit().await?,
+        Ok(_) => tx.commit().await?,
         // Linked meanwhile (the page posted twice): the link stands.
         Err(Error::Database(e)) if crate::store::is_unique_violation(&e) => {}
         Err(e) => return Err(e),

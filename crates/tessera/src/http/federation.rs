@@ -20,12 +20,15 @@ use crate::app::AppState;
 use crate::audit::By;
 use crate::authz::Permission;
 use crate::error::Result;
+use crate::federation::email_proof;
 use crate::federation::signin::{self, Callback, Outcome, Proven, Refusal};
 use crate::federation::{self, IdentityList, ProviderList, ProviderSpec, ProviderView};
 use crate::oauth::parse_params;
 
 /// The cookie that binds a started upstream sign-in to the browser that started it.
 const FLOW_COOKIE: &str = "tessera_federation";
+/// The cookie that binds an emailed link to the browser that asked for it.
+pub(super) const LINK_COOKIE: &str = "tessera_link";
 
 pub fn router() -> super::Routes {
     use Permission::{ManageIdentityProviders, ManageOwnAccount, ReadOwnAccount};
@@ -34,6 +37,7 @@ pub fn router() -> super::Routes {
         .api(routes!(start), Access::Public)
         .api(routes!(callback), Access::Public)
         .api(routes!(link), Access::Public)
+        .api(routes!(link_email), Access::Public)
         .api(routes!(app_token), Access::Public)
         .api(routes!(list_identities), Access::Permission(ReadOwnAccount))
         .api(routes!(unlink), Access::Permission(ManageOwnAccount))
@@ -221,7 +225,16 @@ async fn outcome(
             pending,
             email,
             provider,
-        } => link_page(state, headers, &request, &pending, &email, &provider, None),
+            password,
+        } => {
+            let proof = Proof {
+                pending: &pending,
+                email: &email,
+                provider: &provider,
+                password,
+            };
+            link_page(state, headers, &request, &proof, None)
+        }
         Outcome::Refused(why) => refused(state, why),
     }
 }
@@ -238,8 +251,8 @@ async fn back_to_app(
         Outcome::SignedIn { user, via } => (user.id, via),
         Outcome::MfaRequired { user_id, via, .. } => (user_id, via),
         Outcome::ProveOwnership { .. } => {
-            let why = "An account already uses this email address. Sign in with its password \
-                       on the sign-in page to link the provider to it.";
+            let why = "An account already uses this email address. Sign in with the provider \
+                       on the hosted sign-in page to link it to the account.";
             return app_redirect(
                 app,
                 &[("error", "access_denied"), ("error_description", why)],
@@ -323,20 +336,31 @@ fn refused(state: &AppState, why: Refusal) -> Response {
         .message(status, "Sign-in did not complete", why.message())
 }
 
-/// The page asking for the password of the account at the upstream's address.
+/// What the linking page shows.
+struct Proof<'a> {
+    pending: &'a str,
+    /// The account's address.
+    email: &'a str,
+    /// The provider's display name.
+    provider: &'a str,
+    /// Whether the account has a password (else only the emailed link is offered).
+    password: bool,
+}
+
+/// The page asking the holder of the account at the upstream's address to show it is theirs:
+/// its password, or an emailed link.
 fn link_page(
     state: &AppState,
     headers: &HeaderMap,
     request: &crate::oauth::authorize::AuthorizationRequest,
-    pending: &str,
-    email: &str,
-    provider: &str,
+    proof: &Proof<'_>,
     error: Option<&str>,
 ) -> Response {
     let fields = [
-        ("pending", json!(pending)),
-        ("email", json!(email)),
-        ("provider", json!(provider)),
+        ("pending", json!(proof.pending)),
+        ("email", json!(proof.email)),
+        ("provider", json!(proof.provider)),
+        ("password", json!(proof.password)),
     ];
     let mut res = form_page(state, headers, request, "link.html", fields, error);
     res.headers_mut().insert(
@@ -383,16 +407,13 @@ async fn link(
         return refused(&state, Refusal::Expired);
     };
     let again = |message: &str| {
-        let provider = "the identity provider";
-        link_page(
-            &state,
-            &headers,
-            &request,
+        let proof = Proof {
             pending,
-            &email,
-            provider,
-            Some(message),
-        )
+            email: &email,
+            provider: "the identity provider",
+            password: true,
+        };
+        link_page(&state, &headers, &request, &proof, Some(message))
     };
     match signin::prove_with_password(&state, pending, password, &ctx, now).await {
         Ok(Proven::SignedIn(user)) => {
@@ -416,6 +437,65 @@ async fn link(
             res
         }
         Err(e) => went_wrong(&state, "linking an identity", &e),
+    }
+}
+
+/// The hosted form asking for the emailed link instead.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct LinkEmailForm {
+    csrf_token: String,
+    request: String,
+    /// From the linking page.
+    pending: String,
+}
+
+/// Sends a link to the address of the account the upstream identity would join (throttled like
+/// the other recovery mail), with a cookie binding it to this browser: the link works only
+/// here. Opening it, then confirming on its page (`/link-identity`), links the identity.
+#[utoipa::path(post, path = "/auth/federated/link/email", tag = "federation",
+    request_body(content = LinkEmailForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "A page saying where the link went", content_type = "text/html"),
+        (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
+async fn link_email(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, _, request) = match sign_in_form(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(page) => return page,
+    };
+    let now = state.clock.now();
+    let pending = form.get("pending").unwrap_or_default();
+    let raw = request.params.encode();
+    match email_proof::send(&state, pending, &raw, &ctx, now).await {
+        Ok(sent) => {
+            let text = format!(
+                "We sent a link to {}. Open it in this browser within {} minutes to link {} to \
+                 your account; the sign-in then goes on.",
+                sent.email,
+                email_proof::LINK_TTL_SECS / 60,
+                sent.provider
+            );
+            let mut res = state
+                .pages
+                .message(StatusCode::OK, "Check your email", &text);
+            let ttl = email_proof::LINK_TTL_SECS;
+            set_cookie(&mut res, &state, LINK_COOKIE, &sent.browser_token, ttl);
+            res
+        }
+        Err(crate::Error::Unauthenticated { .. }) => refused(&state, Refusal::Expired),
+        Err(crate::Error::TooManyRequests { retry_after }) => {
+            let page = state.pages.message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many emails",
+                &too_many(retry_after),
+            );
+            retry_later(retry_after, page)
+        }
+        Err(e) => went_wrong(&state, "sending a link email", &e),
     }
 }
 

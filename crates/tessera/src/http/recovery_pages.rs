@@ -1,5 +1,7 @@
 //! Minimal HTML pages for the links in emails, so both flows work without a front end and
-//! without JavaScript: `/verify-email` (a button that confirms) and `/reset-password` (a form).
+//! without JavaScript: `/verify-email` (a button that confirms), `/reset-password` (a form) and
+//! `/link-identity` (a button that joins an upstream identity to the account, in the browser
+//! that asked for the link).
 //! A GET never uses a token (mail scanners follow links); the form posts back here. Pages are
 //! served with a strict CSP (no script at all), `same-origin` referrers (the token is in the URL;
 //! no other site sees it) and `no-store`.
@@ -16,11 +18,13 @@ use super::extract::Context;
 use crate::accounts::recovery::{self, Purpose};
 use crate::app::AppState;
 use crate::error::Error;
+use crate::federation::email_proof::{self, Confirmed};
 
 pub fn router() -> super::Routes {
     super::Routes::default()
         .api(routes!(verify_page, verify_submit), Access::Public)
         .api(routes!(reset_page, reset_submit), Access::Public)
+        .api(routes!(link_page, link_submit), Access::Public)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -228,4 +232,109 @@ async fn reset_submit(
         Err(Error::BadRequest { .. }) => invalid_link(),
         Err(e) => server_error(&e),
     }
+}
+
+/// The browser's link cookie (see [`super::federation::LINK_COOKIE`]).
+fn link_cookie(state: &AppState, headers: &axum::http::HeaderMap) -> Option<String> {
+    let name = super::oauth::cookie_name(state, super::federation::LINK_COOKIE);
+    super::oauth::cookie(headers, &name)
+}
+
+fn other_browser() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "Open this link in the other browser",
+        "<p>This link works only in the browser where you asked for it, while signing in. \
+         Open it there (copy the address from the email), or sign in again to get a new one.</p>",
+    )
+}
+
+/// The page of an emailed link: what confirming links, and a button that confirms (a GET
+/// never uses the link).
+#[utoipa::path(get, path = "/link-identity", tag = "pages", params(TokenQuery),
+    responses((status = 200, description = "The confirmation page", content_type = "text/html"), (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
+async fn link_page(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    let browser = link_cookie(&state, &headers);
+    let now = state.clock.now();
+    let request = match email_proof::describe(&state, &q.token, browser.as_deref(), now).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return invalid_link(),
+        Err(e) => return server_error(&e),
+    };
+    if !request.same_browser {
+        return other_browser();
+    }
+    let reclaim = if request.reclaims {
+        "<p><strong>This account's address was never confirmed</strong>, so someone else may \
+         have set it up. Confirming proves the address is yours, and removes the account's \
+         password, second factors, other linked sign-in providers and every session: from \
+         then on you sign in with the provider.</p>"
+    } else {
+        ""
+    };
+    page(
+        StatusCode::OK,
+        &format!("Link {}", request.provider),
+        &format!(
+            "<p>Sign in to <strong>{email}</strong> with {provider} (as {upstream}) from now \
+             on?</p>{reclaim}<form method=\"post\" action=\"link-identity\">\
+             <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <button type=\"submit\">Link {provider}</button></form>\
+             <p>If you did not ask for this, close this page: nothing is linked without it.</p>",
+            email = escape(&request.email),
+            provider = escape(&request.provider),
+            upstream = escape(&request.upstream_email),
+            token = escape(&q.token),
+        ),
+    )
+}
+
+/// Confirms an emailed link (the page's form), then continues the sign-in at the provider.
+#[utoipa::path(post, path = "/link-identity", tag = "pages",
+    request_body(content = VerifyForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Linked: a link that continues the sign-in", content_type = "text/html"), (status = "4XX", description = "An HTML page saying what went wrong", content_type = "text/html")))]
+async fn link_submit(
+    State(state): State<AppState>,
+    Context(ctx): Context,
+    headers: axum::http::HeaderMap,
+    form: Result<Form<VerifyForm>, FormRejection>,
+) -> Response {
+    if !super::oauth::same_origin(&state, &headers) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site",
+            "<p>Open the link from your email again.</p>",
+        );
+    }
+    let Ok(Form(form)) = form else {
+        return invalid_link();
+    };
+    let browser = link_cookie(&state, &headers);
+    let now = state.clock.now();
+    let (heading, provider, request) =
+        match email_proof::confirm(&state, &form.token, browser.as_deref(), &ctx, now).await {
+            Ok(Confirmed::Linked { provider, request }) => ("Linked", provider, request),
+            Ok(Confirmed::AlreadyLinked { provider, request }) => {
+                ("Linked already", provider, request)
+            }
+            Ok(Confirmed::OtherBrowser) => return other_browser(),
+            Err(Error::BadRequest { .. }) => return invalid_link(),
+            Err(e) => return server_error(&e),
+        };
+    let next = super::federation::start_url(&provider, &request);
+    let mut res = page(
+        StatusCode::OK,
+        heading,
+        &format!(
+            "<p>The sign-in provider is linked to your account.</p>\
+             <p><a href=\"{}\">Continue signing in</a></p>",
+            escape(&next)
+        ),
+    );
+    super::oauth::set_cookie(&mut res, &state, super::federation::LINK_COOKIE, "", 0);
+    res
 }

@@ -26,6 +26,8 @@ pub enum Template {
     VerifyEmail,
     ResetPassword,
     Invitation,
+    /// The proof of ownership before an upstream identity joins an existing account.
+    LinkIdentity,
 }
 
 impl Template {
@@ -34,6 +36,7 @@ impl Template {
             Self::VerifyEmail => "verify_email",
             Self::ResetPassword => "reset_password",
             Self::Invitation => "invitation",
+            Self::LinkIdentity => "link_identity",
         }
     }
 
@@ -42,6 +45,7 @@ impl Template {
             "verify_email" => Some(Self::VerifyEmail),
             "reset_password" => Some(Self::ResetPassword),
             "invitation" => Some(Self::Invitation),
+            "link_identity" => Some(Self::LinkIdentity),
             _ => None,
         }
     }
@@ -93,6 +97,25 @@ const DEFAULTS: &[(&str, &str)] = &[
          in (or create an account) with this address. The link works once and expires at \
          {{ expires_at }}. If you did not expect this invitation, you can ignore this \
          message.</p>\n</body></html>\n",
+    ),
+    (
+        "link_identity.subject",
+        "Link {{ provider }} to your account",
+    ),
+    (
+        "link_identity.txt",
+        "Hello,\n\nsomeone signing in with {{ provider }} asked to link it to the account \
+         {{ email }}. If that was you, open this link in the same browser to confirm:\n\n\
+         {{ link }}\n\nThe link works once and expires at {{ expires_at }}.\n\
+         If you did not ask for this, ignore this message: nothing is linked without it.\n",
+    ),
+    (
+        "link_identity.html",
+        "<!doctype html>\n<html><body>\n<p>Hello,</p>\n<p>someone signing in with {{ provider }} \
+         asked to link it to the account {{ email }}. If that was you, open this link in the \
+         same browser to confirm:</p>\n<p><a href=\"{{ link }}\">Link {{ provider }}</a></p>\n\
+         <p>The link works once and expires at {{ expires_at }}. If you did not ask for this, \
+         ignore this message: nothing is linked without it.</p>\n</body></html>\n",
     ),
 ];
 
@@ -174,6 +197,7 @@ impl Mailer {
             Template::VerifyEmail,
             Template::ResetPassword,
             Template::Invitation,
+            Template::LinkIdentity,
         ] {
             mailer
                 .render(
@@ -209,6 +233,12 @@ impl Mailer {
         }
     }
 
+    /// The link that confirms joining an upstream identity: Tessera's own `/link-identity`
+    /// page (it must open in the browser that asked for it, so no front end of its own).
+    pub fn identity_link(&self, token: &str) -> String {
+        format!("{}/link-identity?token={token}", self.public_url)
+    }
+
     /// True when links travel in events instead of emails (`TESSERA_MAIL__TRANSPORT=events`).
     pub fn event_driven(&self) -> bool {
         self.event_driven
@@ -231,6 +261,8 @@ impl Mailer {
             email => to,
             link => link,
             tenant => tenant.unwrap_or(""),
+            // What the mail is about: the tenant of an invitation, the provider of a link.
+            provider => tenant.unwrap_or(""),
             expires_at => crate::clock::rfc3339(expires_at),
         };
         let get = |ext: &str| -> anyhow::Result<String> {

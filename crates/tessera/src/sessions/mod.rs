@@ -48,10 +48,13 @@ pub enum RevocationReason {
     RevokedByAdmin,
     /// The account was erased (`DELETE /admin/users/{id}`).
     UserDeleted,
+    /// The holder of the account's never-verified address proved it by an emailed link while
+    /// linking an upstream identity: whatever was set up before is removed (docs/federation.md).
+    AccountReclaimed,
 }
 
 impl RevocationReason {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Logout,
         Self::LogoutAll,
         Self::RevokedByUser,
@@ -63,6 +66,7 @@ impl RevocationReason {
         Self::RevokedByClient,
         Self::RevokedByAdmin,
         Self::UserDeleted,
+        Self::AccountReclaimed,
     ];
 
     /// The code at the store and wire boundaries.
@@ -79,6 +83,7 @@ impl RevocationReason {
             Self::RevokedByClient => "revoked_by_client",
             Self::RevokedByAdmin => "revoked_by_admin",
             Self::UserDeleted => "user_deleted",
+            Self::AccountReclaimed => "account_reclaimed",
         }
     }
 }

@@ -105,10 +105,13 @@ pub async fn providers<'e>(
 
 /// Removes a provider with its links (and unbinds the domains that used it, by the foreign key).
 pub async fn delete_provider(tx: &mut super::Tx, name: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query("DELETE FROM federated_identities WHERE provider = $1")
-        .bind(name)
-        .execute(&mut **tx)
-        .await?;
+    for table in ["federated_identities", "identity_link_tokens"] {
+        let sql = format!("DELETE FROM {table} WHERE provider = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+    }
     sqlx::query("UPDATE tenant_domains SET idp = NULL, passwords_disabled = 0 WHERE idp = $1")
         .bind(name)
         .execute(&mut **tx)
@@ -253,4 +256,102 @@ pub async fn bind_domain<'e>(
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Removes every identity linked to the account but `keep`; returns what was removed.
+pub async fn unlink_all_but(
+    tx: &mut super::Tx,
+    user_id: &str,
+    keep: &str,
+) -> Result<Vec<IdentityRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM federated_identities WHERE user_id = $1 AND id <> $2 \
+         RETURNING {IDENTITY_COLUMNS}"
+    )))
+    .bind(user_id)
+    .bind(keep)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// An emailed link that joins an upstream identity to an account (`identity_link_tokens`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LinkToken {
+    pub token_hash: String,
+    pub user_id: String,
+    pub provider: String,
+    pub subject: String,
+    pub upstream_email: String,
+    /// The account's normalized address the link was sent to.
+    pub email: String,
+    /// The digest of the asking browser's cookie.
+    pub browser: String,
+    pub request: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+const LINK_TOKEN_COLUMNS: &str = "token_hash, user_id, provider, subject, upstream_email, email, \
+                                  browser, request, created_at, expires_at";
+
+/// Stores a new link, superseding the account's unused ones.
+pub async fn insert_link_token(tx: &mut super::Tx, t: &LinkToken) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE identity_link_tokens SET consumed_at = $2 \
+         WHERE user_id = $1 AND consumed_at IS NULL",
+    )
+    .bind(&t.user_id)
+    .bind(t.created_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO identity_link_tokens ({LINK_TOKEN_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    )))
+    .bind(&t.token_hash)
+    .bind(&t.user_id)
+    .bind(&t.provider)
+    .bind(&t.subject)
+    .bind(&t.upstream_email)
+    .bind(&t.email)
+    .bind(&t.browser)
+    .bind(&t.request)
+    .bind(t.created_at)
+    .bind(t.expires_at)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}
+
+/// The link if it is unused and unexpired (for the page that asks to confirm it).
+pub async fn find_link_token<'e>(
+    db: impl Executor<'e, Database = Any>,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<LinkToken>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LINK_TOKEN_COLUMNS} FROM identity_link_tokens \
+         WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > $2"
+    )))
+    .bind(token_hash)
+    .bind(now)
+    .fetch_optional(db)
+    .await
+}
+
+/// Uses a live link once: the first caller gets it, every later one gets `None`.
+pub async fn consume_link_token(
+    tx: &mut super::Tx,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<LinkToken>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE identity_link_tokens SET consumed_at = $2 \
+         WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > $2 \
+         RETURNING {LINK_TOKEN_COLUMNS}"
+    )))
+    .bind(token_hash)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
 }

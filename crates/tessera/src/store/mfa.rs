@@ -194,6 +194,17 @@ pub async fn delete(
     Ok(Some(row))
 }
 
+/// Removes every factor of the user and their recovery codes; returns the confirmed factors.
+pub async fn delete_all(tx: &mut super::Tx, user_id: &str) -> Result<Vec<FactorRow>, sqlx::Error> {
+    let rows = confirmed(&mut **tx, user_id).await?;
+    sqlx::query("DELETE FROM mfa_factors WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    delete_recovery_codes(tx, user_id).await?;
+    Ok(rows)
+}
+
 /// How many confirmed factors the user has.
 pub async fn count_confirmed<'e>(
     db: impl Executor<'e, Database = Any>,

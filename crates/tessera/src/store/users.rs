@@ -171,6 +171,16 @@ pub async fn set_password_hash<'e>(
         .map(|_| ())
 }
 
+/// Removes the account's password (it signs in another way from now on).
+pub async fn clear_password(tx: &mut super::Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET password_hash = NULL, updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
 /// Marks the email verified (keeps an earlier verification time). False when the user's
 /// normalized email is no longer `email`.
 pub async fn set_email_verified(

@@ -343,6 +343,11 @@ async fn arbitrary_bodies_always_get_a_4xx(b: Backend) {
         ("/oauth2/introspect", "application/x-www-form-urlencoded"),
         ("/oauth2/revoke", "application/x-www-form-urlencoded"),
         ("/oauth2/authorize", "application/x-www-form-urlencoded"),
+        (
+            "/auth/federated/link/email",
+            "application/x-www-form-urlencoded",
+        ),
+        ("/link-identity", "application/x-www-form-urlencoded"),
     ];
     for i in 0..40 {
         let raw = bodies.new_tree(&mut runner).unwrap().current();

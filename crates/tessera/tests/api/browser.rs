@@ -440,3 +440,54 @@ async fn federated_sign_in_in_a_real_browser() {
         .unwrap();
     assert_eq!(linked.len(), 1);
 }
+
+#[tokio::test]
+async fn federated_link_by_email_in_a_real_browser() {
+    use crate::federation::{self, Federation};
+    let f: Federation = federation::setup(Backend::Sqlite, false).await;
+    // An account at Tessera with a verified address and no password; the upstream has not
+    // verified the address: only an emailed link can show the account is the user's.
+    let now = f.app.clock.now();
+    let email = "ada@corp.example";
+    let store = &f.app.state.store;
+    let user = tessera::accounts::create(store, email, None, Some(now), &[], None, now)
+        .await
+        .unwrap();
+    federation::upstream_user(&f.upstream, email, false).await;
+    let mail_dir = f.app.config.data_dir.join("mail");
+    let got = run(
+        "federated_link_by_email.mjs",
+        &[
+            ("AUTHORIZE_URL", &f.authorize_url("")),
+            ("CALLBACK", federation::REDIRECT),
+            ("PROVIDER", "Upstream"),
+            ("EMAIL", email),
+            ("PASSWORD", PASSWORD),
+            ("MAIL_DIR", mail_dir.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let titles: Vec<&str> = got["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "Link your account · App",
+            "Check your email",
+            "Link Upstream",
+            "Linked"
+        ],
+        "{got}"
+    );
+    assert_eq!(got["console_errors"], serde_json::json!([]), "{got}");
+    let back = got["callback"].as_str().unwrap_or_else(|| panic!("{got}"));
+    let code = param(back, "code").unwrap_or_else(|| panic!("no code in {back}"));
+    let tokens = f.redeem(&code).await;
+    let id_token = claims(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["sub"], user.id.as_str());
+    assert_eq!(id_token["amr"], serde_json::json!(["fed"]), "{id_token}");
+}

@@ -22,6 +22,8 @@ on_both_backends!(
     a_tenant_routes_its_domain_to_its_provider,
     a_single_page_app_signs_in_with_a_login_code,
     the_admin_api_manages_providers,
+    an_emailed_link_proves_an_account_without_a_password,
+    an_emailed_link_reclaims_an_account_whose_address_nobody_verified,
 );
 
 pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -62,8 +64,13 @@ impl End {
 }
 
 pub(crate) async fn setup(b: Backend, jit: bool) -> Federation {
+    setup_with(b, jit, |_| {}).await
+}
+
+/// [`setup`] with the downstream's configuration changed by `tweak`.
+async fn setup_with(b: Backend, jit: bool, tweak: impl FnOnce(&mut tessera::Config)) -> Federation {
     let upstream = TestApp::spawn_with(b, |c| c.issuer = LOCALHOST_ISSUER.into()).await;
-    let app = TestApp::spawn(b).await;
+    let app = TestApp::spawn_with(b, tweak).await;
     add_provider(&app, &upstream, IDP, jit).await;
     // The application signing in at the downstream: first-party, so its token may read the
     // account API.
@@ -242,6 +249,28 @@ impl Federation {
         self.walk_from(&url, Some(res), "", |_| false).await
     }
 
+    /// Posts the linking page's other form: a link to the account's address, instead of its
+    /// password. The page it answers.
+    async fn ask_for_link(&self, html: &str) -> (StatusCode, String) {
+        assert!(
+            html.contains(r#"action="/auth/federated/link/email""#),
+            "{html}"
+        );
+        let form = [
+            ("csrf_token", field(html, "csrf_token")),
+            ("request", field(html, "request")),
+            ("pending", field(html, "pending")),
+        ];
+        let url = format!("{}/auth/federated/link/email", self.app.base);
+        let res = self.browser.post(&url).form(&form).send().await.unwrap();
+        (res.status(), res.text().await.unwrap())
+    }
+
+    /// Opens an emailed link in this browser, then posts its page's form: the two pages.
+    async fn open_link(&self, link: &str) -> ((StatusCode, String), (StatusCode, String)) {
+        open_link_in(&self.browser, &self.app.base, link).await
+    }
+
     /// Redeems a code at the downstream: its token response.
     pub(crate) async fn redeem(&self, code: &str) -> Value {
         let res = self
@@ -273,6 +302,24 @@ impl Federation {
             .await
             .unwrap()
     }
+}
+
+/// Opens an emailed link in `browser`, then posts its page's form: the two pages.
+async fn open_link_in(
+    browser: &reqwest::Client,
+    base: &str,
+    link: &str,
+) -> ((StatusCode, String), (StatusCode, String)) {
+    let page = browser.get(link).send().await.unwrap();
+    let page = (page.status(), page.text().await.unwrap());
+    let token = link.split("token=").nth(1).unwrap();
+    let done = browser
+        .post(format!("{base}/link-identity"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    (page, (done.status(), done.text().await.unwrap()))
 }
 
 fn new_browser() -> reqwest::Client {
@@ -946,4 +993,166 @@ async fn the_admin_api_manages_providers(b: Backend) {
             .await
             .unwrap();
     assert_eq!(audit, ["idp.create", "idp.update", "idp.delete"]);
+}
+
+async fn an_emailed_link_proves_an_account_without_a_password(b: Backend) {
+    let sink = crate::helpers::SmtpSink::start().await;
+    let f = setup_with(b, false, |c| sink.configure(c)).await;
+    // The account has no password (made by an operator, say), and its address is verified;
+    // the upstream has not verified it, so the link needs proof, and only mail can give it.
+    let now = f.app.clock.now();
+    let store = &f.app.state.store;
+    let email = "gil@corp.example";
+    let user = tessera::accounts::create(store, email, None, Some(now), &[], None, now)
+        .await
+        .unwrap();
+    upstream_user(&f.upstream, email, false).await;
+    let end = f.walk(&f.authorize_url("&idp=up"), email).await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !html.contains(r#"name="password""#),
+        "no password to give: {html}"
+    );
+    let (status, sent) = f.ask_for_link(html).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    assert!(
+        sent.contains("We sent a link to gil@corp.example"),
+        "{sent}"
+    );
+    let message = sink.next_message().await;
+    assert!(crate::helpers::decode_qp(&message).contains("Link Upstream"));
+    let (link, _) = crate::helpers::find_link(&message, "link-identity");
+    let types = event_types_of(&f.app, &user.id).await;
+    assert!(
+        types
+            .iter()
+            .any(|t| t == "identity.federation.link_requested.v1")
+    );
+
+    // Another browser (the victim's, say, if someone else asked) cannot confirm it, and uses
+    // nothing up.
+    let ((status, html), (posted, _)) = open_link_in(&new_browser(), &f.app.base, &link).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+    assert!(
+        html.contains("only in the browser where you asked"),
+        "{html}"
+    );
+    assert_eq!(posted, StatusCode::FORBIDDEN);
+    assert!(f.identities(&user.id).await.is_empty(), "nothing linked");
+
+    // The browser that asked confirms it: linked (via `email`), and the page goes on with the
+    // sign-in, which the link now signs in.
+    let ((status, html), (posted, done)) = f.open_link(&link).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Sign in to <strong>gil@corp.example</strong> with Upstream"),
+        "{html}"
+    );
+    assert!(!html.contains("never confirmed"), "{html}");
+    assert_eq!(posted, StatusCode::OK, "{done}");
+    assert_eq!(f.identities(&user.id).await.len(), 1);
+    let events = events_of(&f.app, &user.id).await;
+    let linked = events
+        .iter()
+        .find(|e| e["event_type"] == "identity.federation.linked.v1")
+        .expect("linked");
+    assert_eq!(linked["data"]["via"], "email");
+    let href = unescape(
+        done.split("href=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap(),
+    );
+    let end = f.walk(&absolute(&f.app.base, &href), email).await;
+    let tokens = f.redeem(&end.code()).await;
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user.id);
+
+    // Used once: a second confirmation is refused.
+    let (_, (again, _)) = f.open_link(&link).await;
+    assert_eq!(again, StatusCode::BAD_REQUEST);
+}
+
+async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Backend) {
+    // Links travel in events here (`TESSERA_MAIL__TRANSPORT=events`).
+    let f = setup_with(b, false, |c| c.mail.transport = "events".into()).await;
+    // Someone registered the address without owning it, and keeps a session.
+    let email = "hal@corp.example";
+    f.app.register(email).await;
+    let squatter = crate::helpers::Tokens::from(&f.app.login(email, PASSWORD).await.body);
+    let user_id = f.user_id(email).await.unwrap();
+    // The address's real holder signs in upstream, which verified it.
+    upstream_user(&f.upstream, email, true).await;
+    let end = f.walk(&f.authorize_url("&idp=up"), email).await;
+    let (_, html) = end.page();
+    assert!(html.contains(r#"name="password""#), "{html}");
+    let (status, sent) = f.ask_for_link(html).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let events = events_of(&f.app, &user_id).await;
+    let requested = events
+        .iter()
+        .find(|e| e["event_type"] == "identity.federation.link_requested.v1")
+        .expect("requested");
+    assert_eq!(requested["data"]["provider_name"], "Upstream");
+    let link = requested["data"]["link"].as_str().unwrap().to_string();
+    let ((status, html), (posted, done)) = f.open_link(&link).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("never confirmed"),
+        "the page says what goes: {html}"
+    );
+    assert_eq!(posted, StatusCode::OK, "{done}");
+
+    // The address is proven; the squatter's password and session are gone.
+    let user = tessera::store::users::find_by_id(f.app.state.store.pool(), &user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.email_verified_at.is_some());
+    assert!(user.password_hash.is_none());
+    assert_eq!(
+        f.app.login(email, PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let refreshed = f.app.refresh(&squatter.refresh).await;
+    assert_eq!(
+        refreshed.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refreshed.text
+    );
+    let events = events_of(&f.app, &user_id).await;
+    let of = |t: &str| {
+        events
+            .iter()
+            .filter(|e| e["event_type"] == t)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of("identity.password.changed.v1")[0]["data"]["method"],
+        "removed"
+    );
+    assert_eq!(
+        of("identity.session.revoked.v1")[0]["data"]["reason"],
+        "account_reclaimed"
+    );
+    assert_eq!(of("identity.email.verified.v1").len(), 1);
+    assert_eq!(
+        of("identity.federation.linked.v1")[0]["data"]["via"],
+        "email"
+    );
+    // The upstream identity is now how the account signs in.
+    let href = unescape(
+        done.split("href=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap(),
+    );
+    let end = f.walk(&absolute(&f.app.base, &href), email).await;
+    let tokens = f.redeem(&end.code()).await;
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user_id);
 }
