@@ -18,8 +18,8 @@ pub enum IdpCommand {
         /// The provider's issuer, pinned (https; http only on loopback).
         #[arg(long)]
         issuer: Option<String>,
-        /// google, gitlab or microsoft: fills in the issuer (not for microsoft: give the
-        /// directory's own) and the display name.
+        /// google, gitlab, microsoft or github: fills in the issuer (not for microsoft: give the
+        /// directory's own; for GitHub Enterprise Server, give its base URL) and the display name.
         #[arg(long, value_parser = parse_preset)]
         preset: Option<Preset>,
         #[arg(long)]
@@ -70,7 +70,7 @@ pub enum IdpCommand {
 
 fn parse_preset(s: &str) -> Result<Preset, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| "one of google, gitlab, microsoft".to_string())
+        .map_err(|_| "one of google, gitlab, microsoft, github".to_string())
 }
 
 fn secret_from_stdin(wanted: bool) -> anyhow::Result<Option<String>> {

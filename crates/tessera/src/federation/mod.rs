@@ -7,6 +7,7 @@
 //! holder does not own): see [`signin::resolve`].
 
 pub mod email_proof;
+pub mod github;
 pub mod signin;
 pub mod upstream;
 
@@ -67,14 +68,53 @@ impl Default for ClaimMap {
     }
 }
 
-/// Providers whose settings are known: configuration only (the issuer, a display name, the
-/// scopes). Microsoft Entra ID needs the directory's own issuer, so `issuer` must be given too.
+/// How Tessera speaks to a provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// OpenID Connect: discovery from the issuer, an ID token ([`upstream`]).
+    Oidc,
+    /// GitHub: plain OAuth 2.0 and GitHub's REST user API ([`github`]); the "issuer" is the
+    /// GitHub base URL (`https://github.com`, or a GitHub Enterprise Server's).
+    Github,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oidc => "oidc",
+            Self::Github => "github",
+        }
+    }
+
+    /// The kind stored with a provider (OpenID Connect for anything unknown).
+    pub fn of(row: &ProviderRow) -> Self {
+        if row.kind == Self::Github.as_str() {
+            Self::Github
+        } else {
+            Self::Oidc
+        }
+    }
+
+    fn default_scopes(self) -> &'static str {
+        match self {
+            Self::Oidc => "openid email profile",
+            // The profile, and the addresses with their verification (`/user/emails`).
+            Self::Github => "read:user user:email",
+        }
+    }
+}
+
+/// Providers whose settings are known: configuration only (the kind, the issuer, a display
+/// name, the scopes). Microsoft Entra ID needs the directory's own issuer, so `issuer` must be
+/// given too; GitHub Enterprise Server takes its own base URL as `issuer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     Google,
     Gitlab,
     Microsoft,
+    Github,
 }
 
 impl Preset {
@@ -82,6 +122,7 @@ impl Preset {
         match self {
             Self::Google => Some("https://accounts.google.com"),
             Self::Gitlab => Some("https://gitlab.com"),
+            Self::Github => Some(github::GITHUB_COM),
             Self::Microsoft => None,
         }
     }
@@ -91,6 +132,14 @@ impl Preset {
             Self::Google => "Google",
             Self::Gitlab => "GitLab",
             Self::Microsoft => "Microsoft",
+            Self::Github => "GitHub",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Self::Github => Kind::Github,
+            Self::Google | Self::Gitlab | Self::Microsoft => Kind::Oidc,
         }
     }
 }
@@ -105,14 +154,15 @@ pub struct ProviderSpec {
     pub preset: Option<Preset>,
     /// Shown on the sign-in page.
     pub display_name: Option<String>,
-    /// The upstream's issuer, pinned: discovery must name exactly this issuer. `https`, or
-    /// `http` on a loopback address (development).
+    /// The upstream's issuer, pinned: discovery must name exactly this issuer (GitHub: its base
+    /// URL). `https`, or `http` on a loopback address (development).
     pub issuer: Option<String>,
     pub client_id: Option<String>,
     /// Sealed at rest; never shown again.
     #[schema(format = Password)]
     pub client_secret: Option<String>,
-    /// Asked of the upstream; `openid` is always added. Default `openid email profile`.
+    /// Asked of the upstream; `openid` is always added for OpenID Connect. Default
+    /// `openid email profile` (GitHub: `read:user user:email`).
     pub scopes: Option<Vec<String>>,
     pub claims: Option<ClaimMap>,
     /// Just-in-time creation: a first sign-in with a verified address no account uses creates
@@ -133,6 +183,7 @@ impl std::fmt::Debug for ProviderSpec {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     pub name: String,
+    pub kind: Kind,
     pub display_name: String,
     pub issuer: String,
     pub client_id: String,
@@ -154,6 +205,7 @@ impl ProviderView {
     fn new(row: &ProviderRow, issuer: &str) -> Self {
         Self {
             name: row.name.clone(),
+            kind: Kind::of(row),
             display_name: row.display_name.clone(),
             issuer: row.issuer.clone(),
             client_id: row.client_id.clone(),
@@ -190,12 +242,12 @@ pub async fn add(
     authz::require(by.principal, Permission::ManageIdentityProviders)?;
     let mut row = ProviderRow {
         name: String::new(),
-        kind: "oidc".into(),
+        kind: Kind::Oidc.as_str().into(),
         display_name: String::new(),
         issuer: String::new(),
         client_id: String::new(),
         client_secret: Vec::new(),
-        scopes: "openid email profile".into(),
+        scopes: Kind::Oidc.default_scopes().into(),
         claims: serde_json::to_string(&ClaimMap::default()).unwrap_or_default(),
         jit: 0,
         created_at: now,
@@ -353,6 +405,11 @@ fn apply(
     mut errors: Vec<FieldError>,
 ) -> Result<()> {
     if let Some(preset) = spec.preset {
+        let kind = preset.kind();
+        if row.kind != kind.as_str() {
+            row.kind = kind.as_str().into();
+            row.scopes = kind.default_scopes().into();
+        }
         row.display_name = preset.display_name().into();
         if let Some(issuer) = preset.issuer() {
             row.issuer = issuer.into();
@@ -400,7 +457,11 @@ fn apply(
         if scopes.len() > 32 {
             errors.push(FieldError::new("scopes", "at most 32 entries"));
         }
-        let mut list = vec!["openid".to_string()];
+        // OIDC Core §3.1.2.1: `openid` makes the request an OpenID Connect one.
+        let mut list = match Kind::of(row) {
+            Kind::Oidc => vec!["openid".to_string()],
+            Kind::Github => Vec::new(),
+        };
         for s in scopes {
             if !printable(&s) || s.contains('"') || s.contains('\\') {
                 errors.push(FieldError::new(

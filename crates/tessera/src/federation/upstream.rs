@@ -69,7 +69,7 @@ pub enum Failure {
 /// The HTTP client and discovery cache of the upstream providers.
 #[derive(Clone)]
 pub struct Upstreams {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     metadata: moka::sync::Cache<String, Arc<Metadata>>,
     /// Issuers whose discovery just failed: anyone can start a sign-in, so an unreachable
     /// upstream is not asked again (a 10 s wait each) before [`FAILURE_TTL`] has passed.
@@ -163,7 +163,10 @@ impl Upstreams {
 }
 
 /// One request to an upstream, over our client, with its answer capped at [`MAX_BODY`].
-async fn fetch(client: reqwest::Client, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+pub(super) async fn fetch(
+    client: reqwest::Client,
+    req: HttpRequest,
+) -> Result<HttpResponse, HttpError> {
     let req =
         reqwest::Request::try_from(req).map_err(|e| HttpError(e.without_url().to_string()))?;
     let mut res = client
@@ -190,7 +193,7 @@ async fn fetch(client: reqwest::Client, req: HttpRequest) -> Result<HttpResponse
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct HttpError(String);
+pub struct HttpError(pub(super) String);
 
 /// The secret-free part of a started upstream sign-in, to keep until the callback.
 pub struct Started {
@@ -212,7 +215,8 @@ type Client = CoreClient<
     openidconnect::EndpointMaybeSet,
 >;
 
-fn client_of(state: &Core, provider: &ProviderRow, meta: &Metadata) -> Result<Client, Failure> {
+/// The provider's client secret, opened.
+pub(super) fn secret_of(state: &Core, provider: &ProviderRow) -> Result<String, Failure> {
     let secret = state
         .master
         .open(
@@ -222,10 +226,19 @@ fn client_of(state: &Core, provider: &ProviderRow, meta: &Metadata) -> Result<Cl
         .map_err(|_| {
             Failure::Unavailable("the client secret does not open with the master key".into())
         })?;
-    let secret = String::from_utf8(secret)
-        .map_err(|_| Failure::Unavailable("the client secret is not text".into()))?;
-    let redirect = RedirectUrl::new(super::redirect_uri(&state.config.issuer, &provider.name))
-        .map_err(|e| Failure::Unavailable(format!("redirect URI: {e}")))?;
+    String::from_utf8(secret)
+        .map_err(|_| Failure::Unavailable("the client secret is not text".into()))
+}
+
+/// Where the provider sends the browser back.
+pub(super) fn redirect_of(state: &Core, provider: &ProviderRow) -> Result<RedirectUrl, Failure> {
+    RedirectUrl::new(super::redirect_uri(&state.config.issuer, &provider.name))
+        .map_err(|e| Failure::Unavailable(format!("redirect URI: {e}")))
+}
+
+fn client_of(state: &Core, provider: &ProviderRow, meta: &Metadata) -> Result<Client, Failure> {
+    let secret = secret_of(state, provider)?;
+    let redirect = redirect_of(state, provider)?;
     Ok(CoreClient::from_provider_metadata(
         meta.clone(),
         ClientId::new(provider.client_id.clone()),
@@ -242,6 +255,9 @@ pub async fn start(
     provider: &ProviderRow,
     login_hint: Option<&str>,
 ) -> Result<Started, Failure> {
+    if super::Kind::of(provider) == super::Kind::Github {
+        return super::github::start(state, provider);
+    }
     let meta = state.federation.metadata(provider, false).await?;
     let client = client_of(state, provider, &meta)?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -273,6 +289,9 @@ pub async fn start(
 
 /// Whether the upstream says it sends RFC 9207 `iss` with its authorization responses.
 pub async fn sends_iss(state: &Core, provider: &ProviderRow) -> Result<bool, Failure> {
+    if super::Kind::of(provider) == super::Kind::Github {
+        return Ok(false);
+    }
     let meta = state.federation.metadata(provider, false).await?;
     Ok(meta
         .additional_metadata()
@@ -300,6 +319,9 @@ pub async fn finish(
     pkce_verifier: &str,
     nonce: &str,
 ) -> Result<UpstreamUser, Failure> {
+    if super::Kind::of(provider) == super::Kind::Github {
+        return super::github::finish(state, provider, code, pkce_verifier).await;
+    }
     let meta = state.federation.metadata(provider, false).await?;
     let client = client_of(state, provider, &meta)?;
     let http_client = state.federation.http.clone();

@@ -24,6 +24,7 @@ on_both_backends!(
     the_admin_api_manages_providers,
     an_emailed_link_proves_an_account_without_a_password,
     an_emailed_link_reclaims_an_account_whose_address_nobody_verified,
+    github_signs_in_through_oauth_and_its_user_api,
 );
 
 pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -1155,4 +1156,151 @@ async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Ba
     let end = f.walk(&absolute(&f.app.base, &href), email).await;
     let tokens = f.redeem(&end.code()).await;
     assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user_id);
+}
+
+/// A stand-in for GitHub on a local port: its OAuth 2.0 endpoints (checking the client secret
+/// and the PKCE verifier) and its REST user API, under `/api/v3` as on GitHub Enterprise Server.
+struct GitHub {
+    base: String,
+    /// The primary address `/user/emails` gives, and whether it is verified.
+    primary: std::sync::Arc<std::sync::Mutex<(String, bool)>>,
+}
+
+const GITHUB_SECRET: &str = "github-client-secret";
+
+impl GitHub {
+    async fn start(callback: String) -> Self {
+        use axum::extract::{Form, Query, State};
+        use axum::http::HeaderMap;
+        use axum::response::{IntoResponse, Redirect};
+        use std::collections::HashMap;
+        type Shared = std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>;
+        let codes: Shared = Default::default();
+        let primary = std::sync::Arc::new(std::sync::Mutex::new((String::new(), false)));
+        let authorize = {
+            let codes = codes.clone();
+            move |Query(q): Query<HashMap<String, String>>| async move {
+                assert_eq!(q["redirect_uri"], callback);
+                assert_eq!(q["code_challenge_method"], "S256");
+                assert_eq!(q["scope"], "read:user user:email");
+                let code = format!("code{}", codes.lock().unwrap().len());
+                codes
+                    .lock()
+                    .unwrap()
+                    .insert(code.clone(), q["code_challenge"].clone());
+                Redirect::to(&format!("{callback}?code={code}&state={}", q["state"]))
+            }
+        };
+        let token = move |Form(f): Form<HashMap<String, String>>| async move {
+            use base64::Engine as _;
+            let challenge = codes.lock().unwrap().remove(&f["code"]);
+            let digest = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                f.get("code_verifier").map_or("", |v| v).as_bytes(),
+            );
+            let derived = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+            // GitHub answers an error with 200 and an `error` member.
+            if f.get("client_secret").map(String::as_str) != Some(GITHUB_SECRET)
+                || challenge.as_deref() != Some(derived.as_str())
+            {
+                return axum::Json(json!({"error": "bad_verification_code"}));
+            }
+            axum::Json(
+                json!({"access_token": "gho_test", "token_type": "bearer", "scope": "read:user,user:email"}),
+            )
+        };
+        let authorized = |h: &HeaderMap| {
+            h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer gho_test")
+                && h.contains_key("user-agent")
+        };
+        let user = move |h: HeaderMap| async move {
+            if !authorized(&h) {
+                return axum::http::StatusCode::UNAUTHORIZED.into_response();
+            }
+            axum::Json(json!({"id": 4242, "login": "octo", "name": "Octo Cat", "email": null}))
+                .into_response()
+        };
+        let emails = move |State(p): State<std::sync::Arc<std::sync::Mutex<(String, bool)>>>,
+                           h: HeaderMap| async move {
+            if !authorized(&h) {
+                return axum::http::StatusCode::UNAUTHORIZED.into_response();
+            }
+            let (email, verified) = p.lock().unwrap().clone();
+            axum::Json(json!([
+                {"email": "octo@users.noreply.example", "primary": false, "verified": true},
+                {"email": email, "primary": true, "verified": verified},
+            ]))
+            .into_response()
+        };
+        let router = axum::Router::new()
+            .route("/login/oauth/authorize", axum::routing::get(authorize))
+            .route("/login/oauth/access_token", axum::routing::post(token))
+            .route("/api/v3/user", axum::routing::get(user))
+            .route("/api/v3/user/emails", axum::routing::get(emails))
+            .with_state(primary.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { base, primary }
+    }
+}
+
+async fn github_signs_in_through_oauth_and_its_user_api(b: Backend) {
+    let f = setup(b, true).await;
+    let callback = format!("{}/auth/federated/gh/callback", f.app.config.issuer);
+    let github = GitHub::start(callback).await;
+    let ctx = tessera::context::RequestContext::system();
+    let spec = tessera::federation::ProviderSpec {
+        name: Some("gh".into()),
+        preset: Some(tessera::federation::Preset::Github),
+        // A GitHub Enterprise Server's base URL (here, the stand-in's).
+        issuer: Some(github.base.clone()),
+        client_id: Some("Iv1.test".into()),
+        client_secret: Some(GITHUB_SECRET.into()),
+        jit: Some(true),
+        ..Default::default()
+    };
+    let by = tessera::audit::By::system(&ctx);
+    let view = tessera::federation::add((&*f.app.state).into(), spec, by, f.app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(view.display_name, "GitHub");
+    assert_eq!(
+        view.scopes,
+        ["read:user", "user:email"],
+        "no openid for GitHub"
+    );
+
+    // A verified primary address: the account is made just in time, with GitHub's numeric id
+    // as the subject.
+    *github.primary.lock().unwrap() = ("octo@corp.example".into(), true);
+    let end = f.walk(&f.authorize_url("&idp=gh"), "").await;
+    let tokens = f.redeem(&end.code()).await;
+    let user_id = f.user_id("octo@corp.example").await.expect("created");
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user_id);
+    let linked = f.identities(&user_id).await;
+    assert_eq!(
+        (linked[0].provider.as_str(), linked[0].subject.as_str()),
+        ("gh", "4242")
+    );
+    let profile = tessera::store::users::find_profile(f.app.state.store.pool(), &user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.display_name.as_deref(), Some("Octo Cat"));
+
+    // An unverified primary address creates nothing (another GitHub user, fresh browser).
+    tessera::store::federation::unlink(f.app.state.store.writer(), &user_id, &linked[0].id)
+        .await
+        .unwrap();
+    *github.primary.lock().unwrap() = ("nobody@corp.example".into(), false);
+    let fresh = f.in_a_new_browser();
+    let end = fresh.walk(&fresh.authorize_url("&idp=gh"), "").await;
+    let (status, html) = end.page();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        html.contains("has not verified your email address"),
+        "{html}"
+    );
+    assert!(fresh.user_id("nobody@corp.example").await.is_none());
 }
