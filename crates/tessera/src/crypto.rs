@@ -24,6 +24,15 @@ pub fn new_token(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
 }
 
+/// Whether `token` has the shape [`new_token`] gives with `prefix` (checked before any lookup).
+pub fn is_token_of(prefix: &str, token: &str) -> bool {
+    token.len() == prefix.len() + 43
+        && token.starts_with(prefix)
+        && token[prefix.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A new long-lived secret that can be recognised offline: `prefix`, 192 random bits
 /// (base64url, 32 characters), then a 6-character checksum, base64url of the first 4 bytes of
 /// SHA-256(`prefix` + random part). A secret scanner (or Tessera, before any look-up) checks

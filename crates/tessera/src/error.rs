@@ -139,6 +139,8 @@ pub enum Code {
     WebauthnUnavailable => "webauthn_unavailable",
     /// 409: an identity provider of this name exists already.
     ProviderExists => "provider_exists",
+    /// 409: the provider's issuer or kind cannot change while identities are linked through it.
+    ProviderInUse => "provider_in_use",
     /// 409: removing this would leave the account with no way to sign in.
     LastSignInMethod => "last_sign_in_method",
     /// 413.

@@ -20,3 +20,5 @@ CREATE TABLE identity_link_tokens (
     consumed_at    BIGINT
 );
 CREATE INDEX identity_link_tokens_user_idx ON identity_link_tokens (user_id);
+-- housekeeping deletes expired links through it
+CREATE INDEX identity_link_tokens_expires_idx ON identity_link_tokens (expires_at);

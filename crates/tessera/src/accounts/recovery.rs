@@ -54,12 +54,7 @@ impl Purpose {
 
 /// A token of the shape Tessera issues for `purpose`: checked before any lookup.
 pub fn well_formed(purpose: Purpose, token: &str) -> bool {
-    let prefix = purpose.prefix();
-    token.len() == prefix.len() + 43
-        && token.starts_with(prefix)
-        && token[prefix.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::crypto::is_token_of(purpose.prefix(), token)
 }
 
 /// 400 `invalid_token`: unknown, used, superseded, expired or malformed.
@@ -190,17 +185,27 @@ pub async fn verify_email(state: &Core, token: &str, ctx: &RequestContext, now: 
         // The account's address changed since the token was sent.
         return Err(invalid_token());
     }
-    let entry = Entry::success(Actor::User(&live.user_id), action::VERIFY_EMAIL)
-        .target("user", &live.user_id);
-    audit::record(&mut *tx, ctx, &entry, now).await?;
-    let event = EmailVerifiedV1 {
-        user_id: live.user_id.clone(),
-        email: live.email,
-    };
-    events::append(&mut tx, ctx, &event, now).await?;
+    record_verified_in(&mut tx, &live.user_id, &live.email, ctx, now).await?;
     tx.commit().await?;
     state.users.invalidate(&live.user_id).await;
     Ok(())
+}
+
+/// The audit entry and `EmailVerifiedV1` of an address its holder just proved.
+pub async fn record_verified_in(
+    tx: &mut Tx,
+    user_id: &str,
+    email: &str,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<()> {
+    let entry = Entry::success(Actor::User(user_id), action::VERIFY_EMAIL).target("user", user_id);
+    audit::record(&mut **tx, ctx, &entry, now).await?;
+    let event = EmailVerifiedV1 {
+        user_id: user_id.to_string(),
+        email: email.to_string(),
+    };
+    events::append(tx, ctx, &event, now).await
 }
 
 /// Sends a password-reset email if `email` belongs to an active account. The caller answers

@@ -13,8 +13,8 @@
 //!
 //! An account whose address was never verified may have been set up by someone else before its
 //! real holder came (pre-account takeover): confirming the link proves the address, and
-//! everything that did not need it goes (the password, second factors, other linked identities,
-//! every session); the page says so before the holder confirms.
+//! everything set up without that proof goes ([`reclaim_in`]); the page says so before the
+//! holder confirms.
 
 use crate::abuse::Class;
 use crate::accounts::recovery::invalid_token;
@@ -24,8 +24,8 @@ use crate::context::RequestContext;
 use crate::core::Core;
 use crate::crypto::{b64url, ct_eq, new_token, random_bytes, token_hash};
 use crate::error::{Code, Error, Result};
-use crate::events::{self, EmailVerifiedV1, IdentityLinkRequestedV1, IdentityUnlinkedV1};
-use crate::events::{MfaRemovedV1, PasswordChangedV1};
+use crate::events::PasswordChangedV1;
+use crate::events::{self, ApiKeyRevokedV1, IdentityLinkRequestedV1, IdentityUnlinkedV1};
 use crate::mail::{self, Template};
 use crate::sessions::{self, RevocationReason};
 use crate::store::federation::{self as store, LinkToken};
@@ -39,11 +39,7 @@ const PREFIX: &str = "tsl_";
 
 /// A link of the shape Tessera sends: checked before any lookup.
 fn well_formed(token: &str) -> bool {
-    token.len() == PREFIX.len() + 43
-        && token.starts_with(PREFIX)
-        && token[PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::crypto::is_token_of(PREFIX, token)
 }
 
 /// A link sent: where to, for which provider, and the cookie that binds it to this browser.
@@ -135,8 +131,6 @@ pub struct Request {
     pub email: String,
     /// The provider's display name.
     pub provider: String,
-    /// The address the upstream gave.
-    pub upstream_email: String,
     /// The account's address was never verified: confirming removes what was set up without
     /// it (see the module's documentation).
     pub reclaims: bool,
@@ -168,7 +162,6 @@ pub async fn describe(
     Ok(provider.map(|p| Request {
         email: user.email,
         provider: p.display_name,
-        upstream_email: row.upstream_email.clone(),
         reclaims: user.email_verified_at.is_none(),
         same_browser: same_browser(&row, browser_token),
     }))
@@ -181,20 +174,25 @@ fn same_browser(row: &LinkToken, browser_token: Option<&str>) -> bool {
 /// How confirming a link ended.
 #[derive(Debug)]
 pub enum Confirmed {
-    /// Linked: the sign-in goes on at provider `provider` with authorization request
-    /// `request`.
-    Linked { provider: String, request: String },
-    /// The upstream identity was linked already (to this account, or to another).
-    AlreadyLinked { provider: String, request: String },
+    /// Linked (now, or before): the sign-in goes on at provider `provider` with authorization
+    /// request `request`.
+    Linked {
+        provider: String,
+        request: String,
+        /// It was linked to this account already.
+        before: bool,
+    },
+    /// The upstream identity is linked to another account: nothing was changed.
+    LinkedElsewhere,
     /// The page is not open in the browser that asked for the link; the link still works there.
     OtherBrowser,
 }
 
 /// Confirms a link (the page's form): in one transaction the link is used up and the identity
 /// joined to the account (`IdentityLinkedV1`, via `email`). When the account's address was
-/// never verified, it is now, and the password, second factors, other linked identities and
-/// sessions go, each with its event. An unknown, used, superseded or expired link, or an
-/// account whose address changed since, is 400 `invalid_token`.
+/// never verified, it is now, and what was set up without that proof goes ([`reclaim_in`]). An
+/// unknown, used, superseded or expired link, or an account whose address changed since, is
+/// 400 `invalid_token`.
 pub async fn confirm(
     state: &Core,
     token: &str,
@@ -220,39 +218,81 @@ pub async fn confirm(
         .await?
         .filter(|u| u.is_active() && normalize_email(&u.email) == row.email)
         .ok_or_else(invalid_token)?;
-    if store::find_identity(&mut *tx, &row.provider, &row.subject)
-        .await?
-        .is_some()
-    {
+    let linked = store::find_identity(&mut *tx, &row.provider, &row.subject).await?;
+    if linked.as_ref().is_some_and(|l| l.user_id != user.id) {
         tx.commit().await?;
-        return Ok(Confirmed::AlreadyLinked {
-            provider: row.provider,
-            request: row.request,
-        });
+        return Ok(Confirmed::LinkedElsewhere);
     }
-    let link = NewLink {
-        provider: &row.provider,
-        subject: &row.subject,
-        email: &row.upstream_email,
+    // Decided by the write itself (which locks the row): verified by this link, or before.
+    let reclaims = users::verify_unverified_email(&mut tx, &user.id, &row.email, now).await?;
+    if !reclaims && user.email_verified_at.is_none() {
+        // The address changed between the read and the write.
+        return Err(invalid_token());
+    }
+    let before = linked.is_some();
+    let kept = match linked {
+        Some(l) => l.id,
+        None => {
+            let link = NewLink {
+                provider: &row.provider,
+                subject: &row.subject,
+                email: &row.upstream_email,
+            };
+            match link_in(&mut tx, &user.id, &link, "email", ctx, now).await {
+                Ok(id) => id,
+                // Linked meanwhile (another tab's password, say): nothing here is kept.
+                Err(Error::Database(e)) if crate::store::is_unique_violation(&e) => {
+                    drop(tx);
+                    return again(state, &row).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     };
-    let kept = link_in(&mut tx, &user.id, &link, "email", ctx, now).await?;
-    let revoked = if user.email_verified_at.is_none() {
+    let reclaimed = if reclaims {
         reclaim_in(&mut tx, &user, &row.email, &kept, ctx, now).await?
     } else {
-        Vec::new()
+        Reclaimed::default()
     };
     tx.commit().await?;
-    state.sessions.mark_all_revoked(&revoked).await;
+    state.sessions.mark_all_revoked(&reclaimed.sessions).await;
+    for hash in &reclaimed.key_hashes {
+        state.tenants.key_changed(hash).await;
+    }
     state.users.invalidate(&user.id).await;
     Ok(Confirmed::Linked {
         provider: row.provider,
         request: row.request,
+        before,
     })
 }
 
-/// The address is proven now; what was set up on the account before anyone had proven it
-/// goes: its password, second factors and recovery codes, the identities linked but `kept`,
-/// and every session. Returns the revoked sessions' ids.
+/// After a link that lost the race to another: whom the identity went to (the link stays
+/// unused: trying again finds the identity).
+async fn again(state: &Core, row: &LinkToken) -> Result<Confirmed> {
+    let linked = store::find_identity(state.store.pool(), &row.provider, &row.subject).await?;
+    Ok(match linked {
+        Some(l) if l.user_id == row.user_id => Confirmed::Linked {
+            provider: row.provider.clone(),
+            request: row.request.clone(),
+            before: true,
+        },
+        _ => Confirmed::LinkedElsewhere,
+    })
+}
+
+/// What a reclaim ended, for the caches once it is committed.
+#[derive(Debug, Default)]
+struct Reclaimed {
+    sessions: Vec<String>,
+    key_hashes: Vec<String>,
+}
+
+/// The address is proven now, and was not before: what was set up on the account without that
+/// proof goes (someone else may have registered the address first): its password, second
+/// factors and recovery codes, the identities linked but `kept`, the API keys it created, the
+/// consents it gave and its authorization codes, and every session. Tenant memberships stay
+/// (docs/federation.md).
 async fn reclaim_in(
     tx: &mut crate::store::Tx,
     user: &User,
@@ -260,16 +300,9 @@ async fn reclaim_in(
     kept: &str,
     ctx: &RequestContext,
     now: i64,
-) -> Result<Vec<String>> {
+) -> Result<Reclaimed> {
     let user_id = user.id.as_str();
-    users::set_email_verified(tx, user_id, email, now).await?;
-    let entry = Entry::success(Actor::User(user_id), action::VERIFY_EMAIL).target("user", user_id);
-    audit::record(&mut **tx, ctx, &entry, now).await?;
-    let verified = EmailVerifiedV1 {
-        user_id: user_id.to_string(),
-        email: email.to_string(),
-    };
-    events::append(tx, ctx, &verified, now).await?;
+    crate::accounts::recovery::record_verified_in(tx, user_id, email, ctx, now).await?;
     if user.password_hash.is_some() {
         users::clear_password(tx, user_id, now).await?;
         let event = PasswordChangedV1 {
@@ -278,17 +311,9 @@ async fn reclaim_in(
         };
         events::append(tx, ctx, &event, now).await?;
     }
+    let reason = RevocationReason::AccountReclaimed;
     for factor in crate::store::mfa::delete_all(tx, user_id).await? {
-        let entry = Entry::success(Actor::User(user_id), action::REMOVE_MFA)
-            .target("mfa_factor", &factor.id)
-            .reason(RevocationReason::AccountReclaimed.as_str());
-        audit::record(&mut **tx, ctx, &entry, now).await?;
-        let event = MfaRemovedV1 {
-            user_id: user_id.to_string(),
-            factor_id: factor.id,
-            kind: factor.kind,
-        };
-        events::append(tx, ctx, &event, now).await?;
+        crate::mfa::record_removed_in(tx, user_id, factor, Some(reason.as_str()), ctx, now).await?;
     }
     for identity in store::unlink_all_but(tx, user_id, kept).await? {
         let entry = Entry::success(Actor::User(user_id), action::UNLINK_IDENTITY)
@@ -302,10 +327,30 @@ async fn reclaim_in(
         };
         events::append(tx, ctx, &event, now).await?;
     }
-    let reason = RevocationReason::AccountReclaimed;
-    sessions::revoke_all_in(tx, user_id, None, reason, ctx, now).await
+    let mut key_hashes = Vec::new();
+    for key in crate::store::api_keys::live_created_by(&mut **tx, user_id, now).await? {
+        if !crate::store::api_keys::revoke(&mut **tx, &key.tenant_id, &key.id, now).await? {
+            continue;
+        }
+        let entry = Entry::success(Actor::User(user_id), action::REVOKE_API_KEY)
+            .target("api_key", &key.id)
+            .tenant(&key.tenant_id)
+            .reason(reason.as_str());
+        audit::record(&mut **tx, ctx, &entry, now).await?;
+        let event = ApiKeyRevokedV1 {
+            tenant_id: key.tenant_id.clone(),
+            key_id: key.id.clone(),
+        };
+        events::append(tx, ctx, &event, now).await?;
+        key_hashes.push(key.secret_hash);
+    }
+    crate::store::oauth::forget_grants_of(tx, user_id).await?;
+    let sessions = sessions::revoke_all_in(tx, user_id, None, reason, ctx, now).await?;
+    Ok(Reclaimed {
+        sessions,
+        key_hashes,
+    })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

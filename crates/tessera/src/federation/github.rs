@@ -91,20 +91,22 @@ pub async fn finish(
         .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
         .request_async(&http)
         .await
-        .map_err(|e| Failure::Refused(format!("code exchange: {e}")))?;
+        .map_err(|e| Failure::Refused(format!("code exchange: {}", exchange_error(&e))))?;
     let access_token = token.access_token().secret();
     let api = api_base(&provider.issuer);
-    let user = get(state, &format!("{api}/user"), access_token).await?;
+    let user = get(state, &format!("{api}/user"), access_token)
+        .await?
+        .ok_or_else(|| Failure::Refused("GET /user refused the access token".into()))?;
     let subject = user
         .get("id")
         .and_then(Value::as_u64)
         .filter(|id| *id > 0)
         .ok_or_else(|| Failure::Refused("GET /user has no numeric id".into()))?
         .to_string();
-    // The primary address and whether GitHub verified it; without the `user:email` scope the
-    // profile's public address, counted as unverified.
-    let primary = match get(state, &format!("{api}/user/emails"), access_token).await {
-        Ok(Value::Array(emails)) => emails
+    // The primary address and whether GitHub verified it; without the `user:email` scope (a
+    // 403 or 404) the profile's public address, counted as unverified.
+    let primary = match get(state, &format!("{api}/user/emails"), access_token).await? {
+        Some(Value::Array(emails)) => emails
             .into_iter()
             .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true)),
         _ => None,
@@ -130,8 +132,35 @@ pub async fn finish(
     })
 }
 
-/// One GET of GitHub's REST API with the user's access token.
-async fn get(state: &Core, url: &str, access_token: &str) -> Result<Value, Failure> {
+/// Why a code exchange failed, for the log: GitHub answers its errors with 200 and an `error`
+/// member (RFC 6749 §5.2 names), which the crate reports as an unparsable token response.
+fn exchange_error<E: std::error::Error>(
+    e: &oauth2::RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
+) -> String {
+    match e {
+        oauth2::RequestTokenError::Parse(_, body) => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .map_or_else(
+                || "an unreadable token response".into(),
+                |code| format!("error {code}"),
+            ),
+        oauth2::RequestTokenError::Request(inner) => {
+            let mut why = inner.to_string();
+            let mut source = std::error::Error::source(inner);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            why
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One GET of GitHub's REST API with the user's access token: `None` when GitHub refuses it
+/// (401, 403, 404: a token or scope it does not accept), an error when it fails otherwise.
+async fn get(state: &Core, url: &str, access_token: &str) -> Result<Option<Value>, Failure> {
     let req = http::Request::builder()
         .method(http::Method::GET)
         .uri(url)
@@ -140,13 +169,20 @@ async fn get(state: &Core, url: &str, access_token: &str) -> Result<Value, Failu
             format!("Bearer {access_token}"),
         )
         .header(http::header::ACCEPT, "application/vnd.github+json")
-        .header(http::header::USER_AGENT, "Tessera")
         .header("X-GitHub-Api-Version", API_VERSION)
         .body(Vec::new())
         .map_err(|e| Failure::Unavailable(format!("GitHub API: {e}")))?;
     let res = fetch(state.federation.http.clone(), req)
         .await
         .map_err(|e| Failure::Unavailable(format!("GitHub API: {e}")))?;
+    let refused = [
+        http::StatusCode::UNAUTHORIZED,
+        http::StatusCode::FORBIDDEN,
+        http::StatusCode::NOT_FOUND,
+    ];
+    if refused.contains(&res.status()) {
+        return Ok(None);
+    }
     if !res.status().is_success() {
         return Err(Failure::Unavailable(format!(
             "GitHub API answered {}",
@@ -154,6 +190,7 @@ async fn get(state: &Core, url: &str, access_token: &str) -> Result<Value, Failu
         )));
     }
     serde_json::from_slice(res.body())
+        .map(Some)
         .map_err(|_| Failure::Unavailable("GitHub API did not answer JSON".into()))
 }
 

@@ -306,9 +306,18 @@ pub async fn update(
     if spec.name.as_deref().is_some_and(|n| n != name) {
         errors.push(FieldError::new("name", "cannot be changed"));
     }
+    let (issuer, kind) = (row.issuer.clone(), row.kind.clone());
     row.updated_at = now;
     apply(state, &mut row, spec, errors)?;
     let mut tx = state.store.begin().await?;
+    // OIDC Core §2: `sub` is unique only within its issuer. Under another issuer (or kind) a
+    // linked subject would name somebody else, so the links would sign the wrong people in.
+    if (row.issuer != issuer || row.kind != kind) && store::has_identities(&mut *tx, name).await? {
+        return Err(Error::Conflict {
+            code: Code::ProviderInUse,
+            message: "identities are linked through this provider: its issuer and kind cannot change; remove it and add it again",
+        });
+    }
     if !store::update_provider(&mut *tx, &row).await? {
         return Err(Error::NotFound);
     }

@@ -94,6 +94,8 @@ impl Upstreams {
     pub fn new() -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // GitHub's API refuses requests without one.
+            .user_agent(concat!("Tessera/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
             .build()

@@ -245,7 +245,8 @@ fn other_browser() -> Response {
         StatusCode::FORBIDDEN,
         "Open this link in the other browser",
         "<p>This link works only in the browser where you asked for it, while signing in. \
-         Open it there (copy the address from the email), or sign in again to get a new one.</p>",
+         Open it there (copy the address from the email), or sign in again to get a new one.</p>\
+         <p>If you did not ask for this, ignore the email: nothing is linked without it.</p>",
     )
 }
 
@@ -270,9 +271,10 @@ async fn link_page(
     }
     let reclaim = if request.reclaims {
         "<p><strong>This account's address was never confirmed</strong>, so someone else may \
-         have set it up. Confirming proves the address is yours, and removes the account's \
-         password, second factors, other linked sign-in providers and every session: from \
-         then on you sign in with the provider.</p>"
+         have set it up. Confirming proves the address is yours, and removes what was set up \
+         without that proof: the account's password, second factors, other linked sign-in \
+         providers, the API keys it created, the applications it allowed, and every session. \
+         From then on you sign in with the provider. Check the teams it belongs to.</p>"
     } else {
         ""
     };
@@ -280,14 +282,12 @@ async fn link_page(
         StatusCode::OK,
         &format!("Link {}", request.provider),
         &format!(
-            "<p>Sign in to <strong>{email}</strong> with {provider} (as {upstream}) from now \
-             on?</p>{reclaim}<form method=\"post\" action=\"link-identity\">\
+            "<p>Sign in to <strong>{email}</strong> with {provider} from now on?</p>{reclaim}<form method=\"post\" action=\"link-identity\">\
              <input type=\"hidden\" name=\"token\" value=\"{token}\">\
              <button type=\"submit\">Link {provider}</button></form>\
              <p>If you did not ask for this, close this page: nothing is linked without it.</p>",
             email = escape(&request.email),
             provider = escape(&request.provider),
-            upstream = escape(&request.upstream_email),
             token = escape(&q.token),
         ),
     )
@@ -317,9 +317,21 @@ async fn link_submit(
     let now = state.clock.now();
     let (heading, provider, request) =
         match email_proof::confirm(&state, &form.token, browser.as_deref(), &ctx, now).await {
-            Ok(Confirmed::Linked { provider, request }) => ("Linked", provider, request),
-            Ok(Confirmed::AlreadyLinked { provider, request }) => {
-                ("Linked already", provider, request)
+            Ok(Confirmed::Linked {
+                provider,
+                request,
+                before,
+            }) => {
+                let heading = if before { "Linked already" } else { "Linked" };
+                (heading, provider, request)
+            }
+            Ok(Confirmed::LinkedElsewhere) => {
+                return page(
+                    StatusCode::CONFLICT,
+                    "Linked to another account",
+                    "<p>This sign-in is linked to another account already, so it cannot be \
+                     linked to this one. Nothing was changed.</p>",
+                );
             }
             Ok(Confirmed::OtherBrowser) => return other_browser(),
             Err(Error::BadRequest { .. }) => return invalid_link(),

@@ -125,6 +125,8 @@ pub struct Mailer {
     from: Mailbox,
     templates: minijinja::Environment<'static>,
     public_url: String,
+    /// Where the hosted pages are (the link-identity page must be on their host: its cookie is).
+    issuer: String,
     verify_url: Option<String>,
     reset_url: Option<String>,
     invitation_url: Option<String>,
@@ -188,6 +190,7 @@ impl Mailer {
             from,
             templates,
             public_url: config.public_url().to_string(),
+            issuer: config.issuer.trim_end_matches('/').to_string(),
             verify_url: config.verify_email_url.clone(),
             reset_url: config.reset_password_url.clone(),
             invitation_url: config.invitation_url.clone(),
@@ -234,9 +237,10 @@ impl Mailer {
     }
 
     /// The link that confirms joining an upstream identity: Tessera's own `/link-identity`
-    /// page (it must open in the browser that asked for it, so no front end of its own).
+    /// page at the issuer, beside the hosted sign-in pages (it opens in the browser that asked
+    /// for it, with the cookie they set).
     pub fn identity_link(&self, token: &str) -> String {
-        format!("{}/link-identity?token={token}", self.public_url)
+        format!("{}/link-identity?token={token}", self.issuer)
     }
 
     /// True when links travel in events instead of emails (`TESSERA_MAIL__TRANSPORT=events`).

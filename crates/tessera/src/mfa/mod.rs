@@ -765,18 +765,34 @@ pub async fn remove(
         store::delete_recovery_codes(&mut tx, user_id).await?;
     }
     if row.confirmed_at.is_some() {
-        let entry =
-            Entry::success(Actor::User(user_id), action::REMOVE_MFA).target("mfa_factor", id);
-        audit::record(&mut *tx, ctx, &entry, now).await?;
-        let event = MfaRemovedV1 {
-            user_id: user_id.to_string(),
-            factor_id: id.to_string(),
-            kind: row.kind,
-        };
-        events::append(&mut tx, ctx, &event, now).await?;
+        record_removed_in(&mut tx, user_id, row, None, ctx, now).await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The audit entry (with `reason`, when the user did not remove it themselves) and
+/// `MfaRemovedV1` of a removed confirmed factor.
+pub async fn record_removed_in(
+    tx: &mut crate::store::Tx,
+    user_id: &str,
+    factor: store::FactorRow,
+    reason: Option<&str>,
+    ctx: &RequestContext,
+    now: i64,
+) -> Result<()> {
+    let mut entry =
+        Entry::success(Actor::User(user_id), action::REMOVE_MFA).target("mfa_factor", &factor.id);
+    if let Some(reason) = reason {
+        entry = entry.reason(reason);
+    }
+    audit::record(&mut **tx, ctx, &entry, now).await?;
+    let event = MfaRemovedV1 {
+        user_id: user_id.to_string(),
+        factor_id: factor.id,
+        kind: factor.kind,
+    };
+    events::append(tx, ctx, &event, now).await
 }
 
 /// New recovery codes, `POST /identity/mfa/recovery-codes`.

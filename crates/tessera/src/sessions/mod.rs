@@ -362,11 +362,7 @@ fn pair(
 
 /// A refresh token in the shape Tessera issues: prefix plus 43 base64url characters.
 pub fn well_formed(token: &str) -> bool {
-    token.len() == REFRESH_TOKEN_PREFIX.len() + 43
-        && token.starts_with(REFRESH_TOKEN_PREFIX)
-        && token[REFRESH_TOKEN_PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::crypto::is_token_of(REFRESH_TOKEN_PREFIX, token)
 }
 
 enum Rotation {

@@ -116,6 +116,22 @@ pub async fn live_of<'e>(
     .await
 }
 
+/// The live keys a user created, in every tenant.
+pub async fn live_created_by<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: &str,
+    now: i64,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(select_keys!(
+        "WHERE created_by = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+         ORDER BY created_at, id"
+    ))
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
+
 pub async fn count_active<'e>(
     db: impl Executor<'e, Database = Any>,
     tenant_id: &str,

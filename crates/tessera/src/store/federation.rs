@@ -123,6 +123,19 @@ pub async fn delete_provider(tx: &mut super::Tx, name: &str) -> Result<bool, sql
     Ok(done.rows_affected() == 1)
 }
 
+/// Whether any identity is linked through the provider.
+pub async fn has_identities<'e>(
+    db: impl Executor<'e, Database = Any>,
+    provider: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM federated_identities WHERE provider = $1 LIMIT 1")
+            .bind(provider)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.is_some())
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IdentityRow {
     pub id: String,

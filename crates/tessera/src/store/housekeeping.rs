@@ -17,18 +17,21 @@ pub enum Expired {
     /// Sessions ended more than [`ENDED_SESSION_RETENTION`] ago (their refresh tokens go with
     /// them).
     Sessions,
+    /// Emailed links that join an upstream identity, past their expiry (used or not).
+    LinkTokens,
 }
 
 impl Expired {
-    pub const ALL: [Expired; 4] = [
+    pub const ALL: [Expired; 5] = [
         Expired::Codes,
         Expired::RefreshTokens,
         Expired::RevokedTokens,
         Expired::Sessions,
+        Expired::LinkTokens,
     ];
 
     /// The statement deleting at most `$2` rows older than `$1`, each found through an index
-    /// (migration 0014), and that cutoff at `now`.
+    /// (migrations 0014 and 0019), and that cutoff at `now`.
     fn statement(self, now: i64) -> (&'static str, i64) {
         match self {
             Expired::Codes => (
@@ -50,6 +53,11 @@ impl Expired {
                 "DELETE FROM sessions WHERE id IN \
                  (SELECT id FROM sessions WHERE revoked_at < $1 OR expires_at < $1 LIMIT $2)",
                 now - ENDED_SESSION_RETENTION,
+            ),
+            Expired::LinkTokens => (
+                "DELETE FROM identity_link_tokens WHERE token_hash IN \
+                 (SELECT token_hash FROM identity_link_tokens WHERE expires_at < $1 LIMIT $2)",
+                now,
             ),
         }
     }
@@ -81,7 +89,8 @@ pub async fn anything_expired<'e>(
         "SELECT 1 FROM oauth_codes WHERE expires_at < $1 \
          UNION ALL SELECT 1 FROM refresh_tokens WHERE expires_at < $2 \
          UNION ALL SELECT 1 FROM revoked_tokens WHERE expires_at < $2 \
-         UNION ALL SELECT 1 FROM sessions WHERE revoked_at < $3 OR expires_at < $3 LIMIT 1",
+         UNION ALL SELECT 1 FROM sessions WHERE revoked_at < $3 OR expires_at < $3 \
+         UNION ALL SELECT 1 FROM identity_link_tokens WHERE expires_at < $2 LIMIT 1",
     )
     .bind(now - 3600)
     .bind(now)

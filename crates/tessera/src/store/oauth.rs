@@ -238,6 +238,18 @@ pub async fn find_consent<'e>(
     Ok(row.map(|(s,)| s))
 }
 
+/// Forgets every client's remembered consent of a user, and their authorization codes.
+pub async fn forget_grants_of(tx: &mut super::Tx, user_id: &str) -> Result<(), sqlx::Error> {
+    for table in ["oauth_consents", "oauth_codes"] {
+        let sql = format!("DELETE FROM {table} WHERE user_id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Remembers the scopes a user granted a client (replacing the previous grant).
 pub async fn save_consent(
     tx: &mut super::Tx,

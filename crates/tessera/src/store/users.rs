@@ -171,6 +171,27 @@ pub async fn set_password_hash<'e>(
         .map(|_| ())
 }
 
+/// Marks the email verified only if nobody had: true when this call verified it (the row is
+/// then locked for the rest of `tx`), false when it was verified already or the user's
+/// normalized email is no longer `email`.
+pub async fn verify_unverified_email(
+    tx: &mut super::Tx,
+    id: &str,
+    email: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET email_verified_at = $1, updated_at = $1 \
+         WHERE id = $2 AND email_normalized = $3 AND email_verified_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(email)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Removes the account's password (it signs in another way from now on).
 pub async fn clear_password(tx: &mut super::Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET password_hash = NULL, updated_at = $1 WHERE id = $2")

@@ -218,11 +218,7 @@ fn invalid_invitation() -> Error {
 
 /// Whether `token` has the shape of an invitation token (checked before any lookup).
 fn well_formed(token: &str) -> bool {
-    token.len() == PREFIX.len() + 43
-        && token.starts_with(PREFIX)
-        && token[PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::crypto::is_token_of(PREFIX, token)
 }
 
 /// `POST /invitations/accept` `{token}` with the invited account's bearer token: joins the

@@ -1074,6 +1074,22 @@ async fn an_emailed_link_proves_an_account_without_a_password(b: Backend) {
     // Used once: a second confirmation is refused.
     let (_, (again, _)) = f.open_link(&link).await;
     assert_eq!(again, StatusCode::BAD_REQUEST);
+    // Housekeeping deletes the link once it has expired.
+    let count = || async {
+        let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM identity_link_tokens")
+            .fetch_one(f.app.state.store.pool())
+            .await
+            .unwrap();
+        n.0
+    };
+    assert_eq!(count().await, 1);
+    f.app
+        .clock
+        .advance(tessera::federation::email_proof::LINK_TTL_SECS + 1);
+    tessera::app::purge_expired(&f.app.state.store, f.app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(count().await, 0);
 }
 
 async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Backend) {
@@ -1084,6 +1100,13 @@ async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Ba
     f.app.register(email).await;
     let squatter = crate::helpers::Tokens::from(&f.app.login(email, PASSWORD).await.body);
     let user_id = f.user_id(email).await.unwrap();
+    // ... and an API key of a team of theirs.
+    let team = crate::tenants::team(&f.app, &squatter.access, "Squat", "squat").await;
+    let in_team = crate::tenants::switch(&f.app, &squatter.access, &team).await;
+    let key = crate::tenants::api_key(&f.app, &in_team.access, &team, &["members:read"]).await;
+    let key = key["key"].as_str().unwrap().to_string();
+    let members = format!("/tenants/{team}/members");
+    assert_eq!(f.app.get(&members, &key).await.status, StatusCode::OK);
     // The address's real holder signs in upstream, which verified it.
     upstream_user(&f.upstream, email, true).await;
     let end = f.walk(&f.authorize_url("&idp=up"), email).await;
@@ -1123,6 +1146,13 @@ async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Ba
         StatusCode::UNAUTHORIZED,
         "{}",
         refreshed.text
+    );
+    let listed = f.app.get(&members, &key).await;
+    assert_eq!(
+        listed.status,
+        StatusCode::UNAUTHORIZED,
+        "the key is revoked: {}",
+        listed.text
     );
     let events = events_of(&f.app, &user_id).await;
     let of = |t: &str| {
@@ -1282,6 +1312,19 @@ async fn github_signs_in_through_oauth_and_its_user_api(b: Backend) {
     assert_eq!(
         (linked[0].provider.as_str(), linked[0].subject.as_str()),
         ("gh", "4242")
+    );
+    // Subjects are unique only per issuer: with identities linked, the issuer stays.
+    let by = tessera::audit::By::system(&ctx);
+    let moved = tessera::federation::ProviderSpec {
+        issuer: Some("https://ghe.example.com".into()),
+        ..Default::default()
+    };
+    let now = f.app.clock.now();
+    let refused = tessera::federation::update((&*f.app.state).into(), "gh", moved, by, now).await;
+    assert!(
+        matches!(&refused, Err(tessera::Error::Conflict { code, .. }) if code.as_str() == "provider_in_use"),
+        "{:?}",
+        refused.err()
     );
     let profile = tessera::store::users::find_profile(f.app.state.store.pool(), &user_id)
         .await
