@@ -88,6 +88,15 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     res
 }
 
+/// A form posted from another site (the page's own form carries this origin).
+fn cross_site() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "This form was sent from another site",
+        "<p>Open the link from your email again.</p>",
+    )
+}
+
 fn invalid_link() -> Response {
     page(
         StatusCode::BAD_REQUEST,
@@ -135,11 +144,7 @@ async fn verify_submit(
     form: Result<Form<VerifyForm>, FormRejection>,
 ) -> Response {
     if !super::oauth::same_origin(&state, &headers) {
-        return page(
-            StatusCode::FORBIDDEN,
-            "This form was sent from another site",
-            "<p>Open the link from your email again.</p>",
-        );
+        return cross_site();
     }
     let Ok(Form(form)) = form else {
         return invalid_link();
@@ -196,11 +201,7 @@ async fn reset_submit(
     form: Result<Form<ResetForm>, FormRejection>,
 ) -> Response {
     if !super::oauth::same_origin(&state, &headers) {
-        return page(
-            StatusCode::FORBIDDEN,
-            "This form was sent from another site",
-            "<p>Open the link from your email again.</p>",
-        );
+        return cross_site();
     }
     let Ok(Form(form)) = form else {
         return invalid_link();
@@ -304,11 +305,7 @@ async fn link_submit(
     form: Result<Form<VerifyForm>, FormRejection>,
 ) -> Response {
     if !super::oauth::same_origin(&state, &headers) {
-        return page(
-            StatusCode::FORBIDDEN,
-            "This form was sent from another site",
-            "<p>Open the link from your email again.</p>",
-        );
+        return cross_site();
     }
     let Ok(Form(form)) = form else {
         return invalid_link();

@@ -59,6 +59,16 @@ async fn install_playwright() {
 }
 
 /// Runs `script` with `env`; returns the JSON line it prints.
+/// The `titles` a script printed: the pages it went through.
+fn titles_of(got: &Value) -> Vec<&str> {
+    got["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 async fn run(script: &str, env: &[(&str, &str)]) -> Value {
     let chromium = chromium();
     install_playwright().await;
@@ -109,12 +119,7 @@ async fn hosted_tenant_picker_in_a_real_browser() {
     .await;
 
     // Login, consent, then the picker listing all three workspaces (personal, Acme, Beta).
-    let titles: Vec<&str> = got["titles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let titles = titles_of(&got);
     assert_eq!(titles.len(), 3, "{got}");
     assert!(titles[0].starts_with("Sign in"), "{got}");
     assert!(titles[2].starts_with("Choose a workspace"), "{got}");
@@ -174,12 +179,7 @@ async fn hosted_second_factor_in_a_real_browser() {
         ],
     )
     .await;
-    let titles: Vec<&str> = got["titles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let titles = titles_of(&got);
     assert_eq!(titles.len(), 3, "{got}");
     assert!(titles[0].starts_with("Sign in"), "{got}");
     assert!(titles[1].starts_with("Second factor"), "{got}");
@@ -269,12 +269,7 @@ async fn hosted_passkey_in_a_real_browser() {
         ],
     )
     .await;
-    let titles: Vec<&str> = got["titles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let titles = titles_of(&got);
     assert_eq!(titles.len(), 3, "{got}");
     assert!(titles[0].starts_with("Sign in"), "{got}");
     assert!(titles[1].starts_with("Passkeys"), "{got}");
@@ -413,12 +408,7 @@ async fn federated_sign_in_in_a_real_browser() {
         ],
     )
     .await;
-    let titles: Vec<&str> = got["titles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let titles = titles_of(&got);
     assert_eq!(titles.len(), 4, "{got}");
     assert!(titles[0].starts_with("Sign in"), "{got}");
     assert!(titles[1].starts_with("Sign in"), "{got}");
@@ -467,12 +457,7 @@ async fn federated_link_by_email_in_a_real_browser() {
         ],
     )
     .await;
-    let titles: Vec<&str> = got["titles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let titles = titles_of(&got);
     assert_eq!(
         titles,
         [

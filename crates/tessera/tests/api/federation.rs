@@ -272,6 +272,19 @@ impl Federation {
         open_link_in(&self.browser, &self.app.base, link).await
     }
 
+    /// Follows "Continue signing in" on the page of a confirmed link back to the client, and
+    /// redeems the code: the signed-in subject.
+    async fn continue_after_link(&self, page: &str, email: &str) -> String {
+        let href = page.split("href=\"").nth(1).unwrap().split('"').next();
+        let url = absolute(&self.app.base, &unescape(href.unwrap()));
+        let end = self.walk(&url, email).await;
+        let tokens = self.redeem(&end.code()).await;
+        claims(tokens["id_token"].as_str().unwrap())["sub"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Redeems a code at the downstream: its token response.
     pub(crate) async fn redeem(&self, code: &str) -> Value {
         let res = self
@@ -1059,17 +1072,8 @@ async fn an_emailed_link_proves_an_account_without_a_password(b: Backend) {
         .find(|e| e["event_type"] == "identity.federation.linked.v1")
         .expect("linked");
     assert_eq!(linked["data"]["via"], "email");
-    let href = unescape(
-        done.split("href=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap(),
-    );
-    let end = f.walk(&absolute(&f.app.base, &href), email).await;
-    let tokens = f.redeem(&end.code()).await;
-    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user.id);
+    let sub = f.continue_after_link(&done, email).await;
+    assert_eq!(sub, user.id);
 
     // Used once: a second confirmation is refused.
     let (_, (again, _)) = f.open_link(&link).await;
@@ -1175,17 +1179,8 @@ async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Ba
         "email"
     );
     // The upstream identity is now how the account signs in.
-    let href = unescape(
-        done.split("href=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap(),
-    );
-    let end = f.walk(&absolute(&f.app.base, &href), email).await;
-    let tokens = f.redeem(&end.code()).await;
-    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["sub"], user_id);
+    let sub = f.continue_after_link(&done, email).await;
+    assert_eq!(sub, user_id);
 }
 
 /// A stand-in for GitHub on a local port: its OAuth 2.0 endpoints (checking the client secret
