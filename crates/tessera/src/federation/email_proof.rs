@@ -13,7 +13,7 @@
 //!
 //! An account whose address was never verified may have been set up by someone else before its
 //! real holder came (pre-account takeover): confirming the link proves the address, and
-//! everything set up without that proof goes ([`reclaim_in`]); the page says so before the
+//! everything set up without that proof goes (the `reclaim_in` list); the page says so before the
 //! holder confirms.
 
 use crate::abuse::Class;
@@ -42,8 +42,8 @@ fn well_formed(token: &str) -> bool {
     crate::crypto::is_token_of(PREFIX, token)
 }
 
-/// A link sent: where to, for which provider, and the cookie that binds it to this browser.
-#[derive(Debug)]
+/// A link sent: where to, for which provider, and the cookie that binds it to this browser
+/// (no `Debug`: the cookie is a secret).
 pub struct Sent {
     pub email: String,
     pub provider: String,
@@ -81,6 +81,7 @@ pub async fn send(
         .await?;
     let provider = store::find_provider(state.store.pool(), &p.provider)
         .await?
+        .filter(|now| super::signin::same_upstream(&p, now))
         .ok_or_else(expired)?;
     let token = new_token(PREFIX);
     let browser_token = b64url(&random_bytes::<32>());
@@ -190,7 +191,7 @@ pub enum Confirmed {
 
 /// Confirms a link (the page's form): in one transaction the link is used up and the identity
 /// joined to the account (`IdentityLinkedV1`, via `email`). When the account's address was
-/// never verified, it is now, and what was set up without that proof goes ([`reclaim_in`]). An
+/// never verified, it is now, and what was set up without that proof goes (see the module). An
 /// unknown, used, superseded or expired link, or an account whose address changed since, is
 /// 400 `invalid_token`.
 pub async fn confirm(
@@ -226,8 +227,14 @@ pub async fn confirm(
     // Decided by the write itself (which locks the row): verified by this link, or before.
     let reclaims = users::verify_unverified_email(&mut tx, &user.id, &row.email, now).await?;
     if !reclaims && user.email_verified_at.is_none() {
-        // The address changed between the read and the write.
-        return Err(invalid_token());
+        // Changed between the read and the write: verified meanwhile (then nothing is
+        // reclaimed), or another address (then the link proves nothing).
+        let still = users::find_by_id(&mut *tx, &user.id).await?;
+        if !still.is_some_and(|u| {
+            u.email_verified_at.is_some() && normalize_email(&u.email) == row.email
+        }) {
+            return Err(invalid_token());
+        }
     }
     let before = linked.is_some();
     let kept = match linked {
@@ -240,10 +247,11 @@ pub async fn confirm(
             };
             match link_in(&mut tx, &user.id, &link, "email", ctx, now).await {
                 Ok(id) => id,
-                // Linked meanwhile (another tab's password, say): nothing here is kept.
+                // Linked meanwhile (another tab's password, say): nothing here is kept, and the
+                // link is still unused; once more, it finds the identity.
                 Err(Error::Database(e)) if crate::store::is_unique_violation(&e) => {
                     drop(tx);
-                    return again(state, &row).await;
+                    return Box::pin(confirm(state, token, browser_token, ctx, now)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -264,20 +272,6 @@ pub async fn confirm(
         provider: row.provider,
         request: row.request,
         before,
-    })
-}
-
-/// After a link that lost the race to another: whom the identity went to (the link stays
-/// unused: trying again finds the identity).
-async fn again(state: &Core, row: &LinkToken) -> Result<Confirmed> {
-    let linked = store::find_identity(state.store.pool(), &row.provider, &row.subject).await?;
-    Ok(match linked {
-        Some(l) if l.user_id == row.user_id => Confirmed::Linked {
-            provider: row.provider.clone(),
-            request: row.request.clone(),
-            before: true,
-        },
-        _ => Confirmed::LinkedElsewhere,
     })
 }
 
@@ -303,15 +297,19 @@ async fn reclaim_in(
 ) -> Result<Reclaimed> {
     let user_id = user.id.as_str();
     crate::accounts::recovery::record_verified_in(tx, user_id, email, ctx, now).await?;
+    let reason = RevocationReason::AccountReclaimed;
     if user.password_hash.is_some() {
         users::clear_password(tx, user_id, now).await?;
+        let entry = Entry::success(Actor::User(user_id), action::CHANGE_PASSWORD)
+            .target("user", user_id)
+            .reason(reason.as_str());
+        audit::record(&mut **tx, ctx, &entry, now).await?;
         let event = PasswordChangedV1 {
             user_id: user_id.to_string(),
             method: "removed".into(),
         };
         events::append(tx, ctx, &event, now).await?;
     }
-    let reason = RevocationReason::AccountReclaimed;
     for factor in crate::store::mfa::delete_all(tx, user_id).await? {
         crate::mfa::record_removed_in(tx, user_id, factor, Some(reason.as_str()), ctx, now).await?;
     }

@@ -161,13 +161,13 @@ fn exchange_error<E: std::error::Error>(
 /// One GET of GitHub's REST API with the user's access token: `None` when GitHub refuses it
 /// (401, 403, 404: a token or scope it does not accept), an error when it fails otherwise.
 async fn get(state: &Core, url: &str, access_token: &str) -> Result<Option<Value>, Failure> {
+    let mut bearer = http::HeaderValue::try_from(format!("Bearer {access_token}"))
+        .map_err(|_| Failure::Refused("the access token is not a header value".into()))?;
+    bearer.set_sensitive(true);
     let req = http::Request::builder()
         .method(http::Method::GET)
         .uri(url)
-        .header(
-            http::header::AUTHORIZATION,
-            format!("Bearer {access_token}"),
-        )
+        .header(http::header::AUTHORIZATION, bearer)
         .header(http::header::ACCEPT, "application/vnd.github+json")
         .header("X-GitHub-Api-Version", API_VERSION)
         .body(Vec::new())

@@ -312,11 +312,16 @@ pub async fn update(
     let mut tx = state.store.begin().await?;
     // OIDC Core §2: `sub` is unique only within its issuer. Under another issuer (or kind) a
     // linked subject would name somebody else, so the links would sign the wrong people in.
-    if (row.issuer != issuer || row.kind != kind) && store::has_identities(&mut *tx, name).await? {
-        return Err(Error::Conflict {
-            code: Code::ProviderInUse,
-            message: "identities are linked through this provider: its issuer and kind cannot change; remove it and add it again",
-        });
+    if row.issuer != issuer || row.kind != kind {
+        if store::has_identities(&mut *tx, name).await? {
+            return Err(Error::Conflict {
+                code: Code::ProviderInUse,
+                message: "identities are linked through this provider: its issuer and kind cannot change; remove it and add it again",
+            });
+        }
+        // Links on their way (emailed, or on a linking page) name the old upstream's subjects:
+        // they stop working (the pages check the issuer they were read under).
+        store::delete_link_tokens(&mut tx, name).await?;
     }
     if !store::update_provider(&mut *tx, &row).await? {
         return Err(Error::NotFound);

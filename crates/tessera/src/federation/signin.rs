@@ -415,7 +415,7 @@ pub async fn resolve(
             sign_in(state, user, provider, ctx, now).await
         }
         Some(user) => Ok(Outcome::ProveOwnership {
-            pending: seal_pending(state, &user.id, &link, now),
+            pending: seal_pending(state, &user.id, provider, &link, now),
             password: user.password_hash.is_some(),
             email: user.email,
             provider: provider.display_name.clone(),
@@ -512,15 +512,32 @@ pub(super) struct Pending {
     pub subject: String,
     /// The address the upstream gave.
     pub email: String,
+    /// The provider's issuer and kind when the subject was read: a `sub` means someone only
+    /// under its issuer (OIDC Core §2).
+    pub issuer: String,
+    pub kind: String,
     pub exp: i64,
 }
 
-fn seal_pending(state: &Core, user_id: &str, link: &NewLink<'_>, now: i64) -> String {
+/// Whether `provider` still speaks for the upstream a pending link was read from.
+pub(super) fn same_upstream(p: &Pending, provider: &ProviderRow) -> bool {
+    provider.issuer == p.issuer && provider.kind == p.kind
+}
+
+fn seal_pending(
+    state: &Core,
+    user_id: &str,
+    provider: &ProviderRow,
+    link: &NewLink<'_>,
+    now: i64,
+) -> String {
     let pending = Pending {
         user_id: user_id.to_string(),
         provider: link.provider.to_string(),
         subject: link.subject.to_string(),
         email: link.email.to_string(),
+        issuer: provider.issuer.clone(),
+        kind: provider.kind.clone(),
         exp: now + PENDING_TTL_SECS,
     };
     let plain = serde_json::to_vec(&pending).unwrap_or_default();
@@ -569,13 +586,17 @@ pub async fn prove_with_password(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<Proven> {
-    let Some(p) = open_pending(state, pending, now) else {
-        return Err(Error::Unauthenticated {
-            code: crate::error::Code::InvalidMfaToken,
-            message: "the link request is invalid or expired; sign in again",
-            bearer: false,
-        });
+    let expired = || Error::Unauthenticated {
+        code: crate::error::Code::InvalidMfaToken,
+        message: "the link request is invalid or expired; sign in again",
+        bearer: false,
     };
+    let p = open_pending(state, pending, now).ok_or_else(expired)?;
+    // The provider may have moved to another issuer since: its subjects mean others there.
+    store::find_provider(state.store.pool(), &p.provider)
+        .await?
+        .filter(|provider| same_upstream(&p, provider))
+        .ok_or_else(expired)?;
     let account = users::find_by_id(state.store.pool(), &p.user_id)
         .await?
         .ok_or_else(Error::invalid_credentials)?;

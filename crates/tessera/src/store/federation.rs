@@ -123,6 +123,15 @@ pub async fn delete_provider(tx: &mut super::Tx, name: &str) -> Result<bool, sql
     Ok(done.rows_affected() == 1)
 }
 
+/// Deletes the provider's emailed links, used or not.
+pub async fn delete_link_tokens(tx: &mut super::Tx, provider: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM identity_link_tokens WHERE provider = $1")
+        .bind(provider)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
 /// Whether any identity is linked through the provider.
 pub async fn has_identities<'e>(
     db: impl Executor<'e, Database = Any>,

@@ -24,6 +24,7 @@ on_both_backends!(
     the_admin_api_manages_providers,
     an_emailed_link_proves_an_account_without_a_password,
     an_emailed_link_reclaims_an_account_whose_address_nobody_verified,
+    an_emailed_link_to_a_verified_account_keeps_what_it_has,
     github_signs_in_through_oauth_and_its_user_api,
 );
 
@@ -1099,18 +1100,44 @@ async fn an_emailed_link_proves_an_account_without_a_password(b: Backend) {
 async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Backend) {
     // Links travel in events here (`TESSERA_MAIL__TRANSPORT=events`).
     let f = setup_with(b, false, |c| c.mail.transport = "events".into()).await;
-    // Someone registered the address without owning it, and keeps a session.
+    // Someone registered the address without owning it, keeps a session, made an API key in a
+    // team of theirs, and set up an authenticator app.
     let email = "hal@corp.example";
     f.app.register(email).await;
     let squatter = crate::helpers::Tokens::from(&f.app.login(email, PASSWORD).await.body);
     let user_id = f.user_id(email).await.unwrap();
-    // ... and an API key of a team of theirs.
     let team = crate::tenants::team(&f.app, &squatter.access, "Squat", "squat").await;
     let in_team = crate::tenants::switch(&f.app, &squatter.access, &team).await;
     let key = crate::tenants::api_key(&f.app, &in_team.access, &team, &["members:read"]).await;
     let key = key["key"].as_str().unwrap().to_string();
     let members = format!("/tenants/{team}/members");
     assert_eq!(f.app.get(&members, &key).await.status, StatusCode::OK);
+    let totp = f
+        .app
+        .request(
+            reqwest::Method::POST,
+            "/identity/mfa/totp",
+            Some(&squatter.access),
+            Some(json!({ "name": "Phone" })),
+        )
+        .await;
+    let secret = totp.body["secret"].as_str().unwrap();
+    let code = crate::mfa::code_at(secret, f.app.clock.now());
+    let confirm = format!(
+        "/identity/mfa/totp/{}/confirm",
+        totp.body["id"].as_str().unwrap()
+    );
+    let body = Some(json!({ "code": code }));
+    let confirmed = f
+        .app
+        .request(
+            reqwest::Method::POST,
+            &confirm,
+            Some(&squatter.access),
+            body,
+        )
+        .await;
+    assert!(confirmed.status.is_success(), "{}", confirmed.text);
     // The address's real holder signs in upstream, which verified it.
     upstream_user(&f.upstream, email, true).await;
     let end = f.walk(&f.authorize_url("&idp=up"), email).await;
@@ -1143,6 +1170,13 @@ async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Ba
     assert_eq!(
         f.app.login(email, PASSWORD).await.status,
         StatusCode::UNAUTHORIZED
+    );
+    let factors = tessera::store::mfa::confirmed(f.app.state.store.pool(), &user_id)
+        .await
+        .unwrap();
+    assert!(
+        factors.is_empty(),
+        "the squatter's authenticator app is gone"
     );
     let refreshed = f.app.refresh(&squatter.refresh).await;
     assert_eq!(
@@ -1181,6 +1215,48 @@ async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Ba
     // The upstream identity is now how the account signs in.
     let sub = f.continue_after_link(&done, email).await;
     assert_eq!(sub, user_id);
+}
+
+async fn an_emailed_link_to_a_verified_account_keeps_what_it_has(b: Backend) {
+    let f = setup_with(b, false, |c| c.mail.transport = "events".into()).await;
+    // Tessera verified the address and the account has a password and a session; the upstream
+    // has not verified the address, so the link needs proof, here by mail.
+    let email = "ivy@corp.example";
+    crate::authz::create_admin(&f.app, email).await;
+    let session = crate::helpers::Tokens::from(&f.app.login(email, PASSWORD).await.body);
+    let user_id = f.user_id(email).await.unwrap();
+    upstream_user(&f.upstream, email, false).await;
+    let end = f.walk(&f.authorize_url("&idp=up"), email).await;
+    let (_, html) = end.page();
+    let (status, sent) = f.ask_for_link(html).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let events = events_of(&f.app, &user_id).await;
+    let requested = events
+        .iter()
+        .find(|e| e["event_type"] == "identity.federation.link_requested.v1")
+        .expect("requested");
+    let link = requested["data"]["link"].as_str().unwrap().to_string();
+    let ((status, html), (posted, done)) = f.open_link(&link).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        !html.contains("never confirmed"),
+        "nothing to reclaim: {html}"
+    );
+    assert_eq!(posted, StatusCode::OK, "{done}");
+    assert_eq!(f.identities(&user_id).await.len(), 1);
+    // The link proved nothing the verification had not: the password and the session stay.
+    assert_eq!(f.app.login(email, PASSWORD).await.status, StatusCode::OK);
+    let refreshed = f.app.refresh(&session.refresh).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
+    let types = event_types_of(&f.app, &user_id).await;
+    assert!(
+        !types.iter().any(|t| t == "identity.password.changed.v1"),
+        "{types:?}"
+    );
+    assert!(
+        !types.iter().any(|t| t == "identity.session.revoked.v1"),
+        "{types:?}"
+    );
 }
 
 /// A stand-in for GitHub on a local port: its OAuth 2.0 endpoints (checking the client secret
