@@ -19,19 +19,22 @@ pub enum Expired {
     Sessions,
     /// Emailed links that join an upstream identity, past their expiry (used or not).
     LinkTokens,
+    /// Verification and password-reset tokens past their expiry (used or not).
+    EmailTokens,
 }
 
 impl Expired {
-    pub const ALL: [Expired; 5] = [
+    pub const ALL: [Expired; 6] = [
         Expired::Codes,
         Expired::RefreshTokens,
         Expired::RevokedTokens,
         Expired::Sessions,
         Expired::LinkTokens,
+        Expired::EmailTokens,
     ];
 
     /// The statement deleting at most `$2` rows older than `$1`, each found through an index
-    /// (migrations 0014 and 0019), and that cutoff at `now`.
+    /// (migrations 0014, 0019 and 0020), and that cutoff at `now`.
     fn statement(self, now: i64) -> (&'static str, i64) {
         match self {
             Expired::Codes => (
@@ -57,6 +60,11 @@ impl Expired {
             Expired::LinkTokens => (
                 "DELETE FROM identity_link_tokens WHERE token_hash IN \
                  (SELECT token_hash FROM identity_link_tokens WHERE expires_at < $1 LIMIT $2)",
+                now,
+            ),
+            Expired::EmailTokens => (
+                "DELETE FROM email_tokens WHERE token_hash IN \
+                 (SELECT token_hash FROM email_tokens WHERE expires_at < $1 LIMIT $2)",
                 now,
             ),
         }
@@ -90,7 +98,8 @@ pub async fn anything_expired<'e>(
          UNION ALL SELECT 1 FROM refresh_tokens WHERE expires_at < $2 \
          UNION ALL SELECT 1 FROM revoked_tokens WHERE expires_at < $2 \
          UNION ALL SELECT 1 FROM sessions WHERE revoked_at < $3 OR expires_at < $3 \
-         UNION ALL SELECT 1 FROM identity_link_tokens WHERE expires_at < $2 LIMIT 1",
+         UNION ALL SELECT 1 FROM identity_link_tokens WHERE expires_at < $2 \
+         UNION ALL SELECT 1 FROM email_tokens WHERE expires_at < $2 LIMIT 1",
     )
     .bind(now - 3600)
     .bind(now)

@@ -376,6 +376,8 @@ async fn housekeeping_deletes_only_rows_nothing_will_read_again(b: Backend) {
         .revoke(&app.state.store, "some-jti", app.clock.now() + 60)
         .await
         .unwrap();
+    // The registration's verification link is live for a day.
+    assert_eq!(count("email_tokens").await, 1);
     // Nothing is dead yet.
     assert_eq!(
         tessera::app::purge_expired(&app.state.store, app.clock.now())
@@ -395,9 +397,10 @@ async fn housekeeping_deletes_only_rows_nothing_will_read_again(b: Backend) {
         .await
         .unwrap();
     assert!(
-        deleted >= 3,
-        "session, refresh token, revoked id: {deleted}"
+        deleted >= 4,
+        "session, refresh token, revoked id, verification link: {deleted}"
     );
+    assert_eq!(count("email_tokens").await, 0, "the expired link is gone");
     assert_eq!(
         (
             count("sessions").await,
