@@ -23,7 +23,7 @@ use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::core::Core;
 use crate::crypto::{b64url, ct_eq, new_token, random_bytes, token_hash};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::events::PasswordChangedV1;
 use crate::events::{self, ApiKeyRevokedV1, IdentityLinkRequestedV1, IdentityUnlinkedV1};
 use crate::mail::{self, Template};
@@ -31,7 +31,7 @@ use crate::sessions::{self, RevocationReason};
 use crate::store::federation::{self as store, LinkToken};
 use crate::store::users::{self, User, normalize_email};
 
-use super::signin::{NewLink, link_in, open_pending};
+use super::signin::{NewLink, link_expired, link_in, pending_link};
 
 /// How long an emailed link works.
 pub const LINK_TTL_SECS: i64 = 1800;
@@ -61,28 +61,19 @@ pub async fn send(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<Sent> {
-    let expired = || Error::Unauthenticated {
-        code: Code::InvalidMfaToken,
-        message: "the link request is invalid or expired; sign in again",
-        bearer: false,
-    };
-    let p = open_pending(state, pending, now).ok_or_else(expired)?;
+    let (p, provider) = pending_link(state, pending, now).await?;
     let ip = ctx.ip.as_deref().unwrap_or("");
     state.limiter.check(Class::RecoveryIp, ip, now).await?;
     state.limiter.check(Class::RecoveryGlobal, "*", now).await?;
     let user = users::find_by_id(state.store.pool(), &p.user_id)
         .await?
         .filter(User::is_active)
-        .ok_or_else(expired)?;
+        .ok_or_else(link_expired)?;
     let email = normalize_email(&user.email);
     state
         .limiter
         .check(Class::RecoveryAccount, &email, now)
         .await?;
-    let provider = store::find_provider(state.store.pool(), &p.provider)
-        .await?
-        .filter(|now| super::signin::same_upstream(&p, now))
-        .ok_or_else(expired)?;
     let token = new_token(PREFIX);
     let browser_token = b64url(&random_bytes::<32>());
     let row = LinkToken {
@@ -105,8 +96,7 @@ pub async fn send(
         let to = &user.email;
         let exp = row.expires_at;
         let template = Template::LinkIdentity;
-        mail::enqueue_for_tenant(&mut tx, &state.mail, template, to, &link, about, exp, now)
-            .await?;
+        mail::enqueue_about(&mut tx, &state.mail, template, to, &link, about, exp, now).await?;
     }
     let event = IdentityLinkRequestedV1 {
         user_id: user.id.clone(),

@@ -519,9 +519,29 @@ pub(super) struct Pending {
     pub exp: i64,
 }
 
-/// Whether `provider` still speaks for the upstream a pending link was read from.
-pub(super) fn same_upstream(p: &Pending, provider: &ProviderRow) -> bool {
-    provider.issuer == p.issuer && provider.kind == p.kind
+/// 401 `invalid_mfa_token`: the linking page's `pending` is forged, expired, or stale.
+pub(super) fn link_expired() -> Error {
+    Error::Unauthenticated {
+        code: crate::error::Code::InvalidMfaToken,
+        message: "the link request is invalid or expired; sign in again",
+        bearer: false,
+    }
+}
+
+/// The pending link of a linking page and its provider, which must still speak for the
+/// upstream the subject was read from (a provider moved to another issuer since: its subjects
+/// mean others there); else [`link_expired`].
+pub(super) async fn pending_link(
+    state: &Core,
+    pending: &str,
+    now: i64,
+) -> Result<(Pending, ProviderRow)> {
+    let p = open_pending(state, pending, now).ok_or_else(link_expired)?;
+    let provider = store::find_provider(state.store.pool(), &p.provider)
+        .await?
+        .filter(|provider| provider.issuer == p.issuer && provider.kind == p.kind)
+        .ok_or_else(link_expired)?;
+    Ok((p, provider))
 }
 
 fn seal_pending(
@@ -547,7 +567,7 @@ fn seal_pending(
     )
 }
 
-pub(super) fn open_pending(state: &Core, token: &str, now: i64) -> Option<Pending> {
+fn open_pending(state: &Core, token: &str, now: i64) -> Option<Pending> {
     use base64::Engine as _;
     let body = token
         .strip_prefix(PENDING_PREFIX)
@@ -586,17 +606,7 @@ pub async fn prove_with_password(
     ctx: &RequestContext,
     now: i64,
 ) -> Result<Proven> {
-    let expired = || Error::Unauthenticated {
-        code: crate::error::Code::InvalidMfaToken,
-        message: "the link request is invalid or expired; sign in again",
-        bearer: false,
-    };
-    let p = open_pending(state, pending, now).ok_or_else(expired)?;
-    // The provider may have moved to another issuer since: its subjects mean others there.
-    store::find_provider(state.store.pool(), &p.provider)
-        .await?
-        .filter(|provider| same_upstream(&p, provider))
-        .ok_or_else(expired)?;
+    let (p, _) = pending_link(state, pending, now).await?;
     let account = users::find_by_id(state.store.pool(), &p.user_id)
         .await?
         .ok_or_else(Error::invalid_credentials)?;

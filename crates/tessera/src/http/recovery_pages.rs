@@ -88,13 +88,21 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     res
 }
 
-/// A form posted from another site (the page's own form carries this origin).
-fn cross_site() -> Response {
-    page(
-        StatusCode::FORBIDDEN,
-        "This form was sent from another site",
-        "<p>Open the link from your email again.</p>",
-    )
+/// The fields of a page's own form: posted from this site (else a page saying so) and
+/// readable (else the invalid-link page).
+fn posted<T>(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<T, Box<Response>> {
+    if !super::oauth::same_origin(state, headers) {
+        return Err(Box::new(page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site",
+            "<p>Open the link from your email again.</p>",
+        )));
+    }
+    form.map(|Form(f)| f).map_err(|_| Box::new(invalid_link()))
 }
 
 fn invalid_link() -> Response {
@@ -143,11 +151,9 @@ async fn verify_submit(
     headers: axum::http::HeaderMap,
     form: Result<Form<VerifyForm>, FormRejection>,
 ) -> Response {
-    if !super::oauth::same_origin(&state, &headers) {
-        return cross_site();
-    }
-    let Ok(Form(form)) = form else {
-        return invalid_link();
+    let form = match posted(&state, &headers, form) {
+        Ok(form) => form,
+        Err(page) => return *page,
     };
     match recovery::verify_email(&state, &form.token, &ctx, state.clock.now()).await {
         Ok(()) => page(
@@ -200,11 +206,9 @@ async fn reset_submit(
     headers: axum::http::HeaderMap,
     form: Result<Form<ResetForm>, FormRejection>,
 ) -> Response {
-    if !super::oauth::same_origin(&state, &headers) {
-        return cross_site();
-    }
-    let Ok(Form(form)) = form else {
-        return invalid_link();
+    let form = match posted(&state, &headers, form) {
+        Ok(form) => form,
+        Err(page) => return *page,
     };
     let now = state.clock.now();
     match recovery::reset_password(&state, &form.token, &form.new_password, &ctx, now).await {
@@ -304,11 +308,9 @@ async fn link_submit(
     headers: axum::http::HeaderMap,
     form: Result<Form<VerifyForm>, FormRejection>,
 ) -> Response {
-    if !super::oauth::same_origin(&state, &headers) {
-        return cross_site();
-    }
-    let Ok(Form(form)) = form else {
-        return invalid_link();
+    let form = match posted(&state, &headers, form) {
+        Ok(form) => form,
+        Err(page) => return *page,
     };
     let browser = link_cookie(&state, &headers);
     let now = state.clock.now();

@@ -319,12 +319,13 @@ pub async fn enqueue(
     expires_at: i64,
     now: i64,
 ) -> Result<()> {
-    enqueue_for_tenant(tx, mailer, template, to, link, None, expires_at, now).await
+    enqueue_about(tx, mailer, template, to, link, None, expires_at, now).await
 }
 
-/// [`enqueue`] with the name of the tenant the mail is about (invitations).
+/// [`enqueue`] with the name the mail is about: the tenant of an invitation, the provider of
+/// an identity link (the templates' `tenant` and `provider`).
 #[allow(clippy::too_many_arguments)]
-pub async fn enqueue_for_tenant(
+pub async fn enqueue_about(
     tx: &mut Tx,
     mailer: &Mailer,
     template: Template,

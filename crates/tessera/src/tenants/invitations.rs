@@ -123,7 +123,7 @@ pub async fn create(
     let event_link = if core.mail.event_driven() {
         Some(link)
     } else {
-        mail::enqueue_for_tenant(
+        mail::enqueue_about(
             &mut tx,
             &core.mail,
             Template::Invitation,
