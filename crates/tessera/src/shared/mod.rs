@@ -322,10 +322,11 @@ impl Shared {
         }
     }
 
-    /// Tells the other replicas of a change; returns once Redis has passed it on to every
-    /// subscribed replica. With one process, nothing to do (the caller has changed its own
-    /// caches). Best effort: a replica that misses it has lost its subscription and bypasses
-    /// its caches until it is back.
+    /// Tells the other replicas of a change; returns once every subscribed replica has
+    /// confirmed that it applied it (at most [`redis::ACK_WAIT`]), so a revocation is refused
+    /// everywhere before the request that made it answers. With one process, nothing to do (the
+    /// caller has changed its own caches). Best effort: a replica that misses it has lost its
+    /// subscription and bypasses its caches until it is back.
     pub async fn publish(&self, change: &Invalidation) {
         if let Backend::Redis(r) = &self.inner.backend {
             r.publish(&change.encode()).await;

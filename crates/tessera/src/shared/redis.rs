@@ -5,7 +5,13 @@
 //! Keys, under the configured prefix: `rl:<bucket>` (token bucket: hash `t`, `at`),
 //! `lk:<counter>` (lockout: hash `count`, `until`), `lp:<counter>` (reservations in flight:
 //! sorted set scored by expiry), `kd:<pair>` (known device); channel `invalidate`.
+//!
+//! On the channel: `i:<nonce>:<change>` (an invalidation), `a:<nonce>` (a replica has applied
+//! it) and `p:` (a heartbeat). A publisher waits for one `a:` from each replica the `PUBLISH`
+//! reached, so a revocation is in force everywhere before the request that made it answers.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -21,6 +27,10 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const SILENCE: Duration = Duration::from_secs(16);
 const HEARTBEAT_MESSAGE: &str = "p:";
+/// The longest a publisher waits for every subscribed replica to confirm an invalidation. A
+/// replica that has not confirmed by then is hung or cut off; it notices the silence of its
+/// subscription within [`SILENCE`] and then stops trusting its caches.
+pub const ACK_WAIT: Duration = Duration::from_millis(500);
 
 const TAKE: &str = r"
 local burst = tonumber(ARGV[1])
@@ -89,6 +99,10 @@ pub struct Redis {
     prefix: String,
     channel: String,
     healthy: AtomicBool,
+    /// This replica's invalidations awaiting confirmations: nonce → how many arrived.
+    pending: Mutex<HashMap<String, tokio::sync::watch::Sender<i64>>>,
+    /// Whether the last invalidation was confirmed in time (logs a run of late ones once).
+    confirmed: AtomicBool,
     take: redis::Script,
     reserve: redis::Script,
     fail: redis::Script,
@@ -138,6 +152,8 @@ impl Redis {
             prefix: prefix.to_string(),
             channel: format!("{prefix}invalidate"),
             healthy: AtomicBool::new(true),
+            pending: Mutex::default(),
+            confirmed: AtomicBool::new(true),
             take: redis::Script::new(TAKE),
             reserve: redis::Script::new(RESERVE),
             fail: redis::Script::new(FAIL),
@@ -290,13 +306,44 @@ impl Redis {
         self.note(value, "stash")
     }
 
-    pub async fn publish(&self, message: &str) {
-        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(message)
-            .query_async(&mut self.conn.clone())
-            .await;
-        let _ = self.note(sent, "invalidation");
+    /// Publishes invalidation `change` and waits (at most [`ACK_WAIT`]) until every replica the
+    /// message reached, this one included, has applied it.
+    pub async fn publish(&self, change: &str) {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let (tx, mut confirmations) = tokio::sync::watch::channel(0);
+        self.pending_acks().insert(nonce.clone(), tx);
+        let sent = send(&self.conn, &self.channel, format!("i:{nonce}:{change}")).await;
+        if let Ok(reached) = self.note(sent, "invalidation") {
+            let confirmed = tokio::time::timeout(
+                ACK_WAIT,
+                confirmations.wait_for(|&heard| heard >= reached),
+            )
+            .await
+            .is_ok();
+            if self.confirmed.swap(confirmed, Ordering::AcqRel) != confirmed {
+                if confirmed {
+                    tracing::info!("every replica confirms invalidations again");
+                } else {
+                    tracing::warn!(
+                        wait_ms = ACK_WAIT.as_millis() as u64,
+                        "a replica did not confirm an invalidation in time; it stops trusting \
+                         its caches once its subscription is seen silent"
+                    );
+                }
+            }
+        }
+        self.pending_acks().remove(&nonce);
+    }
+
+    fn pending_acks(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::watch::Sender<i64>>> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts one replica's confirmation of invalidation `nonce`, if it is this replica's.
+    fn confirmation(&self, nonce: &str) {
+        if let Some(tx) = self.pending_acks().get(nonce) {
+            tx.send_modify(|heard| *heard += 1);
+        }
     }
 
     /// Subscribes to the invalidation channel and hands each message to `on` until the
@@ -325,7 +372,8 @@ impl Redis {
                         tracing::warn!("the Redis invalidation subscription went silent; resubscribing");
                         return;
                     }
-                    self.publish(HEARTBEAT_MESSAGE).await;
+                    let beat = send(&self.conn, &self.channel, HEARTBEAT_MESSAGE.into()).await;
+                    let _ = self.note(beat, "invalidation heartbeat");
                 }
                 next = stream.next() => {
                     let Some(message) = next else {
@@ -333,13 +381,33 @@ impl Redis {
                         return;
                     };
                     heard = tokio::time::Instant::now();
-                    match message.get_payload::<String>() {
-                        Ok(text) if text == HEARTBEAT_MESSAGE => {}
-                        Ok(text) => on(Message::Payload(&text)),
-                        Err(_) => {}
+                    let Ok(text) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some(nonce) = text.strip_prefix("a:") {
+                        self.confirmation(nonce);
+                    } else if let Some((nonce, change)) =
+                        text.strip_prefix("i:").and_then(|rest| rest.split_once(':'))
+                    {
+                        on(Message::Payload(change));
+                        // Confirmed off this loop, so a slow Redis never delays the next message.
+                        let (conn, channel, ack) =
+                            (self.conn.clone(), self.channel.clone(), format!("a:{nonce}"));
+                        tokio::spawn(async move { send(&conn, &channel, ack).await });
+                    } else if text != HEARTBEAT_MESSAGE {
+                        on(Message::Payload(&text));
                     }
                 }
             }
         }
     }
+}
+
+/// `PUBLISH channel text`: how many subscribers it reached.
+async fn send(conn: &ConnectionManager, channel: &str, text: String) -> redis::RedisResult<i64> {
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(text)
+        .query_async(&mut conn.clone())
+        .await
 }
