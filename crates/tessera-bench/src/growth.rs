@@ -385,12 +385,14 @@ pub fn render(rep: &mut Report, r: &Results) {
         }
         let p = &run.purge;
         rep.line(&format!(
-            "-- housekeeping on {}: {} rows deleted in {:.1} s ({:.0} rows/s, batches of {}){}",
+            "-- housekeeping on {}: {} rows deleted in {:.1} s ({:.0} rows/s, batches of {} to {} rows, about {} ms each){}",
             run.backend,
             p.deleted,
             p.took.as_secs_f64(),
             p.deleted as f64 / p.took.as_secs_f64().max(1e-9),
+            tessera::app::PURGE_BATCH_MIN,
             tessera::app::PURGE_BATCH,
+            tessera::app::PURGE_BATCH_BUDGET.as_millis(),
             if p.outlasted_window {
                 "; the window below lies inside the purge"
             } else {

@@ -308,31 +308,58 @@ async fn housekeeping(state: Core) {
     }
 }
 
-/// Rows deleted per housekeeping transaction: a batch holds the write lock for a few
-/// milliseconds, so requests that write wait at most that long behind a purge.
+/// The most rows one housekeeping transaction deletes.
 pub const PURGE_BATCH: i64 = 500;
+/// The fewest rows one housekeeping transaction deletes (so a pass always ends).
+pub const PURGE_BATCH_MIN: i64 = 10;
+/// How long one housekeeping transaction should hold the writer: requests that write wait at
+/// most about this long behind a purge (SQLite has one writer at a time).
+pub const PURGE_BATCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(4);
+
+/// The size of the next batch, after `size` rows took `took`: cut in proportion when over
+/// [`PURGE_BATCH_BUDGET`], doubled when under half of it, within [`PURGE_BATCH_MIN`] and
+/// [`PURGE_BATCH`]. Rows cost more as tables and their indexes grow, and a batch bounded by
+/// rows alone held the writer for tens of milliseconds on large tables.
+pub fn next_purge_batch(size: i64, took: std::time::Duration) -> i64 {
+    let budget = PURGE_BATCH_BUDGET.as_secs_f64();
+    let took = took.as_secs_f64();
+    let next = if took > budget {
+        (size as f64 * budget / took) as i64
+    } else if took < budget / 2.0 {
+        size.saturating_mul(2)
+    } else {
+        size
+    };
+    next.clamp(PURGE_BATCH_MIN, PURGE_BATCH)
+}
 
 /// One housekeeping pass; returns the rows deleted.
 ///
-/// Deletes in bounded batches, each its own transaction, and lets other work run between two:
-/// millions of expired rows are deleted without holding the database's write lock for long.
+/// Deletes in batches of about [`PURGE_BATCH_BUDGET`] each, each its own transaction, and rests
+/// as long as the batch took before the next: millions of expired rows are deleted while the
+/// writer stays free at least half the time and no write waits long behind it.
 pub async fn purge_expired(store: &Store, now: i64) -> anyhow::Result<u64> {
     use crate::store::housekeeping::{self, Expired};
     if !housekeeping::anything_expired(store.pool(), now).await? {
         return Ok(0);
     }
     let mut deleted = 0;
+    let mut size = PURGE_BATCH;
     for kind in Expired::ALL {
         loop {
             let mut tx = store.begin().await?;
-            let n = housekeeping::purge_batch(&mut tx, kind, now, PURGE_BATCH).await?;
+            // The time the writer is held, not the time queued for it.
+            let started = std::time::Instant::now();
+            let n = housekeeping::purge_batch(&mut tx, kind, now, size).await?;
             tx.commit().await?;
+            let took = started.elapsed();
             deleted += n;
-            if n < PURGE_BATCH as u64 {
+            if n < size as u64 {
                 break;
             }
+            size = next_purge_batch(size, took);
             // Writers that queued behind this batch go first.
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            tokio::time::sleep(took.max(std::time::Duration::from_millis(2))).await;
         }
     }
     if deleted > 0 {
@@ -377,3 +404,25 @@ async fn shutdown_signal() {
 }
 
 pub use crate::core::{load_master_key, open_store};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn purge_batches_follow_their_time_budget_within_bounds() {
+        let ms = Duration::from_millis;
+        // Over budget: cut in proportion (40 ms for 500 rows is 50 rows for 4 ms).
+        assert_eq!(next_purge_batch(500, ms(40)), 50);
+        assert_eq!(next_purge_batch(50, ms(4)), 50);
+        // Under half of it: doubled, never past the largest batch.
+        assert_eq!(next_purge_batch(50, ms(1)), 100);
+        assert_eq!(next_purge_batch(400, Duration::ZERO), PURGE_BATCH);
+        // However slow, a batch keeps its smallest size, so a pass always ends.
+        assert_eq!(
+            next_purge_batch(10, Duration::from_secs(5)),
+            PURGE_BATCH_MIN
+        );
+    }
+}

@@ -314,12 +314,10 @@ impl Redis {
         self.pending_acks().insert(nonce.clone(), tx);
         let sent = send(&self.conn, &self.channel, format!("i:{nonce}:{change}")).await;
         if let Ok(reached) = self.note(sent, "invalidation") {
-            let confirmed = tokio::time::timeout(
-                ACK_WAIT,
-                confirmations.wait_for(|&heard| heard >= reached),
-            )
-            .await
-            .is_ok();
+            let confirmed =
+                tokio::time::timeout(ACK_WAIT, confirmations.wait_for(|&heard| heard >= reached))
+                    .await
+                    .is_ok();
             if self.confirmed.swap(confirmed, Ordering::AcqRel) != confirmed {
                 if confirmed {
                     tracing::info!("every replica confirms invalidations again");
@@ -335,8 +333,12 @@ impl Redis {
         self.pending_acks().remove(&nonce);
     }
 
-    fn pending_acks(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::watch::Sender<i64>>> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn pending_acks(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::watch::Sender<i64>>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Counts one replica's confirmation of invalidation `nonce`, if it is this replica's.
