@@ -166,6 +166,7 @@ impl App {
             },
         ))));
         tasks.push(tokio::spawn(housekeeping(state.clone())));
+        tasks.push(tokio::spawn(checkpoints(state.clone())));
         tasks.push(tokio::spawn(crate::audit::run_purge(state.clone())));
         if state.config.metrics.enabled {
             tasks.push(tokio::spawn(crate::metrics::upkeep()));
@@ -304,6 +305,21 @@ async fn housekeeping(state: Core) {
         tick.tick().await;
         if let Err(e) = purge_expired(&state.store, state.clock.now()).await {
             tracing::warn!(error = ?e, "housekeeping failed; will retry");
+        }
+    }
+}
+
+/// SQLite: the WAL copied back into the database beside the writer (see `Store::checkpoint`).
+async fn checkpoints(state: Core) {
+    if state.store.backend() != crate::store::Backend::Sqlite {
+        return;
+    }
+    let mut tick = tokio::time::interval(crate::store::CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.store.checkpoint().await {
+            tracing::warn!(error = ?e, "checkpointing the database failed; will retry");
         }
     }
 }

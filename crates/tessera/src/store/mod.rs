@@ -51,11 +51,17 @@ impl Backend {
     }
 }
 
+/// How often a server checkpoints an SQLite database ([`Store::checkpoint`]).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     /// SQLite only: the one connection write transactions run on (see [`Store::begin`]).
     writer: Option<AnyPool>,
+    /// SQLite only: the connection that copies the WAL back into the database (see
+    /// [`Store::checkpoint`]), opened on first use.
+    checkpointer: Option<AnyPool>,
     backend: Backend,
 }
 
@@ -91,7 +97,9 @@ impl Store {
                 // worker thread (sqlx still pings once when a connection comes back, which also
                 // flushes the rollback of a dropped transaction).
                 let pool = pool.test_before_acquire(false);
-                // wal_autocheckpoint: a checkpoint every 10 000 WAL pages (about 40 MB) instead
+                // wal_autocheckpoint, the fallback of the server's own checkpoints beside the
+                // writer (`Store::checkpoint`), and the only checkpoint of other processes (the
+                // CLI): a checkpoint every 10 000 WAL pages (about 40 MB) instead
                 // of SQLite's 1 000. Pages written again and again (index roots, the last leaf
                 // of an append-only table) are copied back once per checkpoint, so fewer
                 // checkpoints copy and fsync less: the hosted code flow uses about 8% less CPU
@@ -138,6 +146,12 @@ impl Store {
             ),
             Backend::Postgres => None,
         };
+        let checkpointer = match backend {
+            Backend::Sqlite => Some(connect(1, 0, false).connect_lazy_with(
+                AnyConnectOptions::from_str(url).context("parsing the database URL")?,
+            )),
+            Backend::Postgres => None,
+        };
         // The database (and its WAL files) hold password hashes and sealed keys: owner-only.
         if let Some(path) = sqlite_path(url) {
             for suffix in ["", "-wal", "-shm"] {
@@ -149,6 +163,7 @@ impl Store {
         Ok(Self {
             pool,
             writer,
+            checkpointer,
             backend,
         })
     }
@@ -207,6 +222,25 @@ impl Store {
         }
     }
 
+    /// SQLite: copies what the WAL holds back into the database file, without waiting for
+    /// readers or writers (`PRAGMA wal_checkpoint(PASSIVE)`); returns the WAL's frames and how
+    /// many of them are now in the database. Nothing to do on PostgreSQL.
+    ///
+    /// The server calls it every [`CHECKPOINT_INTERVAL`] from a task of its own, so the copy and
+    /// its fsync happen beside the writer and not inside a request's commit: SQLite's own
+    /// checkpoint (`wal_autocheckpoint`, left as the fallback) runs in the commit that crosses
+    /// the threshold, and every write queued behind it waits for the fsync.
+    pub async fn checkpoint(&self) -> Result<Option<(i64, i64)>, sqlx::Error> {
+        let Some(checkpointer) = &self.checkpointer else {
+            return Ok(None);
+        };
+        let (_busy, frames, copied): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(checkpointer)
+                .await?;
+        Ok(Some((frames, copied)))
+    }
+
     /// Readiness: can the database answer a query?
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")
@@ -216,6 +250,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.close().await;
+        }
         if let Some(writer) = &self.writer {
             writer.close().await;
         }

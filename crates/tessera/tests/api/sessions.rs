@@ -25,6 +25,7 @@ on_both_backends!(
     a_rotation_marks_the_token_used_adds_its_successor_and_touches_the_session,
     a_refused_refresh_writes_nothing,
     write_transactions_wait_their_turn,
+    a_checkpoint_copies_the_wal_back_beside_the_writer,
     no_write_skips_the_writer_queue,
 );
 
@@ -622,6 +623,33 @@ async fn a_refused_refresh_writes_nothing(b: Backend) {
     let (status, _, body) = crate::oauth::token(&app, auth, &form(None)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(state().await, (2, 1));
+}
+
+/// SQLite: the server's checkpoint copies every frame the WAL holds back into the database, on
+/// its own connection, while a write transaction is open on the writer (nothing to do on
+/// PostgreSQL).
+async fn a_checkpoint_copies_the_wal_back_beside_the_writer(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.signed_in("wal@example.com").await;
+    let store = &app.state.store;
+    let mut open = store.begin().await.unwrap();
+    sqlx::query("UPDATE sessions SET last_used_at = last_used_at + 1")
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    let checkpoint = tokio::time::timeout(std::time::Duration::from_secs(5), store.checkpoint())
+        .await
+        .expect("the checkpoint waited for the writer")
+        .unwrap();
+    open.commit().await.unwrap();
+    match b {
+        Backend::Sqlite => {
+            let (frames, copied) = checkpoint.expect("SQLite checkpoints");
+            assert!(frames > 0, "the sign-in was written to the WAL");
+            assert_eq!(copied, frames, "every committed frame is in the database");
+        }
+        Backend::Postgres => assert_eq!(checkpoint, None),
+    }
 }
 
 /// Write transactions queued behind one that holds the lock all complete once it commits, none
