@@ -268,6 +268,18 @@ impl Federation {
         (res.status(), res.text().await.unwrap())
     }
 
+    /// Asks for a link on the linking page `html` (answered 200) and returns the
+    /// `IdentityLinkRequestedV1` event it recorded for `user_id`.
+    async fn link_requested(&self, html: &str, user_id: &str) -> Value {
+        let (status, sent) = self.ask_for_link(html).await;
+        assert_eq!(status, StatusCode::OK, "{sent}");
+        events_of(&self.app, user_id)
+            .await
+            .into_iter()
+            .find(|e| e["event_type"] == "identity.federation.link_requested.v1")
+            .expect("an IdentityLinkRequestedV1 event")
+    }
+
     /// Opens an emailed link in this browser, then posts its page's form: the two pages.
     async fn open_link(&self, link: &str) -> ((StatusCode, String), (StatusCode, String)) {
         open_link_in(&self.browser, &self.app.base, link).await
@@ -1143,13 +1155,7 @@ async fn an_emailed_link_reclaims_an_account_whose_address_nobody_verified(b: Ba
     let end = f.walk(&f.authorize_url("&idp=up"), email).await;
     let (_, html) = end.page();
     assert!(html.contains(r#"name="password""#), "{html}");
-    let (status, sent) = f.ask_for_link(html).await;
-    assert_eq!(status, StatusCode::OK, "{sent}");
-    let events = events_of(&f.app, &user_id).await;
-    let requested = events
-        .iter()
-        .find(|e| e["event_type"] == "identity.federation.link_requested.v1")
-        .expect("requested");
+    let requested = f.link_requested(html, &user_id).await;
     assert_eq!(requested["data"]["provider_name"], "Upstream");
     let link = requested["data"]["link"].as_str().unwrap().to_string();
     let ((status, html), (posted, done)) = f.open_link(&link).await;
@@ -1228,13 +1234,7 @@ async fn an_emailed_link_to_a_verified_account_keeps_what_it_has(b: Backend) {
     upstream_user(&f.upstream, email, false).await;
     let end = f.walk(&f.authorize_url("&idp=up"), email).await;
     let (_, html) = end.page();
-    let (status, sent) = f.ask_for_link(html).await;
-    assert_eq!(status, StatusCode::OK, "{sent}");
-    let events = events_of(&f.app, &user_id).await;
-    let requested = events
-        .iter()
-        .find(|e| e["event_type"] == "identity.federation.link_requested.v1")
-        .expect("requested");
+    let requested = f.link_requested(html, &user_id).await;
     let link = requested["data"]["link"].as_str().unwrap().to_string();
     let ((status, html), (posted, done)) = f.open_link(&link).await;
     assert_eq!(status, StatusCode::OK, "{html}");
